@@ -1,0 +1,40 @@
+package sshmesh
+
+import "golang.org/x/crypto/ssh"
+
+// Algorithms lists the SSH algorithms a server offers, most preferred
+// first. Host key algorithms follow from [Server.HostKeys].
+type Algorithms struct {
+	KeyExchanges []string
+	Ciphers      []string
+	MACs         []string
+}
+
+// DefaultAlgorithms returns what a current audit of an SSH server passes
+// while staying compatible with OpenSSH 8+, PuTTY, Dropbear and Paramiko 2.x:
+// post-quantum hybrid and Curve25519 key exchange (no NIST-curve ECDH, no
+// SHA-1), AEAD ciphers first with AES-CTR for Paramiko, and SHA-2 MACs with
+// encrypt-then-MAC preferred (no SHA-1 MACs).
+func DefaultAlgorithms() *Algorithms {
+	return &Algorithms{
+		KeyExchanges: []string{
+			ssh.KeyExchangeMLKEM768X25519,
+			ssh.KeyExchangeCurve25519,
+			ssh.KeyExchangeDH16SHA512,
+		},
+		Ciphers: []string{
+			ssh.CipherChaCha20Poly1305,
+			ssh.CipherAES256GCM,
+			ssh.CipherAES128GCM,
+			ssh.CipherAES256CTR,
+			ssh.CipherAES192CTR,
+			ssh.CipherAES128CTR,
+		},
+		MACs: []string{
+			ssh.HMACSHA256ETM,
+			ssh.HMACSHA512ETM,
+			ssh.HMACSHA256,
+			ssh.HMACSHA512,
+		},
+	}
+}

@@ -1,0 +1,261 @@
+package sshmesh
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/sshmesh/sshmesh/policy"
+)
+
+// serverConn is one SSH conn: from the handshake to the last session.
+type serverConn struct {
+	srv     *Server
+	nc      net.Conn
+	peer    Peer
+	startup bool // holds a MaxStartups slot; guarded by srv.mu
+
+	preAuth  ssh.ServerPreAuthConn
+	decision policy.Decision // set by authNone before the handshake ends
+	identity Identity
+
+	lastActive atomic.Int64 // unix nanos of the last session data
+
+	mu       sync.Mutex
+	sessions int
+	ssh      *ssh.ServerConn
+}
+
+func (c *serverConn) touch() { c.lastActive.Store(time.Now().UnixNano()) }
+
+func (c *serverConn) serve() {
+	s := c.srv
+	log := s.logger()
+	defer s.forget(c)
+	defer c.nc.Close()
+
+	c.nc.SetDeadline(time.Now().Add(durationOr(s.LoginGraceTime, 30*time.Second)))
+	sconn, chans, reqs, err := ssh.NewServerConn(c.nc, s.sshConfig(c))
+	if err != nil {
+		if !errors.Is(err, io.EOF) {
+			log.Info("handshake ended", "peer", c.peer.Key.String(), "addr", c.peer.Addr.String(), "err", err)
+		}
+		return
+	}
+	c.nc.SetDeadline(time.Time{})
+	s.authenticated(c)
+	c.mu.Lock()
+	c.ssh = sconn
+	c.mu.Unlock()
+	s.connCount.Add(1)
+	defer s.connCount.Add(-1)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go c.globalRequests(reqs)
+	go c.watch(ctx, sconn)
+
+	var wg sync.WaitGroup
+	for nch := range chans {
+		switch nch.ChannelType() {
+		case "session":
+			if !c.openSession() {
+				nch.Reject(ssh.ResourceShortage, "too many sessions on this connection (MaxSessions)")
+				continue
+			}
+			ch, chReqs, err := nch.Accept()
+			if err != nil {
+				c.closeSession()
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.closeSession()
+				c.runSession(ctx, ch, chReqs)
+			}()
+		default:
+			nch.Reject(ssh.UnknownChannelType, "channel type "+nch.ChannelType()+" is not supported")
+		}
+	}
+	cancel()
+	wg.Wait()
+	log.Info("conn closed", "peer", c.peer.Key.String(), "addr", c.peer.Addr.String(), "user", c.identity.SSHUser)
+}
+
+func (c *serverConn) runSession(ctx context.Context, ch ssh.Channel, reqs <-chan *ssh.Request) {
+	s := c.srv
+	sctx, cancel := context.WithCancel(ctx)
+	sess := &Session{
+		ch: ch, conn: c, ctx: sctx, cancel: cancel,
+		windows: make(chan Window, 1),
+		signals: make(chan Signal, 16),
+		breaks:  make(chan time.Duration, 4),
+	}
+	h := s.Handler
+	if h == nil {
+		h = LoginHandler()
+	}
+	done := make(chan struct{})
+	sess.handleRequests(reqs, h, done)
+	<-done
+	cancel()
+	ch.Close()
+}
+
+func (c *serverConn) openSession() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sessions >= intOr(c.srv.MaxSessions, 10) {
+		return false
+	}
+	c.sessions++
+	c.srv.sessions.Add(1)
+	return true
+}
+
+func (c *serverConn) closeSession() {
+	c.mu.Lock()
+	c.sessions--
+	idle := c.sessions == 0
+	c.mu.Unlock()
+	c.srv.sessions.Done()
+	if idle && c.srv.isClosed() {
+		c.nc.Close()
+	}
+}
+
+// closeIfIdle closes the conn when it has no open session (Shutdown).
+func (c *serverConn) closeIfIdle() {
+	c.mu.Lock()
+	idle := c.sessions == 0
+	c.mu.Unlock()
+	if idle {
+		c.nc.Close()
+	}
+}
+
+// globalRequests answers conn-level requests: keepalive@openssh.com and
+// anything unknown get a failure reply, which is what OpenSSH clients
+// expect (any reply proves the server is alive).
+func (c *serverConn) globalRequests(reqs <-chan *ssh.Request) {
+	for req := range reqs {
+		if req.WantReply {
+			req.Reply(false, nil)
+		}
+	}
+}
+
+// watch sends keepalives and enforces the idle timeout until ctx ends.
+func (c *serverConn) watch(ctx context.Context, sconn *ssh.ServerConn) {
+	s := c.srv
+	interval := durationOr(s.KeepAliveInterval, 30*time.Second)
+	tick := interval
+	if s.IdleTimeout > 0 && (interval <= 0 || s.IdleTimeout < interval) {
+		tick = s.IdleTimeout / 4
+	}
+	if tick <= 0 {
+		return
+	}
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	missed := 0
+	lastProbe := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if s.IdleTimeout > 0 && now.Sub(time.Unix(0, c.lastActive.Load())) > s.IdleTimeout {
+				s.logger().Info("closing idle conn", "peer", c.peer.Key.String(), "idle_timeout", s.IdleTimeout)
+				sconn.Close()
+				return
+			}
+			if interval <= 0 || now.Sub(lastProbe) < interval {
+				continue
+			}
+			lastProbe = now
+			reply := make(chan error, 1)
+			go func() {
+				_, _, err := sconn.SendRequest("keepalive@openssh.com", true, nil)
+				reply <- err
+			}()
+			select {
+			case err := <-reply:
+				if err != nil {
+					return
+				}
+				missed = 0
+			case <-time.After(interval):
+				missed++
+				if missed >= intOr(s.KeepAliveCountMax, 3) {
+					s.logger().Info("closing conn: keepalives unanswered", "peer", c.peer.Key.String())
+					sconn.Close()
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+// authNone decides a login attempt: the caller's identity is the conn's
+// mesh peer, the decision the policy's for the login name asked for.
+func (c *serverConn) authNone(meta ssh.ConnMetadata) (*ssh.Permissions, error) {
+	s := c.srv
+	log := s.logger()
+	req := policy.Request{Src: c.peer.Key, SrcAddr: c.peer.Addr, Dst: c.peer.Self, User: meta.User()}
+	ctx, cancel := context.WithTimeout(context.Background(), durationOr(s.LoginGraceTime, 30*time.Second))
+	defer cancel()
+	d, err := s.Policy.Evaluate(ctx, req)
+	if err != nil {
+		log.Error("policy failed; login refused", "peer", c.peer.Key.String(), "user", req.User, "err", err)
+		return nil, refuse("access denied")
+	}
+	attrs := []any{"peer", c.peer.Key.String(), "node", d.Caller.Node, "addr", c.peer.Addr.String(),
+		"user", req.User, "local_user", d.LocalUser, "action", d.Action.String(), "rule", d.Rule, "rule_pos", d.RulePos}
+	switch {
+	case d.Action == policy.Check:
+		log.Warn("login refused: check mode is not available on this server", attrs...)
+		return nil, refuse("access denied: this login needs a check, which this server does not offer")
+	case d.Action != policy.Accept:
+		log.Info("login refused", append(attrs, "message", d.Message)...)
+		msg := d.Message
+		if msg == "" {
+			msg = "access denied"
+		}
+		return nil, refuse(msg)
+	case d.LocalUser == "":
+		log.Error("login refused: policy accepted without a local user", attrs...)
+		return nil, refuse("access denied")
+	}
+	if d.Caller.Key.IsZero() {
+		d.Caller.Key = c.peer.Key
+	}
+	c.decision = d
+	c.identity = Identity{Identity: d.Caller, Addr: c.peer.Addr, SSHUser: req.User}
+	log.Info("login accepted", attrs...)
+	return &ssh.Permissions{}, nil
+}
+
+// refuse returns the auth error whose banner the client prints.
+func refuse(msg string) error {
+	msg = strings.TrimRight(msg, "\r\n")
+	return &ssh.BannerError{Err: errors.New("refused by policy"), Message: "sshmesh: " + msg + "\r\n"}
+}
+
+// acceptEnv reports whether the client may set name for this conn's rule.
+func (c *serverConn) acceptEnv(name, value string) bool {
+	if strings.ContainsRune(value, 0) || strings.ContainsAny(name, "=\x00") || name == "" {
+		return false
+	}
+	return envAllowed(c.decision.AcceptEnv, name)
+}

@@ -1,0 +1,141 @@
+package sshmesh
+
+import (
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync/atomic"
+
+	"github.com/sshmesh/sshmesh/meshkey"
+)
+
+// PeerResolver maps a mesh address to the WireGuard peer that owns it, with
+// WireGuard's allowed-IPs meaning. A *netstack.Node is one.
+type PeerResolver interface {
+	PeerForAddr(netip.Addr) (meshkey.Public, bool)
+}
+
+// Peer is who is on the other end of a mesh conn, as WireGuard proved it.
+type Peer struct {
+	Key  meshkey.Public // the caller's WireGuard public key
+	Addr netip.AddrPort // the caller's mesh address and port
+	// Local is the mesh address and port the conn reached.
+	Local netip.AddrPort
+	// Self is the public key of the node that accepted the conn, when the
+	// resolver knows it (it has a PublicKey method); zero otherwise.
+	Self meshkey.Public
+}
+
+// Listener wraps a net.Listener on a mesh address: every conn it returns
+// carries its [Peer], resolved once at accept time from the conn's source
+// address. A conn whose peer cannot be resolved is closed and logged, never
+// returned. Use [PeerOf] to read the peer of a conn.
+type Listener struct {
+	net.Listener
+	peers  PeerResolver
+	self   meshkey.Public
+	logger *slog.Logger
+
+	// Unknown counts conns closed because no peer owns their source address.
+	unknown atomic.Uint64
+}
+
+// NewListener returns a Listener that resolves the peers of ln's conns with
+// peers. logger may be nil.
+func NewListener(ln net.Listener, peers PeerResolver, logger *slog.Logger) *Listener {
+	l := &Listener{Listener: ln, peers: peers, logger: orDiscard(logger)}
+	if s, ok := peers.(interface{ PublicKey() meshkey.Public }); ok {
+		l.self = s.PublicKey()
+	}
+	return l
+}
+
+// Accept waits for the next conn whose peer is known and returns it as a
+// *[Conn].
+func (l *Listener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		p, err := l.resolve(c)
+		if err != nil {
+			l.unknown.Add(1)
+			l.logger.Warn("refused conn from unknown peer", "addr", c.RemoteAddr().String(), "err", err)
+			c.Close()
+			continue
+		}
+		return &Conn{Conn: c, peer: p}, nil
+	}
+}
+
+// Unknown returns how many conns were refused because no peer owns their
+// source address.
+func (l *Listener) Unknown() uint64 { return l.unknown.Load() }
+
+func (l *Listener) resolve(c net.Conn) (Peer, error) {
+	remote, err := addrPort(c.RemoteAddr())
+	if err != nil {
+		return Peer{}, err
+	}
+	local, _ := addrPort(c.LocalAddr())
+	key, ok := l.peers.PeerForAddr(remote.Addr())
+	if !ok {
+		return Peer{}, errors.New("no peer owns the source address")
+	}
+	return Peer{Key: key, Addr: remote, Local: local, Self: l.self}, nil
+}
+
+func addrPort(a net.Addr) (netip.AddrPort, error) {
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		ap := a.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+	case interface{ AddrPort() netip.AddrPort }:
+		ap := a.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+	}
+	if a == nil {
+		return netip.AddrPort{}, errors.New("conn has no remote address")
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+}
+
+// Conn is a net.Conn whose peer the mesh has proved.
+type Conn struct {
+	net.Conn
+	peer Peer
+}
+
+// Peer returns who is on the other end.
+func (c *Conn) Peer() Peer { return c.peer }
+
+// PeerOf returns the peer of a conn accepted from a [Listener], looking
+// through wrappers that have a NetConn() net.Conn method (as crypto/tls
+// conns do). ok is false for any other conn: such a conn must not be served.
+func PeerOf(c net.Conn) (p Peer, ok bool) {
+	for c != nil {
+		if mc, isMesh := c.(*Conn); isMesh {
+			return mc.peer, true
+		}
+		u, canUnwrap := c.(interface{ NetConn() net.Conn })
+		if !canUnwrap {
+			break
+		}
+		c = u.NetConn()
+	}
+	return Peer{}, false
+}
+
+// orDiscard returns l, or a logger that discards everything when l is nil.
+func orDiscard(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return l
+}

@@ -1,0 +1,362 @@
+package sshmesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/sshmesh/sshmesh/policy"
+)
+
+// Identity is who is logged in: the caller's mesh identity (key, and the
+// node name, owner and tags when the policy knows them), its mesh address
+// and the login name it asked for.
+type Identity struct {
+	policy.Identity
+	Addr    netip.AddrPort // the caller's mesh address and port
+	SSHUser string         // the login name the client asked for
+}
+
+// Window is a terminal size in characters (and pixels, when the client
+// tells them).
+type Window struct {
+	Cols, Rows    uint32
+	Width, Height uint32
+}
+
+// Pty is what the client asked for with its pty-req.
+type Pty struct {
+	Term   string
+	Window Window
+	// Modes holds the RFC 4254 terminal modes exactly as the client encoded
+	// them; session.ParseModes decodes them.
+	Modes []byte
+}
+
+// Signal is an SSH signal name, without "SIG": "TERM", "INT", "HUP", ...
+type Signal string
+
+// Session is one SSH session channel. It reads the client's stdin
+// ([Session.Read]) and writes its stdout ([Session.Write]); everything else
+// the client asked for is here too. Methods are safe for concurrent use.
+type Session struct {
+	ch       ssh.Channel
+	conn     *serverConn
+	ctx      context.Context
+	cancel   context.CancelFunc
+	env      []string
+	pty      *Pty
+	kind     string // "shell", "exec" or "subsystem"
+	raw      string // the exec command or the subsystem name
+	windows  chan Window
+	signals  chan Signal
+	breaks   chan time.Duration
+	exitOnce sync.Once
+	exitErr  error
+}
+
+// Read reads the client's stdin. It returns io.EOF when the client sends EOF.
+func (s *Session) Read(p []byte) (int, error) {
+	n, err := s.ch.Read(p)
+	s.conn.touch()
+	return n, err
+}
+
+// Write writes to the client's stdout.
+func (s *Session) Write(p []byte) (int, error) {
+	s.conn.touch()
+	return s.ch.Write(p)
+}
+
+// Stderr returns a writer to the client's stderr (SSH extended data).
+func (s *Session) Stderr() io.Writer { return s.ch.Stderr() }
+
+// CloseWrite sends EOF on stdout: the client sees the end of output.
+func (s *Session) CloseWrite() error { return s.ch.CloseWrite() }
+
+// Context is done when the session ends: the client closed it or went away,
+// or the server shut down.
+func (s *Session) Context() context.Context { return s.ctx }
+
+// Identity returns who is logged in.
+func (s *Session) Identity() Identity { return s.conn.identity }
+
+// LocalUser returns the local account the policy mapped the caller to.
+func (s *Session) LocalUser() string { return s.conn.decision.LocalUser }
+
+// Decision returns the policy decision that let this conn in, with the
+// options of its rule.
+func (s *Session) Decision() policy.Decision { return s.conn.decision }
+
+// RawCommand returns the command the client asked to run exactly as sent;
+// "" for a shell or a subsystem.
+func (s *Session) RawCommand() string {
+	if s.kind != "exec" {
+		return ""
+	}
+	return s.raw
+}
+
+// Command returns RawCommand split into words the way a POSIX shell splits
+// simple quoting ('...', "...", \); nil for a shell or a subsystem. A
+// command with unbalanced quotes comes back as one word.
+func (s *Session) Command() []string {
+	if s.kind != "exec" {
+		return nil
+	}
+	return splitCommand(s.raw)
+}
+
+// Subsystem returns the subsystem the client asked for ("sftp"), or "".
+func (s *Session) Subsystem() string {
+	if s.kind != "subsystem" {
+		return ""
+	}
+	return s.raw
+}
+
+// Environ returns the variables the client sent as KEY=VALUE, only those
+// the rule's acceptEnv allows (and never loader variables such as LD_*).
+func (s *Session) Environ() []string { return append([]string(nil), s.env...) }
+
+// Pty returns the terminal the client asked for, if any. The window is the
+// initial size; [Session.WindowChanges] reports later ones.
+func (s *Session) Pty() (Pty, bool) {
+	if s.pty == nil {
+		return Pty{}, false
+	}
+	return *s.pty, true
+}
+
+// WindowChanges delivers the client's window changes. It holds only the
+// latest one: a slow reader skips sizes, never blocks the session.
+func (s *Session) WindowChanges() <-chan Window { return s.windows }
+
+// Signals delivers the signals the client sends. It is buffered; when the
+// handler does not read, signals beyond the buffer are dropped (and logged),
+// never blocking the session.
+func (s *Session) Signals() <-chan Signal { return s.signals }
+
+// Breaks delivers the client's break requests (RFC 4335) with their length.
+func (s *Session) Breaks() <-chan time.Duration { return s.breaks }
+
+// LocalAddr returns the server's mesh address the conn reached.
+func (s *Session) LocalAddr() netip.AddrPort { return s.conn.peer.Local }
+
+// Exit ends the session with an exit status: the client gets exit-status,
+// then EOF, then the channel closes. Only the first Exit or ExitSignal
+// counts; later calls return its error.
+func (s *Session) Exit(code int) error {
+	s.exitOnce.Do(func() {
+		st := struct{ Status uint32 }{uint32(code)}
+		s.exitErr = s.finish("exit-status", ssh.Marshal(&st))
+		s.conn.srv.logger().Debug("session exit", "peer", s.conn.peer.Key.String(), "status", code)
+	})
+	return s.exitErr
+}
+
+// ExitSignal ends the session reporting that the program died by sig, as
+// OpenSSH does when a child is killed (the OpenSSH client then exits 255).
+func (s *Session) ExitSignal(sig Signal, coreDumped bool, message string) error {
+	s.exitOnce.Do(func() {
+		msg := struct {
+			Signal     string
+			CoreDumped bool
+			Message    string
+			Lang       string
+		}{string(sig), coreDumped, message, ""}
+		s.exitErr = s.finish("exit-signal", ssh.Marshal(&msg))
+	})
+	return s.exitErr
+}
+
+func (s *Session) finish(req string, payload []byte) error {
+	_, err := s.ch.SendRequest(req, false, payload)
+	s.ch.CloseWrite()
+	if cerr := s.ch.Close(); err == nil && cerr != nil && !errors.Is(cerr, io.EOF) {
+		err = cerr
+	}
+	s.cancel()
+	return err
+}
+
+// handleRequests serves the channel's requests until the channel closes,
+// starting the handler on shell, exec or subsystem.
+func (s *Session) handleRequests(reqs <-chan *ssh.Request, h Handler, done chan<- struct{}) {
+	defer close(done)
+	started := false
+	handlerDone := make(chan struct{})
+	for req := range reqs {
+		ok := false
+		switch req.Type {
+		case "pty-req":
+			if !started {
+				if p, err := parsePtyReq(req.Payload); err == nil {
+					s.pty = &p
+					ok = true
+				}
+			}
+		case "env":
+			var kv struct{ Name, Value string }
+			if !started && ssh.Unmarshal(req.Payload, &kv) == nil {
+				ok = s.conn.acceptEnv(kv.Name, kv.Value)
+				if ok {
+					s.env = append(s.env, kv.Name+"="+kv.Value)
+				}
+			}
+		case "shell", "exec", "subsystem":
+			if started {
+				break
+			}
+			var arg struct{ Value string }
+			if req.Type != "shell" && ssh.Unmarshal(req.Payload, &arg) != nil {
+				break
+			}
+			s.kind, s.raw = req.Type, arg.Value
+			started, ok = true, true
+			if req.WantReply {
+				req.Reply(true, nil)
+			}
+			go s.serve(h, handlerDone)
+			continue
+		case "window-change":
+			var w struct{ Cols, Rows, Width, Height uint32 }
+			if ssh.Unmarshal(req.Payload, &w) == nil {
+				win := Window(w)
+				if s.pty != nil && !started {
+					s.pty.Window = win
+				}
+				latest(s.windows, win)
+				ok = true
+			}
+		case "signal":
+			var sig struct{ Name string }
+			if ssh.Unmarshal(req.Payload, &sig) == nil {
+				select {
+				case s.signals <- Signal(sig.Name):
+				default:
+					s.conn.srv.logger().Warn("signal dropped: handler not reading", "peer", s.conn.peer.Key.String(), "signal", sig.Name)
+				}
+				ok = true
+			}
+		case "break":
+			var b struct{ Ms uint32 }
+			if ssh.Unmarshal(req.Payload, &b) == nil {
+				select {
+				case s.breaks <- time.Duration(b.Ms) * time.Millisecond:
+				default:
+				}
+				ok = true
+			}
+		}
+		if req.WantReply {
+			req.Reply(ok, nil)
+		}
+	}
+	// The client closed the channel (or the conn went away).
+	s.cancel()
+	if started {
+		<-handlerDone
+	}
+}
+
+// serve runs the handler, then ends the session with status 0 if the
+// handler did not end it itself.
+func (s *Session) serve(h Handler, done chan<- struct{}) {
+	defer close(done)
+	defer func() {
+		if r := recover(); r != nil {
+			s.conn.srv.logger().Error("handler panicked; session ended", "peer", s.conn.peer.Key.String(), "panic", fmt.Sprint(r))
+			fmt.Fprintf(s.Stderr(), "sshmesh: internal error, session ended\r\n")
+			s.Exit(255)
+		}
+	}()
+	h.ServeSSH(s)
+	s.Exit(0)
+}
+
+// latest puts v in a one-slot channel, replacing what is there.
+func latest[T any](ch chan T, v T) {
+	for {
+		select {
+		case ch <- v:
+			return
+		default:
+		}
+		select {
+		case <-ch:
+		default:
+		}
+	}
+}
+
+func parsePtyReq(b []byte) (Pty, error) {
+	var r struct {
+		Term                      string
+		Cols, Rows, Width, Height uint32
+		Modes                     string
+	}
+	if err := ssh.Unmarshal(b, &r); err != nil {
+		return Pty{}, err
+	}
+	return Pty{Term: r.Term, Window: Window{r.Cols, r.Rows, r.Width, r.Height}, Modes: []byte(r.Modes)}, nil
+}
+
+// splitCommand splits s into words with POSIX-shell quoting rules for
+// '...', "..." and backslash. Unbalanced quotes return s as one word.
+func splitCommand(s string) []string {
+	var words []string
+	var cur []byte
+	inWord := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == ' ' || c == '\t' || c == '\n':
+			if inWord {
+				words = append(words, string(cur))
+				cur, inWord = cur[:0], false
+			}
+		case c == '\\':
+			if i+1 >= len(s) {
+				return []string{s}
+			}
+			i++
+			cur, inWord = append(cur, s[i]), true
+		case c == '\'':
+			j := i + 1
+			for j < len(s) && s[j] != '\'' {
+				j++
+			}
+			if j >= len(s) {
+				return []string{s}
+			}
+			cur, inWord = append(cur, s[i+1:j]...), true
+			i = j
+		case c == '"':
+			j := i + 1
+			for ; j < len(s) && s[j] != '"'; j++ {
+				if s[j] == '\\' && j+1 < len(s) && (s[j+1] == '"' || s[j+1] == '\\' || s[j+1] == '$' || s[j+1] == '`') {
+					j++
+				}
+				cur = append(cur, s[j])
+			}
+			if j >= len(s) {
+				return []string{s}
+			}
+			inWord = true
+			i = j
+		default:
+			cur, inWord = append(cur, c), true
+		}
+	}
+	if inWord {
+		words = append(words, string(cur))
+	}
+	return words
+}

@@ -1,0 +1,310 @@
+package sshmesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/sshmesh/sshmesh/policy"
+)
+
+// ErrServerClosed is returned by [Server.Serve] after [Server.Shutdown] or
+// [Server.Close].
+var ErrServerClosed = errors.New("sshmesh: server closed")
+
+// Server serves SSH on mesh conns. Who may log in, and as whom, follows from
+// the caller's WireGuard key (see [PeerOf]) and the Policy; there are no SSH
+// keys or passwords. Set the fields before calling Serve and do not change
+// them after; the zero value of each optional field is documented.
+type Server struct {
+	// Policy decides every login. Required.
+	Policy policy.Policy
+
+	// Handler serves sessions. nil means [LoginHandler]: the mapped local
+	// user's login shell or command, as OpenSSH's sshd runs them.
+	Handler Handler
+
+	// HostKeys are the server's host keys. Required; see
+	// [LoadOrCreateHostKey] for an ed25519 key kept in a file.
+	HostKeys []ssh.Signer
+
+	// Logger receives the server's log. nil discards it.
+	Logger *slog.Logger
+
+	// LoginGraceTime bounds the handshake and the authentication of a conn,
+	// like sshd's LoginGraceTime. 0 means 30 s.
+	LoginGraceTime time.Duration
+
+	// MaxStartups caps the conns that have not finished authentication, in
+	// all; further conns are closed at once. 0 means 100.
+	MaxStartups int
+
+	// MaxStartupsPerPeer caps the unauthenticated conns of one peer, so one
+	// peer cannot use up MaxStartups. 0 means 10.
+	MaxStartupsPerPeer int
+
+	// MaxSessions caps the open sessions per conn, like sshd's MaxSessions.
+	// 0 means 10.
+	MaxSessions int
+
+	// IdleTimeout closes a conn whose sessions moved no data for this long.
+	// 0 means never.
+	IdleTimeout time.Duration
+
+	// KeepAliveInterval is how often the server asks a quiet client whether
+	// it is still there (keepalive@openssh.com), like sshd's
+	// ClientAliveInterval. 0 means 30 s; negative turns keepalives off.
+	KeepAliveInterval time.Duration
+
+	// KeepAliveCountMax is how many keepalives may go unanswered before the
+	// conn is closed. 0 means 3.
+	KeepAliveCountMax int
+
+	// Algorithms are the SSH algorithms offered. nil means
+	// [DefaultAlgorithms].
+	Algorithms *Algorithms
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*serverConn]struct{}
+	startups  int
+	perPeer   map[[32]byte]int
+	closed    bool
+	done      chan struct{} // closed when the last conn ends after Shutdown
+	sessions  sync.WaitGroup
+	connCount atomic.Int64
+}
+
+func (s *Server) logger() *slog.Logger { return orDiscard(s.Logger) }
+
+func durationOr(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
+}
+
+func intOr(n, def int) int {
+	if n == 0 {
+		return def
+	}
+	return n
+}
+
+// Serve accepts conns on l and serves SSH on each, until l fails or the
+// server is shut down (then it returns [ErrServerClosed]). Conns must come
+// from a [Listener]: a conn without a peer identity is closed before the
+// handshake.
+func (s *Server) Serve(l net.Listener) error {
+	if s.Policy == nil {
+		return errors.New("sshmesh: Server.Policy is nil")
+	}
+	if len(s.HostKeys) == 0 {
+		return errors.New("sshmesh: Server.HostKeys is empty")
+	}
+	if !s.trackListener(l, true) {
+		return ErrServerClosed
+	}
+	defer s.trackListener(l, false)
+	var tempDelay time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if s.isClosed() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				tempDelay = min(max(2*tempDelay, 5*time.Millisecond), time.Second)
+				time.Sleep(tempDelay)
+				continue
+			}
+			return err
+		}
+		tempDelay = 0
+		peer, ok := PeerOf(c)
+		if !ok {
+			s.logger().Warn("refused conn without a mesh peer identity", "addr", c.RemoteAddr().String())
+			c.Close()
+			continue
+		}
+		sc, ok := s.admit(c, peer)
+		if !ok {
+			continue
+		}
+		go sc.serve()
+	}
+}
+
+// admit counts c against the startup limits, or closes it.
+func (s *Server) admit(c net.Conn, p Peer) (*serverConn, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	why := ""
+	switch {
+	case s.closed:
+		why = "server is shutting down"
+	case s.startups >= intOr(s.MaxStartups, 100):
+		why = "too many unauthenticated conns (MaxStartups)"
+	case s.perPeer[p.Key] >= intOr(s.MaxStartupsPerPeer, 10):
+		why = "too many unauthenticated conns from this peer (MaxStartupsPerPeer)"
+	}
+	if why != "" {
+		s.logger().Warn("conn dropped", "peer", p.Key.String(), "addr", p.Addr.String(), "reason", why)
+		c.Close()
+		return nil, false
+	}
+	if s.perPeer == nil {
+		s.perPeer = make(map[[32]byte]int)
+		s.conns = make(map[*serverConn]struct{})
+	}
+	s.startups++
+	s.perPeer[p.Key]++
+	sc := &serverConn{srv: s, nc: c, peer: p, startup: true}
+	sc.lastActive.Store(time.Now().UnixNano())
+	s.conns[sc] = struct{}{}
+	return sc, true
+}
+
+// authenticated releases c's startup slot.
+func (s *Server) authenticated(c *serverConn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.releaseStartup(c)
+}
+
+func (s *Server) releaseStartup(c *serverConn) {
+	if !c.startup {
+		return
+	}
+	c.startup = false
+	s.startups--
+	if s.perPeer[c.peer.Key]--; s.perPeer[c.peer.Key] <= 0 {
+		delete(s.perPeer, c.peer.Key)
+	}
+}
+
+func (s *Server) forget(c *serverConn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.releaseStartup(c)
+	delete(s.conns, c)
+	if s.closed && len(s.conns) == 0 && s.done != nil {
+		close(s.done)
+		s.done = nil
+	}
+}
+
+func (s *Server) trackListener(l net.Listener, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		if s.closed {
+			return false
+		}
+		if s.listeners == nil {
+			s.listeners = make(map[net.Listener]struct{})
+		}
+		s.listeners[l] = struct{}{}
+		return true
+	}
+	delete(s.listeners, l)
+	return true
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// Shutdown stops accepting conns, closes conns that have no open session,
+// and waits for the open sessions to end. When ctx ends first, it closes
+// every conn and returns ctx's error. Serve then returns ErrServerClosed.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	for l := range s.listeners {
+		l.Close()
+	}
+	done := make(chan struct{})
+	if len(s.conns) == 0 {
+		close(done)
+	} else {
+		s.done = done
+	}
+	idle := make([]*serverConn, 0, len(s.conns))
+	for c := range s.conns {
+		idle = append(idle, c)
+	}
+	s.mu.Unlock()
+	for _, c := range idle {
+		c.closeIfIdle()
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.Close()
+		return ctx.Err()
+	}
+}
+
+// Close closes the listeners and every conn at once. Sessions end without
+// exit status. Serve then returns ErrServerClosed.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	var err error
+	for l := range s.listeners {
+		if cerr := l.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}
+	conns := make([]*serverConn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.nc.Close()
+	}
+	return err
+}
+
+// sshConfig returns the server config for one conn; its callbacks close
+// over that conn.
+func (s *Server) sshConfig(c *serverConn) *ssh.ServerConfig {
+	algs := s.Algorithms
+	if algs == nil {
+		algs = DefaultAlgorithms()
+	}
+	cfg := &ssh.ServerConfig{
+		Config: ssh.Config{
+			KeyExchanges: algs.KeyExchanges,
+			Ciphers:      algs.Ciphers,
+			MACs:         algs.MACs,
+		},
+		NoClientAuth:         true,
+		NoClientAuthCallback: c.authNone,
+		MaxAuthTries:         6,
+		PreAuthConnCallback:  func(pc ssh.ServerPreAuthConn) { c.preAuth = pc },
+		ServerVersion:        "SSH-2.0-sshmesh",
+	}
+	for _, k := range s.HostKeys {
+		cfg.AddHostKey(k)
+	}
+	return cfg
+}
+
+// String describes the server for logs.
+func (s *Server) String() string {
+	return fmt.Sprintf("sshmesh.Server(%d conns)", s.connCount.Load())
+}
