@@ -1,0 +1,181 @@
+package policy
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Explanation says how a [Document] decides one login, rule by rule.
+type Explanation struct {
+	Src, Dst Identity
+	User     string    // the login name asked for
+	At       time.Time // the time rule expiry was judged at
+	Decision Decision  // what Evaluate decides
+	// Steps has one entry per rule tried, in document order: each rule
+	// above the one that decided, then that rule. When no rule matched it
+	// lists every rule.
+	Steps []Step
+}
+
+// Step is one rule tried by [Document.Explain].
+type Step struct {
+	Rule    string // e.g. "ssh[0]"
+	Pos     string // e.g. "policy.hujson:5"
+	Action  Action // the rule's action
+	Matched bool   // this rule decided
+	Reason  string // why it did not match; "" when Matched
+}
+
+// Explain says how the document decides a login from the node named src
+// into the node named dst as user, at the document's current time (see
+// [Document.Now]): the decision, the rule that made it and where, and for
+// each rule above it why it did not match. It is the slow, rule-by-rule
+// reading of the document; its decision is always Evaluate's.
+func (doc *Document) Explain(src, dst, user string) (Explanation, error) {
+	si, ok := doc.byName[src]
+	if !ok {
+		return Explanation{}, fmt.Errorf("policy: %s: no node named %q", doc.file, src)
+	}
+	di, ok := doc.byName[dst]
+	if !ok {
+		return Explanation{}, fmt.Errorf("policy: %s: no node named %q", doc.file, dst)
+	}
+	now := doc.now()
+	s, d := &doc.nodes[si], &doc.nodes[di]
+	e := Explanation{Src: s.id, Dst: d.id, User: user, At: now}
+	decided := int32(-1)
+	for i := range doc.rules {
+		r := &doc.rules[i]
+		st := Step{Rule: r.name, Pos: r.dec.RulePos, Action: r.action}
+		switch {
+		case !doc.srcCovers(r, s):
+			st.Reason = fmt.Sprintf("src [%s] does not include %s", strings.Join(r.src, " "), describe(s.id))
+		case !dstCovers(r, s, d):
+			st.Reason = fmt.Sprintf("dst [%s] does not include %s", strings.Join(r.dst, " "), describe(d.id))
+			if r.self {
+				st.Reason += " (autogroup:self: not a node of " + ownerOrNone(s.id.Owner) + ")"
+			}
+		case !r.expires.IsZero() && !now.Before(r.expires):
+			st.Reason = "expired at " + r.expires.Format(time.RFC3339)
+		case !r.users.match(user, s.localpart, r.action == Reject):
+			st.Reason = r.users.why(user, s.localpart)
+		default:
+			st.Matched = true
+		}
+		e.Steps = append(e.Steps, st)
+		if st.Matched {
+			decided = int32(i)
+			break
+		}
+	}
+	e.Decision = doc.decision(si, decided, user)
+	return e, nil
+}
+
+func ownerOrNone(o string) string {
+	if o == "" {
+		return "the caller, which has no owner"
+	}
+	return o
+}
+
+// describe names a node with its owner or tags: "lap (ann@example.com)".
+func describe(id Identity) string {
+	if id.Owner != "" {
+		return id.Node + " (" + id.Owner + ")"
+	}
+	return id.Node + " (" + strings.Join(id.Tags, ", ") + ")"
+}
+
+// srcCovers reports whether a src selector of r names s, selector by
+// selector (the reference for the precomputed index).
+func (doc *Document) srcCovers(r *rule, s *node) bool {
+	for _, sel := range r.src {
+		switch {
+		case sel == anyone:
+			return true
+		case sel == autogroupMember:
+			if s.id.Owner != "" {
+				return true
+			}
+		case strings.HasPrefix(sel, "group:"):
+			if s.id.Owner != "" && slices.Contains(doc.groups[sel], s.id.Owner) {
+				return true
+			}
+		case strings.HasPrefix(sel, "tag:"):
+			if slices.Contains(s.id.Tags, sel) {
+				return true
+			}
+		case strings.Contains(sel, "@"):
+			if s.id.Owner == sel {
+				return true
+			}
+		default:
+			if s.id.Node == sel {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// dstCovers reports whether a dst selector of r names d for caller s.
+func dstCovers(r *rule, s, d *node) bool {
+	for _, sel := range r.dst {
+		switch {
+		case sel == anyone:
+			return true
+		case sel == self:
+			if s.id.Owner != "" && s.id.Owner == d.id.Owner {
+				return true
+			}
+		case strings.HasPrefix(sel, "tag:"):
+			if slices.Contains(d.id.Tags, sel) {
+				return true
+			}
+		default:
+			if d.id.Node == sel {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// String returns a readable account: the decision on the first line, then
+// one line per rule tried.
+func (e Explanation) String() string {
+	var b strings.Builder
+	d := e.Decision
+	fmt.Fprintf(&b, "%s → %s as %s: %s", e.Src.Node, e.Dst.Node, e.User, d.Action)
+	if d.Rule == "" {
+		b.WriteString(" (no rule matched: deny by default)\n")
+	} else {
+		fmt.Fprintf(&b, " by %s (%s)\n", d.Rule, d.RulePos)
+	}
+	if d.Allowed() {
+		fmt.Fprintf(&b, "  local user: %s\n", d.LocalUser)
+	}
+	if d.Action == Check {
+		fmt.Fprintf(&b, "  check: approval lasts %s\n", d.CheckPeriod)
+	}
+	if d.Message != "" {
+		fmt.Fprintf(&b, "  message: %q\n", d.Message)
+	}
+	if !d.Expires.IsZero() {
+		fmt.Fprintf(&b, "  rule expires: %s\n", d.Expires.Format(time.RFC3339))
+	}
+	if len(e.Steps) > 0 {
+		b.WriteString("rules tried:\n")
+	}
+	for _, st := range e.Steps {
+		what := "matched"
+		if !st.Matched {
+			what = "no match: " + st.Reason
+		}
+		fmt.Fprintf(&b, "  %s (%s) %s: %s\n", st.Rule, st.Pos, st.Action, what)
+	}
+	return b.String()
+}

@@ -1,0 +1,153 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/sshmesh/sshmesh/meshkey"
+)
+
+// testKey returns a distinct valid public key for i.
+func testKey(i int) meshkey.Public {
+	var k meshkey.Public
+	k[0], k[1], k[2] = byte(i), byte(i>>8), 0x80
+	return k
+}
+
+// withKeys replaces KEY1..KEY9 with test keys.
+func withKeys(doc string) string {
+	for i := 9; i >= 1; i-- {
+		doc = strings.ReplaceAll(doc, fmt.Sprintf("KEY%d", i), testKey(i).String())
+	}
+	return doc
+}
+
+func loadFull(t testing.TB) *Document {
+	t.Helper()
+	b, err := os.ReadFile("testdata/full.hujson")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := Parse([]byte(withKeys(string(b))), "full.hujson")
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	return doc
+}
+
+var (
+	aliceLaptop = Identity{Key: testKey(1), Node: "alice-laptop", Owner: "alice@example.com"}
+	aliceDesk   = Identity{Key: testKey(2), Node: "alice-desk", Owner: "alice@example.com"}
+	bobLaptop   = Identity{Key: testKey(3), Node: "bob-laptop", Owner: "bob@example.com"}
+	carolLaptop = Identity{Key: testKey(4), Node: "carol-laptop", Owner: "carol@example.com"}
+	build1      = Identity{Key: testKey(5), Node: "build-1", Tags: []string{"tag:server"}}
+	db1         = Identity{Key: testKey(6), Node: "db-1", Tags: []string{"tag:server", "tag:prod"}}
+	ci          = Identity{Key: testKey(7), Node: "ci", Tags: []string{"tag:ci"}}
+)
+
+func TestEvaluate(t *testing.T) {
+	doc := loadFull(t)
+	june := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	expired := time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC) // ssh[1] expires at this instant
+	prodClosed := Decision{Action: Reject, Message: "prod is read-only this week", Rule: "ssh[0]", RulePos: "full.hujson:24",
+		Expires: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+	opsOnServers := Decision{Action: Accept, Rule: "ssh[1]", RulePos: "full.hujson:27",
+		AcceptEnv: []string{"LANG", "LC_*", "GIT_*"}, AgentForward: true,
+		LocalForward: []string{"localhost:5432", "10.0.0.0/8:*", "[fd00::/8]:22"}, RemoteForward: []string{"*:8080"},
+		Record: true, OnRecordingFailure: "fail-closed", SessionDuration: 8 * time.Hour,
+		Expires: time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)}
+	with := func(d Decision, caller Identity, local string) Decision {
+		d.Caller, d.LocalUser = caller, local
+		return d
+	}
+	tests := []struct {
+		name     string
+		src, dst Identity
+		user     string
+		at       time.Time
+		want     Decision
+	}{
+		{"reject first: prod closed", aliceLaptop, db1, "deploy", june, with(prodClosed, aliceLaptop, "")},
+		{"reject * users include root", bobLaptop, db1, "root", june, with(prodClosed, bobLaptop, "")},
+		{"reject * users include bad names", ci, db1, "../etc", june, with(prodClosed, ci, "")},
+		{"reject wins over a later accept", ci, db1, "deploy", june, with(prodClosed, ci, "")},
+		{"group member via nested group", bobLaptop, build1, "deploy", june, with(opsOnServers, bobLaptop, "deploy")},
+		{"group member direct", aliceDesk, build1, "www-data", june, with(opsOnServers, aliceDesk, "www-data")},
+		{"nonroot never gives root", bobLaptop, build1, "root", june, Decision{Caller: bobLaptop}},
+		{"root only where named, as check", aliceLaptop, build1, "root", june,
+			Decision{Action: Check, LocalUser: "root", Rule: "ssh[2]", RulePos: "full.hujson:33", Caller: aliceLaptop, CheckPeriod: time.Hour}},
+		{"owner selector covers all her nodes", aliceDesk, build1, "root", june,
+			Decision{Action: Check, LocalUser: "root", Rule: "ssh[2]", RulePos: "full.hujson:33", Caller: aliceDesk, CheckPeriod: time.Hour}},
+		{"expired rule no longer matches", bobLaptop, build1, "deploy", expired, Decision{Caller: bobLaptop}},
+		{"expired: falls through to a later rule", aliceLaptop, build1, "root", expired,
+			Decision{Action: Check, LocalUser: "root", Rule: "ssh[2]", RulePos: "full.hujson:33", Caller: aliceLaptop, CheckPeriod: time.Hour}},
+		{"tag src", ci, build1, "deploy", expired,
+			Decision{Action: Accept, LocalUser: "deploy", Rule: "ssh[3]", RulePos: "full.hujson:35", Caller: ci}},
+		{"tag src, other user", ci, build1, "alice", june, Decision{Caller: ci}},
+		{"tagged node is not a member", ci, ci, "deploy", june, Decision{Caller: ci}},
+		{"self with =", aliceLaptop, aliceDesk, "alice", june,
+			Decision{Action: Check, LocalUser: "alice", Rule: "ssh[4]", RulePos: "full.hujson:37", Caller: aliceLaptop, CheckPeriod: 12 * time.Hour}},
+		{"self with template", aliceDesk, aliceLaptop, "alice-admin", june,
+			Decision{Action: Check, LocalUser: "alice-admin", Rule: "ssh[4]", RulePos: "full.hujson:37", Caller: aliceDesk, CheckPeriod: 12 * time.Hour}},
+		{"self: template for another person", aliceDesk, aliceLaptop, "bob-admin", june, Decision{Caller: aliceDesk}},
+		{"self: = is the caller's localpart only", aliceDesk, aliceLaptop, "bob", june, Decision{Caller: aliceDesk}},
+		{"self: not someone else's node", aliceLaptop, bobLaptop, "alice", june, Decision{Caller: aliceLaptop}},
+		{"self: into the same node", carolLaptop, carolLaptop, "carol", june,
+			Decision{Action: Check, LocalUser: "carol", Rule: "ssh[4]", RulePos: "full.hujson:37", Caller: carolLaptop, CheckPeriod: 12 * time.Hour}},
+		{"first match: later * accept", carolLaptop, carolLaptop, "postgres", june,
+			Decision{Action: Accept, LocalUser: "postgres", Rule: "ssh[5]", RulePos: "full.hujson:39", Caller: carolLaptop}},
+		{"* in accept excludes root", carolLaptop, carolLaptop, "root", june, Decision{Caller: carolLaptop}},
+		{"* in accept excludes bad names", carolLaptop, carolLaptop, "-oProxy", june, Decision{Caller: carolLaptop}},
+		{"unknown caller", Identity{Key: testKey(99)}, build1, "deploy", june, Decision{Caller: Identity{Key: testKey(99)}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			doc.Now = func() time.Time { return tt.at }
+			got, err := doc.Evaluate(context.Background(), Request{Src: tt.src.Key, Dst: tt.dst.Key, User: tt.user})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, got, cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("Evaluate (-want +got):\n%s", diff)
+			}
+			// Explain, the rule-by-rule reading, must agree.
+			if tt.src.Node != "" {
+				e, err := doc.Explain(tt.src.Node, tt.dst.Node, tt.user)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if diff := cmp.Diff(got, e.Decision, cmpopts.EquateEmpty()); diff != "" {
+					t.Errorf("Explain disagrees with Evaluate (-evaluate +explain):\n%s", diff)
+				}
+			}
+		})
+	}
+}
+
+func TestEvaluateUnknownDst(t *testing.T) {
+	doc := loadFull(t)
+	_, err := doc.Evaluate(context.Background(), Request{Src: testKey(1), Dst: testKey(99), User: "alice"})
+	if err == nil || !strings.Contains(err.Error(), "not a node in the document") {
+		t.Fatalf("err = %v, want the destination named as not in the document", err)
+	}
+}
+
+func TestNode(t *testing.T) {
+	doc := loadFull(t)
+	got, ok := doc.Node(testKey(6))
+	if diff := cmp.Diff(db1, got); !ok || diff != "" {
+		t.Errorf("Node(db-1 key) = _, %v (-want +got):\n%s", ok, diff)
+	}
+	if _, ok := doc.Node(testKey(99)); ok {
+		t.Error("Node(unknown key) found a node")
+	}
+	if n, r, tests := doc.Stats(); n != 7 || r != 6 || tests != 8 {
+		t.Errorf("Stats() = %d, %d, %d; want 7, 6, 8", n, r, tests)
+	}
+}
