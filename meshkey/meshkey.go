@@ -59,7 +59,7 @@ func decode(s, kind string) ([Size]byte, error) {
 	if len(s) != base64.StdEncoding.EncodedLen(Size) {
 		return k, fmt.Errorf("meshkey: %s key is %d characters of text, want 44 (base64 of 32 bytes, as `wg genkey` prints)", kind, len(s))
 	}
-	n, err := base64.StdEncoding.Strict().Decode(k[:], []byte(s))
+	b, err := base64.StdEncoding.Strict().DecodeString(s)
 	if err != nil {
 		var ce base64.CorruptInputError
 		if errors.As(err, &ce) {
@@ -67,9 +67,11 @@ func decode(s, kind string) ([Size]byte, error) {
 		}
 		return [Size]byte{}, fmt.Errorf("meshkey: %s key is not valid base64", kind)
 	}
-	if n != Size {
-		return [Size]byte{}, fmt.Errorf("meshkey: %s key decodes to %d bytes, want %d", kind, n, Size)
+	if len(b) != Size {
+		return k, fmt.Errorf("meshkey: %s key decodes to %d bytes, want %d", kind, len(b), Size)
 	}
+	copy(k[:], b)
+	clear(b)
 	return k, nil
 }
 
