@@ -1,0 +1,47 @@
+// Package session starts real login sessions as a local user: a login shell,
+// a command or the sftp subsystem, with or without a pseudo-terminal, the way
+// OpenSSH's sshd does.
+//
+// The SSH server in package sshmesh calls [Start] once per session channel
+// and relays the channel's requests to the returned [Process]: window-change
+// to [Process.Resize], signal to [Process.Signal], break to [Process.Break];
+// [Process.Wait] gives the exit-status or exit-signal to send back.
+//
+// # Identity
+//
+// The child runs with exactly the uid, gid and supplementary groups of
+// [Request.User] (see [LookupUser]), in a new session (setsid), with its
+// home directory as working directory. A server running as root may start
+// sessions as any user; a server running as an ordinary user only as
+// itself ([ErrNotPermitted]). The child gets no capabilities beyond the
+// user's own and no file descriptor of the server other than 0, 1 and 2.
+//
+// # Environment
+//
+// The environment is built by rule and never inherited from the server:
+// HOME, USER, LOGNAME, SHELL, PATH (from /etc/login.defs), MAIL,
+// LANG and LC_* from /etc/default/locale, SSH_CONNECTION, SSH_CLIENT,
+// SSH_TTY, TERM and XDG_RUNTIME_DIR, then the client's variables
+// ([Request.Env]) minus anything that changes how programs load (LD_*,
+// BASH_ENV, PATH, ...), then [Request.ExtraEnv].
+//
+// # Terminals
+//
+// With a [Pty] the child's stdin, stdout and stderr are a fresh
+// pseudo-terminal that is its controlling terminal, owned by the user,
+// with the client's TERM, size and RFC 4254 terminal modes (see
+// [ParseModes]). Sessions with a terminal are recorded in utmp and wtmp,
+// so who(1) and last(1) show them with the client's mesh address; an
+// interactive login shell also prints /etc/motd unless ~/.hushlogin exists.
+// Without a Pty the child gets three pipes and stderr stays apart.
+//
+// # Ending
+//
+// A session ends when its first process has exited and its output has been
+// copied out. With a terminal, output still readable when the shell exits
+// is drained and the terminal is then closed, so background jobs that keep
+// it open cannot hold the session. Without a terminal, like sshd, the
+// session lasts until every holder of the output pipes has closed them.
+// Cancelling the context given to [Start] (the client went away) sends
+// SIGHUP and then SIGKILL to every process of the session.
+package session

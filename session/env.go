@@ -1,0 +1,225 @@
+package session
+
+import (
+	"bufio"
+	"bytes"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// Default PATHs, as Debian's sshd is built with, used when
+// /etc/login.defs has no ENV_PATH / ENV_SUPATH.
+const (
+	defaultPath      = "/usr/local/bin:/usr/bin:/bin:/usr/games"
+	defaultSuperPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+)
+
+// envConfig holds the files the environment is built from; tests point
+// them elsewhere.
+type envConfig struct {
+	loginDefs string // /etc/login.defs
+	locale    string // /etc/default/locale
+	runUser   string // /run/user
+}
+
+// systemEnvConfig is the envConfig of the running system.
+func systemEnvConfig() envConfig {
+	return envConfig{
+		loginDefs: "/etc/login.defs",
+		locale:    "/etc/default/locale",
+		runUser:   "/run/user",
+	}
+}
+
+// sessionSet names the variables the session sets itself; the client may
+// not override them.
+var sessionSet = map[string]bool{
+	"HOME": true, "USER": true, "LOGNAME": true, "SHELL": true, "PATH": true,
+	"MAIL": true, "TERM": true, "XDG_RUNTIME_DIR": true,
+}
+
+// loaderVars names variables that change how programs are found, loaded
+// or started, or how a shell runs before it reads its command.
+var loaderVars = map[string]bool{
+	"BASH_ENV": true, "ENV": true, "PATH": true, "IFS": true, "CDPATH": true,
+	"SHELLOPTS": true, "BASHOPTS": true, "PS4": true, "PROMPT_COMMAND": true,
+	"GLOBIGNORE": true, "EXECIGNORE": true,
+	"GCONV_PATH": true, "GETCONF_DIR": true, "GLIBC_TUNABLES": true,
+	"HOSTALIASES": true, "LOCALDOMAIN": true, "LOCPATH": true,
+	"MALLOC_TRACE": true, "NLSPATH": true, "RESOLV_HOST_CONF": true,
+	"RES_OPTIONS": true, "TZDIR": true,
+	"PYTHONPATH": true, "PYTHONHOME": true, "PYTHONSTARTUP": true,
+	"PERL5LIB": true, "PERLLIB": true, "PERL5OPT": true,
+	"RUBYLIB": true, "RUBYOPT": true, "NODE_OPTIONS": true, "NODE_PATH": true,
+	"JAVA_TOOL_OPTIONS": true, "_JAVA_OPTIONS": true,
+	"GIT_EXEC_PATH": true, "GIT_SSH_COMMAND": true, "GIT_CONFIG_GLOBAL": true,
+	"SSH_AUTH_SOCK": true,
+}
+
+var loaderPrefixes = []string{"LD_", "DYLD_", "BASH_FUNC_", "SSH_", "MALLOC_", "GIT_CONFIG_"}
+
+// clientVarAllowed reports whether the client may set name.
+func clientVarAllowed(name string) bool {
+	if !validName(name) || sessionSet[name] || loaderVars[name] {
+		return false
+	}
+	for _, p := range loaderPrefixes {
+		if strings.HasPrefix(name, p) {
+			return false
+		}
+	}
+	return true
+}
+
+func validName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i, c := range s {
+		switch {
+		case c == '_', 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z':
+		case '0' <= c && c <= '9' && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// environ is an ordered KEY=VALUE list where a later set replaces.
+type environ struct {
+	keys []string
+	vals map[string]string
+}
+
+func (e *environ) set(k, v string) {
+	if e.vals == nil {
+		e.vals = map[string]string{}
+	}
+	if _, ok := e.vals[k]; !ok {
+		e.keys = append(e.keys, k)
+	}
+	e.vals[k] = v
+}
+
+func (e *environ) list() []string {
+	out := make([]string, 0, len(e.keys))
+	for _, k := range e.keys {
+		out = append(out, k+"="+e.vals[k])
+	}
+	return out
+}
+
+// envParams is what buildEnv needs beyond the Request.
+type envParams struct {
+	user  *User
+	term  string // "" = no pty
+	tty   string // "/dev/pts/N" or ""
+	local netip.AddrPort
+	peer  netip.AddrPort
+}
+
+// buildEnv builds the child's environment by rule, as sshd's
+// do_setup_env does, never from the server's own.
+func buildEnv(cfg envConfig, p envParams, clientEnv, extraEnv []string) []string {
+	var e environ
+	u := p.user
+	for _, kv := range readLocale(cfg.locale) {
+		e.set(kv[0], kv[1])
+	}
+	e.set("USER", u.Name)
+	e.set("LOGNAME", u.Name)
+	e.set("HOME", u.Home)
+	e.set("PATH", loginPath(cfg.loginDefs, u.Uid == "0"))
+	e.set("MAIL", "/var/mail/"+u.Name)
+	e.set("SHELL", u.Shell)
+	if dir := cfg.runUser + "/" + u.Uid; cfg.runUser != "" {
+		if st, err := os.Stat(dir); err == nil && st.IsDir() {
+			e.set("XDG_RUNTIME_DIR", dir)
+		}
+	}
+	if p.term != "" {
+		e.set("TERM", p.term)
+	}
+	for _, kv := range clientEnv {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || !clientVarAllowed(k) || strings.IndexByte(v, 0) >= 0 {
+			continue
+		}
+		e.set(k, v)
+	}
+	if p.peer.IsValid() {
+		pa, pp := p.peer.Addr().Unmap().WithZone("").String(), strconv.Itoa(int(p.peer.Port()))
+		la, lp := "", "0"
+		if p.local.IsValid() {
+			la, lp = p.local.Addr().Unmap().WithZone("").String(), strconv.Itoa(int(p.local.Port()))
+		}
+		e.set("SSH_CLIENT", pa+" "+pp+" "+lp)
+		e.set("SSH_CONNECTION", pa+" "+pp+" "+la+" "+lp)
+	}
+	if p.tty != "" {
+		e.set("SSH_TTY", p.tty)
+	}
+	for _, kv := range extraEnv {
+		if k, v, ok := strings.Cut(kv, "="); ok && k != "" {
+			e.set(k, v)
+		}
+	}
+	return e.list()
+}
+
+// loginPath reads ENV_PATH (ENV_SUPATH for root) from login.defs(5).
+func loginPath(loginDefs string, root bool) string {
+	key, def := "ENV_PATH", defaultPath
+	if root {
+		key, def = "ENV_SUPATH", defaultSuperPath
+	}
+	b, err := os.ReadFile(loginDefs)
+	if err != nil {
+		return def
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 2 || f[0] != key {
+			continue
+		}
+		v := strings.Trim(f[1], `"`)
+		v = strings.TrimPrefix(v, "PATH=")
+		if v != "" {
+			return v
+		}
+	}
+	return def
+}
+
+// readLocale returns LANG, LANGUAGE and LC_* from an
+// /etc/default/locale style file (KEY=VALUE lines, optionally quoted).
+func readLocale(path string) [][2]string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	var out [][2]string
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		line = strings.TrimPrefix(line, "export ")
+		k, v, ok := strings.Cut(line, "=")
+		if !ok || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k = strings.TrimSpace(k)
+		if k != "LANG" && k != "LANGUAGE" && !strings.HasPrefix(k, "LC_") || !validName(k) {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
+			v = v[1 : len(v)-1]
+		}
+		out = append(out, [2]string{k, v})
+	}
+	return out
+}

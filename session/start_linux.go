@@ -1,0 +1,453 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
+)
+
+// Timings of the end of a session.
+const (
+	// drainIdle is how long a terminal may stay silent after the shell
+	// exited before the session stops reading it.
+	drainIdle = 250 * time.Millisecond
+	// hangupGrace is how long processes get after SIGHUP, when the
+	// context is cancelled, before SIGKILL.
+	hangupGrace = time.Second
+)
+
+// sftpServers are searched in order when Request.SFTPServer is empty.
+var sftpServers = []string{
+	"/usr/lib/openssh/sftp-server",
+	"/usr/libexec/openssh/sftp-server",
+	"/usr/lib/ssh/sftp-server",
+	"/usr/libexec/sftp-server",
+}
+
+// config is what Start takes from the system; tests replace parts.
+type config struct {
+	env     envConfig
+	records loginRecords
+	motd    string
+	current func() (*User, error) // the user the server runs as
+}
+
+func systemConfig() config {
+	return config{
+		env:     systemEnvConfig(),
+		records: systemLoginRecords(),
+		motd:    "/etc/motd",
+		current: currentUser,
+	}
+}
+
+// currentUser is the user of the server's effective uid.
+func currentUser() (*User, error) {
+	uid := strconv.Itoa(os.Geteuid())
+	u := &User{Uid: uid, Name: uid}
+	if ou, err := user.LookupId(uid); err == nil {
+		u.Name = ou.Username
+	}
+	return u, nil
+}
+
+// Process is a running session.
+type Process struct {
+	cmd       *exec.Cmd
+	ptmx      *os.File // nil without a Pty
+	tty       string   // "/dev/pts/N" or ""
+	subsystem bool
+	uid, gid  int // for Signal; -1 when the server does not switch user
+	log       *slog.Logger
+
+	exited    atomic.Bool // the first process has exited
+	done      chan struct{}
+	exit      Exit
+	err       error
+	closers   []io.Closer // parent ends of pipes, closed at the end
+	closeOnce sync.Once
+	output    sync.WaitGroup
+}
+
+// Start starts the session r describes and returns once the child runs.
+// Cancelling ctx hangs up and then kills every process of the session.
+// Errors a client may see are *ClientError.
+func Start(ctx context.Context, r Request) (*Process, error) {
+	return start(ctx, r, systemConfig())
+}
+
+func start(ctx context.Context, r Request, cfg config) (_ *Process, err error) {
+	log := discardLogger(r.Logger).With("local_user", r.User)
+	if r.Subsystem != "" && r.Command != "" {
+		return nil, errors.New("session: Request.Command must be empty with a Subsystem")
+	}
+	u, err := LookupUser(r.User)
+	if err != nil {
+		return nil, err
+	}
+	cur, err := cfg.current()
+	if err != nil {
+		return nil, fmt.Errorf("session: current user: %w", err)
+	}
+	if err := permitted(cur, u); err != nil {
+		return nil, err
+	}
+	command := r.Command
+	if r.Subsystem != "" {
+		if r.Subsystem != "sftp" {
+			return nil, &ClientError{Msg: fmt.Sprintf("The subsystem %q is not supported.", r.Subsystem), Err: ErrUnknownSubsystem}
+		}
+		path, err := findSFTPServer(r.SFTPServer)
+		if err != nil {
+			return nil, err
+		}
+		command = shellQuote(path)
+	}
+	shell := u.Shell
+	argv := []string{filepath.Base(shell), "-c", command}
+	login := command == "" && r.Subsystem == ""
+	if login {
+		argv = []string{"-" + filepath.Base(shell)}
+	}
+
+	p := &Process{subsystem: r.Subsystem != "", uid: -1, gid: -1, log: log, done: make(chan struct{})}
+	attr := &syscall.SysProcAttr{Setsid: true}
+	if cur.Uid == "0" {
+		cred, err := credential(u)
+		if err != nil {
+			return nil, err
+		}
+		attr.Credential = cred
+		p.uid, p.gid = int(cred.Uid), int(cred.Gid)
+	}
+	cmd := &exec.Cmd{Path: shell, Args: argv, SysProcAttr: attr}
+	p.cmd = cmd
+
+	// The files the child gets; closed in the parent once it started.
+	var childFiles []*os.File
+	defer func() {
+		for _, f := range childFiles {
+			f.Close()
+		}
+		if err != nil {
+			p.closeAll()
+		}
+	}()
+	stdout, stderr := orDiscard(r.Stdout), orDiscard(r.Stderr)
+	var msgOut io.Writer // where sshd's own messages (motd, chdir) go
+	term := ""
+	if r.Pty != nil {
+		ptmx, tty, err := openPty()
+		if err != nil {
+			return nil, fmt.Errorf("session: open pty: %w", err)
+		}
+		p.ptmx, p.tty = ptmx, tty.Name()
+		p.closers = append(p.closers, ptmx)
+		childFiles = append(childFiles, tty)
+		setupPty(tty, r.Pty, u, cur.Uid == "0", log)
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
+		attr.Setctty, attr.Ctty = true, 0
+		msgOut = tty
+		term = r.Pty.Term
+		p.output.Add(1)
+		go p.copyPty(stdout)
+	} else {
+		inR, inW, err := os.Pipe()
+		if err != nil {
+			return nil, err
+		}
+		p.closers = append(p.closers, inW)
+		childFiles = append(childFiles, inR)
+		cmd.Stdin = inR
+		for i, w := range []io.Writer{stdout, stderr} {
+			pr, pw, err := os.Pipe()
+			if err != nil {
+				return nil, err
+			}
+			p.closers = append(p.closers, pr)
+			childFiles = append(childFiles, pw)
+			if i == 0 {
+				cmd.Stdout = pw
+			} else {
+				cmd.Stderr, msgOut = pw, pw
+			}
+			p.output.Add(1)
+			go func() {
+				defer p.output.Done()
+				_, _ = io.Copy(w, pr)
+			}()
+		}
+		if r.Stdin == nil {
+			inW.Close()
+		} else {
+			go func() {
+				_, _ = io.Copy(inW, r.Stdin)
+				inW.Close()
+			}()
+		}
+	}
+	cmd.Env = buildEnv(cfg.env, envParams{user: u, term: term, tty: p.tty, local: r.Local, peer: r.Remote}, r.Env, r.ExtraEnv)
+
+	if login && r.Pty != nil {
+		printMotd(msgOut, cfg.motd, u.Home)
+	}
+	if err := startInHome(cmd, u.Home, msgOut); err != nil {
+		return nil, fmt.Errorf("session: start %s for %s: %w", shell, u.Name, err)
+	}
+	pid := cmd.Process.Pid
+	log.Debug("session started", "pid", pid, "tty", p.tty, "command", command)
+
+	if p.ptmx != nil {
+		// sshd records every session with a terminal, shell or command.
+		rec := newUtmp(utUserProcess, pid, p.tty, u.Name, r.Remote.Addr(), time.Now())
+		if err := cfg.records.record(rec); err != nil {
+			log.Warn("session: login record", "err", err)
+		}
+	}
+	if r.Pty != nil && r.Stdin != nil {
+		go func() { _, _ = io.Copy(p.ptmx, r.Stdin) }()
+	}
+	go p.wait(cfg.records)
+	go p.watch(ctx)
+	return p, nil
+}
+
+// credential is u's uid, gid and groups for SysProcAttr.
+func credential(u *User) (*syscall.Credential, error) {
+	uid, err := strconv.ParseUint(u.Uid, 10, 32)
+	if err != nil {
+		return nil, fmt.Errorf("session: user %s: uid %q: %w", u.Name, u.Uid, err)
+	}
+	gid, err := strconv.ParseUint(u.Gid, 10, 32)
+	if err != nil {
+		return nil, fmt.Errorf("session: user %s: gid %q: %w", u.Name, u.Gid, err)
+	}
+	c := &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}
+	for _, g := range u.Groups {
+		n, err := strconv.ParseUint(g, 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("session: user %s: group %q: %w", u.Name, g, err)
+		}
+		c.Groups = append(c.Groups, uint32(n))
+	}
+	return c, nil
+}
+
+func orDiscard(w io.Writer) io.Writer {
+	if w == nil {
+		return io.Discard
+	}
+	return w
+}
+
+func findSFTPServer(path string) (string, error) {
+	cands := sftpServers
+	if path != "" {
+		cands = []string{path}
+	}
+	for _, c := range cands {
+		if st, err := os.Stat(c); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+			return c, nil
+		}
+	}
+	return "", &ClientError{Msg: "This host has no SFTP server.", Err: ErrNoSFTPServer}
+}
+
+// shellQuote quotes s for sh -c.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// startInHome starts cmd in home, or in "/" with sshd's message on msg
+// when the user cannot change into it.
+func startInHome(cmd *exec.Cmd, home string, msg io.Writer) error {
+	noHome := func(err error) {
+		var errno syscall.Errno
+		text := err.Error()
+		if errors.As(err, &errno) {
+			text = errno.Error()
+		}
+		if text != "" {
+			text = strings.ToUpper(text[:1]) + text[1:]
+		}
+		fmt.Fprintf(msg, "Could not chdir to home directory %s: %s\n", home, text)
+		cmd.Dir = "/"
+	}
+	st, err := os.Stat(home)
+	switch {
+	case err != nil:
+		noHome(err)
+	case !st.IsDir():
+		noHome(syscall.ENOTDIR)
+	default:
+		cmd.Dir = home
+	}
+	err = cmd.Start()
+	if err == nil || cmd.Dir == "/" {
+		return err
+	}
+	// The child changes directory after switching user: a failure there
+	// shows as the start's errno. If "/" works, that was it.
+	var errno syscall.Errno
+	if !errors.As(err, &errno) || (errno != syscall.EACCES && errno != syscall.ENOENT &&
+		errno != syscall.ENOTDIR && errno != syscall.ELOOP) {
+		return err
+	}
+	retry := &exec.Cmd{Path: cmd.Path, Args: cmd.Args, Env: cmd.Env, Stdin: cmd.Stdin,
+		Stdout: cmd.Stdout, Stderr: cmd.Stderr, SysProcAttr: cmd.SysProcAttr}
+	noHome(errno)
+	retry.Dir = "/"
+	if err2 := retry.Start(); err2 != nil {
+		return err
+	}
+	*cmd = *retry
+	return nil
+}
+
+// printMotd copies /etc/motd to w, as sshd's PrintMotd, unless
+// ~/.hushlogin exists.
+func printMotd(w io.Writer, motd, home string) {
+	if _, err := os.Stat(filepath.Join(home, ".hushlogin")); err == nil {
+		return
+	}
+	b, err := os.ReadFile(motd)
+	if err != nil {
+		return
+	}
+	_, _ = w.Write(b)
+}
+
+// openPty opens a pseudo-terminal pair. The master is returned in
+// non-blocking mode so reads can have deadlines.
+func openPty() (ptmx, tty *os.File, err error) {
+	m, t, err := pty.Open()
+	if err != nil {
+		return nil, nil, err
+	}
+	// creack/pty used m.Fd(), which made it blocking; take a pollable copy.
+	fd, err := unix.FcntlInt(m.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	m.Close()
+	if err != nil {
+		t.Close()
+		return nil, nil, err
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		t.Close()
+		return nil, nil, err
+	}
+	return os.NewFile(uintptr(fd), "/dev/ptmx"), t, nil
+}
+
+// setupPty applies the size and modes of req to tty and, when the server
+// is root, gives it to u (group tty, mode 0620) as sshd's pty_setowner.
+// Failures are logged: the session still works.
+func setupPty(tty *os.File, req *Pty, u *User, root bool, log *slog.Logger) {
+	fd := int(tty.Fd())
+	if req.Cols != 0 || req.Rows != 0 {
+		ws := &unix.Winsize{Col: clamp16(req.Cols), Row: clamp16(req.Rows), Xpixel: clamp16(req.Width), Ypixel: clamp16(req.Height)}
+		if err := unix.IoctlSetWinsize(fd, unix.TIOCSWINSZ, ws); err != nil {
+			log.Warn("session: set pty size", "err", err)
+		}
+	}
+	if len(req.Modes) > 0 {
+		if modes, err := ParseModes(req.Modes); err != nil {
+			log.Warn("session: terminal modes ignored", "err", err)
+		} else if t, err := unix.IoctlGetTermios(fd, unix.TCGETS); err != nil {
+			log.Warn("session: get terminal modes", "err", err)
+		} else {
+			applyModes(t, modes)
+			if err := unix.IoctlSetTermios(fd, unix.TCSETS, t); err != nil {
+				log.Warn("session: set terminal modes", "err", err)
+			}
+		}
+	}
+	if !root {
+		return
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	mode := os.FileMode(0o600)
+	if g, err := user.LookupGroup("tty"); err == nil {
+		gid, _ = strconv.Atoi(g.Gid)
+		mode = 0o620
+	}
+	if err := os.Chown(tty.Name(), uid, gid); err != nil {
+		log.Warn("session: chown pty", "err", err)
+	}
+	if err := os.Chmod(tty.Name(), mode); err != nil {
+		log.Warn("session: chmod pty", "err", err)
+	}
+}
+
+func clamp16(v uint32) uint16 {
+	if v > 0xffff {
+		return 0xffff
+	}
+	return uint16(v)
+}
+
+// copyPty copies the terminal's output to w until the terminal is closed
+// on the other side (EIO) or, once the shell exited, stays silent for
+// drainIdle.
+func (p *Process) copyPty(w io.Writer) {
+	defer p.output.Done()
+	buf := make([]byte, 32*1024)
+	for {
+		if p.exited.Load() {
+			_ = p.ptmx.SetReadDeadline(time.Now().Add(drainIdle))
+		}
+		n, err := p.ptmx.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return // EIO: no slave left; deadline; closed
+		}
+	}
+}
+
+// wait reaps the child, drains its output and ends the session.
+func (p *Process) wait(records loginRecords) {
+	_ = p.cmd.Wait()
+	p.exited.Store(true)
+	if p.ptmx != nil {
+		_ = p.ptmx.SetReadDeadline(time.Now().Add(drainIdle))
+	}
+	p.output.Wait()
+	p.closeAll()
+	if p.tty != "" {
+		rec := newUtmp(utDeadProcess, p.cmd.Process.Pid, p.tty, "", netip.Addr{}, time.Now())
+		if err := records.record(rec); err != nil {
+			p.log.Warn("session: logout record", "err", err)
+		}
+	}
+	p.exit = exitOf(p.cmd.ProcessState)
+	close(p.done)
+}
+
+func (p *Process) closeAll() {
+	p.closeOnce.Do(func() {
+		for _, c := range p.closers {
+			c.Close()
+		}
+	})
+}
