@@ -1,0 +1,150 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sshmesh/sshmesh/meshkey"
+)
+
+// writePolicy writes a small document with fresh keys and returns its path.
+func writePolicy(t *testing.T, edit func(string) string) string {
+	t.Helper()
+	doc := `{
+  "nodes": {
+    "lap": {"key": "KEY1", "owner": "ann@example.com"},
+    "srv": {"key": "KEY2", "tags": ["tag:server"]},
+  },
+  "tagOwners": {"tag:server": ["ann@example.com"]},
+  "ssh": [
+    {"action": "reject", "src": ["*"], "dst": ["srv"], "users": ["root"], "message": "no root"},
+    {"action": "accept", "src": ["ann@example.com"], "dst": ["tag:server"], "users": ["autogroup:nonroot"]},
+  ],
+  "tests": [{"src": "lap", "dst": "srv", "accept": ["deploy"], "deny": ["root"]}],
+}`
+	for i, name := range []string{"KEY1", "KEY2"} {
+		var k meshkey.Public
+		k[0] = byte(i + 1)
+		doc = strings.ReplaceAll(doc, name, k.String())
+	}
+	if edit != nil {
+		doc = edit(doc)
+	}
+	path := filepath.Join(t.TempDir(), "policy.hujson")
+	if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// runCLI runs sshmesh with args in process.
+func runCLI(args ...string) (code int, stdout, stderr string) {
+	var out, errb bytes.Buffer
+	code = run(context.Background(), args, stdio{strings.NewReader(""), &out, &errb})
+	return code, out.String(), errb.String()
+}
+
+func TestPolicyCheck(t *testing.T) {
+	ok := writePolicy(t, nil)
+	tests := []struct {
+		name     string
+		args     []string
+		code     int
+		out, err []string // substrings
+	}{
+		{"good", []string{"policy", "check", ok}, 0, []string{ok + ": 2 nodes, 2 rules, 2 tests passed"}, nil},
+		{"failing test and typo, all listed", []string{"policy", "check", writePolicy(t, func(s string) string {
+			return strings.Replace(s, `"accept": ["deploy"], "deny": ["root"]`, `"accept": ["root"], "deny": ["deploy"]`, 1)
+		})}, 1, nil, []string{
+			`policy.hujson:11:53: tests[0]: lap → srv as root: want accept, got deny by ssh[0] (line 8)` + "\n",
+			`policy.hujson:11:71: tests[0]: lap → srv as deploy: want deny, got accept by ssh[1] (line 9)` + "\n",
+		}},
+		{"unknown autogroup names the line", []string{"policy", "check", writePolicy(t, func(s string) string {
+			return strings.Replace(s, "autogroup:nonroot", "autogroup:nonrot", 1)
+		})}, 1, nil, []string{`policy.hujson:9:87: ssh[1].users[0]: unknown autogroup "autogroup:nonrot"`}},
+		{"missing file", []string{"policy", "check", "/nonexistent/p.hujson"}, 1, nil, []string{"no such file"}},
+		{"no file", []string{"policy", "check"}, 2, nil, []string{"usage: sshmesh policy check FILE"}},
+		{"help", []string{"policy", "check", "--help"}, 0, nil, []string{"usage: sshmesh policy check FILE"}},
+		{"policy help", []string{"policy", "--help"}, 0, nil, []string{"sshmesh policy explain FILE"}},
+		{"unknown subcommand", []string{"policy", "lint"}, 2, nil, []string{`unknown subcommand "lint"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out, errs := runCLI(tt.args...)
+			if code != tt.code {
+				t.Errorf("exit %d, want %d; stderr:\n%s", code, tt.code, errs)
+			}
+			for _, w := range tt.out {
+				if !strings.Contains(out, w) {
+					t.Errorf("stdout %q does not contain %q", out, w)
+				}
+			}
+			for _, w := range tt.err {
+				if !strings.Contains(errs, w) {
+					t.Errorf("stderr %q does not contain %q", errs, w)
+				}
+			}
+		})
+	}
+}
+
+func TestPolicyExplain(t *testing.T) {
+	path := writePolicy(t, nil)
+	tests := []struct {
+		name string
+		args []string
+		code int
+		out  []string
+	}{
+		{"accept, flags after FILE", []string{"policy", "explain", path, "--src", "lap", "--dst", "srv", "--user", "deploy"}, 0, []string{
+			"lap → srv as deploy: accept by ssh[1] (" + path + ":9)",
+			"local user: deploy",
+			`ssh[0] (` + path + `:8) reject: no match: users [root] do not include "deploy"`,
+			"ssh[1] (" + path + ":9) accept: matched",
+		}},
+		{"reject, flags around FILE", []string{"policy", "explain", "--src=lap", path, "--dst", "srv", "-user", "root"}, 0, []string{
+			"lap → srv as root: reject by ssh[0]",
+			`message: "no root"`,
+		}},
+		{"no rule", []string{"policy", "explain", "--src", "srv", "--dst", "srv", "--user", "x", "--", path}, 0, []string{
+			"srv → srv as x: reject (no rule matched: deny by default)",
+			"ssh[1] (" + path + ":9) accept: no match: src [ann@example.com] does not include srv (tag:server)",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out, errs := runCLI(tt.args...)
+			if code != tt.code {
+				t.Fatalf("exit %d, want %d; stderr:\n%s", code, tt.code, errs)
+			}
+			for _, w := range tt.out {
+				if !strings.Contains(out, w) {
+					t.Errorf("stdout:\n%s\ndoes not contain %q", out, w)
+				}
+			}
+		})
+	}
+	for _, tt := range []struct {
+		name string
+		args []string
+		code int
+		err  string
+	}{
+		{"unknown node", []string{"policy", "explain", path, "--src", "nope", "--dst", "srv", "--user", "x"}, 1, `sshmesh policy: ` + path + `: no node named "nope"`},
+		{"missing flags", []string{"policy", "explain", path, "--src", "lap"}, 2, "missing --dst, --user"},
+		{"two files", []string{"policy", "explain", path, path, "--src", "lap", "--dst", "srv", "--user", "x"}, 2, "usage: sshmesh policy explain"},
+		{"bad flag", []string{"policy", "explain", path, "--sauce", "lap"}, 2, "flag provided but not defined: -sauce"},
+		{"help", []string{"policy", "explain", "--help"}, 0, "--dst as --user"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			code, _, errs := runCLI(tt.args...)
+			if code != tt.code || !strings.Contains(errs, tt.err) {
+				t.Errorf("exit %d, stderr:\n%s\nwant exit %d and %q", code, errs, tt.code, tt.err)
+			}
+		})
+	}
+}
