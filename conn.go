@@ -257,5 +257,5 @@ func (c *serverConn) acceptEnv(name, value string) bool {
 	if strings.ContainsRune(value, 0) || strings.ContainsAny(name, "=\x00") || name == "" {
 		return false
 	}
-	return envAllowed(c.decision.AcceptEnv, name)
+	return policy.EnvAllowed(c.decision.AcceptEnv, name)
 }

@@ -1,0 +1,69 @@
+package sshmesh
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/sshmesh/sshmesh/session"
+)
+
+// LoginHandler returns the default [Handler]: the session runs as the
+// mapped local user, as OpenSSH's sshd runs it — the login shell or
+// `$SHELL -c COMMAND`, or the sftp subsystem, with a PTY when the client
+// asked for one, a clean login environment, signals, window changes and
+// the exit status or signal passed back. See package session for the OS side.
+func LoginHandler() Handler { return HandlerFunc(serveLogin) }
+
+func serveLogin(s *Session) {
+	req := session.Request{
+		User:      s.LocalUser(),
+		Command:   s.RawCommand(),
+		Subsystem: s.Subsystem(),
+		Env:       s.Environ(),
+		Remote:    s.Identity().Addr,
+		Local:     s.LocalAddr(),
+		Stdin:     s,
+		Stdout:    s,
+		Stderr:    s.Stderr(),
+		Logger:    s.conn.srv.logger(),
+	}
+	if p, ok := s.Pty(); ok {
+		req.Pty = &session.Pty{Term: p.Term, Cols: p.Window.Cols, Rows: p.Window.Rows,
+			Width: p.Window.Width, Height: p.Window.Height, Modes: p.Modes}
+	}
+	proc, err := session.Start(s.Context(), req)
+	if err != nil {
+		msg := "could not start the session"
+		var ce *session.ClientError
+		if errors.As(err, &ce) {
+			msg = ce.Msg
+		}
+		s.conn.srv.logger().Warn("session not started", "peer", s.Identity().Key.String(), "local_user", s.LocalUser(), "err", err)
+		fmt.Fprintf(s.Stderr(), "sshmesh: %s\r\n", msg)
+		s.Exit(1)
+		return
+	}
+	go func() {
+		for {
+			select {
+			case w := <-s.WindowChanges():
+				proc.Resize(w.Cols, w.Rows, w.Width, w.Height)
+			case sig := <-s.Signals():
+				proc.Signal(string(sig))
+			case d := <-s.Breaks():
+				proc.Break(uint32(d.Milliseconds()))
+			case <-proc.Done():
+				return
+			}
+		}
+	}()
+	exit, err := proc.Wait()
+	if err != nil {
+		s.conn.srv.logger().Warn("session ended with an error", "peer", s.Identity().Key.String(), "local_user", s.LocalUser(), "err", err)
+	}
+	if exit.Signal != "" {
+		s.ExitSignal(Signal(exit.Signal), exit.CoreDumped, "")
+		return
+	}
+	s.Exit(exit.Code)
+}
