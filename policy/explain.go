@@ -55,7 +55,7 @@ func (doc *Document) Explain(src, dst, user string) (Explanation, error) {
 		case !dstCovers(r, s, d):
 			st.Reason = fmt.Sprintf("dst [%s] does not include %s", strings.Join(r.dst, " "), describe(d.id))
 			if r.self {
-				st.Reason += " (autogroup:self: not a node of " + ownerOrNone(s.id.Owner) + ")"
+				st.Reason += "; autogroup:self covers only nodes of " + ownerOrNone(s.id.Owner)
 			}
 		case !r.expires.IsZero() && !now.Before(r.expires):
 			st.Reason = "expired at " + r.expires.Format(time.RFC3339)
@@ -76,7 +76,7 @@ func (doc *Document) Explain(src, dst, user string) (Explanation, error) {
 
 func ownerOrNone(o string) string {
 	if o == "" {
-		return "the caller, which has no owner"
+		return "the caller's owner, and the caller has none"
 	}
 	return o
 }

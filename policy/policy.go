@@ -8,6 +8,93 @@
 //
 // Applications with their own control plane implement [Policy] themselves;
 // [Func] adapts a plain function. The rule document (HuJSON) is [Document].
+//
+// # The policy document
+//
+// One document can be shared by the whole mesh; each node evaluates it with
+// itself as the destination. It is HuJSON (JSON with comments and trailing
+// commas), parsed by [Parse] or [Load]:
+//
+//	{
+//	  "nodes": {                       // who is who, by WireGuard public key
+//	    "alice-laptop": {"key": "<base64 public key>", "owner": "alice@example.com"},
+//	    "build-1":      {"key": "<base64 public key>", "tags": ["tag:server"]},
+//	  },
+//	  "groups":    {"group:ops": ["alice@example.com", "group:sre"]},
+//	  "tagOwners": {"tag:server": ["group:ops"]},
+//	  "ssh": [                         // first match wins; no match = reject
+//	    {"action": "accept", "src": ["group:ops"], "dst": ["tag:server"],
+//	     "users": ["autogroup:nonroot", "deploy"], "acceptEnv": ["LANG", "LC_*"]},
+//	    {"action": "check", "src": ["autogroup:member"], "dst": ["autogroup:self"],
+//	     "users": ["="], "checkPeriod": "12h"},
+//	  ],
+//	  "tests": [
+//	    {"src": "alice-laptop", "dst": "build-1", "accept": ["deploy"], "deny": ["root"]},
+//	  ],
+//	}
+//
+// Every key is checked: unknown keys, duplicate keys and undefined names are
+// errors, each reported as "file:line:col: field: problem".
+//
+// # Nodes, groups and tags
+//
+// "nodes" maps a node name (letters, digits, . _ -) to its "key" (as `wg
+// pubkey` prints it) and either an "owner" (an email; the node is that
+// person's device) or "tags" (the node is a shared machine and belongs to no
+// person), never both. Keys must be distinct. Owners are compared ignoring
+// case.
+//
+// "groups" maps group:NAME to emails and other groups (cycles are errors).
+// "tagOwners" declares the tags the document may use, with the emails,
+// groups or tags that own them; a tag not declared there is an error.
+//
+// # Rules
+//
+// Each entry of "ssh" has an "action" (accept, check or reject) and:
+//
+//   - "src", who calls: a node name; an owner's email (all the nodes she
+//     owns); group:NAME (all nodes of its members); tag:NAME;
+//     autogroup:member (every node that has an owner); or * (every node).
+//   - "dst", where to: a node name; tag:NAME; autogroup:self (a node with
+//     the caller's owner); or * (every node; see the safety rule).
+//   - "users", the login names allowed: explicit names; "=" (the local part
+//     of the caller's owner: alice@example.com → alice); autogroup:nonroot
+//     (any name but root); * (any name; in accept and check rules any name
+//     but root, in reject rules every name, root included); templates such
+//     as "{localpart}-admin". The requested login name must match, and the
+//     session runs as that name. root is allowed only by a rule that names
+//     "root" itself.
+//
+// Rules are tried in order and the first that matches decides; when none
+// matches the login is rejected. Options, carried in the [Decision]:
+// "message" (shown to the client), "expires" (RFC 3339; the rule stops
+// matching then), and, for accept and check rules only, "checkPeriod" (check
+// only; a Go duration, default 12h), "sessionDuration", "acceptEnv" (see
+// [EnvAllowed]), "agentForward", "localForward" and "remoteForward" (HOST:PORT
+// patterns, see [ForwardAllowed]), "record" and "onRecordingFailure"
+// (fail-open or fail-closed).
+//
+// # Safety
+//
+// An accept or check rule may reach only tagged nodes and the caller's own
+// nodes: for every (src, dst) pair a rule covers, the destination must be
+// tagged or have the caller's owner (autogroup:self always does). A rule
+// that would let one person, or a tagged node, into another person's
+// untagged device is refused when the document is loaded, naming the rule
+// and one such pair. Loader environment variables (LD_PRELOAD, DYLD_*,
+// BASH_ENV, PATH, ...) are never accepted, whatever "acceptEnv" says.
+//
+// # Tests
+//
+// Each entry of "tests" names a "src" and a "dst" node and lists login names
+// under "accept", "check" and "deny" (the decision each must get), with an
+// optional "at" time (RFC 3339; default now). They run on every load: a
+// document whose tests fail does not load, and the error says why:
+//
+//	policy.hujson:20:60: tests[0]: alice-laptop → build-1 as root: want deny, got accept by ssh[0] (line 12)
+//
+// `sshmesh policy check FILE` runs the same checks; `sshmesh policy explain`
+// prints a [Document.Explain].
 package policy
 
 import (

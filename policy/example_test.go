@@ -1,0 +1,101 @@
+package policy_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+
+	"github.com/sshmesh/sshmesh/meshkey"
+	"github.com/sshmesh/sshmesh/policy"
+)
+
+func ExampleParse() {
+	doc, err := policy.Parse([]byte(`{
+  "nodes": {
+    "alice-laptop": {"key": "IEFpcTgXf2dtu3hfIZ2U9cvSl9TOLD9ZdMA5HyvTTW8=", "owner": "alice@example.com"},
+    "build-1":      {"key": "lGqE8/8bL4EYaY7PKy+DSvqbHYmJSz8OtnwydoqbhSo=", "tags": ["tag:server"]},
+  },
+  "tagOwners": {"tag:server": ["alice@example.com"]},
+  "ssh": [
+    // First match wins; no match is a reject.
+    {"action": "reject", "src": ["*"], "dst": ["tag:server"], "users": ["root"], "message": "no root on servers"},
+    {"action": "accept", "src": ["alice@example.com"], "dst": ["tag:server"], "users": ["autogroup:nonroot"],
+     "acceptEnv": ["LANG", "LC_*"]},
+  ],
+  "tests": [{"src": "alice-laptop", "dst": "build-1", "accept": ["deploy"], "deny": ["root"]}],
+}`), "policy.hujson")
+	if err != nil {
+		log.Fatal(err)
+	}
+	alice, _ := meshkey.ParsePublic("IEFpcTgXf2dtu3hfIZ2U9cvSl9TOLD9ZdMA5HyvTTW8=")
+	build1, _ := meshkey.ParsePublic("lGqE8/8bL4EYaY7PKy+DSvqbHYmJSz8OtnwydoqbhSo=")
+	for _, user := range []string{"deploy", "root"} {
+		d, err := doc.Evaluate(context.Background(), policy.Request{Src: alice, Dst: build1, User: user})
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Printf("%s as %s: %s by %s (%s) local user %q message %q\n",
+			d.Caller.Node, user, d.Action, d.Rule, d.RulePos, d.LocalUser, d.Message)
+		fmt.Println("  LANG accepted:", policy.EnvAllowed(d.AcceptEnv, "LANG"), " LD_PRELOAD accepted:", policy.EnvAllowed(d.AcceptEnv, "LD_PRELOAD"))
+	}
+	// Output:
+	// alice-laptop as deploy: accept by ssh[1] (policy.hujson:10) local user "deploy" message ""
+	//   LANG accepted: true  LD_PRELOAD accepted: false
+	// alice-laptop as root: reject by ssh[0] (policy.hujson:9) local user "" message "no root on servers"
+	//   LANG accepted: false  LD_PRELOAD accepted: false
+}
+
+func ExampleDocument_Explain() {
+	doc, err := policy.Parse([]byte(`{
+  "nodes": {
+    "alice-laptop": {"key": "IEFpcTgXf2dtu3hfIZ2U9cvSl9TOLD9ZdMA5HyvTTW8=", "owner": "alice@example.com"},
+    "bob-laptop":   {"key": "lGqE8/8bL4EYaY7PKy+DSvqbHYmJSz8OtnwydoqbhSo=", "owner": "bob@example.com"},
+  },
+  "ssh": [
+    {"action": "check", "src": ["autogroup:member"], "dst": ["autogroup:self"], "users": ["="]},
+  ],
+}`), "policy.hujson")
+	if err != nil {
+		log.Fatal(err)
+	}
+	e, err := doc.Explain("alice-laptop", "bob-laptop", "alice")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Print(e)
+	// Output:
+	// alice-laptop → bob-laptop as alice: reject (no rule matched: deny by default)
+	// rules tried:
+	//   ssh[0] (policy.hujson:7) check: no match: dst [autogroup:self] does not include bob-laptop (bob@example.com); autogroup:self covers only nodes of alice@example.com
+}
+
+func ExampleEnvAllowed() {
+	patterns := []string{"LANG", "LC_*", "*_TOKEN"}
+	for _, name := range []string{"LANG", "LC_ALL", "GITHUB_TOKEN", "LD_PRELOAD", "TERM"} {
+		fmt.Println(name, policy.EnvAllowed(patterns, name))
+	}
+	fmt.Println("LD_PRELOAD with *:", policy.EnvAllowed([]string{"*"}, "LD_PRELOAD"))
+	// Output:
+	// LANG true
+	// LC_ALL true
+	// GITHUB_TOKEN true
+	// LD_PRELOAD false
+	// TERM false
+	// LD_PRELOAD with *: false
+}
+
+// An application with its own control plane implements Policy itself;
+// Func adapts a function.
+func ExampleFunc() {
+	admins := map[meshkey.Public]string{} // filled from the application's own store
+	var p policy.Policy = policy.Func(func(ctx context.Context, r policy.Request) (policy.Decision, error) {
+		name, ok := admins[r.Src]
+		if !ok || r.User != name {
+			return policy.Decision{Action: policy.Reject, Message: "ask an admin for access"}, nil
+		}
+		return policy.Decision{Action: policy.Accept, LocalUser: name, Rule: "admins"}, nil
+	})
+	d, _ := p.Evaluate(context.Background(), policy.Request{User: "root"})
+	fmt.Println(d.Action, d.Message)
+	// Output: reject ask an admin for access
+}

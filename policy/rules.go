@@ -1,0 +1,410 @@
+package policy
+
+import (
+	"cmp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/tailscale/hujson"
+)
+
+// ruleKeys are the keys a rule may have.
+var ruleKeys = []string{"action", "src", "dst", "users", "message", "checkPeriod", "expires",
+	"sessionDuration", "acceptEnv", "agentForward", "localForward", "remoteForward", "record", "onRecordingFailure"}
+
+// rules reads "ssh".
+func (c *compiler) rules(v *hujson.Value) {
+	els, ok := c.array(v, "ssh")
+	if !ok {
+		return
+	}
+	for i := range els {
+		c.rule(&els[i], index("ssh", i))
+	}
+	for ri, r := range c.doc.rules {
+		for _, p := range r.srcP {
+			c.doc.srcRules[p] = append(c.doc.srcRules[p], int32(ri))
+		}
+		for _, p := range r.dstP {
+			c.doc.dstRules[p] = append(c.doc.dstRules[p], int32(ri))
+		}
+		if r.self {
+			c.doc.selfRules = append(c.doc.selfRules, int32(ri))
+		}
+	}
+}
+
+// rule reads one entry of "ssh".
+func (c *compiler) rule(v *hujson.Value, field string) {
+	nerr := len(c.errs)
+	ms, ok := c.object(v, field, ruleKeys...)
+	if !ok {
+		return
+	}
+	get := map[string]member{}
+	for _, m := range ms {
+		get[m.key] = m
+	}
+	r := rule{name: field}
+	r.dec.RulePos, r.line = c.pos(v.StartOffset)
+	r.dec.Rule = field
+	for _, k := range []string{"action", "src", "dst", "users"} {
+		if _, ok := get[k]; !ok {
+			c.errorf(v.StartOffset, field, "missing %q", k)
+		}
+	}
+	if len(c.errs) > nerr {
+		return
+	}
+	m := get["action"]
+	switch s, _ := c.str(m.val, join(field, "action")); s {
+	case "accept":
+		r.action = Accept
+	case "check":
+		r.action = Check
+		r.dec.CheckPeriod = DefaultCheckPeriod
+	case "reject":
+		r.action = Reject
+	default:
+		if len(c.errs) == nerr {
+			c.errorf(m.val.StartOffset, join(field, "action"), "%q is not accept, check or reject", s)
+		}
+		return
+	}
+	r.dec.Action = r.action
+	c.ruleSrc(&r, get["src"], join(field, "src"))
+	c.ruleDst(&r, get["dst"], join(field, "dst"))
+	if us, ok := c.strings(get["users"].val, join(field, "users")); ok {
+		if len(us) == 0 {
+			c.errorf(get["users"].val.StartOffset, join(field, "users"), "empty: the rule would match no one")
+		}
+		for _, u := range us {
+			if err := r.users.add(u.s); err != nil {
+				c.errorf(u.off, u.field, "%w", err)
+			}
+		}
+	}
+	for _, m := range ms {
+		c.ruleOption(&r, m, join(field, m.key))
+	}
+	if len(c.errs) > nerr {
+		return
+	}
+	if r.action != Reject {
+		c.safety(&r, get["dst"], join(field, "dst"))
+		if len(c.errs) > nerr {
+			return
+		}
+	}
+	c.doc.rules = append(c.doc.rules, r)
+}
+
+// ruleSrc compiles "src".
+func (c *compiler) ruleSrc(r *rule, m member, field string) {
+	sels, ok := c.strings(m.val, field)
+	if !ok {
+		return
+	}
+	if len(sels) == 0 {
+		c.errorf(m.val.StartOffset, field, "empty: the rule would match no one")
+	}
+	for _, s := range sels {
+		sel := s.s
+		switch {
+		case sel == anyone, sel == autogroupMember:
+			r.srcP = append(r.srcP, c.principal(sel))
+		case sel == self:
+			c.errorf(s.off, s.field, "autogroup:self is only for dst")
+			continue
+		case strings.HasPrefix(sel, "autogroup:"):
+			c.errorf(s.off, s.field, "unknown autogroup %q (src takes autogroup:member)", sel)
+			continue
+		case strings.HasPrefix(sel, "group:"):
+			emails, ok := c.doc.groups[sel]
+			if !ok {
+				c.errorf(s.off, s.field, "undefined group %q", sel)
+				continue
+			}
+			for _, e := range emails {
+				r.srcP = append(r.srcP, c.principal(e))
+			}
+		case strings.HasPrefix(sel, "tag:"):
+			if !c.tagOwners[sel] {
+				c.errorf(s.off, s.field, "undefined tag %q", sel)
+				continue
+			}
+			r.srcP = append(r.srcP, c.principal(sel))
+		case strings.Contains(sel, "@"):
+			sel = strings.ToLower(sel)
+			if !validEmail(sel) {
+				c.errorf(s.off, s.field, "%q is not an email address", s.s)
+				continue
+			}
+			if !c.owners[sel] {
+				c.errorf(s.off, s.field, "no node is owned by %q", sel)
+				continue
+			}
+			r.srcP = append(r.srcP, c.principal(sel))
+		default:
+			if _, ok := c.doc.byName[sel]; !ok {
+				c.errorf(s.off, s.field, "undefined node %q", sel)
+				continue
+			}
+			r.srcP = append(r.srcP, c.principal(sel))
+		}
+		r.src = append(r.src, sel)
+	}
+	slices.Sort(r.srcP)
+	r.srcP = slices.Compact(r.srcP)
+}
+
+// ruleDst compiles "dst".
+func (c *compiler) ruleDst(r *rule, m member, field string) {
+	sels, ok := c.strings(m.val, field)
+	if !ok {
+		return
+	}
+	if len(sels) == 0 {
+		c.errorf(m.val.StartOffset, field, "empty: the rule would match nothing")
+	}
+	for _, s := range sels {
+		sel := s.s
+		switch {
+		case sel == self:
+			r.self = true
+		case sel == anyone:
+			r.dstP = append(r.dstP, c.principal(sel))
+		case strings.HasPrefix(sel, "autogroup:"):
+			c.errorf(s.off, s.field, "unknown autogroup %q (dst takes autogroup:self)", sel)
+			continue
+		case strings.HasPrefix(sel, "group:"), strings.Contains(sel, "@"):
+			c.errorf(s.off, s.field, "dst names nodes, not people: use autogroup:self, a tag or a node name instead of %q", sel)
+			continue
+		case strings.HasPrefix(sel, "tag:"):
+			if !c.tagOwners[sel] {
+				c.errorf(s.off, s.field, "undefined tag %q", sel)
+				continue
+			}
+			r.dstP = append(r.dstP, c.principal(sel))
+		default:
+			if _, ok := c.doc.byName[sel]; !ok {
+				c.errorf(s.off, s.field, "undefined node %q", sel)
+				continue
+			}
+			r.dstP = append(r.dstP, c.principal(sel))
+		}
+		r.dst = append(r.dst, sel)
+	}
+	slices.Sort(r.dstP)
+	r.dstP = slices.Compact(r.dstP)
+}
+
+// safety refuses an accept or check rule that would let one person (or a
+// tagged node) into another person's untagged node. For every (src, dst)
+// pair the rule covers, apart from autogroup:self, dst must be tagged or
+// have the caller's owner: that holds exactly when the sources and the
+// untagged destinations all belong to one and the same person.
+func (c *compiler) safety(r *rule, m member, field string) {
+	nodes := c.doc.nodes
+	var src, dst ownerSummary
+	for _, p := range r.srcP {
+		src.merge(nodes, c.srcSum[p])
+	}
+	for _, p := range r.dstP {
+		dst.merge(nodes, c.dstSum[p])
+	}
+	if src.n == 0 || dst.n == 0 {
+		return
+	}
+	if src.n == 1 && dst.n == 1 && nodes[src.ex[0]].id.Owner == nodes[dst.ex[0]].id.Owner {
+		return
+	}
+	// Name one offending pair.
+	s, d := src.ex[0], dst.ex[0]
+	if nodes[s].id.Owner == nodes[d].id.Owner {
+		if src.n == 2 {
+			s = src.ex[1]
+		} else {
+			d = dst.ex[1]
+		}
+	}
+	who := nodes[s].id.Owner
+	if who == "" {
+		who = strings.Join(nodes[s].id.Tags, ", ")
+	}
+	c.errorf(m.val.StartOffset, field,
+		"%s rule would let %s (%s) into %s, an untagged node of %s; accept and check rules may reach only tagged nodes and the caller's own (autogroup:self)",
+		r.action, nodes[s].id.Node, who, nodes[d].id.Node, nodes[d].id.Owner)
+}
+
+// ruleOption compiles the optional keys of a rule.
+func (c *compiler) ruleOption(r *rule, m member, field string) {
+	allowOnly := func(actions ...Action) bool {
+		if !slices.Contains(actions, r.action) {
+			names := make([]string, len(actions))
+			for i, a := range actions {
+				names[i] = a.String()
+			}
+			c.errorf(m.keyOff, field, "only for %s rules, not %s", strings.Join(names, " and "), r.action)
+			return false
+		}
+		return true
+	}
+	d := &r.dec
+	switch m.key {
+	case "message":
+		if s, ok := c.str(m.val, field); ok {
+			if strings.ContainsFunc(s, func(r rune) bool { return r < ' ' && r != '\n' && r != '\t' || r == 0x7f }) {
+				c.errorf(m.val.StartOffset, field, "control characters are not allowed in a message")
+			}
+			d.Message = s
+		}
+	case "checkPeriod":
+		if allowOnly(Check) {
+			d.CheckPeriod = c.duration(m, field)
+		}
+	case "sessionDuration":
+		if allowOnly(Accept, Check) {
+			d.SessionDuration = c.duration(m, field)
+		}
+	case "expires":
+		if s, ok := c.str(m.val, field); ok {
+			t, err := time.Parse(time.RFC3339, s)
+			if err != nil {
+				c.errorf(m.val.StartOffset, field, "%q is not an RFC 3339 time like \"2027-01-01T00:00:00Z\"", s)
+			}
+			r.expires, d.Expires = t, t
+		}
+	case "acceptEnv":
+		if !allowOnly(Accept, Check) {
+			return
+		}
+		if pats, ok := c.strings(m.val, field); ok {
+			d.AcceptEnv = []string{}
+			for _, p := range pats {
+				if err := checkEnvPattern(p.s); err != nil {
+					c.errorf(p.off, p.field, "%w", err)
+				}
+				d.AcceptEnv = append(d.AcceptEnv, p.s)
+			}
+		}
+	case "localForward", "remoteForward":
+		if !allowOnly(Accept, Check) {
+			return
+		}
+		if pats, ok := c.strings(m.val, field); ok {
+			list := make([]string, 0, len(pats))
+			for _, p := range pats {
+				if err := checkForwardPattern(p.s); err != nil {
+					c.errorf(p.off, p.field, "%w", err)
+				}
+				list = append(list, p.s)
+			}
+			if m.key == "localForward" {
+				d.LocalForward = list
+			} else {
+				d.RemoteForward = list
+			}
+		}
+	case "agentForward":
+		if allowOnly(Accept, Check) {
+			d.AgentForward, _ = c.boolean(m.val, field)
+		}
+	case "record":
+		if allowOnly(Accept, Check) {
+			d.Record, _ = c.boolean(m.val, field)
+		}
+	case "onRecordingFailure":
+		if !allowOnly(Accept, Check) {
+			return
+		}
+		if s, ok := c.str(m.val, field); ok {
+			if s != "fail-open" && s != "fail-closed" {
+				c.errorf(m.val.StartOffset, field, "%q is not fail-open or fail-closed", s)
+			}
+			d.OnRecordingFailure = s
+		}
+	}
+}
+
+// duration parses a positive Go duration such as "12h" or "90m".
+func (c *compiler) duration(m member, field string) time.Duration {
+	s, ok := c.str(m.val, field)
+	if !ok {
+		return 0
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		c.errorf(m.val.StartOffset, field, "%q is not a positive duration like \"12h\" or \"90m\"", s)
+		return 0
+	}
+	return d
+}
+
+// tests reads "tests".
+func (c *compiler) tests(v *hujson.Value) {
+	els, ok := c.array(v, "tests")
+	if !ok {
+		return
+	}
+	for i := range els {
+		field := index("tests", i)
+		ms, ok := c.object(&els[i], field, "src", "dst", "accept", "check", "deny", "at")
+		if !ok {
+			continue
+		}
+		t := test{field: field, src: -1, dst: -1}
+		for _, m := range ms {
+			f := join(field, m.key)
+			switch m.key {
+			case "src", "dst":
+				s, ok := c.str(m.val, f)
+				if !ok {
+					continue
+				}
+				n, ok := c.doc.byName[s]
+				if !ok {
+					c.errorf(m.val.StartOffset, f, "undefined node %q (tests name nodes)", s)
+					continue
+				}
+				if m.key == "src" {
+					t.src = n
+				} else {
+					t.dst = n
+				}
+			case "at":
+				s, ok := c.str(m.val, f)
+				if !ok {
+					continue
+				}
+				at, err := time.Parse(time.RFC3339, s)
+				if err != nil {
+					c.errorf(m.val.StartOffset, f, "%q is not an RFC 3339 time like \"2027-01-01T00:00:00Z\"", s)
+				}
+				t.at = at
+			default:
+				want := map[string]Action{"accept": Accept, "check": Check, "deny": Reject}[m.key]
+				us, ok := c.strings(m.val, f)
+				if !ok {
+					continue
+				}
+				for _, u := range us {
+					t.want = append(t.want, testCase{u.s, want, u.off})
+				}
+			}
+		}
+		for _, k := range []string{"src", "dst"} {
+			if !slices.ContainsFunc(ms, func(m member) bool { return m.key == k }) {
+				c.errorf(els[i].StartOffset, field, "missing %q", k)
+			}
+		}
+		if len(t.want) == 0 {
+			c.errorf(els[i].StartOffset, field, "a test needs users in accept, check or deny")
+		}
+		if t.src >= 0 && t.dst >= 0 {
+			slices.SortStableFunc(t.want, func(a, b testCase) int { return cmp.Compare(a.off, b.off) })
+			c.doc.tests = append(c.doc.tests, t)
+		}
+	}
+}
