@@ -151,3 +151,19 @@ func TestNode(t *testing.T) {
 		t.Errorf("Stats() = %d, %d, %d; want 7, 6, 8", n, r, tests)
 	}
 }
+
+func TestEvaluateNoAllocs(t *testing.T) {
+	doc := loadFull(t)
+	ctx := context.Background()
+	reqs := []Request{
+		{Src: aliceLaptop.Key, Dst: build1.Key, User: "deploy"},
+		{Src: aliceLaptop.Key, Dst: aliceDesk.Key, User: "alice-admin"},
+		{Src: ci.Key, Dst: db1.Key, User: "root"},
+		{Src: testKey(99), Dst: db1.Key, User: "root"},
+	}
+	for _, r := range reqs {
+		if n := testing.AllocsPerRun(100, func() { _, _ = doc.Evaluate(ctx, r) }); n != 0 {
+			t.Errorf("Evaluate(%+v) allocates %v times", r, n)
+		}
+	}
+}
