@@ -1,0 +1,91 @@
+package netstack
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/sshmesh/sshmesh/meshkey"
+)
+
+func key(b byte) meshkey.Public { return meshkey.Public{0: b, 31: 1} }
+
+func TestTableLongestPrefix(t *testing.T) {
+	wide, narrow, host, v6, v6host, all := key(1), key(2), key(3), key(4), key(5), key(6)
+	tb := newTable([]Peer{
+		{PublicKey: wide, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}},
+		{PublicKey: narrow, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")}},
+		{PublicKey: host, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.1.2.3/32")}},
+		{PublicKey: v6, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("fd7a:1::/32")}},
+		{PublicKey: v6host, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("fd7a:1:2::3/128")}},
+		// Host bits are ignored, as the device ignores them.
+		{PublicKey: all, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("::1/0")}},
+	})
+	type result struct {
+		Key meshkey.Public
+		OK  bool
+	}
+	for _, tc := range []struct {
+		addr string
+		want result
+	}{
+		{"10.200.0.1", result{wide, true}},
+		{"10.1.0.1", result{narrow, true}},
+		{"10.1.255.255", result{narrow, true}},
+		{"10.1.2.3", result{host, true}},
+		{"10.1.2.4", result{narrow, true}},
+		{"11.0.0.1", result{}},
+		{"::ffff:10.1.2.3", result{host, true}}, // IPv4-mapped means the IPv4 address
+		{"fd7a:1::9", result{v6, true}},
+		{"fd7a:1:2::3", result{v6host, true}},
+		{"fd7a:1:2::4", result{v6, true}},
+		{"fd7a:2::1", result{all, true}},
+		{"2001:db8::1", result{all, true}},
+	} {
+		t.Run(tc.addr, func(t *testing.T) {
+			k, ok := tb.lookup(netip.MustParseAddr(tc.addr))
+			if diff := cmp.Diff(tc.want, result{k, ok}); diff != "" {
+				t.Errorf("lookup (-want +got):\n%s", diff)
+			}
+		})
+	}
+	if k, ok := tb.lookup(netip.Addr{}); ok {
+		t.Errorf("lookup(zero) = %v, true", k)
+	}
+	var empty *table
+	if _, ok := empty.lookup(netip.MustParseAddr("10.0.0.1")); ok {
+		t.Error("nil table matched")
+	}
+}
+
+// TestTableTransition: while a change is applied, every prefix whose owner
+// changes resolves to no peer, and the rest keep theirs.
+func TestTableTransition(t *testing.T) {
+	x, y := key(1), key(2)
+	p := netip.MustParsePrefix
+	old := newTable([]Peer{
+		{PublicKey: x, AllowedIPs: []netip.Prefix{p("10.0.0.0/8"), p("10.9.0.0/16")}},
+		{PublicKey: y, AllowedIPs: []netip.Prefix{p("10.1.0.0/16"), p("10.2.0.0/16")}},
+	})
+	next := newTable([]Peer{
+		{PublicKey: x, AllowedIPs: []netip.Prefix{p("10.0.0.0/8")}},
+		{PublicKey: y, AllowedIPs: []netip.Prefix{p("10.2.0.0/16"), p("10.9.0.0/16"), p("10.3.0.0/16")}},
+	})
+	mid := transition(old, next)
+	for _, tc := range []struct {
+		addr string
+		want meshkey.Public
+	}{
+		{"10.0.0.1", x},                   // unchanged
+		{"10.1.0.1", meshkey.Public{}},    // removed from y: falls to x in next, but in flux
+		{"10.2.0.1", y},                   // unchanged
+		{"10.9.0.1", meshkey.Public{}},    // moved x → y
+		{"10.3.0.1", meshkey.Public{}},    // added to y
+		{"192.168.0.1", meshkey.Public{}}, // nobody's, before and after
+	} {
+		k, _ := mid.lookup(netip.MustParseAddr(tc.addr))
+		if k != tc.want {
+			t.Errorf("transition lookup(%s) = %v, want %v", tc.addr, k, tc.want)
+		}
+	}
+}
