@@ -14,7 +14,9 @@
 // home directory as working directory. A server running as root may start
 // sessions as any user; a server running as an ordinary user only as
 // itself ([ErrNotPermitted]). The child gets no capabilities beyond the
-// user's own and no file descriptor of the server other than 0, 1 and 2.
+// user's own and no file descriptor of the server other than 0, 1 and 2:
+// like sshd's closefrom(3), [Start] sets close-on-exec on every
+// descriptor of the server from 3 up, including any it inherited.
 //
 // # Environment
 //

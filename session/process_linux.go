@@ -152,6 +152,7 @@ func (p *Process) watch(ctx context.Context) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	killSession(sid, syscall.SIGKILL)
+	close(p.killed)
 	select {
 	case <-p.done:
 	case <-time.After(hangupGrace):

@@ -76,7 +76,8 @@ type Process struct {
 	uid, gid  int // for Signal; -1 when the server does not switch user
 	log       *slog.Logger
 
-	exited    atomic.Bool // the first process has exited
+	exited    atomic.Bool   // the first process has exited
+	killed    chan struct{} // closed once watch has killed the session
 	done      chan struct{}
 	exit      Exit
 	err       error
@@ -126,7 +127,8 @@ func start(ctx context.Context, r Request, cfg config) (_ *Process, err error) {
 		argv = []string{"-" + filepath.Base(shell)}
 	}
 
-	p := &Process{subsystem: r.Subsystem != "", uid: -1, gid: -1, log: log, done: make(chan struct{})}
+	p := &Process{subsystem: r.Subsystem != "", uid: -1, gid: -1, log: log,
+		killed: make(chan struct{}), done: make(chan struct{})}
 	attr := &syscall.SysProcAttr{Setsid: true}
 	if cur.Uid == "0" {
 		cred, err := credential(u)
@@ -207,6 +209,7 @@ func start(ctx context.Context, r Request, cfg config) (_ *Process, err error) {
 	if login && r.Pty != nil {
 		printMotd(msgOut, cfg.motd, u.Home)
 	}
+	markCloseOnExec(log)
 	if err := startInHome(cmd, u.Home, msgOut); err != nil {
 		return nil, fmt.Errorf("session: start %s for %s: %w", shell, u.Name, err)
 	}
@@ -223,7 +226,7 @@ func start(ctx context.Context, r Request, cfg config) (_ *Process, err error) {
 	if r.Pty != nil && r.Stdin != nil {
 		go func() { _, _ = io.Copy(p.ptmx, r.Stdin) }()
 	}
-	go p.wait(cfg.records)
+	go p.wait(ctx, cfg.records)
 	go p.watch(ctx)
 	return p, nil
 }
@@ -426,13 +429,16 @@ func (p *Process) copyPty(w io.Writer) {
 }
 
 // wait reaps the child, drains its output and ends the session.
-func (p *Process) wait(records loginRecords) {
+func (p *Process) wait(ctx context.Context, records loginRecords) {
 	_ = p.cmd.Wait()
 	p.exited.Store(true)
 	if p.ptmx != nil {
 		_ = p.ptmx.SetReadDeadline(time.Now().Add(drainIdle))
 	}
 	p.output.Wait()
+	if ctx.Err() != nil {
+		<-p.killed // no process of the session is left when Wait returns
+	}
 	p.closeAll()
 	if p.tty != "" {
 		rec := newUtmp(utDeadProcess, p.cmd.Process.Pid, p.tty, "", netip.Addr{}, time.Now())
@@ -450,4 +456,26 @@ func (p *Process) closeAll() {
 			c.Close()
 		}
 	})
+}
+
+// markCloseOnExec sets close-on-exec on every descriptor of the server
+// from 3 up, so none leaks into the child, as sshd's closefrom(3). Go
+// opens its own with close-on-exec; this catches those the server
+// inherited from its parent or that C code opened without it.
+func markCloseOnExec(log *slog.Logger) {
+	err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
+	if err == nil {
+		return
+	}
+	// Before Linux 5.11: one by one.
+	ents, rerr := os.ReadDir("/proc/self/fd")
+	if rerr != nil {
+		log.Warn("session: cannot mark descriptors close-on-exec", "err", errors.Join(err, rerr))
+		return
+	}
+	for _, e := range ents {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			_, _ = unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC)
+		}
+	}
 }

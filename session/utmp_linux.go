@@ -81,9 +81,9 @@ func newUtmp(typ int16, pid int, tty, user string, host netip.Addr, now time.Tim
 	return r
 }
 
-func (r *utmpRecord) bytes() []byte {
+func (r utmpRecord) bytes() []byte {
 	var b bytes.Buffer
-	_ = binary.Write(&b, binary.LittleEndian, r)
+	_ = binary.Write(&b, binary.LittleEndian, &r)
 	return b.Bytes()
 }
 

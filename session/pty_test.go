@@ -1,0 +1,169 @@
+package session
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// encodeModes encodes modes in opcode order as an OpenSSH client does.
+func encodeModes(m ssh.TerminalModes) []byte {
+	var b []byte
+	for op := 1; op < 256; op++ {
+		if v, ok := m[uint8(op)]; ok {
+			b = append(b, uint8(op))
+			b = binary.BigEndian.AppendUint32(b, v)
+		}
+	}
+	return append(b, ttyOpEnd)
+}
+
+func TestPtyTTY(t *testing.T) {
+	u := testUser(t)
+	var out syncBuffer
+	ctx := t.Context()
+	p, err := start(ctx, Request{User: u.Name, Command: `tty; echo "SSH_TTY=$SSH_TTY TERM=$TERM"; exec sleep 30`,
+		Pty: &Pty{Term: "xterm-256color"}, Stdout: &out}, testConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out.waitFor(t, "TERM=")
+	if !regexp.MustCompile(`^/dev/pts/\d+$`).MatchString(p.TTY()) {
+		t.Fatalf("TTY() = %q", p.TTY())
+	}
+	want := fmt.Sprintf("%s\r\nSSH_TTY=%s TERM=xterm-256color\r\n", p.TTY(), p.TTY())
+	if got := out.String(); got != want {
+		t.Errorf("output %q, want %q", got, want)
+	}
+	// Only 0, 1 and 2, all the terminal.
+	fds := childFds(t, p.Pid())
+	if len(fds) != 3 || fds["0"] != p.TTY() || fds["1"] != p.TTY() || fds["2"] != p.TTY() {
+		t.Errorf("child fds = %v, want 0, 1, 2 on %s", fds, p.TTY())
+	}
+	if err := p.Break(500); err != nil {
+		t.Errorf("Break: %v", err)
+	}
+	if err := p.Signal("KILL"); err != nil {
+		t.Fatal(err)
+	}
+	exit, _ := p.Wait()
+	if exit != (Exit{Code: 137, Signal: "KILL"}) {
+		t.Errorf("exit = %+v, want KILL", exit)
+	}
+}
+
+func TestPtySizeAndResize(t *testing.T) {
+	u := testUser(t)
+	var out syncBuffer
+	p, err := start(t.Context(), Request{User: u.Name,
+		Command: `stty size; trap 'stty size; exit 3' WINCH; echo READY; while :; do sleep 0.05; done`,
+		Pty:     &Pty{Term: "xterm", Cols: 80, Rows: 24, Width: 640, Height: 480}, Stdout: &out}, testConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out.waitFor(t, "READY")
+	if err := p.Resize(132, 43, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	exit, _ := p.Wait()
+	if want := "24 80\r\nREADY\r\n43 132\r\n"; out.String() != want {
+		t.Errorf("output %q, want %q", out.String(), want)
+	}
+	if exit.Code != 3 {
+		t.Errorf("exit = %+v, want 3 from the WINCH trap", exit)
+	}
+}
+
+func TestPtyModes(t *testing.T) {
+	u := testUser(t)
+	modes := encodeModes(ssh.TerminalModes{
+		ssh.VINTR: 0x18, ssh.VERASE: 0x08, ssh.VKILL: 255, ssh.ECHO: 0, ssh.ICRNL: 0,
+		ssh.IUTF8: 1, ssh.IXANY: 1, ssh.ONLCR: 1, ssh.TOSTOP: 1,
+		ssh.TTY_OP_ISPEED: 9600, ssh.TTY_OP_OSPEED: 9600,
+	})
+	res := run(t, testConfig(t), Request{User: u.Name, Command: "stty -a", Pty: &Pty{Term: "xterm", Modes: modes}})
+	for _, want := range []string{"speed 9600 baud", "intr = ^X;", "erase = ^H;", "kill = <undef>;",
+		" -echo ", " -icrnl ", " iutf8", " ixany ", " onlcr ", " tostop "} {
+		if !strings.Contains(res.stdout, want) {
+			t.Errorf("stty -a lacks %q:\n%s", want, res.stdout)
+		}
+	}
+	// Malformed modes are ignored as a whole, as sshd does.
+	res = run(t, testConfig(t), Request{User: u.Name, Command: "stty -a", Pty: &Pty{Modes: []byte{ssh.ECHO, 0, 0}}})
+	if !strings.Contains(res.stdout, " echo ") {
+		t.Errorf("truncated modes changed the terminal:\n%s", res.stdout)
+	}
+}
+
+func TestLoginShellMotdUtmp(t *testing.T) {
+	u := testUser(t)
+	cfg := testConfig(t)
+	writeFile(t, cfg.motd, "Welcome to the mesh.\n")
+	stdin, typed := io.Pipe()
+	var out syncBuffer
+	r := Request{User: u.Name, Pty: &Pty{Term: "dumb", Cols: 80, Rows: 24}, Stdin: stdin, Stdout: &out,
+		Remote: mustAddrPort("100.64.0.7:51234"), Local: mustAddrPort("100.64.0.1:22")}
+	p, err := start(t.Context(), r, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out.waitFor(t, "Welcome to the mesh.\r\n")
+	line := strings.TrimPrefix(p.TTY(), "/dev/")
+	who := command(t, "who", cfg.records.utmp)
+	if !regexp.MustCompile(regexp.QuoteMeta(u.Name) + `\s+` + regexp.QuoteMeta(line) + `\s.*\(100\.64\.0\.7\)`).MatchString(who) {
+		t.Errorf("who %s = %q, want %s on %s from 100.64.0.7", cfg.records.utmp, who, u.Name, line)
+	}
+	fmt.Fprintf(typed, "echo \"argv0=$0\"; exit 7\n")
+	exit, _ := p.Wait()
+	if exit.Code != 7 {
+		t.Errorf("exit = %+v, want 7", exit)
+	}
+	if !strings.Contains(out.String(), "argv0=-bash") {
+		t.Errorf("output %q lacks argv0=-bash", out.String())
+	}
+	if who := command(t, "who", cfg.records.utmp); strings.Contains(who, u.Name) {
+		t.Errorf("after logout who = %q", who)
+	}
+	last := command(t, "last", "-f", cfg.records.wtmp)
+	if !regexp.MustCompile(regexp.QuoteMeta(u.Name[:8])+`\S*\s+`+regexp.QuoteMeta(line)+`\s+100\.64\.0\.7`).MatchString(last) ||
+		strings.Contains(last, "still logged in") {
+		t.Errorf("last -f %s = %q, want a finished session of %s on %s from 100.64.0.7", cfg.records.wtmp, last, u.Name, line)
+	}
+
+	// ~/.hushlogin silences the motd; a command never shows it.
+	writeFile(t, u.Home+"/.hushlogin", "")
+	res := run(t, cfg, Request{User: u.Name, Pty: &Pty{}, Stdin: strings.NewReader("exit\n")})
+	if strings.Contains(res.stdout, "Welcome") {
+		t.Errorf("motd despite .hushlogin: %q", res.stdout)
+	}
+}
+
+// A background job that keeps the terminal open must not hold the
+// session once the shell exited (sshd closes the pty then).
+func TestPtyBackgroundHolder(t *testing.T) {
+	u := testUser(t)
+	var out syncBuffer
+	p, err := start(t.Context(), Request{User: u.Name, Pty: &Pty{},
+		Command: `(trap '' HUP; exec sleep 1000) & echo bye`, Stdout: &out}, testConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sid := p.Pid()
+	t.Cleanup(func() { killSession(sid, 9) })
+	done := make(chan Exit)
+	go func() { e, _ := p.Wait(); done <- e }()
+	select {
+	case e := <-done:
+		if e.Code != 0 || out.String() != "bye\r\n" {
+			t.Errorf("exit %+v output %q", e, out.String())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Wait did not return while a background job held the pty")
+	}
+}
