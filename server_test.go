@@ -573,3 +573,47 @@ func TestHostKeyPersisted(t *testing.T) {
 }
 
 var _ sync.Mutex
+
+// TestKeepAliveClosesDeadClient: a client that never answers keepalives is
+// dropped after KeepAliveCountMax intervals; one that answers stays.
+func TestKeepAliveClosesDeadClient(t *testing.T) {
+	ts := startServer(t, &sshmesh.Server{KeepAliveInterval: 100 * time.Millisecond, KeepAliveCountMax: 2})
+	nc, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	c, _, _, err := ssh.NewClientConn(nc, ts.addr, &ssh.ClientConfig{User: "ann", HostKeyCallback: ssh.InsecureIgnoreHostKey()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Nobody reads the global requests: keepalives go unanswered.
+	done := make(chan error, 1)
+	go func() { done <- c.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a client that never answers keepalives is still connected after 5 s")
+	}
+
+	alive := ts.dial(t, "ann") // ssh.NewClient answers keepalives
+	time.Sleep(600 * time.Millisecond)
+	if _, err := alive.NewSession(); err != nil {
+		t.Errorf("a client that answers keepalives was dropped: %v", err)
+	}
+}
+
+func TestIdleTimeout(t *testing.T) {
+	ts := startServer(t, &sshmesh.Server{IdleTimeout: 300 * time.Millisecond, KeepAliveInterval: -1,
+		Handler: sshmesh.HandlerFunc(func(s *sshmesh.Session) { <-s.Context().Done() })})
+	c := ts.dial(t, "ann")
+	sess, _ := c.NewSession()
+	sess.Start("x")
+	done := make(chan error, 1)
+	go func() { done <- c.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("idle conn not closed")
+	}
+}
