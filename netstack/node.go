@@ -127,7 +127,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	if err := n.dev.IpcSet(uapi.String()); err != nil {
 		n.dev.Close()
-		return nil, fmt.Errorf("netstack: configure WireGuard device: %w", redactUAPIError(err))
+		return nil, fmt.Errorf("netstack: configure WireGuard device: %w", redactUAPIError(err, n.secrets(peers)...))
 	}
 	if err := n.dev.Up(); err != nil {
 		n.dev.Close()
@@ -152,14 +152,29 @@ func bindName(a netip.Addr) string {
 	return a.String()
 }
 
-// redactUAPIError keeps the device's error class but drops its text, which
-// may quote the offending UAPI line (and so a key).
-func redactUAPIError(err error) error {
-	var ipcErr *device.IPCError
-	if errors.As(err, &ipcErr) {
-		return fmt.Errorf("UAPI error code %d", ipcErr.ErrorCode())
+// redactUAPIError returns the device's error, or only its code when its
+// text holds any of the secret keys (hex or base64) the UAPI was given.
+func redactUAPIError(err error, secrets ...meshkey.Private) error {
+	msg := err.Error()
+	for _, k := range secrets {
+		if !k.IsZero() && (strings.Contains(msg, k.Hex()) || strings.Contains(msg, k.Base64())) {
+			var ipcErr *device.IPCError
+			if errors.As(err, &ipcErr) {
+				return fmt.Errorf("UAPI error code %d (details withheld: they hold a key)", ipcErr.ErrorCode())
+			}
+			return errors.New("UAPI error (details withheld: they hold a key)")
+		}
 	}
-	return errors.New("UAPI error")
+	return err
+}
+
+// secrets returns the private key and the peers' preshared keys.
+func (n *Node) secrets(peers []Peer) []meshkey.Private {
+	s := []meshkey.Private{n.priv}
+	for _, p := range peers {
+		s = append(s, p.PresharedKey)
+	}
+	return s
 }
 
 func (n *Node) deviceLogger() *device.Logger {
@@ -288,7 +303,7 @@ func (n *Node) SetPeers(peers []Peer) error {
 		old[p.PublicKey] = p
 	}
 	var uapi strings.Builder
-	uapi.WriteString("replace_peers=false\n")
+	// Without replace_peers, the peers not named here stay as they are.
 	keep := make(map[meshkey.Public]bool, len(next))
 	for _, p := range next {
 		keep[p.PublicKey] = true
@@ -310,7 +325,7 @@ func (n *Node) SetPeers(peers []Peer) error {
 	if err := n.dev.IpcSet(uapi.String()); err != nil {
 		// The device may be half-changed; our table stays fail-closed for
 		// every prefix in flux.
-		return fmt.Errorf("netstack: SetPeers: apply to WireGuard device: %w", redactUAPIError(err))
+		return fmt.Errorf("netstack: SetPeers: apply to WireGuard device: %w", redactUAPIError(err, n.secrets(next)...))
 	}
 	n.table.Store(nextTable)
 	n.peers = next

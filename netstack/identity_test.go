@@ -1,0 +1,145 @@
+package netstack_test
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/sshmesh/sshmesh/netstack"
+)
+
+// TestIdentity runs three real nodes: the source address of a mesh conn
+// names its peer only as far as WireGuard's allowed IPs say so, and
+// SetPeers changes that live.
+func TestIdentity(t *testing.T) {
+	ka, kb, kc := newKey(t), newKey(t), newKey(t)
+	b0 := netstack.Peer{PublicKey: kb.Public(), AllowedIPs: []netip.Prefix{pfx("10.0.0.2/32"), pfx("10.0.0.33/32")}}
+	c0 := netstack.Peer{PublicKey: kc.Public(), AllowedIPs: []netip.Prefix{pfx("10.0.0.3/32")}}
+	a := newNode(t, netstack.Config{PrivateKey: ka, Addresses: []netip.Prefix{pfx("10.0.0.1/24")}, Peers: []netstack.Peer{b0, c0}})
+	toA := []netstack.Peer{{PublicKey: ka.Public(), AllowedIPs: []netip.Prefix{pfx("10.0.0.1/32")}, Endpoint: endpointOf(a)}}
+	b := newNode(t, netstack.Config{PrivateKey: kb, Addresses: []netip.Prefix{pfx("10.0.0.2/32")}, Peers: toA})
+	// C's own address lies outside the allowed IPs A holds for C (in B's).
+	c := newNode(t, netstack.Config{PrivateKey: kc, Addresses: []netip.Prefix{pfx("10.0.0.33/32")}, Peers: toA})
+	for _, n := range []*netstack.Node{b, c} {
+		if err := n.WaitHandshake(testCtx(t, 10*time.Second), ka.Public()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := a.Listen("tcp", ":22")
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc := acceptAll(t, l)
+	peerOf := func(addr string) string {
+		k, ok := a.PeerForAddr(netip.MustParseAddr(addr))
+		switch {
+		case !ok:
+			return "none"
+		case k == kb.Public():
+			return "B"
+		case k == kc.Public():
+			return "C"
+		}
+		return k.Short()
+	}
+	// dialFails checks that n cannot reach A's listener and the listener
+	// sees nothing.
+	dialFails := func(t *testing.T, n *netstack.Node) {
+		t.Helper()
+		conn, err := n.Dial(testCtx(t, 1500*time.Millisecond), "tcp", "10.0.0.1:22")
+		if err == nil {
+			conn.Close()
+			t.Fatal("dial succeeded")
+		}
+		select {
+		case s := <-acc.conns:
+			t.Fatalf("listener accepted %v", s.RemoteAddr())
+		default:
+		}
+	}
+	// dialAs checks that n reaches A's listener and A resolves want.
+	dialAs := func(t *testing.T, n *netstack.Node, want string) {
+		t.Helper()
+		conn, err := n.Dial(testCtx(t, 10*time.Second), "tcp", "10.0.0.1:22")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		s := acc.next(t, 10*time.Second)
+		if got := peerOf(remoteAddr(t, s).String()); got != want {
+			t.Fatalf("accepted conn from %v resolves to %s, want %s", remoteAddr(t, s), got, want)
+		}
+	}
+
+	// B's long-lived conn, which must keep working throughout.
+	bConn, err := b.Dial(testCtx(t, 10*time.Second), "tcp", "10.0.0.1:22")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bConn.Close()
+	bSrv := acc.next(t, 10*time.Second)
+	echo(bSrv)
+	if got := peerOf(remoteAddr(t, bSrv).String()); got != "B" {
+		t.Fatalf("B's conn resolves to %s", got)
+	}
+	bStillWorks := func(t *testing.T) {
+		t.Helper()
+		if err := roundTrip(bConn, "B's conn is still up\n", 10*time.Second); err != nil {
+			t.Fatalf("B's established conn: %v", err)
+		}
+	}
+	bStillWorks(t)
+
+	t.Run("source outside allowed IPs is dropped", func(t *testing.T) {
+		if got := peerOf("10.0.0.33"); got != "B" {
+			t.Fatalf("PeerForAddr(10.0.0.33) = %s, want B", got)
+		}
+		dialFails(t, c)
+	})
+
+	t.Run("moving a prefix moves the identity", func(t *testing.T) {
+		b1 := netstack.Peer{PublicKey: kb.Public(), AllowedIPs: []netip.Prefix{pfx("10.0.0.2/32")}}
+		c1 := netstack.Peer{PublicKey: kc.Public(), AllowedIPs: []netip.Prefix{pfx("10.0.0.3/32"), pfx("10.0.0.33/32")}}
+		if err := a.SetPeers([]netstack.Peer{b1, c1}); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff([]netstack.Peer{b1, c1}, a.Peers(), cmpopts.EquateComparable(netip.Prefix{}, netip.AddrPort{})); diff != "" {
+			t.Errorf("Peers (-want +got):\n%s", diff)
+		}
+		if got := peerOf("10.0.0.33"); got != "C" {
+			t.Fatalf("PeerForAddr(10.0.0.33) = %s, want C", got)
+		}
+		dialAs(t, c, "C")
+		bStillWorks(t)
+	})
+
+	t.Run("a removed peer cannot connect; others go on", func(t *testing.T) {
+		b2 := netstack.Peer{PublicKey: kb.Public(), AllowedIPs: []netip.Prefix{pfx("10.0.0.2/32")}}
+		if err := a.SetPeers([]netstack.Peer{b2}); err != nil {
+			t.Fatal(err)
+		}
+		if got := peerOf("10.0.0.33"); got != "none" {
+			t.Fatalf("PeerForAddr(10.0.0.33) = %s after removing C", got)
+		}
+		dialFails(t, c)
+		bStillWorks(t)
+		dialAs(t, b, "B")
+	})
+
+	t.Run("SetPeers refuses a prefix given to two peers", func(t *testing.T) {
+		err := a.SetPeers([]netstack.Peer{
+			{PublicKey: kb.Public(), AllowedIPs: []netip.Prefix{pfx("10.0.0.0/24")}},
+			{PublicKey: kc.Public(), AllowedIPs: []netip.Prefix{pfx("10.0.0.9/24")}},
+		})
+		want := "netstack: SetPeers: prefix 10.0.0.0/24 is given to two peers, " + kb.Public().Short() + " ([0]) and " + kc.Public().Short() + " ([1]); WireGuard routes a prefix to one peer"
+		if err == nil || err.Error() != want {
+			t.Fatalf("SetPeers = %v, want %s", err, want)
+		}
+		if got := peerOf("10.0.0.2"); got != "B" {
+			t.Errorf("a refused SetPeers changed the table: 10.0.0.2 → %s", got)
+		}
+		bStillWorks(t)
+	})
+}
