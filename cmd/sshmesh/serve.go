@@ -3,8 +3,160 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/sshmesh/sshmesh"
+	"github.com/sshmesh/sshmesh/policy"
 )
 
-func cmdServe(ctx context.Context, args []string, io stdio) error { return errors.New("not yet") }
-func cmdNC(ctx context.Context, args []string, io stdio) error    { return errors.New("not yet") }
-func cmdDemo(ctx context.Context, args []string, io stdio) error  { return errors.New("not yet") }
+func cmdServe(ctx context.Context, args []string, io stdio) error {
+	fs := newFlags("serve", "--wg CONF --policy FILE [--hostkey PATH] [--port 22]", io)
+	wgPath := fs.String("wg", "", "wg-quick `file` of this node (required)")
+	policyPath := fs.String("policy", "", "policy `file` (HuJSON; required); re-read on SIGHUP")
+	stateDir := fs.String("state", defaultStateDir(), "`dir` for the host key and other state")
+	hostKeyPath := fs.String("hostkey", "", "host key `file` (OpenSSH format; made if missing; default STATE/ssh_host_ed25519_key)")
+	port := fs.Uint("port", 22, "SSH `port` on the mesh addresses")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *wgPath == "" || *policyPath == "" || fs.NArg() != 0 || *port == 0 || *port > 65535 {
+		fs.Usage()
+		return errUsage
+	}
+	logger, err := newLogger(*logFormat, io)
+	if err != nil {
+		return err
+	}
+	if *hostKeyPath == "" {
+		if err := os.MkdirAll(*stateDir, 0o700); err != nil {
+			return err
+		}
+		*hostKeyPath = filepath.Join(*stateDir, "ssh_host_ed25519_key")
+	}
+
+	doc, err := policy.Load(*policyPath)
+	if err != nil {
+		return err
+	}
+	node, err := startNode(*wgPath, io.err, logger)
+	if err != nil {
+		return err
+	}
+	defer node.Close()
+	self := node.PublicKey()
+	id, ok := doc.Node(self)
+	if !ok {
+		return fmt.Errorf("%s: this node's key %s is not among the policy's nodes; add it under \"nodes\" so rules can name it", *policyPath, self)
+	}
+	pol := &reloadable{}
+	pol.doc.Store(doc)
+
+	hostKey, err := sshmesh.LoadOrCreateHostKey(*hostKeyPath)
+	if err != nil {
+		return err
+	}
+	ln, err := node.Listen("tcp", ":"+strconv.Itoa(int(*port)))
+	if err != nil {
+		return err
+	}
+	srv := &sshmesh.Server{Policy: pol, HostKeys: []ssh.Signer{hostKey}, Logger: logger}
+
+	addrs := node.Addresses()
+	fmt.Fprintf(io.out, "sshmesh: serving SSH as node %q on %s port %d\n", id.Name(), joinAddrs(addrs), *port)
+	fmt.Fprintf(io.out, "known_hosts: %s\n", sshmesh.KnownHostsLine(hostKey.PublicKey(), uint16(*port), addrs...))
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			pol.reload(*policyPath, self, logger)
+		}
+	}()
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(sshmesh.NewListener(ln, node, logger)) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down: waiting up to 10s for open sessions")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		logger.Warn("sessions still open at shutdown were closed", "err", err)
+	}
+	if err := <-errc; !errors.Is(err, sshmesh.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// reloadable is a policy document that SIGHUP can replace.
+type reloadable struct {
+	doc atomic.Pointer[policy.Document]
+}
+
+func (r *reloadable) Evaluate(ctx context.Context, req policy.Request) (policy.Decision, error) {
+	return r.doc.Load().Evaluate(ctx, req)
+}
+
+// reload reads the policy file again; a bad file is reported and the old
+// policy kept.
+func (r *reloadable) reload(path string, self interface{ String() string }, logger *slog.Logger) {
+	doc, err := policy.Load(path)
+	if err != nil {
+		logger.Error("policy reload failed; keeping the previous policy", "file", path, "err", err)
+		return
+	}
+	logger.Info("policy reloaded", "file", path)
+	r.doc.Store(doc)
+}
+
+func newLogger(format string, io stdio) (*slog.Logger, error) {
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(io.err, nil)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(io.err, nil)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+// defaultStateDir is /var/lib/sshmesh for root, else the user's state dir.
+func defaultStateDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/sshmesh"
+	}
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "sshmesh")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".local", "state", "sshmesh")
+	}
+	return ".sshmesh"
+}
+
+func joinAddrs(addrs []netip.Addr) string {
+	s := ""
+	for i, a := range addrs {
+		if i > 0 {
+			s += ", "
+		}
+		s += a.String()
+	}
+	return s
+}

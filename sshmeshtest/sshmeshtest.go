@@ -1,0 +1,137 @@
+// Package sshmeshtest gives tests real mesh nodes: in-process WireGuard
+// nodes (package netstack) that talk over loopback UDP with real crypto,
+// and an sshmesh.Server serving one of them.
+package sshmeshtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/sshmesh/sshmesh"
+	"github.com/sshmesh/sshmesh/meshkey"
+	"github.com/sshmesh/sshmesh/netstack"
+)
+
+// Node is one test node with its keys and config.
+type Node struct {
+	*netstack.Node
+	Key    meshkey.Private
+	Addr   netip.Addr
+	Config netstack.Config
+}
+
+// Mesh is a set of nodes that all know each other.
+type Mesh struct {
+	Nodes []*Node
+}
+
+// NewMesh starts n nodes on 127.0.0.1, with mesh addresses 100.64.0.1,
+// 100.64.0.2, ..., each a peer of every other, and closes them at the end
+// of the test.
+func NewMesh(tb testing.TB, n int) *Mesh {
+	tb.Helper()
+	m := &Mesh{}
+	for i := range n {
+		k, err := meshkey.NewPrivate()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		port, err := freeUDPPort()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		addr := netip.AddrFrom4([4]byte{100, 64, 0, byte(i + 1)})
+		m.Nodes = append(m.Nodes, &Node{Key: k, Addr: addr, Config: netstack.Config{
+			PrivateKey:  k,
+			Addresses:   []netip.Prefix{netip.PrefixFrom(addr, 32)},
+			ListenPort:  port,
+			BindAddress: netip.MustParseAddr("127.0.0.1"),
+		}})
+	}
+	for _, a := range m.Nodes {
+		for _, b := range m.Nodes {
+			if a != b {
+				a.Config.Peers = append(a.Config.Peers, netstack.Peer{
+					PublicKey:  b.Key.Public(),
+					AllowedIPs: []netip.Prefix{netip.PrefixFrom(b.Addr, 32)},
+					Endpoint:   netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), b.Config.ListenPort),
+				})
+			}
+		}
+	}
+	for _, nd := range m.Nodes {
+		var err error
+		nd.Node, err = netstack.New(nd.Config)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { nd.Node.Close() })
+	}
+	return m
+}
+
+func freeUDPPort() (uint16, error) {
+	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	return uint16(c.LocalAddr().(*net.UDPAddr).Port), nil
+}
+
+// Serve serves srv on node's port 22 (giving it a fresh host key when it has
+// none) and shuts it down at the end of the test.
+func Serve(tb testing.TB, node *Node, srv *sshmesh.Server) {
+	tb.Helper()
+	if len(srv.HostKeys) == 0 {
+		k, err := sshmesh.LoadOrCreateHostKey(tb.TempDir() + "/hostkey")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		srv.HostKeys = []ssh.Signer{k}
+	}
+	ln, err := node.Listen("tcp", ":22")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(sshmesh.NewListener(ln, node, nil)) }()
+	tb.Cleanup(func() {
+		srv.Close()
+		if err := <-errc; !errors.Is(err, sshmesh.ErrServerClosed) {
+			tb.Errorf("Serve: %v", err)
+		}
+	})
+}
+
+// Dial opens an SSH client conn from client to server's port 22 over the
+// mesh, logging in as user, and closes it at the end of the test.
+func Dial(tb testing.TB, client, server *Node, srv *sshmesh.Server, user string) (*ssh.Client, error) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	addr := netip.AddrPortFrom(server.Addr, 22).String()
+	nc, err := client.Dial(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s over the mesh: %w", addr, err)
+	}
+	c, chans, reqs, err := ssh.NewClientConn(nc, addr, &ssh.ClientConfig{
+		User:            user,
+		HostKeyCallback: ssh.FixedHostKey(srv.HostKeys[0].PublicKey()),
+		Timeout:         20 * time.Second,
+	})
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	cl := ssh.NewClient(c, chans, reqs)
+	tb.Cleanup(func() { cl.Close() })
+	return cl, nil
+}
