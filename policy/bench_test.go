@@ -145,3 +145,31 @@ func BenchmarkEvaluate(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkEvaluateOneDestination: 10,000 rules that all cover the same
+// caller and destination and differ only in the login name they allow, the
+// case where walking the caller's or the destination's rules would be slow.
+func BenchmarkEvaluateOneDestination(b *testing.B) {
+	var s strings.Builder
+	fmt.Fprintf(&s, `{"nodes": {"a": {"key": %q, "owner": "a@example.com"}, "t": {"key": %q, "tags": ["tag:t"]}},
+"tagOwners": {"tag:t": []}, "ssh": [`, testKey(1), testKey(2))
+	for i := range 10000 {
+		fmt.Fprintf(&s, `{"action": "accept", "src": ["*"], "dst": ["tag:t"], "users": ["u%d"]},`, i)
+	}
+	s.WriteString("]}")
+	doc, err := Parse([]byte(s.String()), "one.hujson")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, user := range []string{"nobody", "u9999"} {
+		r := Request{Src: testKey(1), Dst: testKey(2), User: user}
+		b.Run(user, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := doc.Evaluate(context.Background(), r); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -37,7 +37,7 @@ type compiler struct {
 func newCompiler(file string, data []byte) *compiler {
 	return &compiler{
 		decoder:    decoder{file: file, lines: newLines(data)},
-		doc:        &Document{file: file, byKey: map[meshkey.Public]int32{}, byName: map[string]int32{}, groups: map[string][]string{}},
+		doc:        &Document{file: file, byKey: map[meshkey.Public]int32{}, byName: map[string]int32{}, groups: map[string][]string{}, userRules: map[string][]int32{}},
 		principals: map[string]int32{},
 		owners:     map[string]bool{},
 		tagOwners:  map[string]bool{},

@@ -46,6 +46,10 @@ type Document struct {
 	srcRules  [][]int32
 	dstRules  [][]int32
 	selfRules []int32 // rules with autogroup:self in dst, in order
+	// The rules whose users name a login explicitly, by name; and the rules
+	// whose users have a wildcard form (*, =, autogroup:nonroot, templates).
+	userRules     map[string][]int32
+	wildUserRules []int32
 }
 
 // node is one entry of "nodes".
@@ -168,8 +172,10 @@ func (doc *Document) decision(si, ri int32, user string) Decision {
 }
 
 // match returns the first rule that lets (or refuses) si into di as user
-// at now, or -1. It walks whichever side's rule lists are shorter: the rules
-// naming the caller, or the rules naming the destination.
+// at now, or -1. Each rule is listed under the principals its src and dst
+// name and under the login names its users name; match walks whichever of
+// the three sides has the shortest lists: the rules naming the caller, the
+// rules naming the destination, or the rules naming the login.
 func (doc *Document) match(si, di int32, user string, now time.Time) int32 {
 	s, d := &doc.nodes[si], &doc.nodes[di]
 	self := s.id.Owner != "" && s.id.Owner == d.id.Owner
@@ -184,41 +190,41 @@ func (doc *Document) match(si, di int32, user string, now time.Time) int32 {
 	if self {
 		dstN += len(doc.selfRules)
 	}
-	if srcN <= dstN {
+	named := doc.userRules[user]
+	userN := len(named) + len(doc.wildUserRules)
+	switch {
+	case userN <= srcN && userN <= dstN:
+		best = doc.scan(named, best, s, d, self, user, now)
+		best = doc.scan(doc.wildUserRules, best, s, d, self, user, now)
+	case srcN <= dstN:
 		for _, p := range s.srcP {
-			for _, ri := range doc.srcRules[p] {
-				if ri >= best {
-					break
-				}
-				r := &doc.rules[ri]
-				if (r.self && self || overlaps(r.dstP, d.dstP)) && r.admits(s, user, now) {
-					best = ri
-					break
-				}
-			}
+			best = doc.scan(doc.srcRules[p], best, s, d, self, user, now)
 		}
-	} else {
-		try := func(list []int32) {
-			for _, ri := range list {
-				if ri >= best {
-					break
-				}
-				r := &doc.rules[ri]
-				if overlaps(r.srcP, s.srcP) && r.admits(s, user, now) {
-					best = ri
-					break
-				}
-			}
-		}
+	default:
 		for _, p := range d.dstP {
-			try(doc.dstRules[p])
+			best = doc.scan(doc.dstRules[p], best, s, d, self, user, now)
 		}
 		if self {
-			try(doc.selfRules)
+			best = doc.scan(doc.selfRules, best, s, d, self, user, now)
 		}
 	}
 	if best == int32(len(doc.rules)) {
 		return -1
+	}
+	return best
+}
+
+// scan returns the first rule in the ascending list, before best, that
+// covers s and d and admits user at now; or best.
+func (doc *Document) scan(list []int32, best int32, s, d *node, self bool, user string, now time.Time) int32 {
+	for _, ri := range list {
+		if ri >= best {
+			break
+		}
+		r := &doc.rules[ri]
+		if overlaps(r.srcP, s.srcP) && (r.self && self || overlaps(r.dstP, d.dstP)) && r.admits(s, user, now) {
+			return ri
+		}
 	}
 	return best
 }

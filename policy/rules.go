@@ -32,6 +32,12 @@ func (c *compiler) rules(v *hujson.Value) {
 		if r.self {
 			c.doc.selfRules = append(c.doc.selfRules, int32(ri))
 		}
+		for _, u := range r.users.names {
+			c.doc.userRules[u] = append(c.doc.userRules[u], int32(ri))
+		}
+		if u := &r.users; u.any || u.nonroot || u.same || len(u.templates) > 0 {
+			c.doc.wildUserRules = append(c.doc.wildUserRules, int32(ri))
+		}
 	}
 }
 
