@@ -59,7 +59,7 @@ func (c *serverConn) serve() {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go c.globalRequests(reqs)
+	go c.globalRequests(ctx, reqs)
 	go c.watch(ctx, sconn)
 
 	var wg sync.WaitGroup
@@ -82,10 +82,17 @@ func (c *serverConn) serve() {
 				c.runSession(ctx, ch, chReqs)
 			}()
 		default:
-			nch.Reject(ssh.UnknownChannelType, "channel type "+nch.ChannelType()+" is not supported")
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if !c.openChannel(ctx, nch) {
+					nch.Reject(ssh.UnknownChannelType, "channel type "+nch.ChannelType()+" is not supported")
+				}
+			}()
 		}
 	}
 	cancel()
+	c.closeForwards()
 	wg.Wait()
 	log.Info("conn closed", "peer", c.peer.Key.String(), "addr", c.peer.Addr.String(), "user", c.identity.SSHUser)
 }
@@ -142,11 +149,15 @@ func (c *serverConn) closeIfIdle() {
 	}
 }
 
-// globalRequests answers conn-level requests: keepalive@openssh.com and
-// anything unknown get a failure reply, which is what OpenSSH clients
-// expect (any reply proves the server is alive).
-func (c *serverConn) globalRequests(reqs <-chan *ssh.Request) {
+// globalRequests answers conn-level requests: forwarding requests go to
+// globalRequest; keepalive@openssh.com and anything unknown get a failure
+// reply, which is what OpenSSH clients expect (any reply proves the server
+// is alive).
+func (c *serverConn) globalRequests(ctx context.Context, reqs <-chan *ssh.Request) {
 	for req := range reqs {
+		if c.globalRequest(ctx, req) {
+			continue
+		}
 		if req.WantReply {
 			req.Reply(false, nil)
 		}
@@ -224,8 +235,9 @@ func (c *serverConn) authNone(meta ssh.ConnMetadata) (*ssh.Permissions, error) {
 		"user", req.User, "local_user", d.LocalUser, "action", d.Action.String(), "rule", d.Rule, "rule_pos", d.RulePos}
 	switch {
 	case d.Action == policy.Check:
-		log.Warn("login refused: check mode is not available on this server", attrs...)
-		return nil, refuse("access denied: this login needs a check, which this server does not offer")
+		if err := c.check(d, req, attrs); err != nil {
+			return nil, err
+		}
 	case d.Action != policy.Accept:
 		log.Info("login refused", append(attrs, "message", d.Message)...)
 		msg := d.Message

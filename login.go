@@ -20,6 +20,7 @@ func serveLogin(s *Session) {
 		Command:   s.RawCommand(),
 		Subsystem: s.Subsystem(),
 		Env:       s.Environ(),
+		ExtraEnv:  s.extraEnv,
 		Remote:    s.Identity().Addr,
 		Local:     s.LocalAddr(),
 		Stdin:     s,

@@ -59,6 +59,9 @@ type Session struct {
 	breaks   chan time.Duration
 	exitOnce sync.Once
 	exitErr  error
+	// extraEnv is added to a login session's environment by the server
+	// (not subject to acceptEnv), e.g. SSH_AUTH_SOCK.
+	extraEnv []string
 }
 
 // Read reads the client's stdin. It returns io.EOF when the client sends EOF.
@@ -253,6 +256,10 @@ func (s *Session) handleRequests(reqs <-chan *ssh.Request, h Handler, done chan<
 				default:
 				}
 				ok = true
+			}
+		default:
+			if handled, accepted := s.extraRequest(req, started); handled {
+				ok = accepted
 			}
 		}
 		if req.WantReply {

@@ -71,6 +71,15 @@ type Server struct {
 	// [DefaultAlgorithms].
 	Algorithms *Algorithms
 
+	// Checker runs the proof-of-presence flow of "check" decisions. nil
+	// refuses check decisions with a message saying so.
+	Checker Checker
+
+	// Forwarding decides port, socket and agent forwarding by code. nil
+	// follows the policy decision's LocalForward, RemoteForward and
+	// AgentForward.
+	Forwarding ForwardHandler
+
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*serverConn]struct{}
