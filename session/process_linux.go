@@ -147,17 +147,23 @@ func (p *Process) watch(ctx context.Context) {
 	}
 	sid := p.cmd.Process.Pid
 	killSession(sid, syscall.SIGHUP)
-	deadline := time.Now().Add(hangupGrace)
-	for len(sessionPids(sid)) > 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitSessionGone(sid, hangupGrace)
 	killSession(sid, syscall.SIGKILL)
+	waitSessionGone(sid, hangupGrace) // SIGKILL is delivered, not yet done
 	close(p.killed)
 	select {
 	case <-p.done:
 	case <-time.After(hangupGrace):
 		// Something outside the session holds the output open.
 		p.closeAll()
+	}
+}
+
+// waitSessionGone waits up to d until no live process is in session sid.
+func waitSessionGone(sid int, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for len(sessionPids(sid)) > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -220,7 +220,12 @@ func start(ctx context.Context, r Request, cfg config) (_ *Process, err error) {
 		// sshd records every session with a terminal, shell or command.
 		rec := newUtmp(utUserProcess, pid, p.tty, u.Name, r.Remote.Addr(), time.Now())
 		if err := cfg.records.record(rec); err != nil {
-			log.Warn("session: login record", "err", err)
+			// Expected when the server is not root: only debug then.
+			level := slog.LevelWarn
+			if errors.Is(err, os.ErrPermission) {
+				level = slog.LevelDebug
+			}
+			log.Log(ctx, level, "session: login record", "err", err)
 		}
 	}
 	if r.Pty != nil && r.Stdin != nil {

@@ -12,6 +12,8 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"os/user"
+	"strconv"
 	"strings"
 	"time"
 
@@ -109,11 +111,19 @@ func lockFile(f *os.File) error {
 // the end. A missing file is created (mode 0664) when its directory
 // exists, as systemd-tmpfiles would have.
 func putUtmp(path string, r utmpRecord) error {
+	_, statErr := os.Stat(path)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o664)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
+	if os.IsNotExist(statErr) {
+		if g, err := user.LookupGroup("utmp"); err == nil {
+			if gid, err := strconv.Atoi(g.Gid); err == nil {
+				_ = f.Chown(-1, gid)
+			}
+		}
+	}
 	if err := lockFile(f); err != nil {
 		return err
 	}
