@@ -9,6 +9,7 @@
 //	sshmesh nc --wg CONF HOST PORT      stdin/stdout ↔ HOST:PORT over the mesh (ProxyCommand)
 //	sshmesh policy check FILE
 //	sshmesh policy explain FILE --src NODE --dst NODE --user NAME
+//	sshmesh replay [--speed N] FILE     play back a session recording
 //	sshmesh demo                        a keyless ssh login over an in-process mesh, step by step
 package main
 
@@ -51,6 +52,7 @@ func commands() []command {
 		{"serve", "serve SSH on a mesh address", cmdServe},
 		{"nc", "connect stdin/stdout to HOST PORT over the mesh (for ssh ProxyCommand)", cmdNC},
 		{"policy", "check or explain a policy document", cmdPolicy},
+		{"replay", "play back a session recording (asciicast v2)", cmdReplay},
 		{"demo", "show a keyless ssh login over an in-process mesh", cmdDemo},
 	}
 }
