@@ -1,0 +1,186 @@
+package netstack_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sshmesh/sshmesh/netstack"
+)
+
+// TestInteropWireGuardGo connects standard WireGuard (wireguard-go with a
+// TUN device, configured by wg) to an in-process node. Everything lives in
+// a network namespace the test creates: wireguard-go and a plain TCP
+// client (bash's /dev/tcp) inside it, joined to the host by a veth pair
+// whose two addresses exist only on that pair.
+func TestInteropWireGuardGo(t *testing.T) {
+	requireRoot(t)
+	ip := needBinary(t, "ip")
+	wg := needBinary(t, "wg")
+	wgGo := needBinary(t, "wireguard-go")
+	bash := needBinary(t, "bash")
+
+	var rnd [3]byte
+	rand.Read(rnd[:])
+	id := hex.EncodeToString(rnd[:])
+	ns := "sshmesh-test-" + id
+	vethHost, vethNS, wgIf := "smh"+id, "smn"+id, "smw"+id
+	hostIP := netip.AddrFrom4([4]byte{10, 231, rnd[0], 2})
+	nsIP := netip.AddrFrom4([4]byte{10, 231, rnd[0], 1})
+
+	run := func(name string, args ...string) {
+		t.Helper()
+		if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+			t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		}
+	}
+	run(ip, "netns", "add", ns)
+	t.Cleanup(func() {
+		// Deleting the namespace deletes its veth end and with it the pair.
+		exec.Command(ip, "link", "del", vethHost).Run()
+		if out, err := exec.Command(ip, "netns", "del", ns).CombinedOutput(); err != nil {
+			t.Errorf("ip netns del %s: %v\n%s", ns, err, out)
+		}
+	})
+	run(ip, "link", "add", vethHost, "type", "veth", "peer", "name", vethNS, "netns", ns)
+	run(ip, "addr", "add", hostIP.String()+"/30", "dev", vethHost)
+	run(ip, "link", "set", vethHost, "up")
+	run(ip, "-n", ns, "addr", "add", nsIP.String()+"/30", "dev", vethNS)
+	run(ip, "-n", ns, "link", "set", vethNS, "up")
+	run(ip, "-n", ns, "link", "set", "lo", "up")
+
+	// The namespace's WireGuard: wireguard-go in the foreground, ended by PID.
+	wgGoCmd := exec.Command(ip, "netns", "exec", ns, wgGo, "-f", wgIf)
+	wgGoCmd.Env = append(os.Environ(), "WG_PROCESS_FOREGROUND=1")
+	var wgGoOut strings.Builder
+	wgGoCmd.Stdout, wgGoCmd.Stderr = &wgGoOut, &wgGoOut
+	if err := wgGoCmd.Start(); err != nil {
+		t.Fatalf("start wireguard-go: %v", err)
+	}
+	sock := filepath.Join("/var/run/wireguard", wgIf+".sock")
+	t.Cleanup(func() {
+		wgGoCmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { wgGoCmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			wgGoCmd.Process.Kill()
+			<-done
+		}
+		os.Remove(sock)
+		if t.Failed() {
+			t.Logf("wireguard-go output:\n%s", wgGoOut.String())
+		}
+	})
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) { // polling for the socket
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("wireguard-go made no UAPI socket %s within 10s; output:\n%s", sock, wgGoOut.String())
+		}
+	}
+
+	nsKey, nodeKey := newKey(t), newKey(t)
+	node := newNode(t, netstack.Config{
+		PrivateKey:  nodeKey,
+		Addresses:   []netip.Prefix{pfx("100.64.0.1/32")},
+		BindAddress: hostIP,
+		Peers: []netstack.Peer{{
+			PublicKey:  nsKey.Public(),
+			AllowedIPs: []netip.Prefix{pfx("100.64.0.2/32")},
+			Endpoint:   netip.AddrPortFrom(nsIP, 51820),
+		}},
+	})
+
+	// A wg-quick file for the namespace side; wg setconf takes it without
+	// the wg-quick-only Address line, which ip applies instead.
+	conf := fmt.Sprintf("[Interface]\nPrivateKey = %s\nAddress = 100.64.0.2/32\nListenPort = 51820\n\n[Peer]\nPublicKey = %s\nAllowedIPs = 100.64.0.1/32\nEndpoint = %s\n",
+		nsKey.Base64(), nodeKey.Public(), netip.AddrPortFrom(hostIP, node.ListenPort()))
+	if _, _, err := netstack.ParseConfig(strings.NewReader(conf), "ns.conf"); err != nil {
+		t.Fatalf("our parser refuses the namespace's wg-quick file: %v", err)
+	}
+	var setconf, address strings.Builder
+	for line := range strings.Lines(conf) {
+		if v, ok := strings.CutPrefix(line, "Address = "); ok {
+			address.WriteString(strings.TrimSpace(v))
+			continue
+		}
+		setconf.WriteString(line)
+	}
+	confPath := filepath.Join(t.TempDir(), wgIf+".conf")
+	if err := os.WriteFile(confPath, []byte(setconf.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run(ip, "netns", "exec", ns, wg, "setconf", wgIf, confPath)
+	run(ip, "-n", ns, "addr", "add", address.String(), "dev", wgIf)
+	run(ip, "-n", ns, "link", "set", wgIf, "up")
+	run(ip, "-n", ns, "route", "add", "100.64.0.1/32", "dev", wgIf)
+
+	if err := node.WaitHandshake(testCtx(t, 15*time.Second), nsKey.Public()); err != nil {
+		t.Fatal(err)
+	}
+
+	l, err := node.Listen("tcp", ":2222")
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc := acceptAll(t, l)
+	type served struct {
+		remote, peer, line string
+		err               error
+	}
+	servedc := make(chan served, 1)
+	go func() {
+		c, ok := <-acc.conns
+		if !ok {
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(15 * time.Second))
+		s := served{remote: remoteAddr(t, c).String()}
+		if k, ok := node.PeerForAddr(remoteAddr(t, c)); ok {
+			s.peer = k.String()
+		}
+		s.line, s.err = bufio.NewReader(c).ReadString('\n')
+		if s.err == nil {
+			_, s.err = fmt.Fprintf(c, "peer %s\n", s.peer)
+		}
+		servedc <- s
+	}()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	client := exec.CommandContext(ctx, ip, "netns", "exec", ns, bash, "-c",
+		`exec 3<>/dev/tcp/100.64.0.1/2222 && echo hello-from-namespace >&3 && read -r line <&3 && echo "$line"`)
+	out, err := client.CombinedOutput()
+	if err != nil {
+		t.Fatalf("TCP client in the namespace: %v\n%s", err, out)
+	}
+	var s served
+	select {
+	case s = <-servedc:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the listener served no conn")
+	}
+	if s.err != nil {
+		t.Fatalf("serving the namespace's conn: %v", s.err)
+	}
+	if s.remote != "100.64.0.2" || s.peer != nsKey.Public().String() || s.line != "hello-from-namespace\n" {
+		t.Errorf("listener saw remote %s, peer %q, line %q; want 100.64.0.2, %s, hello-from-namespace", s.remote, s.peer, s.line, nsKey.Public())
+	}
+	if got, want := strings.TrimSpace(string(out)), "peer "+nsKey.Public().String(); got != want {
+		t.Errorf("client got %q, want %q", got, want)
+	}
+}
