@@ -139,7 +139,7 @@ func TestInteropWireGuardGo(t *testing.T) {
 	acc := acceptAll(t, l)
 	type served struct {
 		remote, peer, line string
-		err               error
+		err                error
 	}
 	servedc := make(chan served, 1)
 	go func() {

@@ -1,0 +1,50 @@
+// Package netstack runs a WireGuard node inside the process: wireguard-go's
+// device on an in-process gVisor TCP/IP stack. The node needs no root, no
+// TUN device and no OS routes; it owns one UDP socket, and its TCP conns
+// exist only inside the process.
+//
+// # Identity
+//
+// WireGuard delivers a decrypted packet only when its inner source address
+// lies in the sending peer's allowed IPs. The source address of a mesh conn
+// therefore names the peer that sent it, and [Node.PeerForAddr] looks it up
+// in a longest-prefix table built from the node's own [Config], with the
+// same meaning as the device's table. A prefix may belong to one peer only:
+// [New] and [Node.SetPeers] refuse a list that gives it to two, and a
+// [Node.SetPeers] that gives it to another peer than before moves it, and
+// the identity with it. While SetPeers applies a change, addresses whose
+// owner changes resolve to no peer.
+//
+// Resolve a conn's peer when it is accepted: a conn that was accepted
+// before a SetPeers that moved or removed its prefix keeps the identity it
+// had then.
+//
+// # Configuration
+//
+// [Config] is a plain struct; [ParseConfig] and [LoadConfig] read the
+// wg-quick file format, so an existing wg-quick file (or the output of
+// `wg genkey`/`wg pubkey`) works as it is. Keys come from package
+// [github.com/sshmesh/sshmesh/meshkey]; private and preshared keys are never
+// printed, logged or echoed in errors.
+//
+// # Conns
+//
+// [Node.Listen] and [Node.Dial] work like package net's, for "tcp", "tcp4"
+// and "tcp6" on the node's mesh addresses; ":22" listens on all of them.
+// Accepted conns carry the peer's mesh address in RemoteAddr (a
+// *net.TCPAddr).
+//
+// # The UDP socket
+//
+// With Config.BindAddress set, the socket binds to that address only (one
+// address family), reading and writing datagrams in batches
+// (recvmmsg/sendmmsg). Without it, wireguard-go's standard socket listens
+// on all addresses of both families.
+//
+// # Startup
+//
+// New configures the WireGuard device completely before it brings it up, so
+// the first handshake is never sent half-configured (WireGuard would retry
+// only after 5 s). [Node.WaitHandshake] waits for a completed handshake,
+// for tests and tools that must not sleep.
+package netstack
