@@ -3,6 +3,7 @@ package sshmesh
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -20,20 +21,36 @@ type serverConn struct {
 	srv     *Server
 	nc      net.Conn
 	peer    Peer
-	startup bool // holds a MaxStartups slot; guarded by srv.mu
+	id      string // ties the conn's audit events together
+	startup bool   // holds a MaxStartups slot; guarded by srv.mu
 
 	preAuth  ssh.ServerPreAuthConn
+	request  policy.Request  // the login request that was decided
 	decision policy.Decision // set by authNone before the handshake ends
 	identity Identity
 
 	lastActive atomic.Int64 // unix nanos of the last session data
+	expires    atomic.Int64 // unix nanos when the rule stops allowing the conn; 0 = never
+	sessionSeq atomic.Int64
 
-	mu       sync.Mutex
-	sessions int
-	ssh      *ssh.ServerConn
+	mu          sync.Mutex
+	sessions    int
+	open        map[*Session]struct{}
+	ssh         *ssh.ServerConn
+	closeReason string
 }
 
 func (c *serverConn) touch() { c.lastActive.Store(time.Now().UnixNano()) }
+
+// setCloseReason records why the conn ends, for the audit log; the first
+// reason given wins.
+func (c *serverConn) setCloseReason(r string) {
+	c.mu.Lock()
+	if c.closeReason == "" {
+		c.closeReason = r
+	}
+	c.mu.Unlock()
+}
 
 func (c *serverConn) serve() {
 	s := c.srv
@@ -44,9 +61,16 @@ func (c *serverConn) serve() {
 	c.nc.SetDeadline(time.Now().Add(durationOr(s.LoginGraceTime, 30*time.Second)))
 	sconn, chans, reqs, err := ssh.NewServerConn(c.nc, s.sshConfig(c))
 	if err != nil {
-		if !errors.Is(err, io.EOF) {
-			log.Info("handshake ended", "peer", c.peer.Key.String(), "addr", c.peer.Addr.String(), "err", err)
+		reason := "handshake failed: " + err.Error()
+		if errors.Is(err, io.EOF) {
+			reason = "client closed before authentication"
+		} else if c.decision.Action == policy.Reject || c.decision.LocalUser == "" {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				reason = "login grace time exceeded"
+			}
 		}
+		log.Info("conn closed", "conn", c.id, "peer", c.peer.Key.String(), "addr", c.peer.Addr.String(), "reason", reason)
 		return
 	}
 	c.nc.SetDeadline(time.Time{})
@@ -56,6 +80,9 @@ func (c *serverConn) serve() {
 	c.mu.Unlock()
 	s.connCount.Add(1)
 	defer s.connCount.Add(-1)
+	if !c.decision.Expires.IsZero() {
+		c.expires.Store(c.decision.Expires.UnixNano())
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -91,10 +118,15 @@ func (c *serverConn) serve() {
 			}()
 		}
 	}
+	c.setCloseReason("client disconnected")
 	cancel()
 	c.closeForwards()
 	wg.Wait()
-	log.Info("conn closed", "peer", c.peer.Key.String(), "addr", c.peer.Addr.String(), "user", c.identity.SSHUser)
+	c.mu.Lock()
+	reason := c.closeReason
+	c.mu.Unlock()
+	log.Info("conn closed", "conn", c.id, "peer", c.peer.Key.String(), "addr", c.peer.Addr.String(),
+		"user", c.identity.SSHUser, "local_user", c.decision.LocalUser, "reason", reason)
 }
 
 func (c *serverConn) runSession(ctx context.Context, ch ssh.Channel, reqs <-chan *ssh.Request) {
@@ -102,10 +134,24 @@ func (c *serverConn) runSession(ctx context.Context, ch ssh.Channel, reqs <-chan
 	sctx, cancel := context.WithCancel(ctx)
 	sess := &Session{
 		ch: ch, conn: c, ctx: sctx, cancel: cancel,
+		id:      fmt.Sprintf("%s-%d", c.id, c.sessionSeq.Add(1)),
 		windows: make(chan Window, 1),
 		signals: make(chan Signal, 16),
 		breaks:  make(chan time.Duration, 4),
 	}
+	sess.stderr = stderrWriter{sess}
+	sess.extraEnv = []string{"SSHMESH_SESSION_ID=" + sess.id}
+	c.mu.Lock()
+	if c.open == nil {
+		c.open = make(map[*Session]struct{})
+	}
+	c.open[sess] = struct{}{}
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.open, sess)
+		c.mu.Unlock()
+	}()
 	h := s.Handler
 	if h == nil {
 		h = LoginHandler()
@@ -135,6 +181,7 @@ func (c *serverConn) closeSession() {
 	c.mu.Unlock()
 	c.srv.sessions.Done()
 	if idle && c.srv.isClosed() {
+		c.setCloseReason("server shut down")
 		c.nc.Close()
 	}
 }
@@ -145,6 +192,7 @@ func (c *serverConn) closeIfIdle() {
 	idle := c.sessions == 0
 	c.mu.Unlock()
 	if idle {
+		c.setCloseReason("server shut down")
 		c.nc.Close()
 	}
 }
@@ -164,13 +212,20 @@ func (c *serverConn) globalRequests(ctx context.Context, reqs <-chan *ssh.Reques
 	}
 }
 
-// watch sends keepalives and enforces the idle timeout until ctx ends.
+// watch sends keepalives, enforces the idle timeout, the rule's expiry and
+// the sessions' duration limit, until ctx ends.
 func (c *serverConn) watch(ctx context.Context, sconn *ssh.ServerConn) {
 	s := c.srv
 	interval := durationOr(s.KeepAliveInterval, 30*time.Second)
-	tick := interval
-	if s.IdleTimeout > 0 && (interval <= 0 || s.IdleTimeout < interval) {
+	tick := time.Duration(0)
+	if interval > 0 {
+		tick = interval
+	}
+	if s.IdleTimeout > 0 && (tick == 0 || s.IdleTimeout/4 < tick) {
 		tick = s.IdleTimeout / 4
+	}
+	if (c.expires.Load() != 0 || c.decision.SessionDuration > 0) && (tick == 0 || tick > deadlineTick) {
+		tick = deadlineTick
 	}
 	if tick <= 0 {
 		return
@@ -179,44 +234,50 @@ func (c *serverConn) watch(ctx context.Context, sconn *ssh.ServerConn) {
 	defer t.Stop()
 	missed := 0
 	lastProbe := time.Now()
+	probe := make(chan error, 1)
+	probing := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case err := <-probe:
+			probing = false
+			if err != nil {
+				return
+			}
+			missed = 0
 		case now := <-t.C:
 			if s.IdleTimeout > 0 && now.Sub(time.Unix(0, c.lastActive.Load())) > s.IdleTimeout {
-				s.logger().Info("closing idle conn", "peer", c.peer.Key.String(), "idle_timeout", s.IdleTimeout)
+				c.setCloseReason("idle timeout")
+				s.logger().Info("closing idle conn", "conn", c.id, "peer", c.peer.Key.String(), "idle_timeout", s.IdleTimeout)
 				sconn.Close()
 				return
 			}
+			c.enforceDeadlines()
 			if interval <= 0 || now.Sub(lastProbe) < interval {
 				continue
 			}
 			lastProbe = now
-			reply := make(chan error, 1)
-			go func() {
-				_, _, err := sconn.SendRequest("keepalive@openssh.com", true, nil)
-				reply <- err
-			}()
-			select {
-			case err := <-reply:
-				if err != nil {
-					return
-				}
-				missed = 0
-			case <-time.After(interval):
-				missed++
-				if missed >= intOr(s.KeepAliveCountMax, 3) {
-					s.logger().Info("closing conn: keepalives unanswered", "peer", c.peer.Key.String())
+			if probing {
+				if missed++; missed >= intOr(s.KeepAliveCountMax, 3) {
+					c.setCloseReason("keepalives unanswered")
+					s.logger().Info("closing conn: keepalives unanswered", "conn", c.id, "peer", c.peer.Key.String())
 					sconn.Close()
 					return
 				}
-			case <-ctx.Done():
-				return
+				continue
 			}
+			probing = true
+			go func() {
+				_, _, err := sconn.SendRequest("keepalive@openssh.com", true, nil)
+				probe <- err
+			}()
 		}
 	}
 }
+
+// deadlineTick is how often rule expiry and session duration are checked.
+const deadlineTick = 250 * time.Millisecond
 
 // authNone decides a login attempt: the caller's identity is the conn's
 // mesh peer, the decision the policy's for the login name asked for.
@@ -226,35 +287,37 @@ func (c *serverConn) authNone(meta ssh.ConnMetadata) (*ssh.Permissions, error) {
 	req := policy.Request{Src: c.peer.Key, SrcAddr: c.peer.Addr, Dst: c.peer.Self, User: meta.User()}
 	ctx, cancel := context.WithTimeout(context.Background(), durationOr(s.LoginGraceTime, 30*time.Second))
 	defer cancel()
-	d, err := s.Policy.Evaluate(ctx, req)
+	d, err := s.currentPolicy().Evaluate(ctx, req)
 	if err != nil {
-		log.Error("policy failed; login refused", "peer", c.peer.Key.String(), "user", req.User, "err", err)
+		log.Error("auth decision", "conn", c.id, "peer", c.peer.Key.String(), "user", req.User, "action", "reject", "err", err)
 		return nil, refuse("access denied")
 	}
-	attrs := []any{"peer", c.peer.Key.String(), "node", d.Caller.Node, "addr", c.peer.Addr.String(),
-		"user", req.User, "local_user", d.LocalUser, "action", d.Action.String(), "rule", d.Rule, "rule_pos", d.RulePos}
+	attrs := []any{"conn", c.id, "peer", c.peer.Key.String(), "node", d.Caller.Node, "owner", d.Caller.Owner, "addr", c.peer.Addr.String(),
+		"user", req.User, "local_user", d.LocalUser, "action", d.Action.String(), "rule", d.Rule, "rule_pos", d.RulePos, "message", d.Message}
 	switch {
 	case d.Action == policy.Check:
 		if err := c.check(d, req, attrs); err != nil {
 			return nil, err
 		}
 	case d.Action != policy.Accept:
-		log.Info("login refused", append(attrs, "message", d.Message)...)
+		log.Info("auth decision", attrs...)
 		msg := d.Message
 		if msg == "" {
 			msg = "access denied"
 		}
 		return nil, refuse(msg)
 	case d.LocalUser == "":
-		log.Error("login refused: policy accepted without a local user", attrs...)
+		log.Error("auth decision: policy accepted without a local user; refused", attrs...)
 		return nil, refuse("access denied")
+	default:
+		log.Info("auth decision", attrs...)
 	}
 	if d.Caller.Key.IsZero() {
 		d.Caller.Key = c.peer.Key
 	}
+	c.request = req
 	c.decision = d
 	c.identity = Identity{Identity: d.Caller, Addr: c.peer.Addr, SSHUser: req.User}
-	log.Info("login accepted", attrs...)
 	return &ssh.Permissions{}, nil
 }
 

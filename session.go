@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -48,6 +51,7 @@ type Signal string
 type Session struct {
 	ch       ssh.Channel
 	conn     *serverConn
+	id       string // conn id-N; also SSHMESH_SESSION_ID
 	ctx      context.Context
 	cancel   context.CancelFunc
 	env      []string
@@ -62,23 +66,52 @@ type Session struct {
 	// extraEnv is added to a login session's environment by the server
 	// (not subject to acceptEnv), e.g. SSH_AUTH_SOCK.
 	extraEnv []string
+
+	started  time.Time // when the handler started (server clock)
+	bytesIn  atomic.Int64
+	bytesOut atomic.Int64
+	rec      *recorder // nil unless the rule records
+	stderr   io.Writer
+	status   string // how the session ended, for the audit log
 }
 
 // Read reads the client's stdin. It returns io.EOF when the client sends EOF.
 func (s *Session) Read(p []byte) (int, error) {
 	n, err := s.ch.Read(p)
-	s.conn.touch()
+	if n > 0 {
+		s.conn.touch()
+		s.bytesIn.Add(int64(n))
+		s.rec.input(s, p[:n])
+	}
 	return n, err
 }
 
 // Write writes to the client's stdout.
 func (s *Session) Write(p []byte) (int, error) {
 	s.conn.touch()
-	return s.ch.Write(p)
+	n, err := s.ch.Write(p)
+	s.bytesOut.Add(int64(n))
+	s.rec.output(s, p[:n])
+	return n, err
 }
 
 // Stderr returns a writer to the client's stderr (SSH extended data).
-func (s *Session) Stderr() io.Writer { return s.ch.Stderr() }
+func (s *Session) Stderr() io.Writer { return s.stderr }
+
+// stderrWriter counts and records what goes to the client's stderr.
+type stderrWriter struct{ s *Session }
+
+func (w stderrWriter) Write(p []byte) (int, error) {
+	w.s.conn.touch()
+	n, err := w.s.ch.Stderr().Write(p)
+	w.s.bytesOut.Add(int64(n))
+	w.s.rec.output(w.s, p[:n])
+	return n, err
+}
+
+// ID returns the session's id: it ties the session's audit events and
+// recording together and is SSHMESH_SESSION_ID in a login session.
+func (s *Session) ID() string { return s.id }
 
 // CloseWrite sends EOF on stdout: the client sees the end of output.
 func (s *Session) CloseWrite() error { return s.ch.CloseWrite() }
@@ -157,9 +190,9 @@ func (s *Session) LocalAddr() netip.AddrPort { return s.conn.peer.Local }
 // counts; later calls return its error.
 func (s *Session) Exit(code int) error {
 	s.exitOnce.Do(func() {
+		s.status = fmt.Sprintf("exit_status=%d", code)
 		st := struct{ Status uint32 }{uint32(code)}
 		s.exitErr = s.finish("exit-status", ssh.Marshal(&st))
-		s.conn.srv.logger().Debug("session exit", "peer", s.conn.peer.Key.String(), "status", code)
 	})
 	return s.exitErr
 }
@@ -174,9 +207,22 @@ func (s *Session) ExitSignal(sig Signal, coreDumped bool, message string) error 
 			Message    string
 			Lang       string
 		}{string(sig), coreDumped, message, ""}
+		s.status = "signal=" + string(sig)
 		s.exitErr = s.finish("exit-signal", ssh.Marshal(&msg))
 	})
 	return s.exitErr
+}
+
+// abort ends the session without exit status, telling the client why on
+// stderr (revocation, session duration).
+func (s *Session) abort(message string) {
+	s.exitOnce.Do(func() {
+		s.status = "aborted: " + message
+		fmt.Fprintf(s.ch.Stderr(), "\r\nsshmesh: %s\r\n", message)
+		s.ch.CloseWrite()
+		s.exitErr = s.ch.Close()
+		s.cancel()
+	})
 }
 
 func (s *Session) finish(req string, payload []byte) error {
@@ -236,6 +282,7 @@ func (s *Session) handleRequests(reqs <-chan *ssh.Request, h Handler, done chan<
 					s.pty.Window = win
 				}
 				latest(s.windows, win)
+				s.rec.resize(s, win)
 				ok = true
 			}
 		case "signal":
@@ -277,12 +324,37 @@ func (s *Session) handleRequests(reqs <-chan *ssh.Request, h Handler, done chan<
 // handler did not end it itself.
 func (s *Session) serve(h Handler, done chan<- struct{}) {
 	defer close(done)
+	c := s.conn
+	log := c.srv.logger()
+	s.started = c.srv.now()
+	term := ""
+	if s.pty != nil {
+		term = s.pty.Term
+	}
+	if !s.startRecording() {
+		return
+	}
+	log.Info("session start", "conn", c.id, "session", s.id, "peer", c.peer.Key.String(), "user", c.identity.SSHUser,
+		"local_user", c.decision.LocalUser, "kind", s.kind, "command", s.raw, "pty", s.pty != nil, "term", term, "recorded", s.rec != nil)
 	defer func() {
 		if r := recover(); r != nil {
-			s.conn.srv.logger().Error("handler panicked; session ended", "peer", s.conn.peer.Key.String(), "panic", fmt.Sprint(r))
+			log.Error("handler panicked; session ended", "conn", c.id, "session", s.id, "peer", c.peer.Key.String(), "panic", fmt.Sprint(r))
 			fmt.Fprintf(s.Stderr(), "sshmesh: internal error, session ended\r\n")
 			s.Exit(255)
 		}
+		s.rec.close(s)
+		attrs := []any{"conn", c.id, "session", s.id, "peer", c.peer.Key.String(), "local_user", c.decision.LocalUser,
+			"duration", c.srv.now().Sub(s.started).Round(time.Millisecond), "bytes_in", s.bytesIn.Load(), "bytes_out", s.bytesOut.Load()}
+		switch {
+		case strings.HasPrefix(s.status, "exit_status="):
+			code, _ := strconv.Atoi(strings.TrimPrefix(s.status, "exit_status="))
+			attrs = append(attrs, "exit_status", code)
+		case strings.HasPrefix(s.status, "signal="):
+			attrs = append(attrs, "signal", strings.TrimPrefix(s.status, "signal="))
+		default:
+			attrs = append(attrs, "reason", s.status)
+		}
+		log.Info("session end", attrs...)
 	}()
 	h.ServeSSH(s)
 	s.Exit(0)

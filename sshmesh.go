@@ -24,7 +24,8 @@ var ErrServerClosed = errors.New("sshmesh: server closed")
 // keys or passwords. Set the fields before calling Serve and do not change
 // them after; the zero value of each optional field is documented.
 type Server struct {
-	// Policy decides every login. Required.
+	// Policy decides every login. Required. Replace it on a running server
+	// with SetPolicy, which also ends the sessions it no longer allows.
 	Policy policy.Policy
 
 	// Handler serves sessions. nil means [LoginHandler]: the mapped local
@@ -80,6 +81,20 @@ type Server struct {
 	// AgentForward.
 	Forwarding ForwardHandler
 
+	// RecordDir is where sessions whose rule says "record": true are
+	// written, as asciicast v2 files named by session id (mode 0600,
+	// fsynced when the session ends). "" means such sessions cannot be
+	// recorded: each follows its rule's onRecordingFailure.
+	RecordDir string
+
+	// RecordInput also records what the client types ("i" events) in
+	// recorded sessions. Off by default: input holds passwords.
+	RecordInput bool
+
+	// Now is the clock for rule expiry and session duration. nil means
+	// time.Now; tests set it.
+	Now func() time.Time
+
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*serverConn]struct{}
@@ -89,6 +104,7 @@ type Server struct {
 	done      chan struct{} // closed when the last conn ends after Shutdown
 	sessions  sync.WaitGroup
 	connCount atomic.Int64
+	policy    atomic.Pointer[policyBox] // set by SetPolicy
 }
 
 func (s *Server) logger() *slog.Logger { return orDiscard(s.Logger) }
@@ -112,7 +128,7 @@ func intOr(n, def int) int {
 // from a [Listener]: a conn without a peer identity is closed before the
 // handshake.
 func (s *Server) Serve(l net.Listener) error {
-	if s.Policy == nil {
+	if s.currentPolicy() == nil {
 		return errors.New("sshmesh: Server.Policy is nil")
 	}
 	if len(s.HostKeys) == 0 {
@@ -148,6 +164,7 @@ func (s *Server) Serve(l net.Listener) error {
 		if !ok {
 			continue
 		}
+		s.logConnAccepted(sc)
 		go sc.serve()
 	}
 }
@@ -176,7 +193,7 @@ func (s *Server) admit(c net.Conn, p Peer) (*serverConn, bool) {
 	}
 	s.startups++
 	s.perPeer[p.Key]++
-	sc := &serverConn{srv: s, nc: c, peer: p, startup: true}
+	sc := &serverConn{srv: s, nc: c, peer: p, startup: true, id: newID()}
 	sc.lastActive.Store(time.Now().UnixNano())
 	s.conns[sc] = struct{}{}
 	return sc, true

@@ -1,0 +1,40 @@
+package sshmesh
+
+import (
+	"crypto/rand"
+	"encoding/base32"
+
+	"github.com/sshmesh/sshmesh/meshkey"
+	"github.com/sshmesh/sshmesh/policy"
+)
+
+// The audit log: one slog event per step of a conn, with fixed keys.
+//
+//	conn accepted   conn peer node owner addr
+//	auth decision   conn peer node owner addr user local_user action rule rule_pos message
+//	session start   conn session peer user local_user kind command pty term recorded
+//	session end     conn session peer local_user exit_status signal duration bytes_in bytes_out
+//	conn closed     conn peer addr user local_user reason
+//
+// conn ties a conn's events together; session (conn-N) a session's, and is
+// also in the session's environment as SSHMESH_SESSION_ID.
+
+// newID returns a short random id for a conn.
+func newID() string {
+	var b [10]byte
+	rand.Read(b[:])
+	return base32.HexEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:])[:12]
+}
+
+// identifier is a policy that can name a node by key (policy.Document).
+type identifier interface {
+	Node(meshkey.Public) (policy.Identity, bool)
+}
+
+func (s *Server) logConnAccepted(c *serverConn) {
+	var id policy.Identity
+	if p, ok := s.currentPolicy().(identifier); ok {
+		id, _ = p.Node(c.peer.Key)
+	}
+	s.logger().Info("conn accepted", "conn", c.id, "peer", c.peer.Key.String(), "node", id.Node, "owner", id.Owner, "addr", c.peer.Addr.String())
+}

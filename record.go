@@ -1,0 +1,116 @@
+package sshmesh
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync/atomic"
+
+	"github.com/sshmesh/sshmesh/asciicast"
+	"github.com/sshmesh/sshmesh/session"
+)
+
+// Session recording: where the conn's rule says "record": true, every
+// session of the conn (shell, exec, subsystem; PTY or not) is written as an
+// asciicast v2 file. The tap is in Session's Read, Write and Stderr, below
+// any Handler, so no handler and no client request can bypass it.
+
+// recorder writes one session's recording. A nil *recorder records nothing.
+type recorder struct {
+	w          *asciicast.Writer
+	path       string
+	recordIn   bool
+	failClosed bool
+	failed     atomic.Bool
+}
+
+// startRecording opens the session's recording when its rule asks for
+// one. It reports whether the session may run: on failure a fail-closed
+// rule refuses the session (message, exit status 254); a fail-open rule
+// lets it run unrecorded and logs that.
+func (s *Session) startRecording() bool {
+	c := s.conn
+	d := c.decision
+	if !d.Record {
+		return true
+	}
+	r, err := s.openRecording()
+	if err == nil {
+		s.rec = r
+		return true
+	}
+	if d.OnRecordingFailure == "fail-closed" {
+		c.srv.logger().Error("session refused: recording failed and the rule is fail-closed", "conn", c.id, "session", s.id, "peer", c.peer.Key.String(), "rule", d.Rule, "err", err)
+		fmt.Fprintf(s.ch.Stderr(), "sshmesh: this session must be recorded, and recording failed; session refused\r\n")
+		s.Exit(254)
+		return false
+	}
+	c.srv.logger().Warn("session unrecorded: recording failed and the rule is fail-open", "conn", c.id, "session", s.id, "peer", c.peer.Key.String(), "rule", d.Rule, "err", err)
+	return true
+}
+
+func (s *Session) openRecording() (*recorder, error) {
+	srv := s.conn.srv
+	if srv.RecordDir == "" {
+		return nil, errors.New("the server has no recording directory (Server.RecordDir, serve --record)")
+	}
+	h := asciicast.Header{Width: 80, Height: 24, Env: map[string]string{}}
+	if s.pty != nil {
+		h.Width, h.Height = int(s.pty.Window.Cols), int(s.pty.Window.Rows)
+		h.Env["TERM"] = s.pty.Term
+	}
+	if u, err := session.LookupUser(s.conn.decision.LocalUser); err == nil {
+		h.Env["SHELL"] = u.Shell
+	}
+	h.Title = fmt.Sprintf("%s as %s (%s)", s.conn.identity.Name(), s.conn.decision.LocalUser, s.kind)
+	path := filepath.Join(srv.RecordDir, s.id+".cast")
+	w, err := asciicast.Create(path, h)
+	if err != nil {
+		return nil, err
+	}
+	return &recorder{w: w, path: path, recordIn: srv.RecordInput, failClosed: s.conn.decision.OnRecordingFailure == "fail-closed"}, nil
+}
+
+func (r *recorder) output(s *Session, p []byte) {
+	if r != nil && len(p) > 0 && !r.failed.Load() {
+		r.check(s, r.w.Output(p))
+	}
+}
+
+func (r *recorder) input(s *Session, p []byte) {
+	if r != nil && r.recordIn && !r.failed.Load() {
+		r.check(s, r.w.Input(p))
+	}
+}
+
+func (r *recorder) resize(s *Session, w Window) {
+	if r != nil && !r.failed.Load() {
+		r.check(s, r.w.Resize(int(w.Cols), int(w.Rows)))
+	}
+}
+
+// check handles a failed write: a fail-closed rule ends the session.
+func (r *recorder) check(s *Session, err error) {
+	if err == nil || r.failed.Swap(true) {
+		return
+	}
+	c := s.conn
+	if r.failClosed {
+		c.srv.logger().Error("session ended: recording failed and the rule is fail-closed", "conn", c.id, "session", s.id, "file", r.path, "err", err)
+		go func() {
+			fmt.Fprintf(s.ch.Stderr(), "\r\nsshmesh: recording failed; this session must be recorded, so it ends\r\n")
+			s.Exit(254)
+		}()
+		return
+	}
+	c.srv.logger().Warn("session continues unrecorded: recording failed and the rule is fail-open", "conn", c.id, "session", s.id, "file", r.path, "err", err)
+}
+
+func (r *recorder) close(s *Session) {
+	if r == nil {
+		return
+	}
+	if err := r.w.Close(); err != nil && !r.failed.Load() {
+		s.conn.srv.logger().Warn("recording not saved cleanly", "session", s.id, "file", r.path, "err", err)
+	}
+}

@@ -1,0 +1,176 @@
+package sshmesh_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sshmesh/sshmesh"
+	"github.com/sshmesh/sshmesh/policy"
+)
+
+// blockingHandler prints "ready" and waits for the session to end.
+var blockingHandler = sshmesh.HandlerFunc(func(s *sshmesh.Session) {
+	io.WriteString(s, "ready\n")
+	<-s.Context().Done()
+})
+
+// lockedBuffer is a bytes.Buffer for concurrent writers and readers.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+type openSession struct {
+	stderr *lockedBuffer
+	done   chan error
+}
+
+// startBlocking opens a session that runs until the server ends it.
+func startBlocking(t *testing.T, ts *testServer, user string) *openSession {
+	t.Helper()
+	sess, err := ts.dial(t, user).NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	os := &openSession{stderr: &lockedBuffer{}, done: make(chan error, 1)}
+	sess.Stderr = os.stderr
+	out, _ := sess.StdoutPipe()
+	if err := sess.Start("x"); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 6)
+	if _, err := io.ReadFull(out, buf); err != nil {
+		t.Fatal(err)
+	}
+	go func() { io.Copy(io.Discard, out); os.done <- sess.Wait() }()
+	return os
+}
+
+func (o *openSession) endedWithin(d time.Duration) bool {
+	select {
+	case <-o.done:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
+func TestSetPolicyRevokes(t *testing.T) {
+	ts := startServer(t, &sshmesh.Server{Handler: blockingHandler})
+	ann := startBlocking(t, ts, "ann")
+	bob := startBlocking(t, ts, "bob")
+
+	// The new policy refuses ann and keeps bob.
+	n := ts.srv.SetPolicy(policy.Func(func(_ context.Context, r policy.Request) (policy.Decision, error) {
+		if r.User == "ann" {
+			return policy.Decision{Message: "no more ann"}, nil
+		}
+		return policy.Decision{Action: policy.Accept, LocalUser: r.User}, nil
+	}))
+	if n != 1 {
+		t.Errorf("SetPolicy closed %d conns, want 1", n)
+	}
+	if !ann.endedWithin(time.Second) {
+		t.Fatal("revoked session still open after 1 s")
+	}
+	if !strings.Contains(ann.stderr.String(), "access revoked by policy change") {
+		t.Errorf("revoked session's stderr %q lacks the message", ann.stderr.String())
+	}
+	if bob.endedWithin(300 * time.Millisecond) {
+		t.Fatal("a session the new policy allows was ended")
+	}
+	// New logins follow the new policy.
+	if _, err := ts.dialFrom(t, clientAddr, "ann", nil); err == nil {
+		t.Error("ann logged in after the policy change")
+	}
+
+	// A policy that maps bob to another local user revokes bob too.
+	ts.srv.SetPolicy(policy.Func(func(_ context.Context, r policy.Request) (policy.Decision, error) {
+		return policy.Decision{Action: policy.Accept, LocalUser: "nobody"}, nil
+	}))
+	if !bob.endedWithin(time.Second) {
+		t.Fatal("session whose local user changed still open")
+	}
+}
+
+func TestClosePeer(t *testing.T) {
+	ts := startServer(t, &sshmesh.Server{Handler: blockingHandler})
+	o := startBlocking(t, ts, "ann")
+	if n := ts.srv.ClosePeer(ts.keys[clientAddr], "peer removed from the mesh"); n != 1 {
+		t.Errorf("ClosePeer closed %d conns", n)
+	}
+	if !o.endedWithin(time.Second) || !strings.Contains(o.stderr.String(), "peer removed from the mesh") {
+		t.Errorf("session of a removed peer: stderr %q", o.stderr.String())
+	}
+}
+
+// fakeClock is a clock the test moves.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+func TestSessionDurationAndExpiry(t *testing.T) {
+	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	expires := clock.now.Add(24 * time.Hour)
+	ts := startServer(t, &sshmesh.Server{Handler: blockingHandler, Now: clock.Now,
+		Policy: policy.Func(func(_ context.Context, r policy.Request) (policy.Decision, error) {
+			d := policy.Decision{Action: policy.Accept, LocalUser: r.User}
+			if r.User == "timed" {
+				d.SessionDuration = time.Hour
+			} else {
+				d.Expires = expires
+			}
+			return d, nil
+		})})
+	timed := startBlocking(t, ts, "timed")
+	expiring := startBlocking(t, ts, "ann")
+
+	clock.Add(59 * time.Minute)
+	if timed.endedWithin(600 * time.Millisecond) {
+		t.Fatal("session ended before its duration")
+	}
+	clock.Add(2 * time.Minute)
+	if !timed.endedWithin(time.Second) {
+		t.Fatal("session still open past its rule's sessionDuration")
+	}
+	if !strings.Contains(timed.stderr.String(), "at most 1h0m0s") {
+		t.Errorf("stderr %q", timed.stderr.String())
+	}
+	if expiring.endedWithin(100 * time.Millisecond) {
+		t.Fatal("session of an unexpired rule ended")
+	}
+	clock.Add(24 * time.Hour)
+	if !expiring.endedWithin(time.Second) || !strings.Contains(expiring.stderr.String(), "expired") {
+		t.Errorf("session of an expired rule: stderr %q", expiring.stderr.String())
+	}
+}
