@@ -10,11 +10,12 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strconv"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/sshmesh/sshmesh/internal/atomicfile"
 )
 
 // LoadOrCreateHostKey returns the host key kept in the OpenSSH-format
@@ -43,46 +44,10 @@ func LoadOrCreateHostKey(path string) (ssh.Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("host key: %w", err)
 	}
-	if err := writeFileAtomic(path, pem.EncodeToMemory(block), 0o600); err != nil {
+	if err := atomicfile.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
 		return nil, fmt.Errorf("host key: %w", err)
 	}
 	return ssh.NewSignerFromKey(priv)
-}
-
-// writeFileAtomic writes data to path through a temp file in the same
-// directory, fsynced and renamed into place, then fsyncs the directory.
-func writeFileAtomic(path string, data []byte, perm fs.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err = f.Chmod(perm); err != nil {
-		return err
-	}
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	if d, derr := os.Open(dir); derr == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
 }
 
 // KnownHostsLine returns the known_hosts line that makes an ssh client
