@@ -2,34 +2,343 @@ package sshmesh
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/sshmesh/sshmesh/policy"
 )
 
 // Port, socket and agent forwarding (ssh -L, -D, -R, -A), gated per rule.
-// The conn and session code calls the hooks below; everything about
-// forwarding lives in this file and its helpers.
+// The conn and session code calls the hooks below; the kinds live in
+// forward_tcp.go, forward_streamlocal*.go and agent.go, the copy loop in
+// forward_copy.go.
 
-// ForwardHandler lets an application decide forwarding by code instead of
-// by the policy decision's LocalForward, RemoteForward and AgentForward.
-type ForwardHandler interface{}
+// ForwardKind is a kind of forwarding a client can ask for.
+type ForwardKind int
+
+const (
+	// LocalPort is ssh -L and ssh -D (direct-tcpip): the server dials a TCP
+	// address for the client.
+	LocalPort ForwardKind = iota + 1
+	// RemotePort is ssh -R (tcpip-forward): the server listens on a TCP
+	// address and hands each conn to the client.
+	RemotePort
+	// LocalSocket is ssh -L to a Unix socket (direct-streamlocal@openssh.com).
+	LocalSocket
+	// RemoteSocket is ssh -R on a Unix socket (streamlocal-forward@openssh.com).
+	RemoteSocket
+	// Agent is ssh -A (auth-agent-req@openssh.com).
+	Agent
+)
+
+// String returns the SSH name of the kind, e.g. "direct-tcpip".
+func (k ForwardKind) String() string {
+	switch k {
+	case LocalPort:
+		return "direct-tcpip"
+	case RemotePort:
+		return "tcpip-forward"
+	case LocalSocket:
+		return "direct-streamlocal"
+	case RemoteSocket:
+		return "streamlocal-forward"
+	case Agent:
+		return "agent"
+	}
+	return fmt.Sprintf("ForwardKind(%d)", int(k))
+}
+
+// ForwardRequest is one forwarding request, as the server is about to carry
+// it out: names are already resolved, so Addr is exactly what will be dialed
+// or bound.
+type ForwardRequest struct {
+	Kind     ForwardKind
+	Identity Identity        // who asks
+	Decision policy.Decision // the decision that let the conn in
+
+	// Host is the host the client named (LocalPort, RemotePort), before
+	// resolution; "" and "localhost" bind loopback for RemotePort.
+	Host string
+	// Addr is the address the server will dial (LocalPort; one request per
+	// resolved address tried) or bind (RemotePort; port 0 asks for any).
+	Addr netip.AddrPort
+	// Path is the socket's path (LocalSocket, RemoteSocket), absolute and
+	// cleaned.
+	Path string
+}
+
+// AllowedByRule reports what the policy decision says about r; it is what
+// the server does when [Server.Forwarding] is nil, so a ForwardHandler can
+// add to it or narrow it.
+//
+//   - LocalPort and RemotePort: a Decision.LocalForward or RemoteForward
+//     pattern covers Host (when it is a name) or Addr's address, and the port
+//     (see [policy.ForwardAllowed]). A name that resolves to an address a
+//     pattern covers is allowed to that address only, which is all that is
+//     dialed: there is no DNS rebinding past the filter.
+//   - LocalSocket and RemoteSocket: a pattern of the same lists that is an
+//     absolute path matches Path (see [policy.SocketForwardAllowed]).
+//     HOST:PORT patterns, even *:*, never allow sockets.
+//   - Agent: Decision.AgentForward.
+func (r ForwardRequest) AllowedByRule() bool {
+	d := r.Decision
+	switch r.Kind {
+	case LocalPort, RemotePort:
+		pats := d.LocalForward
+		if r.Kind == RemotePort {
+			pats = d.RemoteForward
+		}
+		port := int(r.Addr.Port())
+		if _, err := netip.ParseAddr(r.Host); err != nil && r.Host != "" && policy.ForwardAllowed(pats, r.Host, port) {
+			return true
+		}
+		return r.Addr.IsValid() && policy.ForwardAllowed(pats, r.Addr.Addr().Unmap().String(), port)
+	case LocalSocket:
+		return policy.SocketForwardAllowed(d.LocalForward, r.Path)
+	case RemoteSocket:
+		return policy.SocketForwardAllowed(d.RemoteForward, r.Path)
+	case Agent:
+		return d.AgentForward
+	}
+	return false
+}
+
+// ForwardHandler decides forwarding by code, in place of the policy
+// decision's LocalForward, RemoteForward and AgentForward (an appliance may
+// allow forwarding to its own services only, or none). The server's own
+// limits hold either way: remote ports below 1024 only for root, sockets only
+// under the user's home, /tmp and /run/user/UID, agent sockets private to
+// the user.
+type ForwardHandler interface {
+	// AllowForward returns nil to allow r, or an error to refuse it. The
+	// error's text is logged and, where SSH carries a reason (channel
+	// opens), shown to the client. Called concurrently; keep it quick.
+	AllowForward(ctx context.Context, r ForwardRequest) error
+}
+
+// ForwardHandlerFunc adapts an ordinary function to [ForwardHandler].
+type ForwardHandlerFunc func(ctx context.Context, r ForwardRequest) error
+
+// AllowForward calls f(ctx, r).
+func (f ForwardHandlerFunc) AllowForward(ctx context.Context, r ForwardRequest) error {
+	return f(ctx, r)
+}
+
+// errNotAllowed is the refusal when the rule does not allow a forward.
+var errNotAllowed = errors.New("not allowed by the policy")
+
+// allowForward decides r with Server.Forwarding or the decision, and logs a
+// refusal with the rule and the target.
+func (c *serverConn) allowForward(ctx context.Context, r ForwardRequest) error {
+	r.Identity, r.Decision = c.identity, c.decision
+	var err error
+	if h := c.srv.Forwarding; h != nil {
+		err = h.AllowForward(ctx, r)
+	} else if !r.AllowedByRule() {
+		err = errNotAllowed
+	}
+	if err != nil {
+		c.forwardRefused(r.Kind, forwardTarget(r), err.Error())
+	}
+	return err
+}
+
+// forwardRefused logs a refused forwarding request. Forwarding events use
+// the audit keys (conn, peer, addr, user, local_user, rule) plus kind
+// (direct-tcpip, tcpip-forward, direct-streamlocal, streamlocal-forward,
+// agent), target and reason.
+func (c *serverConn) forwardRefused(k ForwardKind, target, reason string) {
+	c.srv.logger().Info("forwarding refused", c.forwardAttrs(k, target, "reason", reason)...)
+}
+
+func (c *serverConn) forwardAttrs(k ForwardKind, target string, more ...any) []any {
+	return append([]any{"conn", c.id, "peer", c.peer.Key.String(), "addr", c.peer.Addr.String(), "user", c.identity.SSHUser,
+		"local_user", c.decision.LocalUser, "rule", c.decision.Rule, "kind", k.String(), "target", target}, more...)
+}
+
+func forwardTarget(r ForwardRequest) string {
+	switch r.Kind {
+	case LocalPort, RemotePort:
+		if r.Addr.IsValid() {
+			if r.Host != "" && r.Host != r.Addr.Addr().String() {
+				return fmt.Sprintf("%s (%s)", net.JoinHostPort(r.Host, fmt.Sprint(r.Addr.Port())), r.Addr)
+			}
+			return r.Addr.String()
+		}
+		return r.Host
+	case LocalSocket, RemoteSocket:
+		return r.Path
+	}
+	return ""
+}
+
+// forwardState is what forwarding holds for one conn: remote listeners and
+// the agent socket.
+type forwardState struct {
+	mu        sync.Mutex
+	closed    bool
+	ctx       context.Context // done when the conn ends (closeForwards)
+	cancel    context.CancelFunc
+	listeners map[string]io.Closer
+	agent     *agentSocket
+	wg        sync.WaitGroup // accept loops and their copies
+}
+
+// forwards returns c's forwarding state, creating it on first use, or nil
+// when ctx (the conn's, or a context derived from it) is done: then
+// closeForwards has run or is about to, and nothing new may be held.
+//
+// TODO(lead): this belongs in serverConn as a field; conn.go was being
+// changed while forwarding was written, so the state hangs off a map keyed
+// by the conn instead. Moving it changes only this function and
+// closeForwards.
+func (c *serverConn) forwards(ctx context.Context) *forwardState {
+	v, loaded := connForwards.Load(c)
+	if !loaded {
+		fctx, cancel := context.WithCancel(context.Background())
+		st := &forwardState{ctx: fctx, cancel: cancel, listeners: map[string]io.Closer{}}
+		if v, loaded = connForwards.LoadOrStore(c, st); loaded {
+			cancel()
+		}
+	}
+	// Stored first, checked second: if ctx is not done yet, closeForwards
+	// (which runs after the conn's context is canceled) will find the state.
+	if ctx.Err() != nil {
+		if !loaded && connForwards.CompareAndDelete(c, v) {
+			v.(*forwardState).cancel()
+		}
+		return nil
+	}
+	return v.(*forwardState)
+}
+
+// connForwards maps *serverConn to *forwardState; see forwards.
+var connForwards sync.Map
 
 // openChannel serves a channel type other than "session". It reports
 // whether it handled (accepted or rejected) the channel.
-func (c *serverConn) openChannel(ctx context.Context, nch ssh.NewChannel) bool { return false }
+func (c *serverConn) openChannel(ctx context.Context, nch ssh.NewChannel) bool {
+	switch nch.ChannelType() {
+	case "direct-tcpip":
+		c.directTCPIP(ctx, nch)
+	case "direct-streamlocal@openssh.com":
+		c.directStreamLocal(ctx, nch)
+	default:
+		return false
+	}
+	return true
+}
 
 // globalRequest serves a conn-level request such as tcpip-forward. It
 // reports whether it handled (and replied to) the request.
-func (c *serverConn) globalRequest(ctx context.Context, req *ssh.Request) bool { return false }
+func (c *serverConn) globalRequest(ctx context.Context, req *ssh.Request) bool {
+	var ok bool
+	var reply []byte
+	switch req.Type {
+	case "tcpip-forward":
+		ok, reply = c.tcpipForward(ctx, req.Payload)
+	case "cancel-tcpip-forward":
+		ok = c.cancelTCPIPForward(req.Payload)
+	case "streamlocal-forward@openssh.com":
+		ok = c.streamLocalForward(ctx, req.Payload)
+	case "cancel-streamlocal-forward@openssh.com":
+		ok = c.cancelStreamLocalForward(req.Payload)
+	default:
+		return false
+	}
+	if req.WantReply {
+		req.Reply(ok, reply)
+	}
+	return true
+}
 
 // closeForwards releases what forwarding holds when the conn ends:
-// listeners, agent sockets and their directories.
-func (c *serverConn) closeForwards() {}
+// listeners, agent sockets and their directories. The conn's context is
+// already done, so copies in flight are closing; it waits for them.
+func (c *serverConn) closeForwards() {
+	v, ok := connForwards.LoadAndDelete(c)
+	if !ok {
+		return
+	}
+	st := v.(*forwardState)
+	st.cancel()
+	st.mu.Lock()
+	st.closed = true
+	for k, l := range st.listeners {
+		l.Close()
+		delete(st.listeners, k)
+	}
+	agent := st.agent
+	st.agent = nil
+	st.mu.Unlock()
+	if agent != nil {
+		agent.Close()
+	}
+	st.wg.Wait()
+}
+
+// addListener records l under key and counts its accept loop in st.wg (the
+// caller starts it and calls st.wg.Done); it fails when the conn has ended
+// or key is taken.
+func (st *forwardState) addListener(key string, l io.Closer) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.closed || st.listeners[key] != nil {
+		return false
+	}
+	st.listeners[key] = l
+	st.wg.Add(1)
+	return true
+}
+
+// removeListener closes and forgets the listener under key.
+func (st *forwardState) removeListener(key string) bool {
+	st.mu.Lock()
+	l := st.listeners[key]
+	delete(st.listeners, key)
+	st.mu.Unlock()
+	if l == nil {
+		return false
+	}
+	l.Close()
+	return true
+}
+
+// sshConn returns the conn's *ssh.ServerConn, to open channels to the client.
+func (c *serverConn) sshConn() *ssh.ServerConn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ssh
+}
 
 // extraRequest serves a session request the session code does not know,
 // such as auth-agent-req@openssh.com; started tells whether the shell,
 // command or subsystem has started. handled reports whether it is a
 // forwarding request; ok is the reply.
 func (s *Session) extraRequest(req *ssh.Request, started bool) (handled, ok bool) {
+	switch req.Type {
+	case "auth-agent-req@openssh.com":
+		return true, s.agentRequest(started)
+	}
 	return false, false
+}
+
+// AgentSocket returns the path of the forwarded agent's socket (what
+// SSH_AUTH_SOCK is set to in a login session), or "" when the client did
+// not ask for agent forwarding or it was refused. A custom [Handler] can
+// pass it on to its own programs.
+func (s *Session) AgentSocket() string {
+	for _, kv := range s.extraEnv {
+		if v, ok := strings.CutPrefix(kv, "SSH_AUTH_SOCK="); ok {
+			return v
+		}
+	}
+	return ""
 }
