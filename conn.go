@@ -32,6 +32,7 @@ type serverConn struct {
 	lastActive atomic.Int64 // unix nanos of the last session data
 	expires    atomic.Int64 // unix nanos when the rule stops allowing the conn; 0 = never
 	sessionSeq atomic.Int64
+	revoked    atomic.Bool // set once watchPeers has revoked the conn
 
 	mu          sync.Mutex
 	sessions    int

@@ -25,6 +25,18 @@ type Peer struct {
 	// Self is the public key of the node that accepted the conn, when the
 	// resolver knows it (it has a PublicKey method); zero otherwise.
 	Self meshkey.Public
+
+	resolver PeerResolver // to check later that Addr still belongs to Key
+}
+
+// stillOwns reports whether the mesh still gives p's address to p's key
+// (false once the peer was removed or its address moved to another peer).
+func (p Peer) stillOwns() bool {
+	if p.resolver == nil {
+		return true
+	}
+	k, ok := p.resolver.PeerForAddr(p.Addr.Addr())
+	return ok && k == p.Key
 }
 
 // Listener wraps a net.Listener on a mesh address: every conn it returns
@@ -84,7 +96,7 @@ func (l *Listener) resolve(c net.Conn) (Peer, error) {
 	if !ok {
 		return Peer{}, errors.New("no peer owns the source address")
 	}
-	return Peer{Key: key, Addr: remote, Local: local, Self: l.self}, nil
+	return Peer{Key: key, Addr: remote, Local: local, Self: l.self, resolver: l.peers}, nil
 }
 
 func addrPort(a net.Addr) (netip.AddrPort, error) {

@@ -5,10 +5,12 @@ import (
 	"crypto/sha256"
 	"io"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sshmesh/sshmesh"
+	"github.com/sshmesh/sshmesh/netstack"
 	"github.com/sshmesh/sshmesh/policy"
 	"github.com/sshmesh/sshmesh/sshmeshtest"
 )
@@ -109,4 +111,48 @@ func BenchmarkChannelThroughput(b *testing.B) {
 		ts := startServer(b, &sshmesh.Server{Handler: handler})
 		run(b, func() (*ssh.Client, error) { return ts.dialFrom(b, clientAddr, "ann", nil) })
 	})
+}
+
+// TestPeerRemovedEndsSessions: SetPeers without the client ends its open
+// session on the server within a second (the client itself cannot be told:
+// the mesh no longer routes to it); another peer's session goes on.
+func TestPeerRemovedEndsSessions(t *testing.T) {
+	m := sshmeshtest.NewMesh(t, 3)
+	server, gone, stays := m.Nodes[0], m.Nodes[1], m.Nodes[2]
+	ended := make(chan string, 2)
+	srv := &sshmesh.Server{Policy: allowPolicy(), Handler: sshmesh.HandlerFunc(func(s *sshmesh.Session) {
+		io.WriteString(s, "ready\n")
+		<-s.Context().Done()
+		ended <- s.Identity().Key.String()
+	})}
+	sshmeshtest.Serve(t, server, srv)
+	open := func(n *sshmeshtest.Node) *openSession {
+		c, err := sshmeshtest.Dial(t, n, server, srv, "ann")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return startBlockingOn(t, c)
+	}
+	open(gone)
+	b := open(stays)
+	var keep []netstack.Peer
+	for _, p := range server.Peers() {
+		if p.PublicKey != gone.Key.Public() {
+			keep = append(keep, p)
+		}
+	}
+	if err := server.SetPeers(keep); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case k := <-ended:
+		if k != gone.Key.Public().String() {
+			t.Fatalf("the session of %s ended, want the removed peer's", k)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("session of a removed peer still open on the server after 2 s")
+	}
+	if b.endedWithin(time.Second) {
+		t.Error("another peer's session ended")
+	}
 }

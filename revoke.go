@@ -64,6 +64,30 @@ func (s *Server) SetPolicy(p policy.Policy) int {
 	return closed
 }
 
+// watchPeers ends the conns whose peer left the mesh (its address no
+// longer resolves to its key, e.g. after netstack.Node.SetPeers removed
+// it), checking every peerCheckInterval until done is closed.
+func (s *Server) watchPeers(done <-chan struct{}) {
+	t := time.NewTicker(peerCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		for _, c := range s.authenticatedConns() {
+			if !c.peer.stillOwns() && !c.revoked.Swap(true) {
+				s.logger().Info("access revoked", "conn", c.id, "peer", c.peer.Key.String(), "reason", "peer removed from the mesh")
+				go c.revoke("peer removed from the mesh")
+			}
+		}
+	}
+}
+
+// peerCheckInterval is how often watchPeers looks.
+const peerCheckInterval = 500 * time.Millisecond
+
 // ClosePeer ends every conn of the peer with key, telling its sessions
 // why (message), for example after the peer was removed from the mesh
 // (netstack.Node.SetPeers). It returns the number of conns closed.

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
 	"github.com/sshmesh/sshmesh"
 	"github.com/sshmesh/sshmesh/policy"
 )
@@ -45,7 +47,12 @@ type openSession struct {
 // startBlocking opens a session that runs until the server ends it.
 func startBlocking(t *testing.T, ts *testServer, user string) *openSession {
 	t.Helper()
-	sess, err := ts.dial(t, user).NewSession()
+	return startBlockingOn(t, ts.dial(t, user))
+}
+
+func startBlockingOn(t *testing.T, c *ssh.Client) *openSession {
+	t.Helper()
+	sess, err := c.NewSession()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -138,6 +138,9 @@ func (s *Server) Serve(l net.Listener) error {
 		return ErrServerClosed
 	}
 	defer s.trackListener(l, false)
+	watchDone := make(chan struct{})
+	defer close(watchDone)
+	go s.watchPeers(watchDone)
 	var tempDelay time.Duration
 	for {
 		c, err := l.Accept()
