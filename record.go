@@ -110,7 +110,12 @@ func (r *recorder) close(s *Session) {
 	if r == nil {
 		return
 	}
-	if err := r.w.Close(); err != nil && !r.failed.Load() {
+	// Late events (a window change racing the end) are dropped quietly.
+	if r.failed.Swap(true) {
+		r.w.Close()
+		return
+	}
+	if err := r.w.Close(); err != nil {
 		s.conn.srv.logger().Warn("recording not saved cleanly", "session", s.id, "file", r.path, "err", err)
 	}
 }

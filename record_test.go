@@ -65,7 +65,10 @@ func TestRecording(t *testing.T) {
 	io.WriteString(in, "hello\n")
 	buf := make([]byte, 6)
 	io.ReadFull(out, buf)
-	sess.WindowChange(40, 100)
+	// With a reply, so the resize is recorded before stdin's EOF ends the session.
+	if ok, err := sess.SendRequest("window-change", true, ssh.Marshal(struct{ Cols, Rows, W, H uint32 }{100, 40, 0, 0})); !ok || err != nil {
+		t.Fatalf("window-change: %v %v", ok, err)
+	}
 	in.Close()
 	sess.Wait()
 
