@@ -1,0 +1,271 @@
+package checkpage
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"html/template"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/sshmesh/sshmesh"
+	"github.com/sshmesh/sshmesh/policy"
+)
+
+// pageInfo is what the page shows about a pending check.
+type pageInfo struct {
+	Caller     policy.Identity
+	CallerName string
+	CallerAddr string
+	Server     string
+	ServerAddr string
+	User       string
+	LocalUser  string
+	Rule       string
+	RulePos    string
+	Period     string
+}
+
+func (c *Checker) describe(r *sshmesh.CheckRequest, period time.Duration) pageInfo {
+	d := r.Decision
+	caller := d.Caller
+	if caller.Key.IsZero() {
+		caller.Key = r.Peer.Key
+	}
+	server := ""
+	if !r.Peer.Self.IsZero() {
+		server = r.Peer.Self.Short()
+		if id, ok := c.Identify(r.Peer.Self); ok {
+			server = id.Name()
+		}
+	}
+	return pageInfo{
+		Caller:     caller,
+		CallerName: caller.Name(),
+		CallerAddr: r.Peer.Addr.Addr().String(),
+		Server:     server,
+		ServerAddr: r.Peer.Local.Addr().String(),
+		User:       r.User,
+		LocalUser:  d.LocalUser,
+		Rule:       d.Rule,
+		RulePos:    d.RulePos,
+		Period:     shortDuration(period),
+	}
+}
+
+type connKey struct{}
+
+// Serve serves the approval page on l until Close. l must be an
+// [sshmesh.Listener] (its conns carry their mesh peer): the page decides
+// who may approve from it. It returns [http.ErrServerClosed] after Close.
+func (c *Checker) Serve(l net.Listener) error {
+	c.init()
+	if c.Identify == nil {
+		return errors.New("checkpage: Checker.Identify is nil")
+	}
+	srv := &http.Server{
+		Handler:           c.handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ConnContext: func(ctx context.Context, conn net.Conn) context.Context {
+			return context.WithValue(ctx, connKey{}, conn)
+		},
+	}
+	c.srvMu.Lock()
+	if c.closed {
+		c.srvMu.Unlock()
+		return http.ErrServerClosed
+	}
+	if c.srvs == nil {
+		c.srvs = make(map[*http.Server]struct{})
+	}
+	c.srvs[srv] = struct{}{}
+	c.srvMu.Unlock()
+	return srv.Serve(l)
+}
+
+// Close stops serving the page. Pending checks go on until they end.
+func (c *Checker) Close() error {
+	c.srvMu.Lock()
+	defer c.srvMu.Unlock()
+	c.closed = true
+	var err error
+	for s := range c.srvs {
+		if cerr := s.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}
+	return err
+}
+
+func (c *Checker) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /check/{token}", c.servePage)
+	mux.HandleFunc("POST /check/{token}", c.serveDecision)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		c.render(w, http.StatusNotFound, msgPage{Title: "Not found", Text: "There is nothing here. Approval pages live at the URL the ssh client printed."})
+	})
+	return securityHeaders(mux)
+}
+
+func securityHeaders(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hd := w.Header()
+		hd.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+		hd.Set("X-Frame-Options", "DENY")
+		hd.Set("X-Content-Type-Options", "nosniff")
+		hd.Set("Referrer-Policy", "no-referrer")
+		hd.Set("Cache-Control", "no-store")
+		h.ServeHTTP(w, r)
+	})
+}
+
+// visitor returns the mesh identity of the request's conn.
+func (c *Checker) visitor(r *http.Request) (policy.Identity, bool) {
+	conn, _ := r.Context().Value(connKey{}).(net.Conn)
+	p, ok := sshmesh.PeerOf(conn)
+	if !ok {
+		return policy.Identity{}, false
+	}
+	id, ok := c.Identify(p.Key)
+	if !ok {
+		return policy.Identity{Key: p.Key}, true
+	}
+	id.Key = p.Key
+	return id, true
+}
+
+// lookup returns the pending check of the request's token and whether the
+// visitor may decide it, having written the error page when not.
+func (c *Checker) lookup(w http.ResponseWriter, r *http.Request) (*pending, policy.Identity, bool) {
+	c.mu.Lock()
+	p := c.byToken[r.PathValue("token")]
+	c.mu.Unlock()
+	if p == nil {
+		c.render(w, http.StatusNotFound, msgPage{Title: "No such check", Text: "This link is not (or no longer) valid: it was used already, or its login stopped waiting."})
+		return nil, policy.Identity{}, false
+	}
+	v, ok := c.visitor(r)
+	if !ok || v.Owner == "" || v.Owner != p.info.Caller.Owner {
+		c.logger().Warn("check page: visitor may not decide", "peer", v.Key.String(), "node", v.Node, "owner", v.Owner,
+			"caller_owner", p.info.Caller.Owner, "rule", p.key.Rule)
+		c.render(w, http.StatusForbidden, msgPage{Title: "Forbidden", Text: "Only a node of the same owner as the node that asks may approve this login."})
+		return nil, v, false
+	}
+	return p, v, true
+}
+
+func (c *Checker) servePage(w http.ResponseWriter, r *http.Request) {
+	p, v, ok := c.lookup(w, r)
+	if !ok {
+		return
+	}
+	c.render(w, http.StatusOK, checkPage{pageInfo: p.info, Visitor: v.Name(), CSRF: p.csrf, Remaining: shortDuration(time.Until(p.expires))})
+}
+
+func (c *Checker) serveDecision(w http.ResponseWriter, r *http.Request) {
+	p, v, ok := c.lookup(w, r)
+	if !ok {
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
+	if err := r.ParseForm(); err != nil {
+		c.render(w, http.StatusBadRequest, msgPage{Title: "Bad request", Text: "The form could not be read."})
+		return
+	}
+	if got := r.PostForm.Get("csrf"); subtle.ConstantTimeCompare([]byte(got), []byte(p.csrf)) != 1 {
+		c.logger().Warn("check page: form token missing or wrong", "peer", v.Key.String(), "rule", p.key.Rule)
+		c.render(w, http.StatusForbidden, msgPage{Title: "Forbidden", Text: "The form token is missing or wrong. Open the link from the ssh client again."})
+		return
+	}
+	var st state
+	switch r.PostForm.Get("decision") {
+	case "approve":
+		st = stateApproved
+	case "deny":
+		st = stateDenied
+	default:
+		c.render(w, http.StatusBadRequest, msgPage{Title: "Bad request", Text: "Approve or Deny?"})
+		return
+	}
+	c.mu.Lock()
+	decided := c.finish(p, st)
+	c.mu.Unlock()
+	if !decided {
+		c.render(w, http.StatusNotFound, msgPage{Title: "No such check", Text: "This check has ended already."})
+		return
+	}
+	attrs := []any{"peer", p.info.Caller.Key.String(), "node", p.info.CallerName, "local_user", p.key.LocalUser,
+		"rule", p.key.Rule, "by_peer", v.Key.String(), "by_node", v.Node, "by_owner", v.Owner}
+	if st == stateApproved {
+		c.logger().Info("check approved", append(attrs, "period", p.period)...)
+		c.save()
+		c.render(w, http.StatusOK, msgPage{Title: "Approved", Text: "Login approved for " + p.info.Period + ". You can close this tab."})
+		return
+	}
+	c.logger().Info("check denied", attrs...)
+	c.render(w, http.StatusOK, msgPage{Title: "Denied", Text: "Login denied. The ssh client has been told."})
+}
+
+type checkPage struct {
+	pageInfo
+	Visitor   string
+	CSRF      string
+	Remaining string
+}
+
+type msgPage struct {
+	Title, Text string
+}
+
+func (c *Checker) render(w http.ResponseWriter, code int, data any) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(code)
+	name := "msg"
+	if _, ok := data.(checkPage); ok {
+		name = "check"
+	}
+	if err := pages.ExecuteTemplate(w, name, data); err != nil {
+		c.logger().Error("check page: template", "err", err)
+	}
+}
+
+var pages = template.Must(template.New("").Parse(`
+{{define "head"}}<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>sshmesh: {{.}}</title>
+<style>
+body{font:16px/1.5 system-ui,sans-serif;max-width:40em;margin:3em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0}th{text-align:left;padding:.2em 1em .2em 0;color:#555;font-weight:normal}
+td{padding:.2em 0}code{font-size:95%}button{font-size:1em;padding:.5em 1.5em;margin-right:1em}
+.muted{color:#666;font-size:90%}
+</style></head><body>{{end}}
+
+{{define "msg"}}{{template "head" .Title}}
+<h1 id="title">{{.Title}}</h1>
+<p id="text">{{.Text}}</p>
+</body></html>{{end}}
+
+{{define "check"}}{{template "head" "approve login"}}
+<h1 id="title">Approve this SSH login?</h1>
+<table>
+<tr><th>Who</th><td id="caller">{{.CallerName}}</td></tr>
+<tr><th>Owner</th><td id="owner">{{.Caller.Owner}}</td></tr>
+<tr><th>From</th><td id="from"><code>{{.CallerAddr}}</code></td></tr>
+<tr><th>To</th><td id="server">{{.Server}} <code>{{.ServerAddr}}</code></td></tr>
+<tr><th>As local user</th><td id="local-user"><code>{{.LocalUser}}</code>{{if ne .User .LocalUser}} (asked for <code>{{.User}}</code>){{end}}</td></tr>
+<tr><th>Rule</th><td id="rule"><code>{{.Rule}}</code>{{if .RulePos}} <span class="muted">{{.RulePos}}</span>{{end}}</td></tr>
+</table>
+<p>Approving lets this node log in as <code>{{.LocalUser}}</code> under this rule for {{.Period}} without asking again.</p>
+<form method="post">
+<input type="hidden" name="csrf" value="{{.CSRF}}">
+<button id="approve" type="submit" name="decision" value="approve">Approve</button>
+<button id="deny" type="submit" name="decision" value="deny">Deny</button>
+</form>
+<p class="muted">You are {{.Visitor}}. The login waits {{.Remaining}} more.</p>
+</body></html>{{end}}
+`))
