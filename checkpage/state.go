@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"sort"
 	"time"
 
@@ -87,6 +88,10 @@ func (c *Checker) save() {
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		c.logger().Error("check approvals not saved", "file", c.StateFile, "err", err)
+		return
+	}
+	if err := os.MkdirAll(filepath.Dir(c.StateFile), 0o700); err != nil {
+		c.logger().Error("check approvals not saved; they hold until restart", "file", c.StateFile, "err", err)
 		return
 	}
 	if err := atomicfile.WriteFile(c.StateFile, append(b, '\n'), 0o600); err != nil {

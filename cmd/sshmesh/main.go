@@ -7,6 +7,7 @@
 //	sshmesh pubkey                      private key on stdin → public key (like wg pubkey)
 //	sshmesh serve --wg CONF --policy FILE [--hostkey PATH] [--port 22]
 //	sshmesh nc --wg CONF HOST PORT      stdin/stdout ↔ HOST:PORT over the mesh (ProxyCommand)
+//	sshmesh proxy --wg CONF --socks5 127.0.0.1:PORT   SOCKS5 (CONNECT only) into the mesh
 //	sshmesh policy check FILE
 //	sshmesh policy explain FILE --src NODE --dst NODE --user NAME
 //	sshmesh replay [--speed N] FILE     play back a session recording
@@ -51,6 +52,7 @@ func commands() []command {
 		{"pubkey", "read a private key on stdin, print its public key", cmdPubkey},
 		{"serve", "serve SSH on a mesh address", cmdServe},
 		{"nc", "connect stdin/stdout to HOST PORT over the mesh (for ssh ProxyCommand)", cmdNC},
+		{"proxy", "a SOCKS5 proxy (CONNECT only, on loopback) into the mesh", cmdProxy},
 		{"policy", "check or explain a policy document", cmdPolicy},
 		{"replay", "play back a session recording (asciicast v2)", cmdReplay},
 		{"demo", "show a keyless ssh login over an in-process mesh", cmdDemo},

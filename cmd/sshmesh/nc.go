@@ -3,16 +3,29 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
 	"time"
+
+	"github.com/sshmesh/sshmesh"
+	"github.com/sshmesh/sshmesh/checkpage"
+	"github.com/sshmesh/sshmesh/netstack"
 )
 
 func cmdNC(ctx context.Context, args []string, io stdio) error {
-	fs := newFlags("nc", "--wg CONF HOST PORT", io)
+	fs := newFlags("nc", "--wg CONF [--no-browser] HOST PORT", io)
 	wgPath := fs.String("wg", "", "wg-quick `file` of this (client) node (required)")
 	timeout := fs.Duration("timeout", 30*time.Second, "give up connecting after this long")
+	noBrowser := fs.Bool("no-browser", false, "do not open check approval pages in a browser ($BROWSER, else xdg-open/open); ssh still prints the URL")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -26,6 +39,11 @@ func cmdNC(ctx context.Context, args []string, io stdio) error {
 		return err
 	}
 	defer node.Close()
+	var notices *noticeWatcher
+	if !*noBrowser {
+		// Listen before dialing, so a notice cannot come first.
+		notices = watchNotices(node, openBrowser, io.err, logger)
+	}
 	dctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	conn, err := node.Dial(dctx, "tcp", net.JoinHostPort(fs.Arg(0), fs.Arg(1)))
@@ -33,6 +51,9 @@ func cmdNC(ctx context.Context, args []string, io stdio) error {
 		return err
 	}
 	defer conn.Close()
+	if notices != nil {
+		defer notices.track(conn)()
+	}
 	return pipe(ctx, conn, io.in, io.out)
 }
 
@@ -62,4 +83,145 @@ func pipe(ctx context.Context, conn net.Conn, in io.Reader, out io.Writer) error
 	case <-ctx.Done():
 		return nil
 	}
+}
+
+// noticeWatcher receives check notices (package checkpage) on this node's
+// mesh addresses and opens their pages in the user's browser. It acts on a
+// notice only when it names one of this node's tracked conns by its source
+// port and comes from the peer that conn went to, and its URL is an
+// approval page on that peer; and it opens each URL once.
+type noticeWatcher struct {
+	node   *netstack.Node
+	open   func(url string) error
+	say    io.Writer // where "opening ..." is printed (ssh shows nc's stderr)
+	logger *slog.Logger
+
+	mu     sync.Mutex
+	conns  map[uint16]netip.AddrPort // tracked conns: local port → remote
+	opened map[string]bool
+}
+
+// watchNotices listens on checkpage.NoticePort inside node's stack. It
+// returns nil (after logging why) when it cannot listen: browsers are a
+// convenience, the banner still has the URL.
+func watchNotices(node *netstack.Node, open func(string) error, say io.Writer, logger *slog.Logger) *noticeWatcher {
+	ln, err := node.Listen("tcp", ":"+strconv.Itoa(checkpage.NoticePort))
+	if err != nil {
+		logger.Warn("check notices off: cannot listen", "port", checkpage.NoticePort, "err", err)
+		return nil
+	}
+	w := &noticeWatcher{node: node, open: open, say: say, logger: logger,
+		conns: map[uint16]netip.AddrPort{}, opened: map[string]bool{}}
+	go w.serve(sshmesh.NewListener(ln, node, logger))
+	return w
+}
+
+// track makes notices about conn count until the returned func is called.
+func (w *noticeWatcher) track(conn net.Conn) (untrack func()) {
+	local, err1 := netip.ParseAddrPort(conn.LocalAddr().String())
+	remote, err2 := netip.ParseAddrPort(conn.RemoteAddr().String())
+	if err1 != nil || err2 != nil {
+		return func() {}
+	}
+	w.mu.Lock()
+	w.conns[local.Port()] = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+	w.mu.Unlock()
+	return func() {
+		w.mu.Lock()
+		delete(w.conns, local.Port())
+		w.mu.Unlock()
+	}
+}
+
+func (w *noticeWatcher) serve(ln net.Listener) {
+	defer ln.Close()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			if err := w.handle(c); err != nil {
+				w.logger.Warn("check notice ignored", "addr", c.RemoteAddr().String(), "err", err)
+			}
+		}()
+	}
+}
+
+// handle reads one notice from c and acts on it if it may.
+func (w *noticeWatcher) handle(c net.Conn) error {
+	from, ok := sshmesh.PeerOf(c)
+	if !ok {
+		return errors.New("conn without a mesh peer")
+	}
+	n, err := checkpage.ReadNotice(c)
+	if err != nil {
+		return err
+	}
+	w.mu.Lock()
+	remote, tracked := w.conns[n.ConnPort]
+	w.mu.Unlock()
+	if !tracked {
+		return fmt.Errorf("no conn from port %d", n.ConnPort)
+	}
+	if owner, ok := w.node.PeerForAddr(remote.Addr()); !ok || owner != from.Key {
+		return fmt.Errorf("sent by %s, not by %s, the peer of the conn it names", from.Key.Short(), remote.Addr())
+	}
+	if err := n.Validate(remote.Addr(), n.ConnPort); err != nil {
+		return err
+	}
+	w.mu.Lock()
+	seen := w.opened[n.URL]
+	w.opened[n.URL] = true
+	w.mu.Unlock()
+	if seen {
+		return nil
+	}
+	fmt.Fprintf(w.say, "sshmesh: opening the approval page in your browser\n")
+	if err := w.open(n.URL); err != nil {
+		fmt.Fprintf(w.say, "sshmesh: could not open a browser (%v); open the URL above yourself\n", err)
+	}
+	return nil
+}
+
+// openBrowser opens url with $BROWSER (a colon-separated list of commands;
+// %s in one stands for the URL, else it is the last argument), else with
+// xdg-open (open on macOS). The browser gets no stdio of ours: nc's stdout
+// is the SSH stream.
+func openBrowser(url string) error {
+	var cands [][]string
+	if b := os.Getenv("BROWSER"); b != "" {
+		for _, c := range strings.Split(b, ":") {
+			f := strings.Fields(c)
+			if len(f) == 0 {
+				continue
+			}
+			subst := false
+			for i := range f {
+				if strings.Contains(f[i], "%s") {
+					f[i] = strings.ReplaceAll(f[i], "%s", url)
+					subst = true
+				}
+			}
+			if !subst {
+				f = append(f, url)
+			}
+			cands = append(cands, f)
+		}
+	} else if runtime.GOOS == "darwin" {
+		cands = [][]string{{"open", url}}
+	} else {
+		cands = [][]string{{"xdg-open", url}}
+	}
+	var err error
+	for _, c := range cands {
+		cmd := exec.Command(c[0], c[1:]...)
+		if err = cmd.Start(); err == nil {
+			go cmd.Wait()
+			return nil
+		}
+	}
+	return err
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -17,6 +18,9 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sshmesh/sshmesh"
+	"github.com/sshmesh/sshmesh/checkpage"
+	"github.com/sshmesh/sshmesh/meshkey"
+	"github.com/sshmesh/sshmesh/netstack"
 	"github.com/sshmesh/sshmesh/policy"
 )
 
@@ -27,6 +31,8 @@ func cmdServe(ctx context.Context, args []string, io stdio) error {
 	stateDir := fs.String("state", defaultStateDir(), "`dir` for the host key and other state")
 	hostKeyPath := fs.String("hostkey", "", "host key `file` (OpenSSH format; made if missing; default STATE/ssh_host_ed25519_key)")
 	port := fs.Uint("port", 22, "SSH `port` on the mesh addresses")
+	checkPort := fs.Uint("check-port", checkpage.DefaultPort, "`port` of the check-mode approval page on the mesh addresses (0: no check mode, check rules refuse)")
+	checkTimeout := fs.Duration("check-timeout", sshmesh.DefaultCheckTimeout, "how long a login waits for its check approval")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -72,6 +78,18 @@ func cmdServe(ctx context.Context, args []string, io stdio) error {
 		return err
 	}
 	srv := &sshmesh.Server{Policy: pol, HostKeys: []ssh.Signer{hostKey}, Logger: logger}
+	if *checkPort > 65535 {
+		fs.Usage()
+		return errUsage
+	}
+	if *checkPort != 0 {
+		checker, err := serveCheckPage(node, pol, uint16(*checkPort), *checkTimeout, *stateDir, logger)
+		if err != nil {
+			return err
+		}
+		defer checker.Close()
+		srv.Checker = checker
+	}
 
 	addrs := node.Addresses()
 	fmt.Fprintf(io.out, "sshmesh: serving SSH as node %q on %s port %d\n", id.Name(), joinAddrs(addrs), *port)
@@ -108,6 +126,34 @@ func cmdServe(ctx context.Context, args []string, io stdio) error {
 // reloadable is a policy document that SIGHUP can replace.
 type reloadable struct {
 	doc atomic.Pointer[policy.Document]
+}
+
+// Node returns what the current document says about a node.
+func (r *reloadable) Node(k meshkey.Public) (policy.Identity, bool) {
+	return r.doc.Load().Node(k)
+}
+
+// serveCheckPage serves the built-in check approval page on the node's
+// mesh addresses; approvals persist in STATE/check-approvals.json.
+func serveCheckPage(node *netstack.Node, pol *reloadable, port uint16, timeout time.Duration, stateDir string, logger *slog.Logger) (*checkpage.Checker, error) {
+	ln, err := node.Listen("tcp", ":"+strconv.Itoa(int(port)))
+	if err != nil {
+		return nil, fmt.Errorf("--check-port %d: %w", port, err)
+	}
+	checker := &checkpage.Checker{
+		Identify:  pol.Node,
+		Port:      port,
+		Timeout:   timeout,
+		StateFile: filepath.Join(stateDir, "check-approvals.json"),
+		Dial:      node.Dial,
+		Logger:    logger,
+	}
+	go func() {
+		if err := checker.Serve(sshmesh.NewListener(ln, node, logger)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("check page stopped", "err", err)
+		}
+	}()
+	return checker, nil
 }
 
 func (r *reloadable) Evaluate(ctx context.Context, req policy.Request) (policy.Decision, error) {
