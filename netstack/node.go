@@ -20,7 +20,6 @@ import (
 	"github.com/sshmesh/sshmesh/meshkey"
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
-	wgnetstack "golang.zx2c4.com/wireguard/tun/netstack"
 )
 
 const (
@@ -43,8 +42,8 @@ type Node struct {
 	addrs  []netip.Addr
 	log    *slog.Logger
 	dev    *device.Device
-	tun    *gatedTUN
-	tnet   *wgnetstack.Net
+	tun    *linkDevice
+	tnet   *meshStack
 	port   uint16
 	closed chan struct{}
 
@@ -113,7 +112,7 @@ func New(cfg Config) (*Node, error) {
 		bind = conn.NewStdNetBind()
 	}
 
-	n.tun, n.tnet, err = newStack(addrs, mtu)
+	n.tun, n.tnet, err = newStack(addrs, stackOptions{mtu: mtu})
 	if err != nil {
 		return nil, fmt.Errorf("netstack: %w", err)
 	}

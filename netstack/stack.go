@@ -1,49 +1,149 @@
 package netstack
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"sync"
 
 	"golang.zx2c4.com/wireguard/tun"
-	wgnetstack "golang.zx2c4.com/wireguard/tun/netstack"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 )
 
-// This file is the one place that creates the in-process TCP/IP stack; a
-// faster link endpoint of our own can replace it here alone.
+// This file is the one place that creates the in-process TCP/IP stack.
 
-// newStack returns a TUN device backed by a gVisor stack holding addrs, and
-// the stack's socket API. The device reports no events, in particular not
-// the "up" the stock one sends at once: the caller configures the WireGuard
-// device fully and then brings it up itself. (Brought up before it is
-// configured, a device can send its first handshake unconfigured and lose
-// it; WireGuard retries only after 5 s.)
-func newStack(addrs []netip.Addr, mtu int) (dev *gatedTUN, tnet *wgnetstack.Net, err error) {
-	inner, tnet, err := wgnetstack.CreateNetTUN(addrs, nil, mtu)
-	if err != nil {
-		return nil, nil, fmt.Errorf("create gVisor stack: %w", err)
-	}
-	return &gatedTUN{Device: inner, events: make(chan tun.Event)}, tnet, nil
+const nicID = 1
+
+// stackOptions are the options newStack applies.
+type stackOptions struct {
+	mtu int
+	gro bool
 }
 
-// gatedTUN is a tun.Device that reports no events: it hides the "up" event
-// the stock netstack TUN sends at creation.
-type gatedTUN struct {
-	tun.Device
+// newStack returns a TUN device backed by a gVisor stack holding addrs, and
+// the stack. The device reports no events, in particular no "up": the
+// caller configures the WireGuard device fully and then brings it up
+// itself. (Brought up before it is configured, a device can send its first
+// handshake unconfigured and lose it; WireGuard retries only after 5 s.)
+func newStack(addrs []netip.Addr, o stackOptions) (*linkDevice, *meshStack, error) {
+	s := stack.New(stack.Options{
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
+		HandleLocal:        true,
+	})
+	fail := func(format string, args ...any) (*linkDevice, *meshStack, error) {
+		s.Close()
+		return nil, nil, fmt.Errorf(format, args...)
+	}
+	// Set explicitly, not left to gVisor's defaults: SACK and RACK loss
+	// detection (without RACK, a lost segment stalls a stream for an RTO;
+	// tailscale/tailscale#20893 saw uploads 5× slower), and receive buffer
+	// auto-tuning.
+	sack := tcpip.TCPSACKEnabled(true)
+	rack := tcpip.TCPRACKLossDetection
+	moderate := tcpip.TCPModerateReceiveBufferOption(true)
+	for _, opt := range []tcpip.SettableTransportProtocolOption{&sack, &rack, &moderate} {
+		if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, opt); err != nil {
+			return fail("set TCP option %T: %v", opt, err)
+		}
+	}
+	l := newLink(o.mtu, o.gro)
+	if err := s.CreateNIC(nicID, l); err != nil {
+		return fail("CreateNIC: %v", err)
+	}
+	var has4, has6 bool
+	for _, a := range addrs {
+		proto := ipv4.ProtocolNumber
+		if a.Is6() {
+			proto = ipv6.ProtocolNumber
+		}
+		pa := tcpip.ProtocolAddress{Protocol: proto, AddressWithPrefix: tcpip.AddrFromSlice(a.AsSlice()).WithPrefix()}
+		if err := s.AddProtocolAddress(nicID, pa, stack.AddressProperties{}); err != nil {
+			return fail("AddProtocolAddress(%v): %v", a, err)
+		}
+		has4, has6 = has4 || a.Is4(), has6 || a.Is6()
+	}
+	if has4 {
+		s.AddRoute(tcpip.Route{Destination: header.IPv4EmptySubnet, NIC: nicID})
+	}
+	if has6 {
+		s.AddRoute(tcpip.Route{Destination: header.IPv6EmptySubnet, NIC: nicID})
+	}
+	return &linkDevice{l: l, s: s, events: make(chan tun.Event)}, &meshStack{s: s}, nil
+}
+
+// linkDevice is the tun.Device side of a link. It reports no events.
+type linkDevice struct {
+	l         *link
+	s         *stack.Stack
 	events    chan tun.Event // never sent on; closed by Close
 	closeOnce sync.Once
 }
 
-// Events returns a channel that only closes, when the device closes.
-func (g *gatedTUN) Events() <-chan tun.Event { return g.events }
+func (d *linkDevice) File() *os.File           { return nil }
+func (d *linkDevice) Name() (string, error)    { return "sshmesh", nil }
+func (d *linkDevice) MTU() (int, error)        { return int(d.l.mtu), nil }
+func (d *linkDevice) Events() <-chan tun.Event { return d.events }
 
-// Close closes the stack and the event channel (ending the device's event
-// goroutine).
-func (g *gatedTUN) Close() error {
-	var err error
-	g.closeOnce.Do(func() {
-		close(g.events)
-		err = g.Device.Close()
+// BatchSize is the most packets one Read or Write moves; the device sizes
+// its batches as the larger of this and the bind's.
+func (d *linkDevice) BatchSize() int { return batchSize }
+
+func (d *linkDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	return d.l.Read(bufs, sizes, offset)
+}
+
+func (d *linkDevice) Write(bufs [][]byte, offset int) (int, error) {
+	return d.l.Write(bufs, offset)
+}
+
+// Close closes the stack, the link and the event channel (ending the
+// device's event goroutine).
+func (d *linkDevice) Close() error {
+	d.closeOnce.Do(func() {
+		close(d.events)
+		d.s.RemoveNIC(nicID)
+		d.s.Close()
+		d.l.Close()
 	})
-	return err
+	return nil
+}
+
+// meshStack is the socket side of the stack.
+type meshStack struct{ s *stack.Stack }
+
+func fullAddr(ap netip.AddrPort) (tcpip.FullAddress, tcpip.NetworkProtocolNumber) {
+	// The zero address (listen on all) needs an IPv6 endpoint: it takes
+	// both families.
+	proto := ipv6.ProtocolNumber
+	if ap.Addr().Is4() {
+		proto = ipv4.ProtocolNumber
+	}
+	var a tcpip.Address
+	if ap.Addr().IsValid() {
+		a = tcpip.AddrFromSlice(ap.Addr().AsSlice())
+	}
+	return tcpip.FullAddress{NIC: nicID, Addr: a, Port: ap.Port()}, proto
+}
+
+// ListenTCPAddrPort listens on ap; the zero address means all addresses
+// of both families.
+func (m *meshStack) ListenTCPAddrPort(ap netip.AddrPort) (*gonet.TCPListener, error) {
+	fa, proto := fullAddr(ap)
+	return gonet.ListenTCP(m.s, fa, proto)
+}
+
+// DialContextTCPAddrPort dials ap.
+func (m *meshStack) DialContextTCPAddrPort(ctx context.Context, ap netip.AddrPort) (*gonet.TCPConn, error) {
+	fa, proto := fullAddr(ap)
+	return gonet.DialContextTCP(ctx, m.s, fa, proto)
 }

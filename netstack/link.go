@@ -1,0 +1,263 @@
+package netstack
+
+import (
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"golang.zx2c4.com/wireguard/tun"
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// link is both ends of the wire between the gVisor stack and the WireGuard
+// device: a gVisor link endpoint (the stack writes packets to it) and a
+// tun.Device (the device reads those packets and writes decrypted ones).
+//
+// Outbound, gVisor hands over TCP segments of up to 64 KiB (host GSO); Read
+// cuts them into MTU-sized packets with valid checksums straight into the
+// device's buffers, as many as a batch holds. Inbound, Write delivers a
+// batch of packets (all from one peer: the device calls Write per peer) to
+// the stack, optionally coalescing TCP segments of a flow first (GRO).
+type link struct {
+	mtu uint32
+	gro bool // coalesce inbound TCP segments; see Config.GRO
+
+	dispatcher atomic.Pointer[dispatcherBox]
+
+	mu     sync.Mutex
+	queue  []*stack.PacketBuffer // outbound packets, oldest first
+	head   int                   // queue[head:] are waiting
+	closed bool
+	ready  chan struct{} // signalled (cap 1) when queue gains packets
+	done   chan struct{} // closed by Close
+
+	// The reader's state; only the device's one TUN reader touches it.
+	cur     *stack.PacketBuffer // a GSO packet partly handed out
+	curPkt  []byte              // cur flattened (in scratch)
+	curNext int                 // index of cur's next segment
+	scratch []byte
+
+	closeOnce sync.Once
+
+	dropped atomic.Uint64 // outbound packets dropped on a full queue
+}
+
+type dispatcherBox struct{ d stack.NetworkDispatcher }
+
+// queueLimit bounds the outbound queue, in packets (a GSO packet counts
+// once). TCP's window keeps it far below this in practice.
+const queueLimit = 1024
+
+// gsoMaxSize is the largest TCP segment gVisor hands the link.
+const gsoMaxSize = stack.GVisorGSOMaxSize
+
+var (
+	_ stack.LinkEndpoint = (*link)(nil)
+	_ stack.GSOEndpoint  = (*link)(nil)
+	_ tun.Device         = (*linkDevice)(nil)
+)
+
+func newLink(mtu int, gro bool) *link {
+	return &link{
+		mtu:     uint32(mtu),
+		gro:     gro,
+		ready:   make(chan struct{}, 1),
+		done:    make(chan struct{}),
+		scratch: make([]byte, gsoMaxSize+header.IPv6MinimumSize),
+	}
+}
+
+// --- stack.LinkEndpoint ---
+
+func (l *link) MTU() uint32                             { return l.mtu }
+func (l *link) SetMTU(uint32)                           {}
+func (l *link) MaxHeaderLength() uint16                 { return 0 }
+func (l *link) LinkAddress() tcpip.LinkAddress          { return "" }
+func (l *link) SetLinkAddress(tcpip.LinkAddress)        {}
+func (l *link) Wait()                                   {}
+func (l *link) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareNone }
+func (l *link) AddHeader(*stack.PacketBuffer)           {}
+func (l *link) ParseHeader(*stack.PacketBuffer) bool    { return true }
+func (l *link) SetOnCloseAction(func())                 {}
+
+// Capabilities: received packets need no checksum check. WireGuard's AEAD
+// has authenticated every byte a peer sent, exactly as the kernel's
+// WireGuard marks decrypted packets CHECKSUM_UNNECESSARY. Outbound
+// checksums are always computed (by gVisor, or by Read for GSO segments):
+// the far end may be a kernel peer that trusts them.
+func (l *link) Capabilities() stack.LinkEndpointCapabilities {
+	return stack.CapabilityRXChecksumOffload
+}
+
+// GSOMaxSize and SupportedGSO make gVisor's TCP hand over large segments
+// with a partial (pseudo-header) checksum, which Read completes per packet.
+func (l *link) GSOMaxSize() uint32               { return gsoMaxSize }
+func (l *link) SupportedGSO() stack.SupportedGSO { return stack.HostGSOSupported }
+
+func (l *link) Attach(d stack.NetworkDispatcher) {
+	if d == nil {
+		l.dispatcher.Store(nil)
+		return
+	}
+	l.dispatcher.Store(&dispatcherBox{d})
+}
+
+func (l *link) IsAttached() bool { return l.dispatcher.Load() != nil }
+
+// WritePackets queues outbound packets for the device's reader. On a full
+// queue the rest are dropped, like a full NIC ring; TCP retransmits.
+func (l *link) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return 0, &tcpip.ErrClosedForSend{}
+	}
+	n := 0
+	for _, pkt := range pkts.AsSlice() {
+		if len(l.queue)-l.head >= queueLimit {
+			l.dropped.Add(uint64(pkts.Len() - n))
+			break
+		}
+		l.queue = append(l.queue, pkt.IncRef())
+		n++
+	}
+	l.mu.Unlock()
+	select {
+	case l.ready <- struct{}{}:
+	default:
+	}
+	return n, nil
+}
+
+// pop returns the oldest queued packet, waiting for one when wait is set.
+// It returns nil when the queue is empty (and !wait) or the link closed.
+func (l *link) pop(wait bool) *stack.PacketBuffer {
+	for {
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			return nil
+		}
+		if l.head < len(l.queue) {
+			pkt := l.queue[l.head]
+			l.queue[l.head] = nil
+			l.head++
+			if l.head == len(l.queue) {
+				l.queue, l.head = l.queue[:0], 0
+			}
+			l.mu.Unlock()
+			return pkt
+		}
+		l.mu.Unlock()
+		if !wait {
+			return nil
+		}
+		select {
+		case <-l.ready:
+		case <-l.done:
+		}
+	}
+}
+
+// Read hands the device as many outbound packets as bufs holds, waiting
+// for the first. GSO segments are cut into packets of at most the MTU.
+func (l *link) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	n := 0
+	if l.cur == nil {
+		pkt := l.pop(true)
+		if pkt == nil {
+			return 0, os.ErrClosed
+		}
+		l.start(pkt)
+	}
+	for n < len(bufs) {
+		if l.cur == nil {
+			pkt := l.pop(false)
+			if pkt == nil {
+				break
+			}
+			l.start(pkt)
+		}
+		k, next := gsoSplit(l.curPkt, l.cur.GSOOptions, l.curNext, bufs[n:], sizes[n:], offset)
+		n += k
+		if next < 0 {
+			l.cur.DecRef()
+			l.cur, l.curPkt, l.curNext = nil, nil, 0
+			continue
+		}
+		l.curNext = next
+		break // bufs are full
+	}
+	return n, nil
+}
+
+// start makes pkt the packet being handed out, flattened into scratch.
+func (l *link) start(pkt *stack.PacketBuffer) {
+	vl, off := pkt.AsViewList()
+	b := l.scratch[:0]
+	for v := vl.Front(); v != nil; v = v.Next() {
+		s := v.AsSlice()
+		if off >= len(s) {
+			off -= len(s)
+			continue
+		}
+		b = append(b, s[off:]...)
+		off = 0
+	}
+	l.cur, l.curPkt, l.curNext = pkt, b, 0
+}
+
+// Write delivers decrypted packets to the stack. The device calls it with
+// one peer's packets at a time.
+func (l *link) Write(bufs [][]byte, offset int) (int, error) {
+	box := l.dispatcher.Load()
+	if box == nil {
+		return len(bufs), nil
+	}
+	for _, b := range bufs {
+		if err := deliver(box.d, b[offset:]); err != nil {
+			return 0, err
+		}
+	}
+	return len(bufs), nil
+}
+
+// deliver hands one IP packet to the stack (which copies it).
+func deliver(d stack.NetworkDispatcher, p []byte) error {
+	if len(p) == 0 {
+		return nil
+	}
+	var proto tcpip.NetworkProtocolNumber
+	switch p[0] >> 4 {
+	case 4:
+		proto = header.IPv4ProtocolNumber
+	case 6:
+		proto = header.IPv6ProtocolNumber
+	default:
+		return syscall.EAFNOSUPPORT
+	}
+	pkb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(p)})
+	d.DeliverNetworkPacket(proto, pkb)
+	pkb.DecRef()
+	return nil
+}
+
+// Close stops the link: the device's Read returns os.ErrClosed and queued
+// packets are released.
+func (l *link) Close() {
+	l.closeOnce.Do(func() {
+		l.mu.Lock()
+		l.closed = true
+		q := l.queue[l.head:]
+		l.queue, l.head = nil, 0
+		l.mu.Unlock()
+		for _, pkt := range q {
+			pkt.DecRef()
+		}
+		close(l.done)
+	})
+}
