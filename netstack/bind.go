@@ -67,6 +67,7 @@ func (b *addrBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	if err != nil {
 		return nil, 0, err
 	}
+	setSocketBuffers(udp)
 	var pc batchConn
 	if b.addr.Is4() {
 		pc = ipv4.NewPacketConn(udp)
@@ -77,6 +78,12 @@ func (b *addrBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	actual := udp.LocalAddr().(*net.UDPAddr).AddrPort().Port()
 	return []conn.ReceiveFunc{b.receiveFunc(pc)}, actual, nil
 }
+
+// socketBufferSize is the UDP socket's send and receive buffer size, as in
+// wireguard-go's own bind: at the default (208 KiB) a burst of batches from
+// an in-process peer overflows the receive buffer and the kernel drops
+// datagrams, which TCP inside the tunnel sees as loss.
+const socketBufferSize = 7 << 20
 
 // v6Batch adapts ipv6.PacketConn to batchConn; the message types are the
 // same type under two names.
