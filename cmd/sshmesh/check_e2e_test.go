@@ -1,0 +1,379 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/sshmesh/sshmesh/sshmeshtest"
+)
+
+// Check mode end to end: `sshmesh serve` with a check rule, the stock ssh
+// client through `sshmesh nc`, and headless Chromium reaching the approval
+// page through `sshmesh proxy`.
+
+var checkURLRE = regexp.MustCompile(`Approve this login at (http://100\.64\.0\.1/check/[A-Za-z0-9_-]{22}) \(waiting up to 2m\)`)
+
+// checkWorld is a mesh of a server, a laptop (the caller), alice's browser
+// node (same owner as the laptop) and bob's browser node, with `sshmesh
+// serve` running on the server.
+type checkWorld struct {
+	dir, laptopConf, laptop2Conf, aliceConf, bobConf string
+	serveLog                                         *syncBuffer
+}
+
+func startCheckWorld(t *testing.T, timeout string) *checkWorld {
+	t.Helper()
+	sshmeshtest.NeedBinary(t, "ssh", "openssh-client")
+	m := sshmeshtest.NewMesh(t, 5)
+	for _, n := range m.Nodes {
+		n.Node.Close() // the processes below run these nodes
+	}
+	srvN, laptop, alice, bob, laptop2 := m.Nodes[0], m.Nodes[1], m.Nodes[2], m.Nodes[3], m.Nodes[4]
+	dir := t.TempDir()
+	w := &checkWorld{dir: dir,
+		laptopConf:  writeWGConf(t, dir, "laptop.conf", laptop),
+		laptop2Conf: writeWGConf(t, dir, "laptop2.conf", laptop2),
+		aliceConf:   writeWGConf(t, dir, "alice.conf", alice),
+		bobConf:     writeWGConf(t, dir, "bob.conf", bob),
+		serveLog:    &syncBuffer{},
+	}
+	pol := fmt.Sprintf(`{
+  "nodes": {
+    "srv": {"key": %q, "tags": ["tag:server"]},
+    "laptop": {"key": %q, "owner": "alice@example.com"},
+    "alice-web": {"key": %q, "owner": "alice@example.com"},
+    "bob-web": {"key": %q, "owner": "bob@example.com"},
+    "laptop2": {"key": %q, "owner": "carol@example.com"},
+  },
+  "tagOwners": {"tag:server": ["alice@example.com"]},
+  "ssh": [
+    {"action": "check", "src": ["laptop", "laptop2"], "dst": ["tag:server"], "users": ["root", "nobody"], "checkPeriod": "1h"},
+  ],
+}`, srvN.Key.Public(), laptop.Key.Public(), alice.Key.Public(), bob.Key.Public(), laptop2.Key.Public())
+	polPath := filepath.Join(dir, "policy.hujson")
+	if err := os.WriteFile(polPath, []byte(pol), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	serveConf := writeWGConf(t, dir, "server.conf", srvN)
+	cmd := exec.Command(binPath, "serve", "--wg", serveConf, "--policy", polPath, "--state", filepath.Join(dir, "state"),
+		"--check-timeout", timeout)
+	cmd.Stdout, cmd.Stderr = w.serveLog, w.serveLog
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("serve log:\n%s", w.serveLog.String())
+		}
+	})
+	w.serveLog.waitFor(t, "serving SSH")
+	return w
+}
+
+// checkSSH is a stock ssh client running in the background.
+type checkSSH struct {
+	cmd            *exec.Cmd
+	stdout, stderr syncBuffer
+	done           chan struct{}
+	code           int
+}
+
+// startCheckSSH runs ssh through `sshmesh nc --wg conf ncFlags...` with env
+// added to the environment.
+func startCheckSSH(t *testing.T, conf string, env []string, ncFlags string, args ...string) *checkSSH {
+	t.Helper()
+	ssh := sshmeshtest.NeedBinary(t, "ssh", "openssh-client")
+	all := append([]string{"-F", "/dev/null", "-o", "ProxyCommand=" + binPath + " nc --wg " + conf + " " + ncFlags + " %h %p",
+		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+		"-o", "BatchMode=yes", "-o", "ConnectTimeout=20", "-o", "IdentityAgent=none"}, args...)
+	s := &checkSSH{cmd: exec.Command(ssh, all...), done: make(chan struct{})}
+	s.cmd.Stdout, s.cmd.Stderr = &s.stdout, &s.stderr
+	s.cmd.Env = append(os.Environ(), env...)
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		err := s.cmd.Wait()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			s.code = ee.ExitCode()
+		} else if err != nil {
+			s.code = -1
+		}
+		close(s.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-s.done:
+		default:
+			s.cmd.Process.Kill()
+			<-s.done
+		}
+	})
+	return s
+}
+
+// url waits for the check URL on ssh's stderr.
+func (s *checkSSH) url(t *testing.T) string {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if m := checkURLRE.FindStringSubmatch(s.stderr.String()); m != nil {
+			return m[1]
+		}
+		select {
+		case <-s.done:
+			t.Fatalf("ssh exited %d without a check URL; stderr:\n%s", s.code, s.stderr.String())
+		default:
+		}
+	}
+	t.Fatalf("no check URL on ssh's stderr within 30 s:\n%s", s.stderr.String())
+	return ""
+}
+
+// wait waits for ssh to exit and returns its exit code.
+func (s *checkSSH) wait(t *testing.T) int {
+	t.Helper()
+	select {
+	case <-s.done:
+		return s.code
+	case <-time.After(60 * time.Second):
+		t.Fatalf("ssh still running after 60 s; stderr:\n%s", s.stderr.String())
+	}
+	return 0
+}
+
+func (s *checkSSH) running(d time.Duration) bool {
+	select {
+	case <-s.done:
+		return false
+	case <-time.After(d):
+		return true
+	}
+}
+
+// startCheckProxy runs `sshmesh proxy` for the node in conf and returns its
+// SOCKS5 address.
+func startCheckProxy(t *testing.T, conf string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	var log syncBuffer
+	cmd := exec.Command(binPath, "proxy", "--wg", conf, "--socks5", addr, "--no-browser")
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("proxy %s log:\n%s", filepath.Base(conf), log.String())
+		}
+	})
+	log.waitFor(t, "SOCKS5 proxy on")
+	return addr
+}
+
+// startCheckChromium starts headless Chromium whose traffic goes through the
+// SOCKS5 proxy at socks, and returns a chromedp context for it.
+func startCheckChromium(t *testing.T, socks string) context.Context {
+	t.Helper()
+	path := sshmeshtest.NeedBinary(t, "chromium", "chromium")
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(path),
+		chromedp.NoSandbox, // root
+		chromedp.Headless,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.Env("TMPDIR=" + t.TempDir()), // its scratch dirs go away with the test
+		chromedp.ProxyServer("socks5://" + socks),
+	}
+	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelC := chromedp.NewContext(actx)
+	t.Cleanup(func() {
+		cancelC()
+		cancelA()
+	})
+	// Start the browser now, so its start-up is not in a step's timeout.
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return ctx
+}
+
+// visit opens u in the browser and returns the HTTP status.
+func chromeVisit(t *testing.T, bctx context.Context, u string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(bctx, 30*time.Second)
+	defer cancel()
+	resp, err := chromedp.Run(ctx, chromedp.NavigateResponse(u))
+	if err != nil {
+		t.Fatalf("navigate %s: %v", u, err)
+	}
+	return int(resp.Status)
+}
+
+// text returns the text of the element sel on the current page.
+func chromeText(t *testing.T, bctx context.Context, sel string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(bctx, 10*time.Second)
+	defer cancel()
+	s, err := chromedp.Run(ctx, chromedp.Text("#"+sel))
+	if err != nil {
+		t.Fatalf("text of %s: %v", sel, err)
+	}
+	return strings.TrimSpace(s)
+}
+
+// click clicks the button sel and waits for the result page's title.
+func chromeClick(t *testing.T, bctx context.Context, sel string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(bctx, 20*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, chromedp.Click("#"+sel), chromedp.WaitNotPresent("#approve")); err != nil {
+		t.Fatalf("click %s: %v", sel, err)
+	}
+	return chromeText(t, bctx, "title")
+}
+
+func TestCheckInBrowser(t *testing.T) {
+	sshmeshtest.NeedRoot(t) // logs in as root and nobody
+	sshmeshtest.NeedBinary(t, "chromium", "chromium")
+	w := startCheckWorld(t, "2m")
+	aliceBrowser := startCheckChromium(t, startCheckProxy(t, w.aliceConf))
+	bobBrowser := startCheckChromium(t, startCheckProxy(t, w.bobConf))
+
+	// A check: the URL on stderr, bob's browser refused, alice approves.
+	s := startCheckSSH(t, w.laptopConf, nil, "--no-browser", "root@100.64.0.1", "echo checked-in; exit 7")
+	u := s.url(t)
+	if code := chromeVisit(t, bobBrowser, u); code != 403 {
+		t.Errorf("bob's browser got %d, want 403", code)
+	}
+	if title := chromeText(t, bobBrowser, "title"); title != "Forbidden" {
+		t.Errorf("bob's browser shows %q, want Forbidden", title)
+	}
+	if !s.running(500 * time.Millisecond) {
+		t.Fatalf("ssh ended after bob's visit: exit %d\n%s", s.code, s.stderr.String())
+	}
+	if code := chromeVisit(t, aliceBrowser, u); code != 200 {
+		t.Fatalf("alice's browser got %d", code)
+	}
+	for sel, want := range map[string]string{"caller": "laptop", "owner": "alice@example.com", "local-user": "root", "rule": "ssh[0]"} {
+		if got := chromeText(t, aliceBrowser, sel); !strings.Contains(got, want) {
+			t.Errorf("#%s shows %q, want %q", sel, got, want)
+		}
+	}
+	if title := chromeClick(t, aliceBrowser, "approve"); title != "Approved" {
+		t.Errorf("after Approve the page says %q", title)
+	}
+	if code := s.wait(t); code != 7 || s.stdout.String() != "checked-in\n" {
+		t.Errorf("approved ssh: exit %d, stdout %q, stderr:\n%s", code, s.stdout.String(), s.stderr.String())
+	}
+
+	// Within checkPeriod: no banner, straight through.
+	s = startCheckSSH(t, w.laptopConf, nil, "--no-browser", "root@100.64.0.1", "exit 3")
+	if code := s.wait(t); code != 3 || strings.Contains(s.stderr.String(), "Approve") {
+		t.Errorf("second login: exit %d, stderr %q; want 3 and no banner", code, s.stderr.String())
+	}
+
+	// Deny: the message, and exit 255.
+	s = startCheckSSH(t, w.laptopConf, nil, "--no-browser", "nobody@100.64.0.1", "true")
+	u2 := s.url(t)
+	if u2 == u {
+		t.Error("the token was reused")
+	}
+	if code := chromeVisit(t, aliceBrowser, u2); code != 200 {
+		t.Fatalf("alice's browser got %d", code)
+	}
+	if got := chromeText(t, aliceBrowser, "local-user"); got != "nobody" {
+		t.Errorf("#local-user shows %q", got)
+	}
+	if title := chromeClick(t, aliceBrowser, "deny"); title != "Denied" {
+		t.Errorf("after Deny the page says %q", title)
+	}
+	if code := s.wait(t); code != 255 || !strings.Contains(s.stderr.String(), "login denied at the approval page") {
+		t.Errorf("denied ssh: exit %d, stderr:\n%s", code, s.stderr.String())
+	}
+	// The used token is gone.
+	if code := chromeVisit(t, aliceBrowser, u); code != 404 {
+		t.Errorf("used token: %d, want 404", code)
+	}
+}
+
+// TestCheckOpensBrowser: nc opens the banner's URL with $BROWSER, once, and
+// only its own conn's; a check that times out ends ssh with 255.
+func TestCheckOpensBrowser(t *testing.T) {
+	sshmeshtest.NeedRoot(t)
+	w := startCheckWorld(t, "2m")
+	script := filepath.Join(w.dir, "browser.sh")
+	os.WriteFile(script, []byte("#!/bin/sh\necho \"$1\" >> \"$OPENED\"\n"), 0o755)
+	opened1, opened2 := filepath.Join(w.dir, "opened1"), filepath.Join(w.dir, "opened2")
+
+	s1 := startCheckSSH(t, w.laptopConf, []string{"BROWSER=" + script, "OPENED=" + opened1}, "", "root@100.64.0.1", "true")
+	s2 := startCheckSSH(t, w.laptop2Conf, []string{"BROWSER=" + script, "OPENED=" + opened2}, "", "root@100.64.0.1", "true")
+	u1, u2 := s1.url(t), s2.url(t)
+	if u1 == u2 {
+		t.Fatal("two callers share a check")
+	}
+	for _, c := range []struct{ file, url string }{{opened1, u1}, {opened2, u2}} {
+		var got string
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			b, _ := os.ReadFile(c.file)
+			if got = string(b); got != "" {
+				break
+			}
+		}
+		time.Sleep(500 * time.Millisecond) // a second open would land by now
+		b, _ := os.ReadFile(c.file)
+		if got = string(b); got != c.url+"\n" {
+			t.Errorf("%s: the browser got %q, want %q once", filepath.Base(c.file), got, c.url)
+		}
+	}
+	if !strings.Contains(s1.stderr.String(), "opening the approval page in your browser") {
+		t.Errorf("nc did not say it opens the browser:\n%s", s1.stderr.String())
+	}
+}
+
+func TestCheckTimeout(t *testing.T) {
+	sshmeshtest.NeedRoot(t)
+	w := startCheckWorld(t, "2s")
+	s := startCheckSSH(t, w.laptopConf, nil, "--no-browser", "root@100.64.0.1", "true")
+	if !strings.Contains(s.stderr.String()+waitCheckStderr(s, "waiting up to"), "waiting up to 2s") {
+		t.Errorf("banner:\n%s", s.stderr.String())
+	}
+	if code := s.wait(t); code != 255 || !strings.Contains(s.stderr.String(), "not approved within 2s") {
+		t.Errorf("timed-out ssh: exit %d, stderr:\n%s", code, s.stderr.String())
+	}
+}
+
+// waitCheckStderr waits up to 20 s for sub on s's stderr and returns stderr.
+func waitCheckStderr(s *checkSSH, sub string) string {
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if strings.Contains(s.stderr.String(), sub) {
+			break
+		}
+	}
+	return s.stderr.String()
+}
