@@ -21,6 +21,7 @@ import (
 	"github.com/sshmesh/sshmesh/checkpage"
 	"github.com/sshmesh/sshmesh/meshkey"
 	"github.com/sshmesh/sshmesh/policy"
+	"github.com/sshmesh/sshmesh/sshmeshtest"
 )
 
 // These tests run the Server and the page over loopback TCP, with a fixed
@@ -337,3 +338,14 @@ func decide(t *testing.T, from netip.Addr, u, decision, csrf string) (int, strin
 }
 
 func (w *world) String() string { return fmt.Sprintf("world(%s)", w.sshAddr) }
+
+// httpVia is an HTTP client whose conns leave from a mesh node.
+func httpVia(n *sshmeshtest.Node) *http.Client {
+	return &http.Client{Transport: &http.Transport{DialContext: n.Dial, DisableKeepAlives: true}, Timeout: 20 * time.Second}
+}
+
+func readAll(resp *http.Response) string {
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
