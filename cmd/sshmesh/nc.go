@@ -10,10 +10,12 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"os/signal"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/sshmesh/sshmesh"
@@ -54,7 +56,11 @@ func cmdNC(ctx context.Context, args []string, io stdio) error {
 	if notices != nil {
 		defer notices.track(conn)()
 	}
-	return pipe(ctx, conn, io.in, io.out)
+	// ssh sends its ProxyCommand SIGHUP when it is done: end the conn
+	// properly then, so the server learns at once that the client left.
+	hctx, stop := signal.NotifyContext(ctx, syscall.SIGHUP)
+	defer stop()
+	return pipe(hctx, conn, io.in, io.out)
 }
 
 // pipe copies in → conn and conn → out until conn's side ends (or ctx). EOF
@@ -81,6 +87,15 @@ func pipe(ctx context.Context, conn net.Conn, in io.Reader, out io.Writer) error
 		}
 		return err
 	case <-ctx.Done():
+		// Send our FIN and give the far side a moment to answer with its
+		// own, so the conn ends cleanly before the node goes away.
+		if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
+		select {
+		case <-done:
+		case <-time.After(time.Second):
+		}
 		return nil
 	}
 }
