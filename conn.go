@@ -18,11 +18,12 @@ import (
 
 // serverConn is one SSH conn: from the handshake to the last session.
 type serverConn struct {
-	srv     *Server
-	nc      net.Conn
-	peer    Peer
-	id      string // ties the conn's audit events together
-	startup bool   // holds a MaxStartups slot; guarded by srv.mu
+	srv      *Server
+	nc       net.Conn
+	peer     Peer
+	id       string // ties the conn's audit events together
+	startup  bool   // holds a MaxStartups slot; guarded by srv.mu
+	connSlot bool   // holds a MaxConnsPerPeer slot; guarded by srv.mu
 
 	preAuth  ssh.ServerPreAuthConn
 	request  policy.Request  // the login request that was decided
@@ -313,6 +314,10 @@ func (c *serverConn) authNone(meta ssh.ConnMetadata) (*ssh.Permissions, error) {
 	default:
 		log.Info("auth decision", attrs...)
 	}
+	if !s.reserveConn(c) {
+		log.Warn("login refused: too many conns from this peer (MaxConnsPerPeer)", attrs...)
+		return nil, refuse("too many connections from this node")
+	}
 	if d.Caller.Key.IsZero() {
 		d.Caller.Key = c.peer.Key
 	}
@@ -328,9 +333,18 @@ func refuse(msg string) error {
 	return &ssh.BannerError{Err: errors.New("refused by policy"), Message: "sshmesh: " + msg + "\r\n"}
 }
 
-// acceptEnv reports whether the client may set name for this conn's rule.
+// Bounds on what a client may put in the environment.
+const (
+	maxEnvVars  = 64       // per session
+	maxEnvValue = 32 << 10 // bytes per value
+)
+
+// acceptEnv reports whether the client may set name=value for this conn's
+// rule: the rule's acceptEnv allows the name (and policy.EnvAllowed never
+// allows loader variables), and name and value are sane.
 func (c *serverConn) acceptEnv(name, value string) bool {
-	if strings.ContainsRune(value, 0) || strings.ContainsAny(name, "=\x00") || name == "" {
+	if name == "" || len(name) > 256 || strings.ContainsAny(name, "=\x00\n") ||
+		len(value) > maxEnvValue || strings.ContainsRune(value, 0) {
 		return false
 	}
 	return policy.EnvAllowed(c.decision.AcceptEnv, name)

@@ -253,7 +253,7 @@ func (s *Session) handleRequests(reqs <-chan *ssh.Request, h Handler, done chan<
 			}
 		case "env":
 			var kv struct{ Name, Value string }
-			if !started && ssh.Unmarshal(req.Payload, &kv) == nil {
+			if !started && len(s.env) < maxEnvVars && ssh.Unmarshal(req.Payload, &kv) == nil {
 				ok = s.conn.acceptEnv(kv.Name, kv.Value)
 				if ok {
 					s.env = append(s.env, kv.Name+"="+kv.Value)

@@ -55,6 +55,11 @@ type Server struct {
 	// 0 means 10.
 	MaxSessions int
 
+	// MaxConnsPerPeer caps the authenticated conns of one peer; a login
+	// beyond it is refused with a message. 0 means 100; negative means no
+	// limit.
+	MaxConnsPerPeer int
+
 	// IdleTimeout closes a conn whose sessions moved no data for this long.
 	// 0 means never.
 	IdleTimeout time.Duration
@@ -99,7 +104,8 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	conns     map[*serverConn]struct{}
 	startups  int
-	perPeer   map[[32]byte]int
+	perPeer   map[[32]byte]int // unauthenticated conns per peer
+	authed    map[[32]byte]int // authenticated conns per peer
 	closed    bool
 	done      chan struct{} // closed when the last conn ends after Shutdown
 	sessions  sync.WaitGroup
@@ -220,10 +226,35 @@ func (s *Server) releaseStartup(c *serverConn) {
 	}
 }
 
+// reserveConn takes one of the peer's MaxConnsPerPeer slots for c, or
+// reports that the peer has none left.
+func (s *Server) reserveConn(c *serverConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c.connSlot {
+		return true
+	}
+	if max := intOr(s.MaxConnsPerPeer, 100); max > 0 && s.authed[c.peer.Key] >= max {
+		return false
+	}
+	if s.authed == nil {
+		s.authed = make(map[[32]byte]int)
+	}
+	s.authed[c.peer.Key]++
+	c.connSlot = true
+	return true
+}
+
 func (s *Server) forget(c *serverConn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.releaseStartup(c)
+	if c.connSlot {
+		c.connSlot = false
+		if s.authed[c.peer.Key]--; s.authed[c.peer.Key] <= 0 {
+			delete(s.authed, c.peer.Key)
+		}
+	}
 	delete(s.conns, c)
 	if s.closed && len(s.conns) == 0 && s.done != nil {
 		close(s.done)

@@ -1,0 +1,328 @@
+package sshmesh_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/sshmesh/sshmesh"
+	"github.com/sshmesh/sshmesh/meshkey"
+	"github.com/sshmesh/sshmesh/policy"
+)
+
+// TestAlgorithmsPinned pins what the server offers: a change to these
+// lists must be deliberate (see SECURITY.md).
+func TestAlgorithmsPinned(t *testing.T) {
+	want := &sshmesh.Algorithms{
+		KeyExchanges: []string{"mlkem768x25519-sha256", "curve25519-sha256", "diffie-hellman-group16-sha512"},
+		Ciphers:      []string{"chacha20-poly1305@openssh.com", "aes256-gcm@openssh.com", "aes128-gcm@openssh.com", "aes256-ctr", "aes192-ctr", "aes128-ctr"},
+		MACs:         []string{"hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com", "hmac-sha2-256", "hmac-sha2-512"},
+	}
+	if diff := cmp.Diff(want, sshmesh.DefaultAlgorithms()); diff != "" {
+		t.Errorf("DefaultAlgorithms (-want +got):\n%s", diff)
+	}
+}
+
+// TestAlgorithmsNegotiated: what audits flag is refused, what the clients
+// people use need is accepted.
+func TestAlgorithmsNegotiated(t *testing.T) {
+	ts := startServer(t, &sshmesh.Server{Handler: sshmesh.HandlerFunc(func(*sshmesh.Session) {})})
+	for _, tc := range []struct {
+		name   string
+		cfg    ssh.Config
+		hostKA []string
+		ok     bool
+	}{
+		{"mlkem", ssh.Config{KeyExchanges: []string{"mlkem768x25519-sha256"}}, nil, true},
+		{"curve25519", ssh.Config{KeyExchanges: []string{"curve25519-sha256"}}, nil, true},
+		{"paramiko 2.x: aes-ctr with hmac-sha2", ssh.Config{Ciphers: []string{"aes128-ctr"}, MACs: []string{"hmac-sha2-256"}}, nil, true},
+		{"NIST ECDH", ssh.Config{KeyExchanges: []string{"ecdh-sha2-nistp256", "ecdh-sha2-nistp384", "ecdh-sha2-nistp521"}}, nil, false},
+		{"SHA-1 kex", ssh.Config{KeyExchanges: []string{"diffie-hellman-group14-sha1", "diffie-hellman-group1-sha1"}}, nil, false},
+		{"SHA-1 MAC", ssh.Config{Ciphers: []string{"aes128-ctr"}, MACs: []string{"hmac-sha1", "hmac-sha1-96"}}, nil, false},
+		{"CBC", ssh.Config{Ciphers: []string{"aes128-cbc", "3des-cbc"}}, nil, false},
+		{"RSA host key", ssh.Config{}, []string{"rsa-sha2-256", "ssh-rsa"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			nc, err := net.Dial("tcp", ts.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			cfg := &ssh.ClientConfig{Config: tc.cfg, User: "ann", HostKeyCallback: ssh.InsecureIgnoreHostKey(), HostKeyAlgorithms: tc.hostKA}
+			c, _, _, err := ssh.NewClientConn(nc, ts.addr, cfg)
+			if (err == nil) != tc.ok {
+				t.Errorf("handshake error %v, want ok=%v", err, tc.ok)
+			}
+			if c != nil {
+				c.Close()
+			}
+		})
+	}
+}
+
+// TestPreAuthFlood: 1,000 conns that open TCP and stall and 200 that stall
+// mid-handshake, all from one peer, do not stop another peer's login from
+// completing within 2 s; the flooding peer is capped.
+func TestPreAuthFlood(t *testing.T) {
+	ts := startServer(t, &sshmesh.Server{LoginGraceTime: 20 * time.Second, Handler: sshmesh.HandlerFunc(func(*sshmesh.Session) {})})
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := 0; i < 1000; i++ {
+		nc, err := net.Dial("tcp", ts.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, nc)
+	}
+	for i := 0; i < 200; i++ {
+		nc, err := net.Dial("tcp", ts.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(nc, "SSH-2.0-stall\r\n") // then nothing: stuck in key exchange
+		conns = append(conns, nc)
+	}
+	start := time.Now()
+	c, err := ts.dialFrom(t, client2Addr, "ann", nil)
+	if err != nil {
+		t.Fatalf("login during the flood: %v", err)
+	}
+	sess, _ := c.NewSession()
+	if err := sess.Run("x"); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("login during the flood took %v, want < 2 s", d)
+	}
+	// The flooding peer holds at most MaxStartupsPerPeer (10) conns: the
+	// rest were closed at once.
+	open := 0
+	for _, nc := range conns {
+		nc.SetReadDeadline(time.Now().Add(2 * time.Millisecond))
+		var b [1]byte
+		if _, err := nc.Read(b[:]); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				open++
+			}
+		} else {
+			open++ // the server spoke: it is serving this conn
+		}
+	}
+	if open > 10 {
+		t.Errorf("%d of the flooding peer's conns are still served, want at most MaxStartupsPerPeer (10)", open)
+	}
+}
+
+func TestMaxConnsPerPeer(t *testing.T) {
+	ts := startServer(t, &sshmesh.Server{MaxConnsPerPeer: 2})
+	a := ts.dial(t, "ann")
+	ts.dial(t, "ann")
+	var banner string
+	if _, err := ts.dialFrom(t, clientAddr, "ann", &banner); err == nil || !strings.Contains(banner, "too many connections") {
+		t.Fatalf("third conn: %v, banner %q", err, banner)
+	}
+	if _, err := ts.dialFrom(t, client2Addr, "ann", nil); err != nil {
+		t.Errorf("another peer refused: %v", err)
+	}
+	a.Close()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := ts.dialFrom(t, clientAddr, "ann", nil); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("slot not released after a conn closed: %v", err)
+		}
+	}
+}
+
+// TestHostileLoginNames: names that try to step outside the mapped user are
+// refused by a rule that allows any (non-root) name.
+func TestHostileLoginNames(t *testing.T) {
+	self, _ := meshkey.NewPrivate()
+	ts := startServer(t, &sshmesh.Server{Handler: sshmesh.HandlerFunc(func(s *sshmesh.Session) {
+		t.Errorf("hostile name %q got a session as %q", s.Identity().SSHUser, s.LocalUser())
+	})})
+	doc, err := policy.Parse([]byte(fmt.Sprintf(`{
+  "nodes": {"srv": {"key": %q, "tags": ["tag:srv"]}, "lap": {"key": %q, "owner": "ann@example.com"}},
+  "tagOwners": {"tag:srv": ["ann@example.com"]},
+  "ssh": [{"action": "accept", "src": ["lap"], "dst": ["tag:srv"], "users": ["*"]}],
+}`, self.Public(), ts.keys[clientAddr])), "hostile.hujson")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The listener knows no Self key here: evaluate as the document's server.
+	ts.srv.SetPolicy(policy.Func(func(ctx context.Context, r policy.Request) (policy.Decision, error) {
+		r.Dst = self.Public()
+		return doc.Evaluate(ctx, r)
+	}))
+	for _, name := range []string{"../root", "root\x00", "r\u043e\u043et", "ro ot", "-oProxyCommand", strings.Repeat("a", 1000), "root", ".", ""} {
+		if c, err := ts.dialFrom(t, clientAddr, name, nil); err == nil {
+			c.Close()
+			t.Errorf("login name %q accepted", name)
+		}
+	}
+	if _, err := ts.dialFrom(t, clientAddr, "deploy", nil); err != nil {
+		t.Errorf("a plain name was refused: %v", err)
+	}
+}
+
+// TestEnvBounds: with acceptEnv "*", loader variables, bad names, NUL in
+// values, huge values and too many variables are still refused.
+func TestEnvBounds(t *testing.T) {
+	got := make(chan []string, 1)
+	ts := startServer(t, &sshmesh.Server{Policy: allowPolicy("*"), Handler: sshmesh.HandlerFunc(func(s *sshmesh.Session) { got <- s.Environ() })})
+	sess, _ := ts.dial(t, "ann").NewSession()
+	refused := [][2]string{{"LD_PRELOAD", "/x.so"}, {"BASH_ENV", "/x"}, {"ENV", "/x"}, {"PATH", "/tmp"}, {"A\nB", "x"},
+		{"NUL", "a\x00b"}, {"HUGE", strings.Repeat("x", 64<<10)}, {"", "x"}, {"A=B", "x"}}
+	for _, kv := range refused {
+		if err := sess.Setenv(kv[0], kv[1]); err == nil {
+			t.Errorf("env %q accepted", kv[0])
+		}
+	}
+	if err := sess.Setenv("NEWLINE_OK", "a\nb"); err != nil {
+		t.Errorf("a newline in a value is legal in an environment: %v", err)
+	}
+	for i := 0; i < 70; i++ {
+		err := sess.Setenv("V"+strconv.Itoa(i), "x")
+		if (err == nil) != (i < 63) {
+			t.Errorf("env var %d: %v", i+2, err)
+		}
+	}
+	sess.Run("x")
+	if env := <-got; len(env) != 64 {
+		t.Errorf("%d variables accepted, want 64", len(env))
+	}
+}
+
+// TestNonReadingClientBoundedMemory: a client that never reads does not
+// make the server buffer without bound: the SSH window holds it back.
+func TestNonReadingClientBoundedMemory(t *testing.T) {
+	written := make(chan int64, 1)
+	ts := startServer(t, &sshmesh.Server{Handler: sshmesh.HandlerFunc(func(s *sshmesh.Session) {
+		buf := make([]byte, 64<<10)
+		var n int64
+		defer func() { written <- n }()
+		for n < 1<<30 {
+			m, err := s.Write(buf)
+			n += int64(m)
+			if err != nil {
+				return
+			}
+		}
+	})})
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	c := ts.dial(t, "ann")
+	sess, _ := c.NewSession()
+	sess.Stdout = blockedWriter{make(chan struct{})} // never returns: the client stops reading
+	sess.Start("x")
+	time.Sleep(time.Second)
+	var after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if grew := int64(after.HeapInuse) - int64(before.HeapInuse); grew > 32<<20 {
+		t.Errorf("heap grew by %d MiB while the client did not read", grew>>20)
+	}
+	c.Close()
+	if n := <-written; n > 16<<20 {
+		t.Errorf("server wrote %d MiB to a client that read nothing", n>>20)
+	}
+}
+
+type blockedWriter struct{ c chan struct{} }
+
+func (w blockedWriter) Write(p []byte) (int, error) { <-w.c; return 0, io.ErrClosedPipe }
+
+// TestShutdownEndsLoginSessions: Shutdown during 100 active login sessions
+// ends them and leaves no child process behind.
+func TestShutdownEndsLoginSessions(t *testing.T) {
+	login := testLoginUser(t)
+	marker := fmt.Sprintf("1000.%09d", time.Now().UnixNano()%1e9) // sleep's argument, unique to this run
+	ts := startServer(t, &sshmesh.Server{MaxSessions: 100, Policy: policy.Func(func(_ context.Context, r policy.Request) (policy.Decision, error) {
+		return policy.Decision{Action: policy.Accept, LocalUser: login}, nil
+	})})
+	c := ts.dial(t, login)
+	for i := 0; i < 100; i++ {
+		sess, err := c.NewSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, _ := sess.StdoutPipe()
+		if err := sess.Start("echo up; exec sleep " + marker); err != nil {
+			t.Fatal(err)
+		}
+		if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "up\n" {
+			t.Fatalf("session %d: %q %v", i, line, err)
+		}
+	}
+	for deadline := time.Now().Add(5 * time.Second); countProcs(marker) < 100 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := countProcs(marker); n != 100 {
+		t.Fatalf("%d sleeping children, want 100", n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	ts.srv.Shutdown(ctx)
+	for deadline := time.Now().Add(10 * time.Second); countProcs(marker) > 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d children left 10 s after Shutdown", countProcs(marker))
+		}
+	}
+}
+
+// testLoginUser returns a local user to run login sessions as: as root, a
+// fresh user with a clean home (removed after the test), so that the
+// machine's own start-up files do not slow the test; otherwise the
+// current user.
+func testLoginUser(t *testing.T) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		me, err := user.Current()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return me.Username
+	}
+	name := fmt.Sprintf("sshmesh-t%d", time.Now().UnixNano()%1e6)
+	if out, err := exec.Command("useradd", "-m", "-s", "/bin/sh", name).CombinedOutput(); err != nil {
+		t.Fatalf("useradd: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("userdel", "-r", name).Run() })
+	return name
+}
+
+// countProcs counts processes whose command line contains marker.
+func countProcs(marker string) int {
+	ents, _ := os.ReadDir("/proc")
+	n := 0
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		b, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if strings.Contains(string(b), marker) {
+			n++
+		}
+	}
+	return n
+}
