@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -197,10 +198,34 @@ func TestServe(t *testing.T) {
 	if _, errOut, code := stockSSH(t, clientConf, login+"@"+server.Addr.String(), "exit 3"); code != 3 {
 		t.Errorf("after a bad reload the old policy should hold: exit %d, %s", code, errOut)
 	}
-	// SIGHUP with a policy that refuses that login: new logins are refused.
+	// SIGHUP with a policy that refuses that login: the open session of
+	// that login ends with a message, and new logins are refused.
+	open := exec.Command(sshmeshtest.NeedBinary(t, "ssh", "openssh-client"), "-F", "/dev/null",
+		"-o", "ProxyCommand="+binPath+" nc --wg "+clientConf+" %h %p", "-o", "StrictHostKeyChecking=no",
+		"-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", login+"@"+server.Addr.String(), "echo open; sleep 60")
+	var openErr syncBuffer
+	openOut, _ := open.StdoutPipe()
+	open.Stderr = &openErr
+	if err := open.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer open.Process.Kill()
+	if line, _ := bufio.NewReader(openOut).ReadString('\n'); line != "open\n" {
+		t.Fatalf("long session printed %q; stderr %s", line, openErr.String())
+	}
 	os.WriteFile(polPath, []byte(strings.Replace(pol, `"users": ["nobody"]`, `"users": ["nobody", "`+login+`"]`, 1)), 0o600)
 	cmd.Process.Signal(syscall.SIGHUP)
 	log.waitFor(t, "policy reloaded")
+	ended := make(chan error, 1)
+	go func() { ended <- open.Wait() }()
+	select {
+	case <-ended:
+	case <-time.After(3 * time.Second):
+		t.Fatal("the open session outlived the reload that revoked it")
+	}
+	if !strings.Contains(openErr.String(), "access revoked by policy change") {
+		t.Errorf("revoked session's stderr: %q", openErr.String())
+	}
 	if _, errOut, code := stockSSH(t, clientConf, login+"@"+server.Addr.String(), "true"); code != 255 || !strings.Contains(errOut, "policy-says-no") {
 		t.Errorf("after reload the login should be refused: exit %d, %s", code, errOut)
 	}

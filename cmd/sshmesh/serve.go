@@ -34,6 +34,8 @@ func cmdServe(ctx context.Context, args []string, io stdio) error {
 	checkPort := fs.Uint("check-port", checkpage.DefaultPort, "`port` of the check-mode approval page on the mesh addresses (0: no check mode, check rules refuse)")
 	checkTimeout := fs.Duration("check-timeout", sshmesh.DefaultCheckTimeout, "how long a login waits for its check approval")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
+	recordDir := fs.String("record", "", "`dir` for session recordings (asciicast v2) of rules that say \"record\": true")
+	recordInput := fs.Bool("record-input", false, "also record what clients type in recorded sessions (it may hold passwords)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -77,7 +79,12 @@ func cmdServe(ctx context.Context, args []string, io stdio) error {
 	if err != nil {
 		return err
 	}
-	srv := &sshmesh.Server{Policy: pol, HostKeys: []ssh.Signer{hostKey}, Logger: logger}
+	if *recordDir != "" {
+		if err := os.MkdirAll(*recordDir, 0o700); err != nil {
+			return fmt.Errorf("--record: %w", err)
+		}
+	}
+	srv := &sshmesh.Server{Policy: pol, HostKeys: []ssh.Signer{hostKey}, Logger: logger, RecordDir: *recordDir, RecordInput: *recordInput}
 	if *checkPort > 65535 {
 		fs.Usage()
 		return errUsage
@@ -100,7 +107,12 @@ func cmdServe(ctx context.Context, args []string, io stdio) error {
 	defer signal.Stop(hup)
 	go func() {
 		for range hup {
-			pol.reload(*policyPath, self, logger)
+			if pol.reload(*policyPath, self, logger) {
+				// Re-evaluate open conns: the ones the new policy refuses end.
+				if n := srv.SetPolicy(pol); n > 0 {
+					logger.Info("policy reload ended conns it no longer allows", "conns", n)
+				}
+			}
 		}
 	}()
 
@@ -160,16 +172,22 @@ func (r *reloadable) Evaluate(ctx context.Context, req policy.Request) (policy.D
 	return r.doc.Load().Evaluate(ctx, req)
 }
 
-// reload reads the policy file again; a bad file is reported and the old
-// policy kept.
-func (r *reloadable) reload(path string, self interface{ String() string }, logger *slog.Logger) {
+// reload reads the policy file again and reports whether it took it; a
+// bad file is reported and the old policy kept.
+func (r *reloadable) reload(path string, self meshkey.Public, logger *slog.Logger) bool {
 	doc, err := policy.Load(path)
+	if err == nil {
+		if _, ok := doc.Node(self); !ok {
+			err = fmt.Errorf("%s: this node's key %s is not among the policy's nodes", path, self)
+		}
+	}
 	if err != nil {
 		logger.Error("policy reload failed; keeping the previous policy", "file", path, "err", err)
-		return
+		return false
 	}
 	logger.Info("policy reloaded", "file", path)
 	r.doc.Store(doc)
+	return true
 }
 
 func newLogger(format string, io stdio) (*slog.Logger, error) {
