@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
@@ -25,8 +26,25 @@ type addrBind struct {
 	mu   sync.Mutex
 	udp  *net.UDPConn
 	pc   batchConn // the batch view of udp
-	msgs sync.Pool // *[]ipv4.Message with batchSize entries
+	msgs sync.Pool // *[]ipv4.Message with batchSize entries, each with OOB room
+
+	// txGSO: Send may pass runs of equal-sized datagrams to the kernel as
+	// one (UDP_SEGMENT); cleared when the kernel refuses. Read with mu or
+	// atomically.
+	txGSO atomic.Bool
 }
+
+// UDP GSO limits: the kernel takes at most 64 segments per send, and the
+// whole must fit one IP datagram.
+const (
+	maxGSOSegments = 64
+	maxGSOBytes    = 65535 - 40 - 8
+)
+
+// rxBatch is how many (possibly coalesced) datagrams a read takes when
+// the socket delivers UDP GRO datagrams: each may hold up to 64 packets,
+// so a few fill the device's batch.
+const rxBatch = 16
 
 // batchConn is the common part of ipv4.PacketConn and ipv6.PacketConn.
 // ipv4.Message and ipv6.Message are both x/net's socket.Message.
@@ -44,8 +62,9 @@ func newAddrBind(addr netip.Addr) *addrBind {
 	b := &addrBind{addr: addr.Unmap()}
 	b.msgs.New = func() any {
 		ms := make([]ipv4.Message, batchSize)
+		oob := make([]byte, batchSize*gsoControlSize)
 		for i := range ms {
-			ms[i].Buffers = make(net.Buffers, 1)
+			ms[i].OOB = oob[i*gsoControlSize : (i+1)*gsoControlSize : (i+1)*gsoControlSize]
 		}
 		return &ms
 	}
@@ -74,9 +93,15 @@ func (b *addrBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	} else {
 		pc = v6Batch{ipv6.NewPacketConn(udp)}
 	}
+	tx, rx := udpOffload(udp)
+	b.txGSO.Store(tx)
 	b.udp, b.pc = udp, pc
 	actual := udp.LocalAddr().(*net.UDPAddr).AddrPort().Port()
-	return []conn.ReceiveFunc{b.receiveFunc(pc)}, actual, nil
+	recv := b.receiveFunc(pc)
+	if rx {
+		recv = b.receiveGROFunc(pc)
+	}
+	return []conn.ReceiveFunc{recv}, actual, nil
 }
 
 // socketBufferSize is the UDP socket's send and receive buffer size, as in
@@ -106,7 +131,8 @@ func (b *addrBind) receiveFunc(pc batchConn) conn.ReceiveFunc {
 		defer b.msgs.Put(msgs)
 		ms := (*msgs)[:len(bufs)]
 		for i := range ms {
-			ms[i].Buffers[0] = bufs[i]
+			ms[i].Buffers = bufs[i : i+1 : i+1]
+			ms[i].OOB = ms[i].OOB[:cap(ms[i].OOB)]
 			ms[i].Addr = nil
 			ms[i].N = 0
 		}
@@ -129,9 +155,82 @@ func (b *addrBind) receiveFunc(pc batchConn) conn.ReceiveFunc {
 			eps[i] = last
 		}
 		for i := range ms {
-			ms[i].Buffers[0] = nil
+			ms[i].Buffers, ms[i].Addr = nil, nil // they alias the caller's
 		}
 		return n, nil
+	}
+}
+
+// receiveGROFunc reads from a socket with UDP GRO on: a datagram read may
+// hold many of the peer's packets (segments of one size, the last maybe
+// shorter). It reads up to rxBatch datagrams into its own buffers and hands
+// out one packet per buf; what does not fit waits for the next call.
+func (b *addrBind) receiveGROFunc(pc batchConn) conn.ReceiveFunc {
+	const maxDatagram = 65535
+	ms := make([]ipv4.Message, rxBatch)
+	store := make([]byte, rxBatch*maxDatagram)
+	oob := make([]byte, rxBatch*gsoControlSize)
+	for i := range ms {
+		ms[i].Buffers = net.Buffers{store[i*maxDatagram : (i+1)*maxDatagram]}
+		ms[i].OOB = oob[i*gsoControlSize : (i+1)*gsoControlSize]
+	}
+	var (
+		last   *endpoint // reused while datagrams come from one address
+		n, i   int       // ms[i:n] are still to hand out
+		off    int       // where ms[i]'s next packet starts
+		gso    int       // ms[i]'s segment size
+		fromEP *endpoint // ms[i]'s sender
+	)
+	// next moves to datagram i, finding its segment size and sender; false
+	// when it is unusable.
+	next := func() bool {
+		m := &ms[i]
+		ua, ok := m.Addr.(*net.UDPAddr)
+		if m.N == 0 || !ok {
+			return false
+		}
+		ap := ua.AddrPort()
+		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		if last == nil || last.dst != ap {
+			last = &endpoint{dst: ap}
+		}
+		fromEP = last
+		gso = gsoSizeOf(m.OOB[:m.NN])
+		if gso <= 0 || gso > m.N {
+			gso = m.N
+		}
+		off = 0
+		return true
+	}
+	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		for i >= n {
+			for j := range ms {
+				ms[j].OOB = ms[j].OOB[:cap(ms[j].OOB)]
+				ms[j].Addr, ms[j].N, ms[j].NN = nil, 0, 0
+			}
+			k, err := pc.ReadBatch(ms, 0)
+			if err != nil {
+				return 0, err
+			}
+			n, i = k, 0
+			for i < n && !next() {
+				i++
+			}
+		}
+		k := 0
+		for k < len(bufs) && i < n {
+			m := &ms[i]
+			end := min(off+gso, m.N)
+			sizes[k] = copy(bufs[k], m.Buffers[0][off:end])
+			eps[k] = fromEP
+			k++
+			off = end
+			if off >= m.N {
+				for i++; i < n && !next(); i++ {
+				}
+			}
+		}
+		return k, nil
 	}
 }
 
@@ -168,25 +267,62 @@ func (b *addrBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	ua := net.UDPAddrFromAddrPort(e.dst)
 	msgs := b.msgs.Get().(*[]ipv4.Message)
 	defer b.msgs.Put(msgs)
-	ms := (*msgs)[:len(bufs)]
-	for i := range ms {
-		ms[i].Buffers[0] = bufs[i]
-		ms[i].Addr = ua
+	gso := b.txGSO.Load()
+	ms := b.pack(*msgs, bufs, ua, gso)
+	err := writeAll(pc, ms)
+	if err != nil && gso && isGSOError(err) {
+		// The kernel (or the route's device) refuses UDP_SEGMENT: send
+		// one datagram per packet from now on.
+		b.txGSO.Store(false)
+		ms = b.pack(*msgs, bufs, ua, false)
+		err = writeAll(pc, ms)
 	}
-	var err error
+	for i := range ms {
+		ms[i].Buffers, ms[i].Addr = nil, nil // they alias the caller's
+	}
+	return err
+}
+
+// pack fills ms with bufs, one message per datagram, or with gso one per
+// run of equal-sized datagrams (the run's last may be shorter) that the
+// kernel cuts apart again. It returns the messages used.
+func (b *addrBind) pack(ms []ipv4.Message, bufs [][]byte, ua *net.UDPAddr, gso bool) []ipv4.Message {
+	k := 0
+	for i := 0; i < len(bufs); {
+		j := i + 1
+		if gso {
+			size, total := len(bufs[i]), len(bufs[i])
+			for j < len(bufs) && j-i < maxGSOSegments && len(bufs[j]) <= size && total+len(bufs[j]) <= maxGSOBytes {
+				total += len(bufs[j])
+				j++
+				if len(bufs[j-1]) < size {
+					break // a shorter datagram ends the run
+				}
+			}
+		}
+		m := &ms[k]
+		m.Buffers = bufs[i:j:j]
+		m.Addr = ua
+		m.OOB = m.OOB[:0]
+		if j-i > 1 {
+			m.OOB = m.OOB[:putGSOSize(m.OOB[:cap(m.OOB)], uint16(len(bufs[i])))]
+		}
+		k++
+		i = j
+	}
+	return ms[:k]
+}
+
+// writeAll writes ms, in as many calls as it takes.
+func writeAll(pc batchConn, ms []ipv4.Message) error {
 	for start := 0; start < len(ms); {
-		var n int
-		n, err = pc.WriteBatch(ms[start:], 0)
+		n, err := pc.WriteBatch(ms[start:], 0)
 		if err != nil {
-			break
+			return err
 		}
 		start += n
 	}
-	for i := range ms {
-		ms[i].Buffers[0] = nil
-		ms[i].Addr = nil
-	}
-	return err
+	return nil
 }
 
 // ParseEndpoint parses an IP:port ([v6]:port) endpoint.
