@@ -253,6 +253,39 @@ func TestLoginSessionStockClients(t *testing.T) {
 		}
 	})
 
+	t.Run("login shell", func(t *testing.T) {
+		// With a pty (stdin is not a terminal, so ssh -tt types it in):
+		// an interactive login shell, argv0 "-bash", after /etc/motd.
+		script := "echo argv0=$0 login_shell=$(shopt -q login_shell && echo yes); exit 3\n"
+		out, errOut, code := ls.ssh(t, tool{stdin: strings.NewReader(script)}, "-tt", target)
+		if code != 3 || !strings.Contains(out, "argv0=-bash login_shell=yes") {
+			t.Errorf("ssh -tt with no command: exit %d, stdout %q, stderr %q; want 3 and a login shell", code, out, errOut)
+		}
+		motd, _ := os.ReadFile("/etc/motd")
+		firstLine := strings.TrimSpace(strings.SplitN(strings.TrimSpace(string(motd)), "\n", 2)[0])
+		if firstLine != "" && !strings.Contains(out, firstLine) {
+			t.Errorf("no /etc/motd before the login shell: %q", out)
+		}
+		// Without a pty: still a login shell, reading the script from stdin, no motd.
+		out, errOut, code = ls.ssh(t, tool{stdin: strings.NewReader(script)}, target)
+		if code != 3 || out != "argv0=-bash login_shell=yes\n" {
+			t.Errorf("ssh with no command and no pty: exit %d, stdout %q, stderr %q", code, out, errOut)
+		}
+	})
+
+	t.Run("stdin", func(t *testing.T) {
+		in := make([]byte, 4<<20)
+		rand.Read(in)
+		out := ls.mustSSH(t, tool{stdin: bytes.NewReader(in)}, target, "sha256sum")
+		if want := fmt.Sprintf("%x  -\n", sha256.Sum256(in)); out != want {
+			t.Errorf("4 MiB through stdin: the child read %q, want %q", out, want)
+		}
+		// EOF on the client's stdin closes the child's.
+		if out := ls.mustSSH(t, tool{stdin: strings.NewReader("hello\n")}, target, "cat; echo done"); out != "hello\ndone\n" {
+			t.Errorf("cat: %q", out)
+		}
+	})
+
 	t.Run("window change", func(t *testing.T) { testWindowChange(t, ls, target) })
 
 	t.Run("exit codes", func(t *testing.T) {
@@ -395,10 +428,20 @@ func TestLoginSessionStockClients(t *testing.T) {
 		dir := t.TempDir()
 		up := writeRandom(t, filepath.Join(dir, "up.bin"), 3<<20+17)
 		batch := filepath.Join(dir, "batch")
-		os.WriteFile(batch, []byte("put "+up+" sftp-up.bin\nls -l sftp-up.bin\nget sftp-up.bin "+dir+"/down.bin\n"), 0o600)
-		out := sh.mustOK(t, sftp, append(meshSSHOptions(ls.conf), "-b", batch, target)...)
+		os.WriteFile(batch, []byte("put "+up+" sftp-up.bin\nls -l sftp-up.bin\nget sftp-up.bin "+dir+"/down.bin\n-get /etc/shadow "+dir+"/shadow\n"), 0o600)
+		out, errOut, code := sh.run(t, sftp, append(meshSSHOptions(ls.conf), "-b", batch, target)...)
+		if code != 0 {
+			t.Fatalf("sftp: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+		}
 		if !regexp.MustCompile(`(?m)^-\S+\s+\S+\s+` + regexp.QuoteMeta(u.Name) + `\s+` + regexp.QuoteMeta(u.Name) + `\s+3145745 .*sftp-up\.bin$`).MatchString(out) {
 			t.Errorf("sftp ls -l does not show the file as the user's, 3145745 bytes:\n%s", out)
+		}
+		// sftp-server runs as the user: root's files stay closed.
+		if !strings.Contains(errOut, "Permission denied") {
+			t.Errorf("sftp get /etc/shadow: no \"Permission denied\" in\n%s", errOut)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "shadow")); err == nil {
+			t.Errorf("sftp fetched /etc/shadow")
 		}
 		sameFile(t, up, filepath.Join(u.Home, "sftp-up.bin"))
 		sameFile(t, up, filepath.Join(dir, "down.bin"))
@@ -728,6 +771,10 @@ func TestLoginNonRootServe(t *testing.T) {
 	out, errOut, code := stockSSH(t, clientConf, u.Name+"@"+host, "id -un; exit 5")
 	if code != 5 || out != u.Name+"\n" {
 		t.Errorf("own user: exit %d, stdout %q, stderr %q; want 5 and %q", code, out, errOut, u.Name)
+	}
+	out, errOut, code = stockSSH(t, clientConf, "-tt", u.Name+"@"+host, "tty")
+	if code != 0 || !strings.HasPrefix(out, "/dev/pts/") {
+		t.Errorf("own user with a pty: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 	_, errOut, code = stockSSH(t, clientConf, "root@"+host, "id")
 	want := fmt.Sprintf("This server does not run as root, so it can only start sessions as its own user %q, not as \"root\".", u.Name)
