@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/user"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"testing"
@@ -22,6 +23,7 @@ import (
 	"github.com/sshmesh/sshmesh"
 	"github.com/sshmesh/sshmesh/meshkey"
 	"github.com/sshmesh/sshmesh/policy"
+	"github.com/sshmesh/sshmesh/sshmeshtest"
 )
 
 // TestAlgorithmsPinned pins what the server offers: a change to these
@@ -325,4 +327,130 @@ func countProcs(marker string) int {
 		}
 	}
 	return n
+}
+
+// TestRecordingDiskFull records onto a real, tiny tmpfs that fills up
+// mid-session: a fail-closed rule ends the session with 254 and a message;
+// a fail-open rule lets it finish, all output delivered.
+func TestRecordingDiskFull(t *testing.T) {
+	sshmeshtest.NeedRoot(t)
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", dir).Run() })
+	const size = 1 << 20
+	handler := sshmesh.HandlerFunc(func(s *sshmesh.Session) {
+		chunk := []byte(strings.Repeat("x", 4095) + "\n")
+		for n := 0; n < size; n += len(chunk) {
+			if _, err := s.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	for _, tc := range []struct {
+		onFailure string
+		wantCode  int
+	}{{"fail-closed", 254}, {"fail-open", 0}} {
+		t.Run(tc.onFailure, func(t *testing.T) {
+			ents, _ := os.ReadDir(dir)
+			for _, e := range ents {
+				os.Remove(dir + "/" + e.Name())
+			}
+			ts := startServer(t, &sshmesh.Server{Policy: recordPolicy(tc.onFailure), RecordDir: dir, Handler: handler})
+			sess, _ := ts.dial(t, "ann").NewSession()
+			var stderr strings.Builder
+			sess.Stderr = &stderr
+			out, err := sess.Output("x")
+			code := 0
+			var ee *ssh.ExitError
+			if errors.As(err, &ee) {
+				code = ee.ExitStatus()
+			} else if err != nil {
+				code = -1
+			}
+			if code != tc.wantCode {
+				t.Fatalf("exit %d (%v), want %d; stderr %q", code, err, tc.wantCode, stderr.String())
+			}
+			if tc.wantCode == 254 && (!strings.Contains(stderr.String(), "recording failed") || len(out) >= size) {
+				t.Errorf("fail-closed: stderr %q, %d bytes delivered", stderr.String(), len(out))
+			}
+			if tc.wantCode == 0 && len(out) != size {
+				t.Errorf("fail-open: %d bytes delivered, want %d", len(out), size)
+			}
+		})
+	}
+}
+
+// TestNoLeakAfter10000Sessions runs 10,000 sequential sessions (1,000 conns
+// of 10) and bounds what stays behind: goroutines, fds and RSS.
+func TestNoLeakAfter10000Sessions(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long: 10,000 sessions (runs without -short, as in CI=true)")
+	}
+	ts := startServer(t, &sshmesh.Server{Handler: sshmesh.HandlerFunc(func(s *sshmesh.Session) { io.WriteString(s, "x") })})
+	run := func(conns int) {
+		for i := 0; i < conns; i++ {
+			// Not ts.dial: its t.Cleanup would keep every client alive.
+			nc, err := net.Dial("tcp", ts.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cc, chans, reqs, err := ssh.NewClientConn(nc, ts.addr, &ssh.ClientConfig{User: "ann", HostKeyCallback: ssh.InsecureIgnoreHostKey()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := ssh.NewClient(cc, chans, reqs)
+			for j := 0; j < 10; j++ {
+				sess, err := c.NewSession()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if out, err := sess.Output("x"); err != nil || string(out) != "x" {
+					t.Fatalf("session: %q %v", out, err)
+				}
+			}
+			c.Close()
+		}
+	}
+	run(50)
+	g0, f0 := settle(t, 0, 0)
+	debug.FreeOSMemory() // RSS then counts live memory, not garbage the runtime keeps
+	rss0, heap0 := rssKiB(t), heapInuse()
+	run(1000)
+	g1, f1 := settle(t, g0, f0)
+	debug.FreeOSMemory()
+	rss1, heap1 := rssKiB(t), heapInuse()
+	t.Logf("10,000 sessions: goroutines %d → %d, fds %d → %d, RSS %d → %d KiB, heap %d → %d KiB", g0, g1, f0, f1, rss0, rss1, heap0>>10, heap1>>10)
+	if g1 > g0+5 || f1 > f0+5 {
+		t.Errorf("goroutines %d → %d, fds %d → %d", g0, g1, f0, f1)
+	}
+	if heap1-heap0 > 8<<20 {
+		t.Errorf("Go heap grew by %d MiB over 10,000 sessions", (heap1-heap0)>>20)
+	}
+	// Under the race detector RSS holds its shadow memory; .ci/run runs this
+	// test once without -race for the RSS bound.
+	if !raceEnabled && rss1-rss0 > 16<<10 {
+		t.Errorf("RSS grew by %d MiB over 10,000 sessions", (rss1-rss0)>>10)
+	}
+}
+
+func heapInuse() int64 {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapInuse)
+}
+
+func rssKiB(t *testing.T) int {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Skip("no /proc/self/status")
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			n, _ := strconv.Atoi(strings.Fields(line)[1])
+			return n
+		}
+	}
+	return 0
 }
