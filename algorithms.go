@@ -5,9 +5,9 @@ import "golang.org/x/crypto/ssh"
 // Algorithms lists the SSH algorithms a server offers, most preferred
 // first. Host key algorithms follow from [Server.HostKeys].
 type Algorithms struct {
-	KeyExchanges []string
-	Ciphers      []string
-	MACs         []string
+	KeyExchanges []string // key exchange methods, e.g. "curve25519-sha256"
+	Ciphers      []string // ciphers, e.g. "chacha20-poly1305@openssh.com"
+	MACs         []string // MACs (unused with AEAD ciphers), e.g. "hmac-sha2-256-etm@openssh.com"
 }
 
 // DefaultAlgorithms returns what a current audit of an SSH server passes

@@ -29,14 +29,14 @@ type Identity struct {
 // Window is a terminal size in characters (and pixels, when the client
 // tells them).
 type Window struct {
-	Cols, Rows    uint32
-	Width, Height uint32
+	Cols, Rows    uint32 // characters
+	Width, Height uint32 // pixels; 0 when the client does not say
 }
 
 // Pty is what the client asked for with its pty-req.
 type Pty struct {
-	Term   string
-	Window Window
+	Term   string // the client's TERM, e.g. "xterm-256color"
+	Window Window // the initial size
 	// Modes holds the RFC 4254 terminal modes exactly as the client encoded
 	// them; session.ParseModes decodes them.
 	Modes []byte

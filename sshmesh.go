@@ -44,11 +44,13 @@ type Server struct {
 	LoginGraceTime time.Duration
 
 	// MaxStartups caps the conns that have not finished authentication, in
-	// all; further conns are closed at once. 0 means 100.
+	// all (conns waiting on a check count); further conns are closed at
+	// once. 0 means 256.
 	MaxStartups int
 
 	// MaxStartupsPerPeer caps the unauthenticated conns of one peer, so one
-	// peer cannot use up MaxStartups. 0 means 10.
+	// peer cannot use up MaxStartups. 0 means 32: enough for an editor that
+	// opens a burst of conns while they wait on one check.
 	MaxStartupsPerPeer int
 
 	// MaxSessions caps the open sessions per conn, like sshd's MaxSessions.
@@ -186,9 +188,9 @@ func (s *Server) admit(c net.Conn, p Peer) (*serverConn, bool) {
 	switch {
 	case s.closed:
 		why = "server is shutting down"
-	case s.startups >= intOr(s.MaxStartups, 100):
+	case s.startups >= intOr(s.MaxStartups, 256):
 		why = "too many unauthenticated conns (MaxStartups)"
-	case s.perPeer[p.Key] >= intOr(s.MaxStartupsPerPeer, 10):
+	case s.perPeer[p.Key] >= intOr(s.MaxStartupsPerPeer, 32):
 		why = "too many unauthenticated conns from this peer (MaxStartupsPerPeer)"
 	}
 	if why != "" {

@@ -20,12 +20,12 @@ import (
 
 // Header is the first line of a recording.
 type Header struct {
-	Version   int               `json:"version"`
-	Width     int               `json:"width"`
-	Height    int               `json:"height"`
-	Timestamp int64             `json:"timestamp,omitempty"`
-	Env       map[string]string `json:"env,omitempty"`
-	Title     string            `json:"title,omitempty"`
+	Version   int               `json:"version"`             // always 2
+	Width     int               `json:"width"`               // terminal columns at the start
+	Height    int               `json:"height"`              // terminal rows at the start
+	Timestamp int64             `json:"timestamp,omitempty"` // start, in Unix seconds
+	Env       map[string]string `json:"env,omitempty"`       // TERM and SHELL
+	Title     string            `json:"title,omitempty"`     // who, as whom, what
 }
 
 // Event codes.
@@ -39,7 +39,7 @@ const (
 type Event struct {
 	Time float64 // seconds since the start of the recording
 	Code string  // Output, Input or Resize
-	Data string
+	Data string  // the bytes printed or typed (UTF-8), or "COLSxROWS"
 }
 
 // Writer writes a recording. Its methods are safe for concurrent use.
@@ -187,7 +187,7 @@ func (w *Writer) Close() error {
 
 // Reader reads a recording.
 type Reader struct {
-	Header Header
+	Header Header // the recording's first line
 	sc     *bufio.Scanner
 	line   int
 }

@@ -22,14 +22,14 @@ import (
 // Node is one test node with its keys and config.
 type Node struct {
 	*netstack.Node
-	Key    meshkey.Private
-	Addr   netip.Addr
-	Config netstack.Config
+	Key    meshkey.Private // the node's private key
+	Addr   netip.Addr      // its mesh address, 100.64.0.N
+	Config netstack.Config // the config it was started with (for writing wg-quick files)
 }
 
 // Mesh is a set of nodes that all know each other.
 type Mesh struct {
-	Nodes []*Node
+	Nodes []*Node // in the order of their addresses
 }
 
 // NewMesh starts n nodes on 127.0.0.1, with mesh addresses 100.64.0.1,
