@@ -50,7 +50,7 @@ func cmdNC(ctx context.Context, args []string, io stdio) error {
 	defer cancel()
 	conn, err := node.Dial(dctx, "tcp", net.JoinHostPort(fs.Arg(0), fs.Arg(1)))
 	if err != nil {
-		return err
+		return explainDialError(node, *wgPath, fs.Arg(0), fs.Arg(1), *timeout, err)
 	}
 	defer conn.Close()
 	if notices != nil {
@@ -239,4 +239,26 @@ func openBrowser(url string) error {
 		}
 	}
 	return err
+}
+
+// explainDialError turns a failed mesh dial into advice: whether WireGuard
+// never shook hands with the peer (wrong endpoint, or the peer does not
+// know this node's key: WireGuard then drops the handshake silently), or
+// shook hands but nothing accepted the TCP conn.
+func explainDialError(node *netstack.Node, conf, host, port string, timeout time.Duration, err error) error {
+	addr, perr := netip.ParseAddr(host)
+	if perr != nil {
+		return err
+	}
+	peer, ok := node.PeerForAddr(addr)
+	if !ok {
+		return fmt.Errorf("%s: no [Peer] in %s has AllowedIPs covering %s", host, conf, host)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if node.WaitHandshake(ctx, peer) != nil {
+		return fmt.Errorf("no WireGuard handshake with %s (peer %s) within %v: check that peer's Endpoint in %s, "+
+			"that it is up and listening there, and that its config lists this node's public key %s", host, peer, timeout, conf, node.PublicKey())
+	}
+	return fmt.Errorf("%s:%s over the mesh: WireGuard works, but the TCP connection failed: %w (is anything serving port %s there?)", host, port, err, port)
 }
