@@ -66,8 +66,10 @@ type ForwardRequest struct {
 	// Host is the host the client named (LocalPort, RemotePort), before
 	// resolution; "" and "localhost" bind loopback for RemotePort.
 	Host string
-	// Addr is the address the server will dial (LocalPort; one request per
-	// resolved address tried) or bind (RemotePort; port 0 asks for any).
+	// Addr is the address the server will dial (LocalPort) or bind
+	// (RemotePort; port 0 asks for any). A name that resolves to several
+	// addresses is decided once per address, and only the allowed ones are
+	// used.
 	Addr netip.AddrPort
 	// Path is the socket's path (LocalSocket, RemoteSocket), absolute and
 	// cleaned.
@@ -137,17 +139,51 @@ var errNotAllowed = errors.New("not allowed by the policy")
 // allowForward decides r with Server.Forwarding or the decision, and logs a
 // refusal with the rule and the target.
 func (c *serverConn) allowForward(ctx context.Context, r ForwardRequest) error {
-	r.Identity, r.Decision = c.identity, c.decision
-	var err error
-	if h := c.srv.Forwarding; h != nil {
-		err = h.AllowForward(ctx, r)
-	} else if !r.AllowedByRule() {
-		err = errNotAllowed
-	}
+	err := c.decideForward(ctx, r)
 	if err != nil {
 		c.forwardRefused(r.Kind, forwardTarget(r), err.Error())
 	}
 	return err
+}
+
+// decideForward decides r with Server.Forwarding or the decision, without
+// logging.
+func (c *serverConn) decideForward(ctx context.Context, r ForwardRequest) error {
+	r.Identity, r.Decision = c.identity, c.decision
+	if h := c.srv.Forwarding; h != nil {
+		return h.AllowForward(ctx, r)
+	}
+	if !r.AllowedByRule() {
+		return errNotAllowed
+	}
+	return nil
+}
+
+// allowResolved decides a port forward to or from each of a name's
+// resolved addresses and returns the allowed ones. A refusal is logged
+// (naming the first refused address) only when none is allowed.
+func (c *serverConn) allowResolved(ctx context.Context, kind ForwardKind, host string, addrs []netip.Addr, port uint16) ([]netip.AddrPort, error) {
+	var allowed []netip.AddrPort
+	var first ForwardRequest
+	var firstErr error
+	for _, a := range addrs {
+		r := ForwardRequest{Kind: kind, Host: host, Addr: netip.AddrPortFrom(a, port)}
+		if err := c.decideForward(ctx, r); err != nil {
+			if firstErr == nil {
+				first, firstErr = r, err
+			}
+			continue
+		}
+		allowed = append(allowed, r.Addr)
+	}
+	if len(allowed) == 0 {
+		if firstErr == nil { // no addresses at all
+			first, firstErr = ForwardRequest{Kind: kind, Host: host}, errors.New("the name has no addresses")
+		}
+		c.forwardRefused(kind, forwardTarget(first), firstErr.Error())
+		return nil, firstErr
+	}
+	return allowed, nil
 }
 
 // forwardRefused logs a refused forwarding request. Forwarding events use

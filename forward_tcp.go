@@ -39,22 +39,13 @@ func (c *serverConn) directTCPIP(ctx context.Context, nch ssh.NewChannel) {
 	defer cancel()
 	addrs, err := resolve(dctx, p.Host)
 	if err != nil {
-		c.forwardRefused(LocalPort, target, "resolve: "+err.Error())
+		c.srv.logger().Info("forwarding failed", c.forwardAttrs(LocalPort, target, "err", err)...)
 		nch.Reject(ssh.ConnectionFailed, "cannot resolve "+p.Host)
 		return
 	}
-	var allowed []netip.AddrPort
-	var lastErr error
-	for _, a := range addrs {
-		r := ForwardRequest{Kind: LocalPort, Host: p.Host, Addr: netip.AddrPortFrom(a, uint16(p.Port))}
-		if err := c.allowForward(ctx, r); err != nil {
-			lastErr = err
-			continue
-		}
-		allowed = append(allowed, r.Addr)
-	}
-	if len(allowed) == 0 {
-		nch.Reject(ssh.Prohibited, fmt.Sprintf("port forwarding to %s: %v", target, lastErr))
+	allowed, err := c.allowResolved(ctx, LocalPort, p.Host, addrs, uint16(p.Port))
+	if err != nil {
+		nch.Reject(ssh.Prohibited, fmt.Sprintf("port forwarding to %s: %v", target, err))
 		return
 	}
 	var conn net.Conn
@@ -141,39 +132,38 @@ func (c *serverConn) tcpipForward(ctx context.Context, payload []byte) (bool, []
 	defer cancel()
 	addrs, err := bindAddrs(rctx, m.Addr)
 	if err != nil {
-		c.forwardRefused(RemotePort, target, "resolve: "+err.Error())
+		c.srv.logger().Info("forwarding failed", c.forwardAttrs(RemotePort, target, "err", err)...)
 		return false, nil
 	}
 	st := c.forwards(ctx)
 	if st == nil {
 		return false, nil
 	}
-	for _, a := range addrs {
-		r := ForwardRequest{Kind: RemotePort, Host: m.Addr, Addr: netip.AddrPortFrom(a, uint16(m.Port))}
-		if c.allowForward(ctx, r) != nil {
-			continue
-		}
-		ln, err := net.Listen("tcp", r.Addr.String())
-		if err != nil {
-			c.srv.logger().Info("forwarding failed", c.forwardAttrs(RemotePort, target, "err", err)...)
-			return false, nil
-		}
-		port := uint32(ln.Addr().(*net.TCPAddr).Port)
-		if !st.addListener(remoteKey(m.Addr, port), ln) {
-			ln.Close()
-			return false, nil
-		}
-		c.srv.logger().Info("remote forward listening", c.forwardAttrs(RemotePort, target, "listen", ln.Addr().String())...)
-		go func() {
-			defer st.wg.Done()
-			c.serveRemote(st, ln, m.Addr, port)
-		}()
-		if m.Port == 0 {
-			return true, ssh.Marshal(struct{ Port uint32 }{port})
-		}
-		return true, nil
+	allowed, err := c.allowResolved(ctx, RemotePort, m.Addr, addrs, uint16(m.Port))
+	if err != nil {
+		return false, nil
 	}
-	return false, nil
+	// Only the first allowed address is bound: "localhost" is 127.0.0.1
+	// alone (sshd would add ::1).
+	ln, err := net.Listen("tcp", allowed[0].String())
+	if err != nil {
+		c.srv.logger().Info("forwarding failed", c.forwardAttrs(RemotePort, target, "err", err)...)
+		return false, nil
+	}
+	port := uint32(ln.Addr().(*net.TCPAddr).Port)
+	if !st.addListener(remoteKey(m.Addr, port), ln) {
+		ln.Close()
+		return false, nil
+	}
+	c.srv.logger().Info("remote forward listening", c.forwardAttrs(RemotePort, target, "listen", ln.Addr().String())...)
+	go func() {
+		defer st.wg.Done()
+		c.serveRemote(st, ln, m.Addr, port)
+	}()
+	if m.Port == 0 {
+		return true, ssh.Marshal(struct{ Port uint32 }{port})
+	}
+	return true, nil
 }
 
 // serveRemote accepts on ln until it is closed, forwarding each conn to the

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -510,3 +511,132 @@ func TestForwardAgent(t *testing.T) {
 }
 
 func ap(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+
+// TestForwardNoLeak: conns with forwards of every TCP kind, copies in
+// flight, then the client goes away: the goroutines and listeners go too.
+func TestForwardNoLeak(t *testing.T) {
+	target := newEchoServer(t)
+	ts := startServer(t, &sshmesh.Server{Policy: forwardPolicy([]string{"127.0.0.1:*"}, []string{"127.0.0.1:*"}, false)})
+	time.Sleep(200 * time.Millisecond) // let the server's goroutines start
+	before := serverGoroutines()
+	for range 5 {
+		cl := ts.dial(t, "ann")
+		ln, err := cl.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { // accept and hold the forwarded conns
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+			}
+		}()
+		var held []net.Conn
+		for range 4 {
+			c, err := cl.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", target.port()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.WriteString(c, "x") // an open copy, mid-stream
+			held = append(held, c)
+			r, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			held = append(held, r) // a forwarded-tcpip conn, open at the end
+		}
+		cl.Close()
+		for _, c := range held {
+			defer c.Close()
+		}
+		waitRefused(t, ln.Addr().(*net.TCPAddr).Port)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		n := serverGoroutines()
+		if n <= before {
+			break
+		}
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d server goroutines, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
+		}
+	}
+}
+
+// serverGoroutines counts the goroutines running the server's code (the
+// x/crypto client's are not counted).
+func serverGoroutines() int {
+	buf := make([]byte, 4<<20)
+	n := 0
+	for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+		if strings.Contains(g, "github.com/sshmesh/sshmesh.") {
+			n++
+		}
+	}
+	return n
+}
+
+// BenchmarkForwardLocalPort: bulk through a direct-tcpip channel (x/crypto
+// client over loopback TCP, no mesh) to a loopback sink, beside
+// BenchmarkLoopbackCopy, the same copy without SSH.
+func BenchmarkForwardLocalPort(b *testing.B) {
+	sink := newSink(b)
+	ts := startServer(b, &sshmesh.Server{Policy: forwardPolicy([]string{"127.0.0.1:*"}, nil, false)})
+	c, err := ts.dialFrom(b, clientAddr, "ann", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	conn, err := c.Dial("tcp", sink)
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchCopy(b, conn)
+}
+
+func BenchmarkLoopbackCopy(b *testing.B) {
+	conn, err := net.Dial("tcp", newSink(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchCopy(b, conn)
+}
+
+func newSink(tb testing.TB) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				io.Copy(io.Discard, c)
+				c.Write([]byte{1})
+				c.Close()
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func benchCopy(b *testing.B, conn net.Conn) {
+	buf := make([]byte, 256<<10)
+	b.SetBytes(int64(len(buf)))
+	b.ResetTimer()
+	for range b.N {
+		if _, err := conn.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	conn.(interface{ CloseWrite() error }).CloseWrite()
+	io.ReadFull(conn, make([]byte, 1)) // the sink has it all
+	b.StopTimer()
+	conn.Close()
+}
