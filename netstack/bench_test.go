@@ -133,3 +133,36 @@ func sendShare(c net.Conn, buf []byte, n int64) error {
 	_, err := io.ReadFull(c, ack[:])
 	return err
 }
+
+// BenchmarkMeshRTT measures one round trip of a 48-byte write and its echo
+// over the mesh: the pattern of an interactive session.
+func BenchmarkMeshRTT(b *testing.B) {
+	p := newPair(b)
+	l, err := p.a.Listen("tcp", ":5002")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	c, err := p.b.Dial(testCtx(b, 10*time.Second), "tcp", "100.64.0.1:5002")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	s, err := l.Accept()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	go io.Copy(s, s)
+	msg, buf := make([]byte, 48), make([]byte, 48)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := c.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -57,7 +57,11 @@ type Node struct {
 
 // New creates a node, configures its WireGuard device and brings it up. The
 // node needs no privileges and no TUN device; it owns one UDP socket.
-func New(cfg Config) (*Node, error) {
+func New(cfg Config) (*Node, error) { return newNode(cfg, nil) }
+
+// newNode is New; wrapBind, when not nil, wraps the node's UDP bind (tests
+// inject loss and reordering with it).
+func newNode(cfg Config, wrapBind func(conn.Bind) conn.Bind) (*Node, error) {
 	if cfg.PrivateKey.IsZero() {
 		return nil, errors.New("netstack: Config.PrivateKey is required")
 	}
@@ -110,6 +114,9 @@ func New(cfg Config) (*Node, error) {
 		bind = newAddrBind(ba)
 	} else {
 		bind = conn.NewStdNetBind()
+	}
+	if wrapBind != nil {
+		bind = wrapBind(bind)
 	}
 
 	n.tun, n.tnet, err = newStack(addrs, stackOptions{mtu: mtu})
