@@ -38,8 +38,23 @@
 //
 // With Config.BindAddress set, the socket binds to that address only (one
 // address family), reading and writing datagrams in batches
-// (recvmmsg/sendmmsg). Without it, wireguard-go's standard socket listens
-// on all addresses of both families.
+// (recvmmsg/sendmmsg) and, on Linux, with UDP GSO and GRO: a run of
+// equal-sized datagrams to one peer goes to the kernel as one, and
+// coalesced datagrams are read as one (falling back to one datagram per
+// packet if the kernel refuses). Without it, wireguard-go's standard
+// socket listens on all addresses of both families.
+//
+// # Data path
+//
+// The stack's TCP hands its link segments of up to 64 KiB (GSO); the link
+// cuts them into MTU-sized packets, with their checksums computed once
+// each, straight into the WireGuard device's buffers, a batch at a time.
+// Packets on the wire always carry valid checksums (the peer may be a
+// kernel WireGuard, which trusts them). Received packets are not checked
+// again: WireGuard's AEAD has authenticated every byte, which is why the
+// kernel's WireGuard skips that check too. The device hands the stack one
+// peer's packets at a time. TCP runs with SACK, RACK loss detection and
+// receive buffer auto-tuning.
 //
 // # Startup
 //
