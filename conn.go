@@ -235,7 +235,10 @@ func (c *serverConn) watch(ctx context.Context, sconn *ssh.ServerConn) {
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	missed := 0
-	lastProbe := time.Now()
+	// lastProbe starts one interval back so the first tick probes; ticks
+	// may come a little early, so half a tick of slack keeps probes at
+	// every interval rather than every other one.
+	lastProbe := time.Now().Add(-interval)
 	probe := make(chan error, 1)
 	probing := false
 	for {
@@ -256,7 +259,7 @@ func (c *serverConn) watch(ctx context.Context, sconn *ssh.ServerConn) {
 				return
 			}
 			c.enforceDeadlines()
-			if interval <= 0 || now.Sub(lastProbe) < interval {
+			if interval <= 0 || now.Sub(lastProbe) < interval-tick/2 {
 				continue
 			}
 			lastProbe = now

@@ -590,7 +590,8 @@ var _ sync.Mutex
 // TestKeepAliveClosesDeadClient: a client that never answers keepalives is
 // dropped after KeepAliveCountMax intervals; one that answers stays.
 func TestKeepAliveClosesDeadClient(t *testing.T) {
-	ts := startServer(t, &sshmesh.Server{KeepAliveInterval: 100 * time.Millisecond, KeepAliveCountMax: 2})
+	const interval = 500 * time.Millisecond
+	ts := startServer(t, &sshmesh.Server{KeepAliveInterval: interval, KeepAliveCountMax: 2})
 	nc, err := net.Dial("tcp", ts.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -600,13 +601,18 @@ func TestKeepAliveClosesDeadClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Nobody reads the global requests: keepalives go unanswered.
+	// Nobody reads the global requests: keepalives go unanswered. Probes at
+	// 1, 2 and 3 intervals: the conn closes after about 3 (2 missed).
+	start := time.Now()
 	done := make(chan error, 1)
 	go func() { done <- c.Wait() }()
 	select {
 	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("a client that never answers keepalives is still connected after 5 s")
+		if d := time.Since(start); d > 4*interval+interval/2 {
+			t.Errorf("dead client dropped after %v, want about %v", d, 3*interval)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a client that never answers keepalives is still connected after 10 s")
 	}
 
 	alive := ts.dial(t, "ann") // ssh.NewClient answers keepalives

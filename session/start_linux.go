@@ -210,6 +210,7 @@ func start(ctx context.Context, r Request, cfg config) (_ *Process, err error) {
 		printMotd(msgOut, cfg.motd, u.Home)
 	}
 	markCloseOnExec(log)
+	resetIgnoredSignals()
 	if err := startInHome(cmd, u.Home, msgOut); err != nil {
 		return nil, fmt.Errorf("session: start %s for %s: %w", shell, u.Name, err)
 	}
