@@ -403,6 +403,28 @@ func TestMaxSessions(t *testing.T) {
 	}
 }
 
+// TestRegisterOnShutdown: a session that would run forever ends when told
+// that Shutdown began.
+func TestRegisterOnShutdown(t *testing.T) {
+	stop := make(chan struct{})
+	srv := &sshmesh.Server{Handler: sshmesh.HandlerFunc(func(s *sshmesh.Session) {
+		io.WriteString(s, "ready\n")
+		<-stop
+		io.WriteString(s, "server going down\n")
+	})}
+	srv.RegisterOnShutdown(func() { close(stop) })
+	ts := startServer(t, srv)
+	o := startBlocking(t, ts, "ann")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if !o.endedWithin(time.Second) {
+		t.Error("session still open after Shutdown")
+	}
+}
+
 func TestShutdownWaitsForSessions(t *testing.T) {
 	release := make(chan struct{})
 	ts := startServer(t, &sshmesh.Server{Handler: sshmesh.HandlerFunc(func(s *sshmesh.Session) {

@@ -102,17 +102,27 @@ type Server struct {
 	// time.Now; tests set it.
 	Now func() time.Time
 
-	mu        sync.Mutex
-	listeners map[net.Listener]struct{}
-	conns     map[*serverConn]struct{}
-	startups  int
-	perPeer   map[[32]byte]int // unauthenticated conns per peer
-	authed    map[[32]byte]int // authenticated conns per peer
-	closed    bool
-	done      chan struct{} // closed when the last conn ends after Shutdown
-	sessions  sync.WaitGroup
-	connCount atomic.Int64
-	policy    atomic.Pointer[policyBox] // set by SetPolicy
+	mu         sync.Mutex
+	listeners  map[net.Listener]struct{}
+	conns      map[*serverConn]struct{}
+	startups   int
+	perPeer    map[[32]byte]int // unauthenticated conns per peer
+	authed     map[[32]byte]int // authenticated conns per peer
+	closed     bool
+	done       chan struct{} // closed when the last conn ends after Shutdown
+	sessions   sync.WaitGroup
+	connCount  atomic.Int64
+	policy     atomic.Pointer[policyBox] // set by SetPolicy
+	onShutdown []func()
+}
+
+// RegisterOnShutdown registers f to be called, in its own goroutine, when
+// Shutdown begins: a way to tell long-running sessions (an interactive Go
+// shell) to finish, since Shutdown waits for them.
+func (s *Server) RegisterOnShutdown(f func()) {
+	s.mu.Lock()
+	s.onShutdown = append(s.onShutdown, f)
+	s.mu.Unlock()
 }
 
 func (s *Server) logger() *slog.Logger { return orDiscard(s.Logger) }
@@ -305,6 +315,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	idle := make([]*serverConn, 0, len(s.conns))
 	for c := range s.conns {
 		idle = append(idle, c)
+	}
+	for _, f := range s.onShutdown {
+		go f()
 	}
 	s.mu.Unlock()
 	for _, c := range idle {
