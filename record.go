@@ -17,11 +17,12 @@ import (
 
 // recorder writes one session's recording. A nil *recorder records nothing.
 type recorder struct {
-	w          *asciicast.Writer
-	path       string
-	recordIn   bool
-	failClosed bool
-	failed     atomic.Bool
+	w           *asciicast.Writer
+	path        string
+	recordIn    bool
+	failClosed  bool
+	failed      atomic.Bool // stop recording (failed, or the session ended)
+	failedWrite atomic.Bool // a write failed (not just the end)
 }
 
 // startRecording opens the session's recording when its rule asks for
@@ -41,7 +42,7 @@ func (s *Session) startRecording() bool {
 	}
 	if d.OnRecordingFailure == "fail-closed" {
 		c.srv.logger().Error("session refused: recording failed and the rule is fail-closed", "conn", c.id, "session", s.id, "peer", c.peer.Key.String(), "rule", d.Rule, "err", err)
-		fmt.Fprintf(s.ch.Stderr(), "sshmesh: this session must be recorded, and recording failed; session refused\r\n")
+		s.message("this session must be recorded, and recording failed; session refused")
 		s.Exit(254)
 		return false
 	}
@@ -71,11 +72,21 @@ func (s *Session) openRecording() (*recorder, error) {
 	return &recorder{w: w, path: path, recordIn: srv.RecordInput, failClosed: s.conn.decision.OnRecordingFailure == "fail-closed"}, nil
 }
 
-func (r *recorder) output(s *Session, p []byte) {
-	if r != nil && len(p) > 0 && !r.failed.Load() {
+// output records p before it is sent, and reports whether it may be
+// sent: false once a fail-closed recording has failed.
+func (r *recorder) output(s *Session, p []byte) bool {
+	if r == nil {
+		return true
+	}
+	if len(p) > 0 && !r.failed.Load() {
 		r.check(s, r.w.Output(p))
 	}
+	return !r.mustEnd()
 }
+
+// mustEnd reports whether the session must end because its fail-closed
+// recording failed.
+func (r *recorder) mustEnd() bool { return r != nil && r.failClosed && r.failedWrite.Load() }
 
 func (r *recorder) input(s *Session, p []byte) {
 	if r != nil && r.recordIn && !r.failed.Load() {
@@ -94,13 +105,11 @@ func (r *recorder) check(s *Session, err error) {
 	if err == nil || r.failed.Swap(true) {
 		return
 	}
+	r.failedWrite.Store(true)
 	c := s.conn
 	if r.failClosed {
 		c.srv.logger().Error("session ended: recording failed and the rule is fail-closed", "conn", c.id, "session", s.id, "file", r.path, "err", err)
-		go func() {
-			fmt.Fprintf(s.ch.Stderr(), "\r\nsshmesh: recording failed; this session must be recorded, so it ends\r\n")
-			s.Exit(254)
-		}()
+		go s.Exit(254) // also when the handler never writes again
 		return
 	}
 	c.srv.logger().Warn("session continues unrecorded: recording failed and the rule is fail-open", "conn", c.id, "session", s.id, "file", r.path, "err", err)

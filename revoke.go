@@ -132,7 +132,7 @@ func (c *serverConn) revoke(message string) {
 	done := make(chan struct{}, len(sessions))
 	for _, s := range sessions {
 		go func() {
-			fmt.Fprintf(s.ch.Stderr(), "\r\nsshmesh: %s\r\n", message)
+			s.message(message)
 			done <- struct{}{}
 		}()
 	}

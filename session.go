@@ -72,7 +72,10 @@ type Session struct {
 	bytesOut atomic.Int64
 	rec      *recorder // nil unless the rule records
 	stderr   io.Writer
-	status   string // how the session ended, for the audit log
+	// x/crypto's channel allows one writer per stream and no CloseWrite
+	// during a write: outMu and errMu serialize stdout and stderr.
+	outMu, errMu sync.Mutex
+	status       string // how the session ended, for the audit log
 }
 
 // Read reads the client's stdin. It returns io.EOF when the client sends EOF.
@@ -88,12 +91,20 @@ func (s *Session) Read(p []byte) (int, error) {
 
 // Write writes to the client's stdout.
 func (s *Session) Write(p []byte) (int, error) {
+	s.outMu.Lock()
+	defer s.outMu.Unlock()
 	s.conn.touch()
+	if !s.rec.output(s, p) {
+		return 0, errUnrecorded
+	}
 	n, err := s.ch.Write(p)
 	s.bytesOut.Add(int64(n))
-	s.rec.output(s, p[:n])
 	return n, err
 }
+
+// errUnrecorded is what writes return once a session that must be
+// recorded could not be: nothing more reaches the client unrecorded.
+var errUnrecorded = errors.New("sshmesh: session must be recorded, and recording failed")
 
 // Stderr returns a writer to the client's stderr (SSH extended data).
 func (s *Session) Stderr() io.Writer { return s.stderr }
@@ -102,10 +113,14 @@ func (s *Session) Stderr() io.Writer { return s.stderr }
 type stderrWriter struct{ s *Session }
 
 func (w stderrWriter) Write(p []byte) (int, error) {
+	w.s.errMu.Lock()
+	defer w.s.errMu.Unlock()
 	w.s.conn.touch()
+	if !w.s.rec.output(w.s, p) {
+		return 0, errUnrecorded
+	}
 	n, err := w.s.ch.Stderr().Write(p)
 	w.s.bytesOut.Add(int64(n))
-	w.s.rec.output(w.s, p[:n])
 	return n, err
 }
 
@@ -189,7 +204,14 @@ func (s *Session) LocalAddr() netip.AddrPort { return s.conn.peer.Local }
 // then EOF, then the channel closes. Only the first Exit or ExitSignal
 // counts; later calls return its error.
 func (s *Session) Exit(code int) error {
+	failedClosed := s.rec.mustEnd()
+	if failedClosed {
+		code = 254 // the rule's recording failed closed
+	}
 	s.exitOnce.Do(func() {
+		if failedClosed {
+			s.message("recording failed; this session must be recorded, so it ends")
+		}
 		s.status = fmt.Sprintf("exit_status=%d", code)
 		st := struct{ Status uint32 }{uint32(code)}
 		s.exitErr = s.finish("exit-status", ssh.Marshal(&st))
@@ -218,16 +240,55 @@ func (s *Session) ExitSignal(sig Signal, coreDumped bool, message string) error 
 func (s *Session) abort(message string) {
 	s.exitOnce.Do(func() {
 		s.status = "aborted: " + message
-		fmt.Fprintf(s.ch.Stderr(), "\r\nsshmesh: %s\r\n", message)
-		s.ch.CloseWrite()
+		s.message(message)
+		s.closeWrite()
 		s.exitErr = s.ch.Close()
 		s.cancel()
 	})
 }
 
+// message tells the client something on stderr, from any goroutine. It
+// gives up when a write of the handler's holds stderr (a client that does
+// not read) for longer than lockWait.
+func (s *Session) message(text string) {
+	if lockWithin(&s.errMu, lockWait) {
+		fmt.Fprintf(s.ch.Stderr(), "\r\nsshmesh: %s\r\n", text)
+		s.errMu.Unlock()
+	}
+}
+
+// closeWrite sends EOF unless a write of the handler's is in flight for
+// longer than lockWait (then CLOSE alone ends the channel).
+func (s *Session) closeWrite() {
+	if !lockWithin(&s.outMu, lockWait) {
+		return
+	}
+	defer s.outMu.Unlock()
+	if !lockWithin(&s.errMu, lockWait) {
+		return
+	}
+	defer s.errMu.Unlock()
+	s.ch.CloseWrite()
+}
+
+// lockWait bounds how long a session's ending waits for a write in flight.
+const lockWait = 200 * time.Millisecond
+
+// lockWithin locks mu, giving up after d.
+func lockWithin(mu *sync.Mutex, d time.Duration) bool {
+	for deadline := time.Now().Add(d); ; time.Sleep(time.Millisecond) {
+		if mu.TryLock() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+}
+
 func (s *Session) finish(req string, payload []byte) error {
 	_, err := s.ch.SendRequest(req, false, payload)
-	s.ch.CloseWrite()
+	s.closeWrite()
 	if cerr := s.ch.Close(); err == nil && cerr != nil && !errors.Is(cerr, io.EOF) {
 		err = cerr
 	}
