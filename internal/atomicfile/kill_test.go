@@ -1,6 +1,7 @@
 package atomicfile_test
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"fmt"
@@ -15,9 +16,13 @@ import (
 )
 
 // writerLoop is run in a child process (see TestKillDuringWrite): it
-// rewrites the file forever with self-checking content.
+// rewrites the file forever with self-checking content, saying "ready" on
+// stdout after the first write.
 func writerLoop(path string) {
 	for i := 0; ; i++ {
+		if i == 1 {
+			fmt.Println("ready")
+		}
 		body := bytes.Repeat([]byte(fmt.Sprintf("generation %d ", i)), 4096)
 		sum := sha256.Sum256(body)
 		if err := atomicfile.WriteFile(path, append(sum[:], body...), 0o600); err != nil {
@@ -44,17 +49,19 @@ func TestKillDuringWrite(t *testing.T) {
 	for kills < 30 {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), "ATOMICFILE_WRITER="+path)
+		out, _ := cmd.StdoutPipe()
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Duration(5+rand.IntN(40)) * time.Millisecond)
+		// Kill at a random point once the writer is rewriting the file.
+		if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "ready\n" {
+			t.Fatalf("writer: %q %v", line, err)
+		}
+		time.Sleep(time.Duration(rand.IntN(20000)) * time.Microsecond)
 		cmd.Process.Kill()
 		cmd.Wait()
 		kills++
 		b, err := os.ReadFile(path)
-		if os.IsNotExist(err) {
-			continue // killed before the first rename: no file is fine, a torn one is not
-		}
 		if err != nil {
 			t.Fatal(err)
 		}
