@@ -36,6 +36,8 @@ type serverConn struct {
 	revoked    atomic.Bool // set once watchPeers has revoked the conn
 
 	mu          sync.Mutex
+	fwd         *forwardState // port, socket and agent forwarding; see forward.go
+	fwdClosed   bool          // closeForwards has run
 	sessions    int
 	open        map[*Session]struct{}
 	ssh         *ssh.ServerConn

@@ -228,35 +228,28 @@ type forwardState struct {
 }
 
 // forwards returns c's forwarding state, creating it on first use, or nil
-// when ctx (the conn's, or a context derived from it) is done: then
-// closeForwards has run or is about to, and nothing new may be held.
-//
-// TODO(lead): this belongs in serverConn as a field; conn.go was being
-// changed while forwarding was written, so the state hangs off a map keyed
-// by the conn instead. Moving it changes only this function and
-// closeForwards.
+// once closeForwards has run (or ctx, the conn's or one derived from it,
+// is done): nothing new may be held then.
 func (c *serverConn) forwards(ctx context.Context) *forwardState {
-	v, loaded := connForwards.Load(c)
-	if !loaded {
-		fctx, cancel := context.WithCancel(context.Background())
-		st := &forwardState{ctx: fctx, cancel: cancel, listeners: map[string]io.Closer{}}
-		if v, loaded = connForwards.LoadOrStore(c, st); loaded {
-			cancel()
-		}
-	}
-	// Stored first, checked second: if ctx is not done yet, closeForwards
-	// (which runs after the conn's context is canceled) will find the state.
-	if ctx.Err() != nil {
-		if !loaded && connForwards.CompareAndDelete(c, v) {
-			v.(*forwardState).cancel()
-		}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.fwdClosed || ctx.Err() != nil {
 		return nil
 	}
-	return v.(*forwardState)
+	if c.fwd == nil {
+		fctx, cancel := context.WithCancel(context.Background())
+		c.fwd = &forwardState{ctx: fctx, cancel: cancel, listeners: map[string]io.Closer{}}
+	}
+	return c.fwd
 }
 
-// connForwards maps *serverConn to *forwardState; see forwards.
-var connForwards sync.Map
+// currentForwards returns c's forwarding state without creating it: nil
+// when nothing is forwarded.
+func (c *serverConn) currentForwards() *forwardState {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.fwd
+}
 
 // openChannel serves a channel type other than "session". It reports
 // whether it handled (accepted or rejected) the channel.
@@ -299,11 +292,13 @@ func (c *serverConn) globalRequest(ctx context.Context, req *ssh.Request) bool {
 // listeners, agent sockets and their directories. The conn's context is
 // already done, so copies in flight are closing; it waits for them.
 func (c *serverConn) closeForwards() {
-	v, ok := connForwards.LoadAndDelete(c)
-	if !ok {
+	c.mu.Lock()
+	st := c.fwd
+	c.fwd, c.fwdClosed = nil, true
+	c.mu.Unlock()
+	if st == nil {
 		return
 	}
-	st := v.(*forwardState)
 	st.cancel()
 	st.mu.Lock()
 	st.closed = true

@@ -264,8 +264,8 @@ func (c *serverConn) cancelStreamLocalForward(payload []byte) bool {
 	if ssh.Unmarshal(payload, &m) != nil {
 		return false
 	}
-	v, ok := connForwards.Load(c)
-	return ok && v.(*forwardState).removeListener("unix:"+m.Path)
+	st := c.currentForwards()
+	return st != nil && st.removeListener("unix:"+m.Path)
 }
 
 // userSocketListener is a listening socket made for a user; Close removes

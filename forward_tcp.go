@@ -219,6 +219,6 @@ func (c *serverConn) cancelTCPIPForward(payload []byte) bool {
 	if ssh.Unmarshal(payload, &m) != nil {
 		return false
 	}
-	v, ok := connForwards.Load(c)
-	return ok && v.(*forwardState).removeListener(remoteKey(m.Addr, m.Port))
+	st := c.currentForwards()
+	return st != nil && st.removeListener(remoteKey(m.Addr, m.Port))
 }

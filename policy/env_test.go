@@ -110,6 +110,7 @@ func TestCheckForwardPattern(t *testing.T) {
 		"db.internal:5432": true, "1.2.3.4:80": true,
 		"localhost": false, "localhost:0": false, "localhost:65536": false, "localhost:022": false,
 		"10.0.0.0/33:22": false, "fd00::1:22": false, "bad_host!:22": false, ":22": false, "-x:22": false,
+		"/run/user/*/db.sock": true, "/tmp/app.sock": true, "/tmp/[x": false, "relative.sock": false,
 	} {
 		if err := checkForwardPattern(p); (err == nil) != ok {
 			t.Errorf("checkForwardPattern(%q) = %v, want ok %v", p, err, ok)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"path"
 	"strconv"
 	"strings"
 )
@@ -13,6 +14,12 @@ import (
 // and PORT is a number from 1 to 65535 or *. IPv6 addresses and prefixes
 // go in brackets: [fd00::1]:22, [fd00::/8]:*.
 func checkForwardPattern(p string) error {
+	if strings.HasPrefix(p, "/") { // a unix socket path pattern (see SocketForwardAllowed)
+		if _, err := path.Match(p, ""); err != nil {
+			return fmt.Errorf("%q: bad socket path pattern: %v", p, err)
+		}
+		return nil
+	}
 	host, port, err := net.SplitHostPort(p)
 	if err != nil {
 		return fmt.Errorf("%q: want HOST:PORT (e.g. localhost:8080, 10.0.0.0/8:*, [fd00::/8]:22, *:*)", p)

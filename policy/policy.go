@@ -71,7 +71,8 @@
 // matching then), and, for accept and check rules only, "checkPeriod" (check
 // only; a Go duration, default 12h), "sessionDuration", "acceptEnv" (see
 // [EnvAllowed]), "agentForward", "localForward" and "remoteForward" (HOST:PORT
-// patterns, see [ForwardAllowed]), "record" and "onRecordingFailure"
+// patterns, see [ForwardAllowed], or absolute unix socket path patterns such
+// as "/run/user/*/db.sock", see [SocketForwardAllowed]), "record" and "onRecordingFailure"
 // (fail-open or fail-closed).
 //
 // # Safety
