@@ -16,6 +16,12 @@ import (
 //	session end     conn session peer local_user exit_status signal duration bytes_in bytes_out
 //	conn closed     conn peer addr user local_user reason
 //
+// and, where they happen:
+//
+//	check started / approved / denied    conn (started) peer node local_user rule ...
+//	forward start / end / refused        conn peer user local_user rule kind target (bytes_up bytes_down, reason)
+//	access revoked / access expired      conn peer reason or rule
+//
 // conn ties a conn's events together; session (conn-N) a session's, and is
 // also in the session's environment as SSHMESH_SESSION_ID.
 

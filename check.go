@@ -43,6 +43,8 @@ type CheckRequest struct {
 	// Peer is the conn's peer: the caller's key and mesh address and port
 	// (Addr), and the address and key of this node (Local, Self).
 	Peer Peer
+	// ConnID is the id of the conn in the server's audit log ("conn").
+	ConnID string
 	// SendBanner sends message to the client before authentication ends;
 	// the stock ssh client prints it on stderr at once, also in batch mode.
 	// It may be called more than once.
@@ -99,6 +101,7 @@ func (c *serverConn) check(d policy.Decision, req policy.Request, attrs []any) e
 		Decision: d,
 		User:     req.User,
 		Peer:     c.peer,
+		ConnID:   c.id,
 		SendBanner: func(msg string) error {
 			if c.preAuth == nil {
 				return errors.New("sshmesh: no pre-auth conn to send a banner on")

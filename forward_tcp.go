@@ -66,8 +66,10 @@ func (c *serverConn) directTCPIP(ctx context.Context, nch ssh.NewChannel) {
 		return
 	}
 	go ssh.DiscardRequests(reqs)
+	log := c.srv.logger()
+	log.Info("forward start", c.forwardAttrs(LocalPort, target, "dialed", conn.RemoteAddr().String())...)
 	up, down := c.pipe(ctx, ch, conn)
-	c.srv.logger().Debug("forward closed", c.forwardAttrs(LocalPort, target, "dialed", conn.RemoteAddr().String(), "bytes_up", up, "bytes_down", down)...)
+	log.Info("forward end", c.forwardAttrs(LocalPort, target, "dialed", conn.RemoteAddr().String(), "bytes_up", up, "bytes_down", down)...)
 }
 
 // resolve returns host's addresses: host itself when it is an address

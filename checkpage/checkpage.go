@@ -224,7 +224,7 @@ func (c *Checker) Check(ctx context.Context, r *sshmesh.CheckRequest) error {
 		}
 	}
 	if first {
-		c.logger().Info("check started", "peer", r.Peer.Key.String(), "node", d.Caller.Node, "addr", r.Peer.Addr.String(),
+		c.logger().Info("check started", "conn", r.ConnID, "peer", r.Peer.Key.String(), "node", d.Caller.Node, "addr", r.Peer.Addr.String(),
 			"user", r.User, "local_user", d.LocalUser, "rule", d.Rule, "timeout", c.CheckTimeout())
 		if c.Dial != nil {
 			go c.notify(r.Peer.Addr, p.url)
