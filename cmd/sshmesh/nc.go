@@ -36,7 +36,7 @@ func cmdNC(ctx context.Context, args []string, io stdio) error {
 		return errUsage
 	}
 	logger := slog.New(slog.NewTextHandler(io.err, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	node, err := startNode(*wgPath, io.err, logger)
+	node, err := startClientNode(*wgPath, io.err, logger)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"net"
 	"strings"
 	"testing"
 
@@ -17,6 +19,13 @@ func TestNCExplainsFailures(t *testing.T) {
 	down.Node.Close() // its endpoint answers nothing
 	client.Node.Close()
 	conf := writeWGConf(t, t.TempDir(), "client.conf", client)
+	// The client's ListenPort is taken (as by the previous nc of a quick
+	// script): nc takes another port and still reaches the server.
+	busy, err := net.ListenPacket("udp", fmt.Sprintf(":%d", client.Config.ListenPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
 	for _, tc := range []struct{ host, port, want string }{
 		{down.Addr.String(), "22", "no WireGuard handshake with " + down.Addr.String()},
 		{server.Addr.String(), "23", "WireGuard works, but the TCP connection failed"},

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"syscall"
 
 	"github.com/sshmesh/sshmesh/netstack"
 )
@@ -11,6 +14,18 @@ import (
 // startNode brings up the mesh node described by the wg-quick file at
 // path, printing the file's warnings to warn.
 func startNode(path string, warn io.Writer, logger *slog.Logger) (*netstack.Node, error) {
+	return startNodeAs(path, warn, logger, false)
+}
+
+// startClientNode is startNode for a node that only dials out (nc,
+// proxy): when its ListenPort is taken (say by the previous nc of a quick
+// script), it takes any free port instead. It initiates every handshake,
+// so its peers learn the new port from its packets (WireGuard roaming).
+func startClientNode(path string, warn io.Writer, logger *slog.Logger) (*netstack.Node, error) {
+	return startNodeAs(path, warn, logger, true)
+}
+
+func startNodeAs(path string, warn io.Writer, logger *slog.Logger, anyPort bool) (*netstack.Node, error) {
 	cfg, warnings, err := netstack.LoadConfig(path)
 	if err != nil {
 		return nil, err
@@ -19,5 +34,25 @@ func startNode(path string, warn io.Writer, logger *slog.Logger) (*netstack.Node
 		fmt.Fprintf(warn, "warning: %s\n", w)
 	}
 	cfg.Logger = logger
-	return netstack.New(*cfg)
+	if anyPort && cfg.ListenPort != 0 && portBusy(cfg.ListenPort) {
+		logger.Info("ListenPort in use; using a free port (peers learn it from our packets)", "file", path, "port", cfg.ListenPort)
+		cfg.ListenPort = 0
+	}
+	node, err := netstack.New(*cfg)
+	if err != nil && anyPort && cfg.ListenPort != 0 && errors.Is(err, syscall.EADDRINUSE) {
+		logger.Info("ListenPort in use; using a free port (peers learn it from our packets)", "file", path, "port", cfg.ListenPort)
+		cfg.ListenPort = 0
+		node, err = netstack.New(*cfg)
+	}
+	return node, err
+}
+
+// portBusy reports whether UDP port is taken on the wildcard address.
+func portBusy(port uint16) bool {
+	c, err := net.ListenPacket("udp", fmt.Sprintf(":%d", port))
+	if err != nil {
+		return errors.Is(err, syscall.EADDRINUSE)
+	}
+	c.Close()
+	return false
 }

@@ -40,7 +40,7 @@ func cmdProxy(ctx context.Context, args []string, io stdio) error {
 		return fmt.Errorf("--socks5 %q: want a loopback address and port, such as 127.0.0.1:1080 (the proxy has no authentication)", *listen)
 	}
 	logger := slog.New(slog.NewTextHandler(io.err, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	node, err := startNode(*wgPath, io.err, logger)
+	node, err := startClientNode(*wgPath, io.err, logger)
 	if err != nil {
 		return err
 	}
