@@ -54,9 +54,10 @@ type CheckRequest struct {
 // CheckRefusal is a refused check whose Message the client may see, such
 // as "login denied at the approval page".
 type CheckRefusal struct {
-	Message string
+	Message string // shown to the client as is
 }
 
+// Error returns the refusal with its message.
 func (e *CheckRefusal) Error() string { return "check refused: " + e.Message }
 
 // check holds the login of a check decision until the caller is approved.

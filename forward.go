@@ -59,7 +59,7 @@ func (k ForwardKind) String() string {
 // it out: names are already resolved, so Addr is exactly what will be dialed
 // or bound.
 type ForwardRequest struct {
-	Kind     ForwardKind
+	Kind     ForwardKind     // what is asked: a port or socket, local or remote, or the agent
 	Identity Identity        // who asks
 	Decision policy.Decision // the decision that let the conn in
 

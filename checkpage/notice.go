@@ -27,8 +27,8 @@ const maxNotice = 2048
 // the conn whose source port is ConnPort, to the node that sent the notice.
 // It travels as one line of JSON on a conn to [NoticePort].
 type Notice struct {
-	ConnPort uint16 `json:"conn_port"`
-	URL      string `json:"url"`
+	ConnPort uint16 `json:"conn_port"` // the source port of the client's conn the check is for
+	URL      string `json:"url"`       // the approval page to open
 }
 
 // notify sends the notice for the conn from caller to the caller's node,

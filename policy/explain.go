@@ -9,7 +9,7 @@ import (
 
 // Explanation says how a [Document] decides one login, rule by rule.
 type Explanation struct {
-	Src, Dst Identity
+	Src, Dst Identity  // the caller and the destination, as the document names them
 	User     string    // the login name asked for
 	At       time.Time // the time rule expiry was judged at
 	Decision Decision  // what Evaluate decides

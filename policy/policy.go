@@ -179,7 +179,7 @@ func (id Identity) Name() string {
 // Decision is a policy's answer, with the options of the rule that made it.
 // The zero Decision rejects.
 type Decision struct {
-	Action    Action
+	Action    Action // accept, check or reject
 	LocalUser string // the local account to run as (accept and check)
 	// Message is shown to the client on reject (or with a check); "" means a
 	// plain "access denied".
@@ -204,9 +204,11 @@ type Decision struct {
 	SessionDuration time.Duration
 	// AgentForward allows ssh -A.
 	AgentForward bool
-	// LocalForward and RemoteForward list host:port patterns that ssh -L/-D
-	// and ssh -R may use; empty means none.
-	LocalForward  []string
+	// LocalForward lists the host:port patterns (or unix socket path
+	// patterns) that ssh -L and -D may reach; empty means none.
+	LocalForward []string
+	// RemoteForward lists the host:port patterns (or unix socket path
+	// patterns) that ssh -R may listen on; empty means none.
 	RemoteForward []string
 	// Record asks for the sessions to be recorded.
 	Record bool
