@@ -1,11 +1,9 @@
 package sshmesh_test
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +11,7 @@ import (
 
 	"github.com/sshmesh/sshmesh"
 	"github.com/sshmesh/sshmesh/policy"
+	"github.com/sshmesh/sshmesh/sshmeshtest"
 )
 
 // blockingHandler prints "ready" and waits for the session to end.
@@ -21,26 +20,8 @@ var blockingHandler = sshmesh.HandlerFunc(func(s *sshmesh.Session) {
 	<-s.Context().Done()
 })
 
-// lockedBuffer is a bytes.Buffer for concurrent writers and readers.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 type openSession struct {
-	stderr *lockedBuffer
+	stderr *sshmeshtest.Buffer
 	done   chan error
 }
 
@@ -56,7 +37,7 @@ func startBlockingOn(t *testing.T, c *ssh.Client) *openSession {
 	if err != nil {
 		t.Fatal(err)
 	}
-	os := &openSession{stderr: &lockedBuffer{}, done: make(chan error, 1)}
+	os := &openSession{stderr: &sshmeshtest.Buffer{}, done: make(chan error, 1)}
 	sess.Stderr = os.stderr
 	out, _ := sess.StdoutPipe()
 	if err := sess.Start("x"); err != nil {
@@ -128,27 +109,9 @@ func TestClosePeer(t *testing.T) {
 	}
 }
 
-// fakeClock is a clock the test moves.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 func TestSessionDurationAndExpiry(t *testing.T) {
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	expires := clock.now.Add(24 * time.Hour)
+	clock := sshmeshtest.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	expires := clock.Now().Add(24 * time.Hour)
 	ts := startServer(t, &sshmesh.Server{Handler: blockingHandler, Now: clock.Now,
 		Policy: policy.Func(func(_ context.Context, r policy.Request) (policy.Decision, error) {
 			d := policy.Decision{Action: policy.Accept, LocalUser: r.User}
@@ -162,11 +125,11 @@ func TestSessionDurationAndExpiry(t *testing.T) {
 	timed := startBlocking(t, ts, "timed")
 	expiring := startBlocking(t, ts, "ann")
 
-	clock.Add(59 * time.Minute)
+	clock.Advance(59 * time.Minute)
 	if timed.endedWithin(600 * time.Millisecond) {
 		t.Fatal("session ended before its duration")
 	}
-	clock.Add(2 * time.Minute)
+	clock.Advance(2 * time.Minute)
 	if !timed.endedWithin(time.Second) {
 		t.Fatal("session still open past its rule's sessionDuration")
 	}
@@ -176,7 +139,7 @@ func TestSessionDurationAndExpiry(t *testing.T) {
 	if expiring.endedWithin(100 * time.Millisecond) {
 		t.Fatal("session of an unexpired rule ended")
 	}
-	clock.Add(24 * time.Hour)
+	clock.Advance(24 * time.Hour)
 	if !expiring.endedWithin(time.Second) || !strings.Contains(expiring.stderr.String(), "expired") {
 		t.Errorf("session of an expired rule: stderr %q", expiring.stderr.String())
 	}

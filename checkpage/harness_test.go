@@ -45,7 +45,7 @@ type world struct {
 	sshAddr string
 	keys    map[netip.Addr]meshkey.Public
 	ids     map[meshkey.Public]policy.Identity
-	clock   *fakeClock
+	clock   *sshmeshtest.Clock
 	period  time.Duration
 	accept  bool // the policy accepts instead of checking (benchmarks)
 }
@@ -70,31 +70,13 @@ func (a addrTable) PeerForAddr(ip netip.Addr) (meshkey.Public, bool) {
 
 func (a addrTable) PublicKey() meshkey.Public { return a[serverAddr] }
 
-// fakeClock is a settable clock for approvals.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 // newWorld starts a Server whose policy checks every login (local user =
 // login name, rule "ssh[0]", checkPeriod 1h) with checker configured by
 // setup, and serves its page.
 func newWorld(t testing.TB, setup func(*checkpage.Checker)) *world {
 	t.Helper()
 	w := &world{t: t, keys: map[netip.Addr]meshkey.Public{}, ids: map[meshkey.Public]policy.Identity{},
-		clock: &fakeClock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}, period: time.Hour}
+		clock: sshmeshtest.NewClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)), period: time.Hour}
 	for addr, id := range map[netip.Addr]policy.Identity{
 		serverAddr: {Node: "srv", Tags: []string{"tag:server"}},
 		aliceLap:   {Node: "alice-laptop", Owner: "alice@example.com"},

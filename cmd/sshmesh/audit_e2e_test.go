@@ -23,12 +23,12 @@ import (
 
 // auditServer serves srv on a fresh mesh's first node with a JSON logger
 // into the returned buffer, and returns the client's wg-quick file.
-func auditServer(t *testing.T, srv *sshmesh.Server) (clientConf, serverAddr string, log *syncBuffer) {
+func auditServer(t *testing.T, srv *sshmesh.Server) (clientConf, serverAddr string, log *sshmeshtest.Buffer) {
 	t.Helper()
 	m := sshmeshtest.NewMesh(t, 2)
 	server, client := m.Nodes[0], m.Nodes[1]
 	client.Node.Close()
-	log = &syncBuffer{}
+	log = &sshmeshtest.Buffer{}
 	srv.Logger = slog.New(slog.NewJSONHandler(log, nil))
 	sshmeshtest.Serve(t, server, srv)
 	return writeWGConf(t, t.TempDir(), "client.conf", client), server.Addr.String(), log
@@ -52,7 +52,7 @@ func TestAuditEvents(t *testing.T) {
 	if _, errOut, code := stockSSH(t, conf, "ann@"+addr, "deploy-now"); code != 3 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	log.waitFor(t, `"msg":"conn closed"`)
+	log.WaitFor(t, `"msg":"conn closed"`)
 
 	var got []map[string]any
 	sc := bufio.NewScanner(strings.NewReader(log.String()))

@@ -29,7 +29,7 @@ var checkURLRE = regexp.MustCompile(`Approve this login at (http://100\.64\.0\.1
 // serve` running on the server.
 type checkWorld struct {
 	dir, laptopConf, laptop2Conf, aliceConf, bobConf string
-	serveLog                                         *syncBuffer
+	serveLog                                         *sshmeshtest.Buffer
 }
 
 func startCheckWorld(t *testing.T, timeout string) *checkWorld {
@@ -46,7 +46,7 @@ func startCheckWorld(t *testing.T, timeout string) *checkWorld {
 		laptop2Conf: writeWGConf(t, dir, "laptop2.conf", laptop2),
 		aliceConf:   writeWGConf(t, dir, "alice.conf", alice),
 		bobConf:     writeWGConf(t, dir, "bob.conf", bob),
-		serveLog:    &syncBuffer{},
+		serveLog:    &sshmeshtest.Buffer{},
 	}
 	pol := fmt.Sprintf(`{
   "nodes": {
@@ -79,14 +79,14 @@ func startCheckWorld(t *testing.T, timeout string) *checkWorld {
 			t.Logf("serve log:\n%s", w.serveLog.String())
 		}
 	})
-	w.serveLog.waitFor(t, "serving SSH")
+	w.serveLog.WaitFor(t, "serving SSH")
 	return w
 }
 
 // checkSSH is a stock ssh client running in the background.
 type checkSSH struct {
 	cmd            *exec.Cmd
-	stdout, stderr syncBuffer
+	stdout, stderr sshmeshtest.Buffer
 	done           chan struct{}
 	code           int
 }
@@ -174,7 +174,7 @@ func startCheckProxy(t *testing.T, conf string) string {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	var log syncBuffer
+	var log sshmeshtest.Buffer
 	cmd := exec.Command(binPath, "proxy", "--wg", conf, "--socks5", addr, "--no-browser")
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cmd.Start(); err != nil {
@@ -187,7 +187,7 @@ func startCheckProxy(t *testing.T, conf string) string {
 			t.Logf("proxy %s log:\n%s", filepath.Base(conf), log.String())
 		}
 	})
-	log.waitFor(t, "SOCKS5 proxy on")
+	log.WaitFor(t, "SOCKS5 proxy on")
 	return addr
 }
 

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -156,7 +155,7 @@ func TestServe(t *testing.T) {
 	os.WriteFile(polPath, []byte(pol), 0o600)
 
 	cmd := exec.Command(binPath, "serve", "--wg", serverConf, "--policy", polPath, "--hostkey", filepath.Join(dir, "hostkey"), "--port", "22")
-	var log syncBuffer
+	var log sshmeshtest.Buffer
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = &log
 	if err := cmd.Start(); err != nil {
@@ -194,7 +193,7 @@ func TestServe(t *testing.T) {
 	// SIGHUP with a broken file: reported, the old policy kept.
 	os.WriteFile(polPath, []byte(`{"ssh": [`), 0o600)
 	cmd.Process.Signal(syscall.SIGHUP)
-	log.waitFor(t, "policy reload failed")
+	log.WaitFor(t, "policy reload failed")
 	if _, errOut, code := stockSSH(t, clientConf, login+"@"+server.Addr.String(), "exit 3"); code != 3 {
 		t.Errorf("after a bad reload the old policy should hold: exit %d, %s", code, errOut)
 	}
@@ -203,7 +202,7 @@ func TestServe(t *testing.T) {
 	open := exec.Command(sshmeshtest.NeedBinary(t, "ssh", "openssh-client"), "-F", "/dev/null",
 		"-o", "ProxyCommand="+binPath+" nc --wg "+clientConf+" %h %p", "-o", "StrictHostKeyChecking=no",
 		"-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", login+"@"+server.Addr.String(), "echo open; sleep 60")
-	var openErr syncBuffer
+	var openErr sshmeshtest.Buffer
 	openOut, _ := open.StdoutPipe()
 	open.Stderr = &openErr
 	if err := open.Start(); err != nil {
@@ -215,7 +214,7 @@ func TestServe(t *testing.T) {
 	}
 	os.WriteFile(polPath, []byte(strings.Replace(pol, `"users": ["nobody"]`, `"users": ["nobody", "`+login+`"]`, 1)), 0o600)
 	cmd.Process.Signal(syscall.SIGHUP)
-	log.waitFor(t, "policy reloaded")
+	log.WaitFor(t, "policy reloaded")
 	ended := make(chan error, 1)
 	go func() { ended <- open.Wait() }()
 	select {
@@ -229,33 +228,4 @@ func TestServe(t *testing.T) {
 	if _, errOut, code := stockSSH(t, clientConf, login+"@"+server.Addr.String(), "true"); code != 255 || !strings.Contains(errOut, "policy-says-no") {
 		t.Errorf("after reload the login should be refused: exit %d, %s", code, errOut)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe to read while a process writes it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// waitFor waits up to 10 s for s to appear in the buffer.
-func (b *syncBuffer) waitFor(t *testing.T, s string) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if strings.Contains(b.String(), s) {
-			return
-		}
-	}
-	t.Fatalf("no %q in the log within 10 s:\n%s", s, b.String())
 }

@@ -30,7 +30,7 @@ import (
 // forwarding options, and returns the wg configs of two client nodes (two
 // ssh processes at once need two: each brings its node up on its port),
 // the server's address and the server's log.
-func fwdServer(t *testing.T, d policy.Decision, handler sshmesh.Handler) (confs [2]string, host string, log *syncBuffer) {
+func fwdServer(t *testing.T, d policy.Decision, handler sshmesh.Handler) (confs [2]string, host string, log *sshmeshtest.Buffer) {
 	t.Helper()
 	m := sshmeshtest.NewMesh(t, 3)
 	server := m.Nodes[0]
@@ -39,7 +39,7 @@ func fwdServer(t *testing.T, d policy.Decision, handler sshmesh.Handler) (confs 
 		client.Node.Close()
 		confs[i] = writeWGConf(t, dir, fmt.Sprintf("client%d.conf", i), client)
 	}
-	log = &syncBuffer{}
+	log = &sshmeshtest.Buffer{}
 	srv := &sshmesh.Server{
 		Logger: slog.New(slog.NewTextHandler(log, nil)),
 		Policy: policy.Func(func(_ context.Context, r policy.Request) (policy.Decision, error) {
@@ -60,14 +60,14 @@ func fwdServer(t *testing.T, d policy.Decision, handler sshmesh.Handler) (confs 
 // fwdSSH starts the stock ssh through `sshmesh nc` in the background and
 // kills it (by PID) at the end of the test. Its stderr is in the returned
 // buffer.
-func fwdSSH(t *testing.T, conf string, args ...string) (*exec.Cmd, *syncBuffer) {
+func fwdSSH(t *testing.T, conf string, args ...string) (*exec.Cmd, *sshmeshtest.Buffer) {
 	t.Helper()
 	ssh := sshmeshtest.NeedBinary(t, "ssh", "openssh-client")
 	all := append([]string{"-F", "/dev/null", "-o", "ProxyCommand=" + binPath + " nc --wg " + conf + " %h %p",
 		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
 		"-o", "BatchMode=yes", "-o", "ConnectTimeout=20", "-o", "IdentityAgent=none"}, args...)
 	cmd := exec.Command(ssh, all...)
-	errOut := &syncBuffer{}
+	errOut := &sshmeshtest.Buffer{}
 	cmd.Stderr = errOut
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -210,7 +210,7 @@ func TestStockSSHLocalForward(t *testing.T) {
 	if n := other.count(); n != 0 {
 		t.Errorf("the target outside the patterns saw %d conns", n)
 	}
-	log.waitFor(t, fmt.Sprintf(`rule=ssh[7] kind=direct-tcpip target=127.0.0.1:%d reason="not allowed by the policy"`, other.port()))
+	log.WaitFor(t, fmt.Sprintf(`rule=ssh[7] kind=direct-tcpip target=127.0.0.1:%d reason="not allowed by the policy"`, other.port()))
 }
 
 // fwdSOCKS5Connect asks the SOCKS5 proxy at proxy for a conn to host:port
@@ -275,7 +275,7 @@ func TestStockSSHDynamicForward(t *testing.T) {
 	if other.count() != 0 {
 		t.Errorf("the target outside the patterns saw a conn")
 	}
-	log.waitFor(t, fmt.Sprintf("target=127.0.0.1:%d", other.port()))
+	log.WaitFor(t, fmt.Sprintf("target=127.0.0.1:%d", other.port()))
 }
 
 func TestStockSSHRemoteForward(t *testing.T) {
@@ -297,7 +297,7 @@ func TestStockSSHRemoteForward(t *testing.T) {
 	if code != 255 || !strings.Contains(errOut, "remote port forwarding failed") {
 		t.Errorf("-R 0.0.0.0:...: exit %d, stderr %q; want 255 and a forwarding failure", code, errOut)
 	}
-	log.waitFor(t, `kind=tcpip-forward target=0.0.0.0:`)
+	log.WaitFor(t, `kind=tcpip-forward target=0.0.0.0:`)
 }
 
 func TestStockSSHRemoteForwardOtherAddress(t *testing.T) {
@@ -404,7 +404,7 @@ func TestStockSSHAgentForward(t *testing.T) {
 			t.Fatalf("%s still there after the conn ended, holding %v; log:\n%s\nssh:\n%s", d, ents, log.String(), errOut)
 		}
 	}
-	log.waitFor(t, "kind=agent target=/tmp/sshmesh-agent-")
+	log.WaitFor(t, "kind=agent target=/tmp/sshmesh-agent-")
 
 	// Without -A: no socket, no variable.
 	out, _, _ = fwdAgentSSH(t, confs[1], sock, "-a", "root@"+host, `echo "sock=$SSH_AUTH_SOCK"`)
@@ -454,7 +454,7 @@ func TestStockSSHForwardingRefused(t *testing.T) {
 		t.Errorf("agent refused, yet %q", out)
 	}
 	for _, kind := range []string{"direct-tcpip", "tcpip-forward", "direct-streamlocal", "streamlocal-forward", "agent"} {
-		log.waitFor(t, `rule=ssh[7] kind=`+kind+` `)
+		log.WaitFor(t, `rule=ssh[7] kind=`+kind+` `)
 	}
 	if n := strings.Count(log.String(), `reason="not allowed by the policy"`); n < 6 {
 		t.Errorf("%d refusals with the reason in the log, want at least 6:\n%s", n, log.String())

@@ -154,7 +154,7 @@ type loginServer struct {
 	goClient *sshmeshtest.Node // an in-process client node for x/crypto
 	conf     string            // wg-quick file of the stock client's node
 	host     string            // the server's mesh address
-	log      *syncBuffer
+	log      *sshmeshtest.Buffer
 }
 
 // startLoginServer serves pol with LoginHandler (Handler nil) on node 0 of
@@ -164,7 +164,7 @@ func startLoginServer(t *testing.T, pol policy.Policy) *loginServer {
 	t.Helper()
 	m := sshmeshtest.NewMesh(t, 3)
 	m.Nodes[1].Node.Close() // `sshmesh nc` brings this one up in each ssh
-	ls := &loginServer{server: m.Nodes[0], goClient: m.Nodes[2], host: m.Nodes[0].Addr.String(), log: &syncBuffer{}}
+	ls := &loginServer{server: m.Nodes[0], goClient: m.Nodes[2], host: m.Nodes[0].Addr.String(), log: &sshmeshtest.Buffer{}}
 	ls.srv = &sshmesh.Server{
 		Policy: pol,
 		Logger: slog.New(slog.NewTextHandler(ls.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -335,12 +335,12 @@ func TestLoginSessionStockClients(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var out syncBuffer
+		var out sshmeshtest.Buffer
 		s.Stdout = &out
 		if err := s.Start("trap 'echo got-int; exit 7' INT; echo ready; while :; do sleep 0.05; done"); err != nil {
 			t.Fatal(err)
 		}
-		out.waitFor(t, "ready")
+		out.WaitFor(t, "ready")
 		if err := s.Signal(ssh.SIGINT); err != nil {
 			t.Fatal(err)
 		}
@@ -570,7 +570,7 @@ func testWindowChange(t *testing.T, ls *loginServer, target string) {
 		t.Fatal(err)
 	}
 	defer ptmx.Close()
-	var out syncBuffer
+	var out sshmeshtest.Buffer
 	copied := make(chan struct{})
 	go func() { io.Copy(&out, ptmx); close(copied) }()
 	var waitErr error
@@ -580,7 +580,7 @@ func testWindowChange(t *testing.T, ls *loginServer, target string) {
 		cmd.Process.Kill() // if still running
 		<-waited
 	}()
-	out.waitFor(t, "30 100")
+	out.WaitFor(t, "30 100")
 	if err := pty.Setsize(ptmx, &pty.Winsize{Rows: 50, Cols: 160}); err != nil {
 		t.Fatal(err)
 	}
@@ -755,7 +755,7 @@ func TestLoginNonRootServe(t *testing.T) {
 	cmd.Dir = dir
 	cmd.Env = []string{"HOME=" + u.Home, "USER=" + u.Name, "PATH=/usr/bin:/bin"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(u.Uid), Gid: uint32(u.Gid)}}
-	var log syncBuffer
+	var log sshmeshtest.Buffer
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = &log
 	if err := cmd.Start(); err != nil {

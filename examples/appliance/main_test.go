@@ -68,7 +68,7 @@ func TestAppliance(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var log exampletest.Buffer
+	var log sshmeshtest.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -150,7 +150,7 @@ type console struct {
 	t    *testing.T
 	cmd  *exec.Cmd
 	ptmx *os.File
-	out  exampletest.Buffer
+	out  sshmeshtest.Buffer
 	seen int // out is matched from here on
 	read chan struct{}
 }

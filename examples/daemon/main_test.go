@@ -51,7 +51,7 @@ func TestDaemon(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var log exampletest.Buffer
+	var log sshmeshtest.Buffer
 	cmd := exec.Command(bin, "--wg", conf, "--policy", polPath, "--state", dir)
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cmd.Start(); err != nil {

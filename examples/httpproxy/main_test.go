@@ -60,7 +60,7 @@ func TestProxy(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var log exampletest.Buffer
+	var log sshmeshtest.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {

@@ -3,15 +3,12 @@
 package exampletest
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/sshmesh/sshmesh/sshmeshtest"
 )
@@ -41,35 +38,4 @@ func Build(dir, pkgDir, name string) (string, error) {
 		return "", fmt.Errorf("go build %s: %v\n%s", pkgDir, err, out)
 	}
 	return bin, nil
-}
-
-// Buffer is a bytes.Buffer that is safe to read while others write it.
-type Buffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-// Write appends p.
-func (b *Buffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// String returns what was written so far.
-func (b *Buffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// WaitFor waits up to 20 s for s to appear in the buffer.
-func (b *Buffer) WaitFor(tb testing.TB, s string) {
-	tb.Helper()
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if strings.Contains(b.String(), s) {
-			return
-		}
-	}
-	tb.Fatalf("no %q within 20 s in:\n%s", s, b.String())
 }
