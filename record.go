@@ -57,7 +57,9 @@ func (s *Session) openRecording() (*recorder, error) {
 	}
 	h := asciicast.Header{Width: 80, Height: 24, Env: map[string]string{}}
 	if s.pty != nil {
-		h.Width, h.Height = int(s.pty.Window.Cols), int(s.pty.Window.Rows)
+		if w := s.pty.Window; w.Cols > 0 && w.Rows > 0 { // ssh -tt without a terminal asks for 0x0
+			h.Width, h.Height = int(w.Cols), int(w.Rows)
+		}
 		h.Env["TERM"] = s.pty.Term
 	}
 	if u, err := session.LookupUser(s.conn.decision.LocalUser); err == nil {
