@@ -34,6 +34,16 @@ func BenchmarkMeshTCP(b *testing.B) {
 				return p.b.Dial(testCtx(b, 10*time.Second), "tcp", "100.64.0.1:5001")
 			}
 		}},
+		{"mesh-gro", func(b *testing.B) (net.Listener, func() (net.Conn, error)) {
+			p := newPairGRO(b, true)
+			l, err := p.a.Listen("tcp", ":5001")
+			if err != nil {
+				b.Fatal(err)
+			}
+			return l, func() (net.Conn, error) {
+				return p.b.Dial(testCtx(b, 10*time.Second), "tcp", "100.64.0.1:5001")
+			}
+		}},
 		{"loopback", func(b *testing.B) (net.Listener, func() (net.Conn, error)) {
 			l, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {

@@ -41,14 +41,23 @@ type dpPair struct {
 	keyA, keyB meshkey.Private
 }
 
-// newDPPair starts two nodes on 127.0.0.1 with the given MTU; wrap (if
-// not nil) wraps each node's bind.
-func newDPPair(t testing.TB, mtu int, wrap func(conn.Bind) conn.Bind) *dpPair {
+// groModes are the two settings of Config.GRO the data-path tests run in.
+var groModes = []struct {
+	name string
+	gro  bool
+}{{"gro=off", false}, {"gro=on", true}}
+
+// groMerged is how many received packets n's link has merged into others.
+func groMerged(n *Node) uint64 { return n.tun.l.groMerged.Load() }
+
+// newDPPair starts two nodes on 127.0.0.1 with the given MTU and GRO
+// setting; wrap (if not nil) wraps each node's bind.
+func newDPPair(t testing.TB, mtu int, gro bool, wrap func(conn.Bind) conn.Bind) *dpPair {
 	t.Helper()
 	ka, kb := mustKey(t), mustKey(t)
 	lo := netip.MustParseAddr("127.0.0.1")
 	a, err := newNode(Config{
-		PrivateKey: ka, BindAddress: lo, MTU: mtu,
+		PrivateKey: ka, BindAddress: lo, MTU: mtu, GRO: gro,
 		Addresses: []netip.Prefix{netip.MustParsePrefix("100.64.0.1/32"), netip.MustParsePrefix("fd7a::1/128")},
 		Peers: []Peer{{PublicKey: kb.Public(), AllowedIPs: []netip.Prefix{
 			netip.MustParsePrefix("100.64.0.2/32"), netip.MustParsePrefix("fd7a::2/128")}}},
@@ -58,7 +67,7 @@ func newDPPair(t testing.TB, mtu int, wrap func(conn.Bind) conn.Bind) *dpPair {
 	}
 	t.Cleanup(func() { a.Close() })
 	b, err := newNode(Config{
-		PrivateKey: kb, BindAddress: lo, MTU: mtu,
+		PrivateKey: kb, BindAddress: lo, MTU: mtu, GRO: gro,
 		Addresses: []netip.Prefix{netip.MustParsePrefix("100.64.0.2/32"), netip.MustParsePrefix("fd7a::2/128")},
 		Peers: []Peer{{PublicKey: ka.Public(), Endpoint: netip.AddrPortFrom(lo, a.ListenPort()),
 			AllowedIPs: []netip.Prefix{netip.MustParsePrefix("100.64.0.1/32"), netip.MustParsePrefix("fd7a::1/128")}}},
@@ -159,19 +168,36 @@ func transfer(t *testing.T, x, y net.Conn, n int64) {
 // at several MTUs, and checks every byte.
 func TestBulkChecksummed(t *testing.T) {
 	n := bulkSize()
-	for _, mtu := range []int{1280, 1420, 9000} {
-		p := newDPPair(t, mtu, nil)
-		for _, tc := range []struct{ network, addr string }{
-			{"tcp4", "100.64.0.1:7100"},
-			{"tcp6", "[fd7a::1]:7101"},
-		} {
-			t.Run(fmt.Sprintf("mtu%d/%s", mtu, tc.network), func(t *testing.T) {
-				c, s := p.connect(t, tc.network, tc.addr)
-				start := time.Now()
-				transfer(t, c, s, n)
-				t.Logf("%d MiB each way in %v", n>>20, time.Since(start).Round(time.Millisecond))
-			})
+	for _, mode := range groModes {
+		for _, mtu := range []int{1280, 1420, 9000} {
+			p := newDPPair(t, mtu, mode.gro, nil)
+			for _, tc := range []struct{ network, addr string }{
+				{"tcp4", "100.64.0.1:7100"},
+				{"tcp6", "[fd7a::1]:7101"},
+			} {
+				t.Run(fmt.Sprintf("%s/mtu%d/%s", mode.name, mtu, tc.network), func(t *testing.T) {
+					c, s := p.connect(t, tc.network, tc.addr)
+					start := time.Now()
+					transfer(t, c, s, n)
+					t.Logf("%d MiB each way in %v", n>>20, time.Since(start).Round(time.Millisecond))
+				})
+			}
+			checkGROUse(t, mode.gro, p.a, p.b)
 		}
+	}
+}
+
+// checkGROUse fails when the nodes merged packets with GRO off, or merged
+// none in a bulk transfer with it on.
+func checkGROUse(t *testing.T, gro bool, nodes ...*Node) {
+	t.Helper()
+	var m uint64
+	for _, n := range nodes {
+		m += groMerged(n)
+	}
+	t.Logf("GRO %v: %d packets merged", gro, m)
+	if gro != (m > 0) {
+		t.Errorf("GRO %v, but %d packets merged", gro, m)
 	}
 }
 
@@ -223,6 +249,12 @@ func (l *lossyBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 // TestLossAndReorder drops 1% and reorders 1% of the datagrams each node
 // sends; TCP (SACK, RACK) must still deliver every byte, both ways.
 func TestLossAndReorder(t *testing.T) {
+	for _, mode := range groModes {
+		t.Run(mode.name, func(t *testing.T) { testLossAndReorder(t, mode.gro) })
+	}
+}
+
+func testLossAndReorder(t *testing.T, gro bool) {
 	var binds []*lossyBind
 	var mu sync.Mutex
 	wrap := func(b conn.Bind) conn.Bind {
@@ -232,7 +264,7 @@ func TestLossAndReorder(t *testing.T) {
 		binds = append(binds, lb)
 		return lb
 	}
-	p := newDPPair(t, 0, wrap)
+	p := newDPPair(t, 0, gro, wrap)
 	n := bulkSize() / 4
 	for _, tc := range []struct{ network, addr string }{
 		{"tcp4", "100.64.0.1:7200"},
@@ -259,10 +291,16 @@ func TestLossAndReorder(t *testing.T) {
 // byte arrives on the conn of the peer that sent it (segments of two peers
 // are never merged or mixed), and PeerForAddr names the right peer.
 func TestTwoPeersConcurrent(t *testing.T) {
+	for _, mode := range groModes {
+		t.Run(mode.name, func(t *testing.T) { testTwoPeersConcurrent(t, mode.gro) })
+	}
+}
+
+func testTwoPeersConcurrent(t *testing.T, gro bool) {
 	lo := netip.MustParseAddr("127.0.0.1")
 	ks, k1, k2 := mustKey(t), mustKey(t), mustKey(t)
 	srv, err := New(Config{
-		PrivateKey: ks, BindAddress: lo, Addresses: []netip.Prefix{netip.MustParsePrefix("100.64.0.1/32")},
+		PrivateKey: ks, BindAddress: lo, GRO: gro, Addresses: []netip.Prefix{netip.MustParsePrefix("100.64.0.1/32")},
 		Peers: []Peer{
 			{PublicKey: k1.Public(), AllowedIPs: []netip.Prefix{netip.MustParsePrefix("100.64.0.2/32")}},
 			{PublicKey: k2.Public(), AllowedIPs: []netip.Prefix{netip.MustParsePrefix("100.64.0.3/32")}},
@@ -282,7 +320,7 @@ func TestTwoPeersConcurrent(t *testing.T) {
 	for i, k := range []meshkey.Private{k1, k2} {
 		addr := netip.MustParsePrefix("100.64.0." + strconv.Itoa(i+2) + "/32")
 		cl, err := New(Config{
-			PrivateKey: k, BindAddress: lo, Addresses: []netip.Prefix{addr},
+			PrivateKey: k, BindAddress: lo, GRO: gro, Addresses: []netip.Prefix{addr},
 			Peers: []Peer{{PublicKey: ks.Public(), Endpoint: netip.AddrPortFrom(lo, srv.ListenPort()),
 				AllowedIPs: []netip.Prefix{netip.MustParsePrefix("100.64.0.1/32")}}},
 		})
@@ -332,6 +370,7 @@ func TestTwoPeersConcurrent(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	checkGROUse(t, gro, srv)
 }
 
 // TestSmallWritesLatency does many small request/response round trips,
@@ -339,7 +378,13 @@ func TestTwoPeersConcurrent(t *testing.T) {
 // only when they are absurdly slow (the comparison with the stock path is
 // BenchmarkMeshRTT).
 func TestSmallWritesLatency(t *testing.T) {
-	p := newDPPair(t, 0, nil)
+	for _, mode := range groModes {
+		t.Run(mode.name, func(t *testing.T) { testSmallWritesLatency(t, mode.gro) })
+	}
+}
+
+func testSmallWritesLatency(t *testing.T, gro bool) {
+	p := newDPPair(t, 0, gro, nil)
 	c, s := p.connect(t, "tcp", "100.64.0.1:7400")
 	go io.Copy(s, s)
 	msg := make([]byte, 48)

@@ -43,7 +43,8 @@ type link struct {
 
 	closeOnce sync.Once
 
-	dropped atomic.Uint64 // outbound packets dropped on a full queue
+	dropped   atomic.Uint64 // outbound packets dropped on a full queue
+	groMerged atomic.Uint64 // received packets merged into another (GRO)
 }
 
 type dispatcherBox struct{ d stack.NetworkDispatcher }
@@ -218,12 +219,43 @@ func (l *link) Write(bufs [][]byte, offset int) (int, error) {
 	if box == nil {
 		return len(bufs), nil
 	}
-	for _, b := range bufs {
-		if err := deliver(box.d, b[offset:]); err != nil {
-			return 0, err
+	if !l.gro || len(bufs) < 2 {
+		for _, b := range bufs {
+			if err := deliver(box.d, b[offset:]); err != nil {
+				return 0, err
+			}
 		}
+		return len(bufs), nil
+	}
+	c := coalescerPool.Get().(*coalescer)
+	defer coalescerPool.Put(c)
+	c.coalesce(bufs, offset)
+	if m := len(bufs) - len(c.items); m > 0 {
+		l.groMerged.Add(uint64(m))
+	}
+	for k := range c.items {
+		it := &c.items[k]
+		if it.n == 1 {
+			if err := deliver(box.d, bufs[it.head][offset:]); err != nil {
+				return 0, err
+			}
+			continue
+		}
+		v := buffer.NewView(it.hdrLen + it.payload)
+		c.build(it, bufs, offset, v)
+		pkb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithView(v)})
+		box.d.DeliverNetworkPacket(ipProto(bufs[it.head][offset]), pkb)
+		pkb.DecRef()
 	}
 	return len(bufs), nil
+}
+
+// ipProto is the network protocol of a packet whose first byte is b.
+func ipProto(b byte) tcpip.NetworkProtocolNumber {
+	if b>>4 == 6 {
+		return header.IPv6ProtocolNumber
+	}
+	return header.IPv4ProtocolNumber
 }
 
 // deliver hands one IP packet to the stack (which copies it).

@@ -26,9 +26,16 @@ type pair struct {
 
 func newPair(t testing.TB) *pair {
 	t.Helper()
+	return newPairGRO(t, false)
+}
+
+// newPairGRO is newPair with Config.GRO set to gro on both nodes.
+func newPairGRO(t testing.TB, gro bool) *pair {
+	t.Helper()
 	p := &pair{ka: newKey(t), kb: newKey(t)}
 	p.a = newNode(t, netstack.Config{
 		PrivateKey: p.ka,
+		GRO:        gro,
 		Addresses:  []netip.Prefix{pfx("100.64.0.1/32"), pfx("fd7a::1/128")},
 		Peers: []netstack.Peer{{
 			PublicKey:  p.kb.Public(),
@@ -37,6 +44,7 @@ func newPair(t testing.TB) *pair {
 	})
 	p.b = newNode(t, netstack.Config{
 		PrivateKey: p.kb,
+		GRO:        gro,
 		Addresses:  []netip.Prefix{pfx("100.64.0.2/32"), pfx("fd7a::2/128")},
 		Peers: []netstack.Peer{{
 			PublicKey:  p.ka.Public(),
