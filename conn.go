@@ -82,8 +82,6 @@ func (c *serverConn) serve() {
 	c.mu.Lock()
 	c.ssh = sconn
 	c.mu.Unlock()
-	s.connCount.Add(1)
-	defer s.connCount.Add(-1)
 	if !c.decision.Expires.IsZero() {
 		c.expires.Store(c.decision.Expires.UnixNano())
 	}
@@ -174,7 +172,6 @@ func (c *serverConn) openSession() bool {
 		return false
 	}
 	c.sessions++
-	c.srv.sessions.Add(1)
 	return true
 }
 
@@ -183,7 +180,6 @@ func (c *serverConn) closeSession() {
 	c.sessions--
 	idle := c.sessions == 0
 	c.mu.Unlock()
-	c.srv.sessions.Done()
 	if idle && c.srv.isClosed() {
 		c.setCloseReason("server shut down")
 		c.nc.Close()

@@ -3,7 +3,6 @@ package sshmesh
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -109,9 +108,7 @@ type Server struct {
 	perPeer    map[[32]byte]int // unauthenticated conns per peer
 	authed     map[[32]byte]int // authenticated conns per peer
 	closed     bool
-	done       chan struct{} // closed when the last conn ends after Shutdown
-	sessions   sync.WaitGroup
-	connCount  atomic.Int64
+	done       chan struct{}             // closed when the last conn ends after Shutdown
 	policy     atomic.Pointer[policyBox] // set by SetPolicy
 	onShutdown []func()
 }
@@ -377,9 +374,4 @@ func (s *Server) sshConfig(c *serverConn) *ssh.ServerConfig {
 		cfg.AddHostKey(k)
 	}
 	return cfg
-}
-
-// String describes the server for logs.
-func (s *Server) String() string {
-	return fmt.Sprintf("sshmesh.Server(%d conns)", s.connCount.Load())
 }
