@@ -66,13 +66,12 @@ func (c *serverConn) serve() {
 	sconn, chans, reqs, err := ssh.NewServerConn(c.nc, s.sshConfig(c))
 	if err != nil {
 		reason := "handshake failed: " + err.Error()
-		if errors.Is(err, io.EOF) {
+		var ne net.Error
+		switch {
+		case errors.Is(err, io.EOF):
 			reason = "client closed before authentication"
-		} else if c.decision.Action == policy.Reject || c.decision.LocalUser == "" {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				reason = "login grace time exceeded"
-			}
+		case errors.As(err, &ne) && ne.Timeout():
+			reason = "login grace time exceeded"
 		}
 		log.Info("conn closed", "conn", c.id, "peer", c.peer.Key.String(), "addr", c.peer.Addr.String(), "reason", reason)
 		return
