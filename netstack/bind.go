@@ -264,7 +264,7 @@ func (b *addrBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	if e.dst.Addr().Is4() != b.addr.Is4() {
 		return fmt.Errorf("netstack: endpoint %v: the UDP socket is bound to %v, another address family", e.dst, b.addr)
 	}
-	ua := net.UDPAddrFromAddrPort(e.dst)
+	ua := e.udpAddr()
 	msgs := b.msgs.Get().(*[]ipv4.Message)
 	defer b.msgs.Put(msgs)
 	gso := b.txGSO.Load()
@@ -342,7 +342,21 @@ func (b *addrBind) BatchSize() int { return batchSize }
 
 // endpoint is a peer's UDP address. The source is always the bind's own
 // address, so there is no sticky source to remember.
-type endpoint struct{ dst netip.AddrPort }
+type endpoint struct {
+	dst netip.AddrPort
+	ua  atomic.Pointer[net.UDPAddr] // dst for the socket, made by the first Send
+}
+
+// udpAddr returns dst as a *net.UDPAddr, made once per endpoint rather
+// than once per Send (the socket only reads it).
+func (e *endpoint) udpAddr() *net.UDPAddr {
+	if ua := e.ua.Load(); ua != nil {
+		return ua
+	}
+	ua := net.UDPAddrFromAddrPort(e.dst)
+	e.ua.Store(ua)
+	return ua
+}
 
 func (e *endpoint) ClearSrc()           {}
 func (e *endpoint) SrcToString() string { return "" }
