@@ -24,6 +24,10 @@ type serverConn struct {
 	id       string // ties the conn's audit events together
 	startup  bool   // holds a MaxStartups slot; guarded by srv.mu
 	connSlot bool   // holds a MaxConnsPerPeer slot; guarded by srv.mu
+	// queueTimer closes the conn when it waits too long for a startup
+	// slot; guarded by srv.mu.
+	queueTimer *time.Timer
+	accepted   time.Time // when the conn was accepted
 
 	preAuth  ssh.ServerPreAuthConn
 	request  policy.Request  // the login request that was decided
@@ -62,7 +66,9 @@ func (c *serverConn) serve() {
 	defer s.forget(c)
 	defer c.nc.Close()
 
-	c.nc.SetDeadline(time.Now().Add(durationOr(s.LoginGraceTime, 30*time.Second)))
+	// The login grace time counts from accept: time in the startup queue
+	// is part of it.
+	c.nc.SetDeadline(c.accepted.Add(durationOr(s.LoginGraceTime, 30*time.Second)))
 	sconn, chans, reqs, err := ssh.NewServerConn(c.nc, s.sshConfig(c))
 	if err != nil {
 		reason := "handshake failed: " + err.Error()

@@ -43,13 +43,14 @@ type Server struct {
 	LoginGraceTime time.Duration
 
 	// MaxStartups caps the conns that have not finished authentication, in
-	// all (conns waiting on a check count); further conns are closed at
-	// once. 0 means 256.
+	// all (conns waiting on a check count). 0 means 256.
 	MaxStartups int
 
 	// MaxStartupsPerPeer caps the unauthenticated conns of one peer, so one
-	// peer cannot use up MaxStartups. 0 means 32: enough for an editor that
-	// opens a burst of conns while they wait on one check.
+	// peer cannot use up MaxStartups. 0 means 32. Conns over either cap wait
+	// in a queue (up to 1,024 per peer and 4,096 in all, each for at most
+	// LoginGraceTime) and start as slots free, so a burst from one host (an
+	// editor, ansible through a WireGuard interface) is slowed, not refused.
 	MaxStartupsPerPeer int
 
 	// MaxSessions caps the open sessions per conn, like sshd's MaxSessions.
@@ -107,6 +108,8 @@ type Server struct {
 	startups   int
 	perPeer    map[[32]byte]int // unauthenticated conns per peer
 	authed     map[[32]byte]int // authenticated conns per peer
+	queued     map[[32]byte][]*serverConn
+	nqueued    int
 	closed     bool
 	done       chan struct{}             // closed when the last conn ends after Shutdown
 	policy     atomic.Pointer[policyBox] // set by SetPolicy
@@ -178,80 +181,8 @@ func (s *Server) Serve(l net.Listener) error {
 			c.Close()
 			continue
 		}
-		sc, ok := s.admit(c, peer)
-		if !ok {
-			continue
-		}
-		s.logConnAccepted(sc)
-		go sc.serve()
+		s.admit(c, peer)
 	}
-}
-
-// admit counts c against the startup limits, or closes it.
-func (s *Server) admit(c net.Conn, p Peer) (*serverConn, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	why := ""
-	switch {
-	case s.closed:
-		why = "server is shutting down"
-	case s.startups >= intOr(s.MaxStartups, 256):
-		why = "too many unauthenticated conns (MaxStartups)"
-	case s.perPeer[p.Key] >= intOr(s.MaxStartupsPerPeer, 32):
-		why = "too many unauthenticated conns from this peer (MaxStartupsPerPeer)"
-	}
-	if why != "" {
-		s.logger().Warn("conn dropped", "peer", p.Key.String(), "addr", p.Addr.String(), "reason", why)
-		c.Close()
-		return nil, false
-	}
-	if s.perPeer == nil {
-		s.perPeer = make(map[[32]byte]int)
-		s.conns = make(map[*serverConn]struct{})
-	}
-	s.startups++
-	s.perPeer[p.Key]++
-	sc := &serverConn{srv: s, nc: c, peer: p, startup: true, id: newID()}
-	sc.lastActive.Store(time.Now().UnixNano())
-	s.conns[sc] = struct{}{}
-	return sc, true
-}
-
-// authenticated releases c's startup slot.
-func (s *Server) authenticated(c *serverConn) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.releaseStartup(c)
-}
-
-func (s *Server) releaseStartup(c *serverConn) {
-	if !c.startup {
-		return
-	}
-	c.startup = false
-	s.startups--
-	if s.perPeer[c.peer.Key]--; s.perPeer[c.peer.Key] <= 0 {
-		delete(s.perPeer, c.peer.Key)
-	}
-}
-
-// reserveConn takes one of the peer's MaxConnsPerPeer slots for c, or
-// reports that the peer has none left.
-func (s *Server) reserveConn(c *serverConn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if c.connSlot {
-		return true
-	}
-	if max := intOr(s.MaxConnsPerPeer, 100); max > 0 && s.authed[c.peer.Key] >= max {
-		return false
-	}
-	if s.authed == nil {
-		s.authed = make(map[[32]byte]int)
-	}
-	s.authed[c.peer.Key]++
-	c.connSlot = true
-	return true
 }
 
 func (s *Server) forget(c *serverConn) {
@@ -300,6 +231,7 @@ func (s *Server) isClosed() bool {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed = true
+	s.dropQueued()
 	for l := range s.listeners {
 		l.Close()
 	}
@@ -334,6 +266,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.closed = true
+	s.dropQueued()
 	var err error
 	for l := range s.listeners {
 		if cerr := l.Close(); cerr != nil && err == nil {
