@@ -10,7 +10,9 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -36,6 +38,7 @@ func cmdServe(ctx context.Context, args []string, io stdio) error {
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	recordDir := fs.String("record", "", "`dir` for session recordings (asciicast v2) of rules that say \"record\": true")
 	recordInput := fs.Bool("record-input", false, "also record what clients type in recorded sessions (it may hold passwords)")
+	memLimit := fs.String("memory-limit", "48MiB", "soft memory `limit` for the Go runtime (GOMEMLIMIT syntax; off: no limit); the GOMEMLIMIT variable, when set, wins")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -45,6 +48,9 @@ func cmdServe(ctx context.Context, args []string, io stdio) error {
 	}
 	logger, err := newLogger(*logFormat, io)
 	if err != nil {
+		return err
+	}
+	if err := setMemoryLimit(*memLimit); err != nil {
 		return err
 	}
 	if *hostKeyPath == "" {
@@ -223,4 +229,39 @@ func joinAddrs(addrs []netip.Addr) string {
 		s += a.String()
 	}
 	return s
+}
+
+// setMemoryLimit sets the runtime's soft memory limit from a GOMEMLIMIT-style
+// value ("48MiB", "off"), unless the GOMEMLIMIT variable is set. Buffers
+// grown during a bulk transfer are then given back soon after, instead of
+// held until the next natural GC.
+func setMemoryLimit(v string) error {
+	if os.Getenv("GOMEMLIMIT") != "" || v == "off" {
+		return nil
+	}
+	n, err := parseBytes(v)
+	if err != nil {
+		return fmt.Errorf("--memory-limit %q: %w", v, err)
+	}
+	debug.SetMemoryLimit(n)
+	return nil
+}
+
+// parseBytes parses sizes like "48MiB", "1GiB", "500000" (bytes).
+func parseBytes(v string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"B", 1}, {"", 1}}
+	for _, u := range units {
+		if !strings.HasSuffix(v, u.suffix) {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSuffix(v, u.suffix), 10, 64)
+		if err != nil || n <= 0 {
+			return 0, errors.New("want a size such as 48MiB, or off")
+		}
+		return n * u.mult, nil
+	}
+	return 0, errors.New("want a size such as 48MiB, or off")
 }
