@@ -519,7 +519,7 @@ func TestStalledConnsDoNotBlockLogin(t *testing.T) {
 func countFDs(t testing.TB) int {
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
-		t.Skip("no /proc/self/fd")
+		t.Fatalf("reading /proc/self/fd: %v (sshmesh runs on Linux)", err)
 	}
 	return len(ents)
 }
