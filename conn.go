@@ -35,6 +35,7 @@ type serverConn struct {
 	identity Identity
 
 	lastActive atomic.Int64 // unix nanos of the last session data
+	heard      atomic.Int64 // unix nanos of the last bytes read from the client
 	expires    atomic.Int64 // unix nanos when the rule stops allowing the conn; 0 = never
 	sessionSeq atomic.Int64
 	revoked    atomic.Bool // set once watchPeers has revoked the conn
@@ -69,7 +70,7 @@ func (c *serverConn) serve() {
 	// The login grace time counts from accept: time in the startup queue
 	// is part of it.
 	c.nc.SetDeadline(c.accepted.Add(durationOr(s.LoginGraceTime, 30*time.Second)))
-	sconn, chans, reqs, err := ssh.NewServerConn(c.nc, s.sshConfig(c))
+	sconn, chans, reqs, err := ssh.NewServerConn(heardConn{c.nc, c}, s.sshConfig(c))
 	if err != nil {
 		reason := "handshake failed: " + err.Error()
 		var ne net.Error
@@ -266,6 +267,12 @@ func (c *serverConn) watch(ctx context.Context, sconn *ssh.ServerConn) {
 				continue
 			}
 			lastProbe = now
+			// As sshd: anything heard from the client proves it alive (a
+			// keepalive reply can queue behind a bulk upload).
+			if now.Sub(time.Unix(0, c.heard.Load())) < interval {
+				missed = 0
+				continue
+			}
 			if probing {
 				if missed++; missed >= intOr(s.KeepAliveCountMax, 3) {
 					c.setCloseReason("keepalives unanswered")
@@ -286,6 +293,20 @@ func (c *serverConn) watch(ctx context.Context, sconn *ssh.ServerConn) {
 
 // deadlineTick is how often rule expiry and session duration are checked.
 const deadlineTick = 250 * time.Millisecond
+
+// heardConn records when the client last sent anything (for keepalives).
+type heardConn struct {
+	net.Conn
+	c *serverConn
+}
+
+func (h heardConn) Read(p []byte) (int, error) {
+	n, err := h.Conn.Read(p)
+	if n > 0 {
+		h.c.heard.Store(time.Now().UnixNano())
+	}
+	return n, err
+}
 
 // authNone decides a login attempt: the caller's identity is the conn's
 // mesh peer, the decision the policy's for the login name asked for.

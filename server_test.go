@@ -658,3 +658,37 @@ func TestIdleTimeout(t *testing.T) {
 		t.Fatal("idle conn not closed")
 	}
 }
+
+// TestKeepAliveBusyClientStays: a client whose keepalive replies are held
+// up (here: never sent) but which keeps sending data is alive, as sshd
+// judges it: anything heard from the client counts.
+func TestKeepAliveBusyClientStays(t *testing.T) {
+	const interval = 200 * time.Millisecond
+	ts := startServer(t, &sshmesh.Server{KeepAliveInterval: interval, KeepAliveCountMax: 2,
+		Handler: sshmesh.HandlerFunc(func(s *sshmesh.Session) { io.Copy(io.Discard, s) })})
+	nc, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	c, _, _, err := ssh.NewClientConn(nc, ts.addr, &ssh.ClientConfig{User: "ann", HostKeyCallback: ssh.InsecureIgnoreHostKey()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Nobody reads the global requests: no keepalive is ever answered.
+	ch, reqs, err := c.OpenChannel("session", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ssh.DiscardRequests(reqs)
+	if ok, err := ch.SendRequest("exec", true, ssh.Marshal(struct{ S string }{"upload"})); !ok || err != nil {
+		t.Fatalf("exec: %v %v", ok, err)
+	}
+	buf := make([]byte, 1024)
+	for end := time.Now().Add(10 * interval); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if _, err := ch.Write(buf); err != nil {
+			t.Fatalf("a client that keeps sending was dropped: %v", err)
+		}
+	}
+}
