@@ -168,6 +168,17 @@ func TestNoticeWatcher(t *testing.T) {
 	send(server, checkpage.Notice{ConnPort: port, URL: "http://100.64.0.1/elsewhere"})                   // not a page
 	send(server, checkpage.Notice{ConnPort: port, URL: good})
 	send(server, checkpage.Notice{ConnPort: port, URL: good}) // again: no second open
+	// Notices are handled asynchronously: let the good one be acted on
+	// before the conn stops being tracked.
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		mu.Lock()
+		n := len(opened)
+		mu.Unlock()
+		if n > 0 {
+			break
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // and the repeated one too
 	untrack()
 	send(server, checkpage.Notice{ConnPort: port, URL: "http://100.64.0.1/check/AAAAAAAAAAAAAAAAAAAAAA"}) // conn over
 	time.Sleep(500 * time.Millisecond)
