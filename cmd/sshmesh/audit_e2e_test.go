@@ -117,8 +117,7 @@ func TestRecordingStockClient(t *testing.T) {
 
 	// A PTY session typing into a real shell.
 	ssh := sshmeshtest.NeedBinary(t, "ssh", "openssh-client")
-	cmd := exec.Command(ssh, "-tt", "-F", "/dev/null", "-o", "ProxyCommand="+binPath+" nc --wg "+conf+" %h %p",
-		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "root@"+addr)
+	cmd := exec.Command(ssh, append(append([]string{"-tt"}, meshClientOptions(conf)...), "root@"+addr)...)
 	cmd.Stdin = strings.NewReader("echo rec-$((6*7))\nexit 0\n")
 	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "rec-42") {
 		t.Fatalf("ssh -tt: %v\n%s", err, out)
@@ -170,8 +169,7 @@ func TestRecordingStockClient(t *testing.T) {
 	if _, errOut, code := stockSSH(t, conf, "-T", "root@"+addr, "echo plain-exec"); code != 0 {
 		t.Fatalf("ssh -T: %d %s", code, errOut)
 	}
-	sftpCmd := exec.Command(sftp, "-b", "-", "-F", "/dev/null", "-o", "ProxyCommand="+binPath+" nc --wg "+conf+" %h %p",
-		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "root@"+addr)
+	sftpCmd := exec.Command(sftp, append(append([]string{"-b", "-"}, meshClientOptions(conf)...), "root@"+addr)...)
 	sftpCmd.Stdin = strings.NewReader("pwd\n")
 	if out, err := sftpCmd.CombinedOutput(); err != nil {
 		t.Fatalf("sftp: %v\n%s", err, out)

@@ -96,9 +96,7 @@ type checkSSH struct {
 func startCheckSSH(t *testing.T, conf string, env []string, ncFlags string, args ...string) *checkSSH {
 	t.Helper()
 	ssh := sshmeshtest.NeedBinary(t, "ssh", "openssh-client")
-	all := append([]string{"-F", "/dev/null", "-o", "ProxyCommand=" + binPath + " nc --wg " + conf + " " + ncFlags + " %h %p",
-		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-		"-o", "BatchMode=yes", "-o", "ConnectTimeout=20", "-o", "IdentityAgent=none"}, args...)
+	all := append(append(meshClientOptions(conf, strings.Fields(ncFlags)...), noAgent...), args...)
 	s := &checkSSH{cmd: exec.Command(ssh, all...), done: make(chan struct{})}
 	s.cmd.Stdout, s.cmd.Stderr = &s.stdout, &s.stderr
 	s.cmd.Env = append(os.Environ(), env...)

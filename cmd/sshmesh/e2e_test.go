@@ -57,15 +57,26 @@ func writeWGConf(t *testing.T, dir, name string, n *sshmeshtest.Node) string {
 	return path
 }
 
+// meshClientOptions are the options with which the stock ssh, scp and sftp
+// reach the mesh through `sshmesh nc --wg conf [ncFlags]`, with no config
+// file, host-key prompt or SSH key setup.
+func meshClientOptions(conf string, ncFlags ...string) []string {
+	nc := strings.Join(append([]string{binPath, "nc", "--wg", conf}, ncFlags...), " ")
+	return []string{"-F", "/dev/null", "-o", "ProxyCommand=" + nc + " %h %p",
+		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+		"-o", "BatchMode=yes", "-o", "ConnectTimeout=20"}
+}
+
+// noAgent keeps ssh from offering a running agent's keys (the mesh needs none).
+var noAgent = []string{"-o", "IdentityAgent=none"}
+
 // stockSSH runs the stock ssh client through `sshmesh nc --wg clientConf`.
 func stockSSH(t *testing.T, clientConf string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	ssh := sshmeshtest.NeedBinary(t, "ssh", "openssh-client")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	all := append([]string{"-F", "/dev/null", "-o", "ProxyCommand=" + binPath + " nc --wg " + clientConf + " %h %p",
-		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-		"-o", "BatchMode=yes", "-o", "ConnectTimeout=20", "-o", "IdentityAgent=none"}, args...)
+	all := append(append(meshClientOptions(clientConf), noAgent...), args...)
 	cmd := exec.CommandContext(ctx, ssh, all...)
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se
@@ -199,9 +210,8 @@ func TestServe(t *testing.T) {
 	}
 	// SIGHUP with a policy that refuses that login: the open session of
 	// that login ends with a message, and new logins are refused.
-	open := exec.Command(sshmeshtest.NeedBinary(t, "ssh", "openssh-client"), "-F", "/dev/null",
-		"-o", "ProxyCommand="+binPath+" nc --wg "+clientConf+" %h %p", "-o", "StrictHostKeyChecking=no",
-		"-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", login+"@"+server.Addr.String(), "echo open; sleep 60")
+	open := exec.Command(sshmeshtest.NeedBinary(t, "ssh", "openssh-client"),
+		append(meshClientOptions(clientConf), login+"@"+server.Addr.String(), "echo open; sleep 60")...)
 	var openErr sshmeshtest.Buffer
 	openOut, _ := open.StdoutPipe()
 	open.Stderr = &openErr

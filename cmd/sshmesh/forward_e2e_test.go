@@ -63,9 +63,7 @@ func fwdServer(t *testing.T, d policy.Decision, handler sshmesh.Handler) (confs 
 func fwdSSH(t *testing.T, conf string, args ...string) (*exec.Cmd, *sshmeshtest.Buffer) {
 	t.Helper()
 	ssh := sshmeshtest.NeedBinary(t, "ssh", "openssh-client")
-	all := append([]string{"-F", "/dev/null", "-o", "ProxyCommand=" + binPath + " nc --wg " + conf + " %h %p",
-		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-		"-o", "BatchMode=yes", "-o", "ConnectTimeout=20", "-o", "IdentityAgent=none"}, args...)
+	all := append(append(meshClientOptions(conf), noAgent...), args...)
 	cmd := exec.Command(ssh, all...)
 	errOut := &sshmeshtest.Buffer{}
 	cmd.Stderr = errOut
@@ -330,9 +328,7 @@ func TestStockSSHRemoteForwardOtherAddress(t *testing.T) {
 // does not forward (ForwardAgent=PATH neither).
 func fwdAgentSSH(t *testing.T, conf, sock string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	all := append([]string{"-F", "/dev/null", "-o", "ProxyCommand=" + binPath + " nc --wg " + conf + " %h %p",
-		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
-		"-o", "ConnectTimeout=20", "-o", "IdentitiesOnly=yes", "-o", "IdentityFile=/dev/null"}, args...)
+	all := append(append(meshClientOptions(conf), "-o", "IdentitiesOnly=yes", "-o", "IdentityFile=/dev/null"), args...)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, sshmeshtest.NeedBinary(t, "ssh", "openssh-client"), all...)

@@ -88,11 +88,7 @@ func mustRun(t *testing.T, name string, args ...string) string {
 // `sshmesh nc --wg conf`. ssh, scp and sftp take them as they are; see
 // meshSSHCommand for rsync -e and GIT_SSH_COMMAND.
 func meshSSHOptions(conf string) []string {
-	return []string{"-F", "/dev/null",
-		"-o", "ProxyCommand=" + binPath + " nc --wg " + conf + " %h %p",
-		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-		"-o", "BatchMode=yes", "-o", "ConnectTimeout=20", "-o", "IdentityAgent=none",
-		"-o", "LogLevel=ERROR"}
+	return append(append(meshClientOptions(conf), noAgent...), "-o", "LogLevel=ERROR")
 }
 
 // meshSSHCommand is `ssh` with meshSSHOptions as one shell-quoted command
