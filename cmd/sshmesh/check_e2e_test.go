@@ -66,20 +66,8 @@ func startCheckWorld(t *testing.T, timeout string) *checkWorld {
 		t.Fatal(err)
 	}
 	serveConf := writeWGConf(t, dir, "server.conf", srvN)
-	cmd := exec.Command(binPath, "serve", "--wg", serveConf, "--policy", polPath, "--state", filepath.Join(dir, "state"),
+	startServe(t, w.serveLog, nil, "--wg", serveConf, "--policy", polPath, "--state", filepath.Join(dir, "state"),
 		"--check-timeout", timeout)
-	cmd.Stdout, cmd.Stderr = w.serveLog, w.serveLog
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("serve log:\n%s", w.serveLog.String())
-		}
-	})
-	w.serveLog.WaitFor(t, "serving SSH")
 	return w
 }
 

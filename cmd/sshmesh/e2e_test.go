@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -134,6 +133,31 @@ func TestStockSSHWithGoHandler(t *testing.T) {
 	}
 }
 
+// startServe runs `sshmesh serve args...` (setup, if not nil, adjusts the
+// command first), waits until it serves, and stops it with SIGINT at the
+// end of the test. Its stdout and stderr go to log, shown when the test
+// fails.
+func startServe(t *testing.T, log *sshmeshtest.Buffer, setup func(*exec.Cmd), args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(binPath, append([]string{"serve"}, args...)...)
+	cmd.Stdout, cmd.Stderr = log, log
+	if setup != nil {
+		setup(cmd)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("serve log:\n%s", log.String())
+		}
+	})
+	log.WaitFor(t, "sshmesh: serving SSH as node")
+	return cmd
+}
+
 // TestServe runs `sshmesh serve` with a policy document and logs in with the
 // stock client: an allowed user, a refused one with the rule's message, and
 // the "=" mapping to the caller's local part.
@@ -165,24 +189,10 @@ func TestServe(t *testing.T) {
 	polPath := filepath.Join(dir, "policy.hujson")
 	os.WriteFile(polPath, []byte(pol), 0o600)
 
-	cmd := exec.Command(binPath, "serve", "--wg", serverConf, "--policy", polPath, "--hostkey", filepath.Join(dir, "hostkey"), "--port", "22")
 	var log sshmeshtest.Buffer
-	stdout, _ := cmd.StdoutPipe()
-	cmd.Stderr = &log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("serve log:\n%s", log.String())
-		}
-	})
-	banner := make([]byte, 4096)
-	n, _ := stdout.Read(banner)
-	if !regexp.MustCompile(`serving SSH as node "srv" on 100\.64\.0\.1 port 22`).Match(banner[:n]) {
-		t.Fatalf("serve printed %q", banner[:n])
+	cmd := startServe(t, &log, nil, "--wg", serverConf, "--policy", polPath, "--hostkey", filepath.Join(dir, "hostkey"), "--port", "22")
+	if !strings.Contains(log.String(), `serving SSH as node "srv" on 100.64.0.1 port 22`) {
+		t.Fatalf("serve printed %q", log.String())
 	}
 	login := me.Username
 	out, errOut, code := stockSSH(t, clientConf, login+"@"+server.Addr.String(), "echo hello-from-mesh; id -un; exit 7")

@@ -746,30 +746,12 @@ func TestLoginNonRootServe(t *testing.T) {
 		}
 	}
 
-	cmd := exec.Command(binPath, "serve", "--wg", serverConf, "--policy", polPath,
-		"--state", filepath.Join(dir, "state"), "--port", "22")
-	cmd.Dir = dir
-	cmd.Env = []string{"HOME=" + u.Home, "USER=" + u.Name, "PATH=/usr/bin:/bin"}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(u.Uid), Gid: uint32(u.Gid)}}
 	var log sshmeshtest.Buffer
-	stdout, _ := cmd.StdoutPipe()
-	cmd.Stderr = &log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("serve log:\n%s", log.String())
-		}
-	})
-	banner := make([]byte, 4096)
-	n, _ := stdout.Read(banner)
-	if !bytes.Contains(banner[:n], []byte("serving SSH")) {
-		t.Fatalf("serve printed %q; log:\n%s", banner[:n], log.String())
-	}
-	go io.Copy(io.Discard, stdout)
+	startServe(t, &log, func(cmd *exec.Cmd) {
+		cmd.Dir = dir
+		cmd.Env = []string{"HOME=" + u.Home, "USER=" + u.Name, "PATH=/usr/bin:/bin"}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(u.Uid), Gid: uint32(u.Gid)}}
+	}, "--wg", serverConf, "--policy", polPath, "--state", filepath.Join(dir, "state"), "--port", "22")
 
 	host := server.Addr.String()
 	out, errOut, code := stockSSH(t, clientConf, u.Name+"@"+host, "id -un; exit 5")
