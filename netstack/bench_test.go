@@ -34,8 +34,8 @@ func BenchmarkMeshTCP(b *testing.B) {
 				return p.b.Dial(testCtx(b, 10*time.Second), "tcp", "100.64.0.1:5001")
 			}
 		}},
-		{"mesh-gro", func(b *testing.B) (net.Listener, func() (net.Conn, error)) {
-			p := newPairGRO(b, true)
+		{"mesh-nogro", func(b *testing.B) (net.Listener, func() (net.Conn, error)) {
+			p := newPairGRO(b, false)
 			l, err := p.a.Listen("tcp", ":5001")
 			if err != nil {
 				b.Fatal(err)

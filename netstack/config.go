@@ -35,12 +35,12 @@ type Config struct {
 	// MTU is the mesh interface's MTU; 0 means 1420, WireGuard's default.
 	MTU int
 
-	// GRO coalesces received TCP segments of a flow, within one batch the
-	// WireGuard device hands over, into one large segment before the
+	// DisableGRO turns off the coalescing of received TCP segments. By
+	// default, the segments of a flow within one batch the WireGuard
+	// device hands over are merged into one large segment before the
 	// in-process stack sees them: fewer, larger packets through the
 	// stack. Segments of two flows, and so of two peers, never merge.
-	// Off by default.
-	GRO bool
+	DisableGRO bool
 
 	// Peers are the node's peers. No prefix may appear in two peers'
 	// AllowedIPs.

@@ -41,7 +41,7 @@ type dpPair struct {
 	keyA, keyB meshkey.Private
 }
 
-// groModes are the two settings of Config.GRO the data-path tests run in.
+// groModes are the two settings of Config.DisableGRO the data-path tests run in.
 var groModes = []struct {
 	name string
 	gro  bool
@@ -57,7 +57,7 @@ func newDPPair(t testing.TB, mtu int, gro bool, wrap func(conn.Bind) conn.Bind) 
 	ka, kb := mustKey(t), mustKey(t)
 	lo := netip.MustParseAddr("127.0.0.1")
 	a, err := newNode(Config{
-		PrivateKey: ka, BindAddress: lo, MTU: mtu, GRO: gro,
+		PrivateKey: ka, BindAddress: lo, MTU: mtu, DisableGRO: !gro,
 		Addresses: []netip.Prefix{netip.MustParsePrefix("100.64.0.1/32"), netip.MustParsePrefix("fd7a::1/128")},
 		Peers: []Peer{{PublicKey: kb.Public(), AllowedIPs: []netip.Prefix{
 			netip.MustParsePrefix("100.64.0.2/32"), netip.MustParsePrefix("fd7a::2/128")}}},
@@ -67,7 +67,7 @@ func newDPPair(t testing.TB, mtu int, gro bool, wrap func(conn.Bind) conn.Bind) 
 	}
 	t.Cleanup(func() { a.Close() })
 	b, err := newNode(Config{
-		PrivateKey: kb, BindAddress: lo, MTU: mtu, GRO: gro,
+		PrivateKey: kb, BindAddress: lo, MTU: mtu, DisableGRO: !gro,
 		Addresses: []netip.Prefix{netip.MustParsePrefix("100.64.0.2/32"), netip.MustParsePrefix("fd7a::2/128")},
 		Peers: []Peer{{PublicKey: ka.Public(), Endpoint: netip.AddrPortFrom(lo, a.ListenPort()),
 			AllowedIPs: []netip.Prefix{netip.MustParsePrefix("100.64.0.1/32"), netip.MustParsePrefix("fd7a::1/128")}}},
@@ -300,7 +300,7 @@ func testTwoPeersConcurrent(t *testing.T, gro bool) {
 	lo := netip.MustParseAddr("127.0.0.1")
 	ks, k1, k2 := mustKey(t), mustKey(t), mustKey(t)
 	srv, err := New(Config{
-		PrivateKey: ks, BindAddress: lo, GRO: gro, Addresses: []netip.Prefix{netip.MustParsePrefix("100.64.0.1/32")},
+		PrivateKey: ks, BindAddress: lo, DisableGRO: !gro, Addresses: []netip.Prefix{netip.MustParsePrefix("100.64.0.1/32")},
 		Peers: []Peer{
 			{PublicKey: k1.Public(), AllowedIPs: []netip.Prefix{netip.MustParsePrefix("100.64.0.2/32")}},
 			{PublicKey: k2.Public(), AllowedIPs: []netip.Prefix{netip.MustParsePrefix("100.64.0.3/32")}},
@@ -320,7 +320,7 @@ func testTwoPeersConcurrent(t *testing.T, gro bool) {
 	for i, k := range []meshkey.Private{k1, k2} {
 		addr := netip.MustParsePrefix("100.64.0." + strconv.Itoa(i+2) + "/32")
 		cl, err := New(Config{
-			PrivateKey: k, BindAddress: lo, GRO: gro, Addresses: []netip.Prefix{addr},
+			PrivateKey: k, BindAddress: lo, DisableGRO: !gro, Addresses: []netip.Prefix{addr},
 			Peers: []Peer{{PublicKey: ks.Public(), Endpoint: netip.AddrPortFrom(lo, srv.ListenPort()),
 				AllowedIPs: []netip.Prefix{netip.MustParsePrefix("100.64.0.1/32")}}},
 		})

@@ -56,12 +56,13 @@
 // peer's packets at a time. TCP runs with SACK, RACK loss detection and
 // receive buffer auto-tuning.
 //
-// With Config.GRO set, the link first coalesces each received batch's
+// Unless Config.DisableGRO is set, the link first coalesces each received batch's
 // in-order TCP segments of one flow (addresses and ports, so never two
 // peers' packets) into segments of up to 64 KiB, with valid checksums,
 // so the stack handles a few large segments instead of many small ones.
 // It is our own coalescer, scoped to one batch, not gVisor's NIC GRO
-// (shared per-NIC state; Tailscale saw it crash). Off by default.
+// (shared per-NIC state; Tailscale saw it crash). It is fuzzed, raced,
+// and tested in bulk against wireguard-go with the kernel's TCP.
 //
 // # Startup
 //

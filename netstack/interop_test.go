@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -92,22 +94,40 @@ func TestInteropWireGuardGo(t *testing.T) {
 		}
 	}
 
-	nsKey, nodeKey := newKey(t), newKey(t)
-	node := newNode(t, netstack.Config{
-		PrivateKey:  nodeKey,
-		Addresses:   []netip.Prefix{pfx("100.64.0.1/32")},
-		BindAddress: hostIP,
-		Peers: []netstack.Peer{{
-			PublicKey:  nsKey.Public(),
-			AllowedIPs: []netip.Prefix{pfx("100.64.0.2/32")},
-			Endpoint:   netip.AddrPortFrom(nsIP, 51820),
-		}},
-	})
+	// Two in-process nodes, GRO on (the default) and off, both peers of
+	// the namespace's WireGuard.
+	nsKey := newKey(t)
+	type meshNode struct {
+		name string
+		addr netip.Addr
+		node *netstack.Node
+	}
+	var nodes []meshNode
+	conf := fmt.Sprintf("[Interface]\nPrivateKey = %s\nAddress = 100.64.0.2/32\nListenPort = 51820\n", nsKey.Base64())
+	for i, mode := range []struct {
+		name string
+		gro  bool
+	}{{"gro=on", true}, {"gro=off", false}} {
+		key := newKey(t)
+		addr := netip.AddrFrom4([4]byte{100, 64, 0, byte(1 + 2*i)})
+		node := newNode(t, netstack.Config{
+			PrivateKey:  key,
+			Addresses:   []netip.Prefix{netip.PrefixFrom(addr, 32)},
+			BindAddress: hostIP,
+			DisableGRO:  !mode.gro,
+			Peers: []netstack.Peer{{
+				PublicKey:  nsKey.Public(),
+				AllowedIPs: []netip.Prefix{pfx("100.64.0.2/32")},
+				Endpoint:   netip.AddrPortFrom(nsIP, 51820),
+			}},
+		})
+		nodes = append(nodes, meshNode{mode.name, addr, node})
+		conf += fmt.Sprintf("\n[Peer]\nPublicKey = %s\nAllowedIPs = %s/32\nEndpoint = %s\n",
+			key.Public(), addr, netip.AddrPortFrom(hostIP, node.ListenPort()))
+	}
 
 	// A wg-quick file for the namespace side; wg setconf takes it without
 	// the wg-quick-only Address line, which ip applies instead.
-	conf := fmt.Sprintf("[Interface]\nPrivateKey = %s\nAddress = 100.64.0.2/32\nListenPort = 51820\n\n[Peer]\nPublicKey = %s\nAllowedIPs = 100.64.0.1/32\nEndpoint = %s\n",
-		nsKey.Base64(), nodeKey.Public(), netip.AddrPortFrom(hostIP, node.ListenPort()))
 	if _, _, err := netstack.ParseConfig(strings.NewReader(conf), "ns.conf"); err != nil {
 		t.Fatalf("our parser refuses the namespace's wg-quick file: %v", err)
 	}
@@ -119,68 +139,129 @@ func TestInteropWireGuardGo(t *testing.T) {
 		}
 		setconf.WriteString(line)
 	}
-	confPath := filepath.Join(t.TempDir(), wgIf+".conf")
+	dir := t.TempDir()
+	confPath := filepath.Join(dir, wgIf+".conf")
 	if err := os.WriteFile(confPath, []byte(setconf.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	run(ip, "netns", "exec", ns, wg, "setconf", wgIf, confPath)
 	run(ip, "-n", ns, "addr", "add", address.String(), "dev", wgIf)
 	run(ip, "-n", ns, "link", "set", wgIf, "up")
-	run(ip, "-n", ns, "route", "add", "100.64.0.1/32", "dev", wgIf)
+	run(ip, "-n", ns, "route", "add", "100.64.0.0/29", "dev", wgIf)
 
-	if err := node.WaitHandshake(testCtx(t, 15*time.Second), nsKey.Public()); err != nil {
-		t.Fatal(err)
+	// inNS runs a bash script in the namespace.
+	inNS := func(script string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, ip, "netns", "exec", ns, bash, "-c", script).CombinedOutput()
+		if err != nil {
+			t.Fatalf("in the namespace: %s: %v\n%s", script, err, out)
+		}
+		return string(out)
 	}
+	for _, m := range nodes {
+		t.Run(m.name, func(t *testing.T) {
+			if err := m.node.WaitHandshake(testCtx(t, 15*time.Second), nsKey.Public()); err != nil {
+				t.Fatal(err)
+			}
+			l, err := m.node.Listen("tcp", ":2222")
+			if err != nil {
+				t.Fatal(err)
+			}
+			acc := acceptAll(t, l)
 
-	l, err := node.Listen("tcp", ":2222")
-	if err != nil {
-		t.Fatal(err)
-	}
-	acc := acceptAll(t, l)
-	type served struct {
-		remote, peer, line string
-		err                error
-	}
-	servedc := make(chan served, 1)
-	go func() {
-		c, ok := <-acc.conns
-		if !ok {
-			return
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(15 * time.Second))
-		s := served{remote: remoteAddr(t, c).String()}
-		if k, ok := node.PeerForAddr(remoteAddr(t, c)); ok {
-			s.peer = k.String()
-		}
-		s.line, s.err = bufio.NewReader(c).ReadString('\n')
-		if s.err == nil {
-			_, s.err = fmt.Fprintf(c, "peer %s\n", s.peer)
-		}
-		servedc <- s
-	}()
+			// Identity: the listener sees the namespace's mesh address and
+			// key, and a line goes each way.
+			type served struct {
+				remote, peer, line string
+				err                error
+			}
+			servedc := make(chan served, 1)
+			go func() {
+				c, ok := <-acc.conns
+				if !ok {
+					return
+				}
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(15 * time.Second))
+				s := served{remote: remoteAddr(t, c).String()}
+				if k, ok := m.node.PeerForAddr(remoteAddr(t, c)); ok {
+					s.peer = k.String()
+				}
+				s.line, s.err = bufio.NewReader(c).ReadString('\n')
+				if s.err == nil {
+					_, s.err = fmt.Fprintf(c, "peer %s\n", s.peer)
+				}
+				servedc <- s
+			}()
+			out := inNS(fmt.Sprintf(`exec 3<>/dev/tcp/%s/2222 && echo hello-from-namespace >&3 && read -r line <&3 && echo "$line"`, m.addr))
+			var s served
+			select {
+			case s = <-servedc:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the listener served no conn")
+			}
+			if s.err != nil {
+				t.Fatalf("serving the namespace's conn: %v", s.err)
+			}
+			if s.remote != "100.64.0.2" || s.peer != nsKey.Public().String() || s.line != "hello-from-namespace\n" {
+				t.Errorf("listener saw remote %s, peer %q, line %q; want 100.64.0.2, %s, hello-from-namespace", s.remote, s.peer, s.line, nsKey.Public())
+			}
+			if got, want := strings.TrimSpace(out), "peer "+nsKey.Public().String(); got != want {
+				t.Errorf("client got %q, want %q", got, want)
+			}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	client := exec.CommandContext(ctx, ip, "netns", "exec", ns, bash, "-c",
-		`exec 3<>/dev/tcp/100.64.0.1/2222 && echo hello-from-namespace >&3 && read -r line <&3 && echo "$line"`)
-	out, err := client.CombinedOutput()
-	if err != nil {
-		t.Fatalf("TCP client in the namespace: %v\n%s", err, out)
-	}
-	var s served
-	select {
-	case s = <-servedc:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the listener served no conn")
-	}
-	if s.err != nil {
-		t.Fatalf("serving the namespace's conn: %v", s.err)
-	}
-	if s.remote != "100.64.0.2" || s.peer != nsKey.Public().String() || s.line != "hello-from-namespace\n" {
-		t.Errorf("listener saw remote %s, peer %q, line %q; want 100.64.0.2, %s, hello-from-namespace", s.remote, s.peer, s.line, nsKey.Public())
-	}
-	if got, want := strings.TrimSpace(string(out)), "peer "+nsKey.Public().String(); got != want {
-		t.Errorf("client got %q, want %q", got, want)
+			// Bulk, checksummed, each way: the kernel's TCP (with
+			// wireguard-go's TUN offloads) against ours.
+			size := netstack.BulkSize()
+			want := make([]byte, size)
+			rand.Read(want)
+			sum := sha256.Sum256(want)
+			up, down := filepath.Join(dir, m.name+".up"), filepath.Join(dir, m.name+".down")
+			if err := os.WriteFile(up, want, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			merged := netstack.GROMerged(m.node)
+			got := make(chan [sha256.Size]byte, 1)
+			go func() {
+				c, ok := <-acc.conns
+				if !ok {
+					return
+				}
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(2 * time.Minute))
+				h := sha256.New()
+				n, err := io.Copy(h, c)
+				if err != nil || n != size {
+					t.Errorf("upload: read %d bytes, %v; want %d", n, err, size)
+				}
+				got <- [sha256.Size]byte(h.Sum(nil))
+			}()
+			inNS(fmt.Sprintf(`exec 3<>/dev/tcp/%s/2222 && cat %q >&3 && exec 3>&-`, m.addr, up))
+			if s := <-got; s != sum {
+				t.Errorf("upload: the bytes the node received differ from the file sent")
+			}
+			n := netstack.GROMerged(m.node) - merged
+			t.Logf("upload of %d MiB: %d received packets merged", size>>20, n)
+			if (n > 0) != (m.name == "gro=on") {
+				t.Errorf("%s: %d received packets merged during the upload", m.name, n)
+			}
+			go func() {
+				c, ok := <-acc.conns
+				if !ok {
+					return
+				}
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(2 * time.Minute))
+				if _, err := c.Write(want); err != nil {
+					t.Errorf("download: %v", err)
+				}
+			}()
+			inNS(fmt.Sprintf(`exec 3<>/dev/tcp/%s/2222 && cat <&3 > %q`, m.addr, down))
+			if b, err := os.ReadFile(down); err != nil || sha256.Sum256(b) != sum {
+				t.Errorf("download: got %d bytes (%v), not the %d sent", len(b), err, size)
+			}
+		})
 	}
 }

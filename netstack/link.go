@@ -24,7 +24,7 @@ import (
 // the stack, optionally coalescing TCP segments of a flow first (GRO).
 type link struct {
 	mtu uint32
-	gro bool // coalesce inbound TCP segments; see Config.GRO
+	gro bool // coalesce inbound TCP segments; see Config.DisableGRO
 
 	dispatcher atomic.Pointer[dispatcherBox]
 

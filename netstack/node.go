@@ -119,7 +119,7 @@ func newNode(cfg Config, wrapBind func(conn.Bind) conn.Bind) (*Node, error) {
 		bind = wrapBind(bind)
 	}
 
-	n.tun, n.tnet, err = newStack(addrs, stackOptions{mtu: mtu, gro: cfg.GRO})
+	n.tun, n.tnet, err = newStack(addrs, stackOptions{mtu: mtu, gro: !cfg.DisableGRO})
 	if err != nil {
 		return nil, fmt.Errorf("netstack: %w", err)
 	}

@@ -26,16 +26,16 @@ type pair struct {
 
 func newPair(t testing.TB) *pair {
 	t.Helper()
-	return newPairGRO(t, false)
+	return newPairGRO(t, true)
 }
 
-// newPairGRO is newPair with Config.GRO set to gro on both nodes.
+// newPairGRO is newPair with GRO on or off (Config.DisableGRO) on both nodes.
 func newPairGRO(t testing.TB, gro bool) *pair {
 	t.Helper()
 	p := &pair{ka: newKey(t), kb: newKey(t)}
 	p.a = newNode(t, netstack.Config{
 		PrivateKey: p.ka,
-		GRO:        gro,
+		DisableGRO: !gro,
 		Addresses:  []netip.Prefix{pfx("100.64.0.1/32"), pfx("fd7a::1/128")},
 		Peers: []netstack.Peer{{
 			PublicKey:  p.kb.Public(),
@@ -44,7 +44,7 @@ func newPairGRO(t testing.TB, gro bool) *pair {
 	})
 	p.b = newNode(t, netstack.Config{
 		PrivateKey: p.kb,
-		GRO:        gro,
+		DisableGRO: !gro,
 		Addresses:  []netip.Prefix{pfx("100.64.0.2/32"), pfx("fd7a::2/128")},
 		Peers: []netstack.Peer{{
 			PublicKey:  p.ka.Public(),

@@ -23,6 +23,16 @@ import (
 
 const nicID = 1
 
+// tcpBufferMax caps each TCP connection's send and receive buffers, and so
+// what one connection has in flight. gVisor's default ceiling is 4 MiB,
+// and every packet in flight holds one of wireguard-go's 64 KiB message
+// buffers between the stack and the socket: at 4 MiB that is up to 190 MiB
+// of heap per busy connection, which a memory-limited process can only
+// answer by collecting without pause. 512 KiB still covers the
+// bandwidth-delay product of the in-process path (sub-millisecond round
+// trips at hundreds of MB/s); see BenchmarkMeshTCP.
+const tcpBufferMax = 512 << 10
+
 // stackOptions are the options newStack applies.
 type stackOptions struct {
 	mtu int
@@ -46,12 +56,14 @@ func newStack(addrs []netip.Addr, o stackOptions) (*linkDevice, *meshStack, erro
 	}
 	// Set explicitly, not left to gVisor's defaults: SACK and RACK loss
 	// detection (without RACK, a lost segment stalls a stream for an RTO;
-	// tailscale/tailscale#20893 saw uploads 5× slower), and receive buffer
-	// auto-tuning.
+	// tailscale/tailscale#20893 saw uploads 5× slower), receive buffer
+	// auto-tuning, and buffer ceilings (tcpBufferMax).
 	sack := tcpip.TCPSACKEnabled(true)
 	rack := tcpip.TCPRACKLossDetection
 	moderate := tcpip.TCPModerateReceiveBufferOption(true)
-	for _, opt := range []tcpip.SettableTransportProtocolOption{&sack, &rack, &moderate} {
+	snd := tcpip.TCPSendBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: tcpBufferMax, Max: tcpBufferMax}
+	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: tcpBufferMax / 2, Max: tcpBufferMax}
+	for _, opt := range []tcpip.SettableTransportProtocolOption{&sack, &rack, &moderate, &snd, &rcv} {
 		if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, opt); err != nil {
 			return fail("set TCP option %T: %v", opt, err)
 		}
