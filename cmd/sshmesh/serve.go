@@ -10,7 +10,9 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -38,7 +40,7 @@ func cmdServe(ctx context.Context, args []string, io stdio) error {
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	recordDir := fs.String("record", "", "`dir` for session recordings (asciicast v2) of rules that say \"record\": true")
 	recordInput := fs.Bool("record-input", false, "also record what clients type in recorded sessions (it may hold passwords)")
-	memLimit := fs.String("memory-limit", "48MiB", "soft memory `limit` for the Go runtime (GOMEMLIMIT syntax; off: no limit); the GOMEMLIMIT variable, when set, wins")
+	memLimit := fs.String("memory-limit", "auto", "soft memory `limit` for the Go runtime: auto (what the node holds at rest plus "+autoMemoryHeadroom+"), a size such as 64MiB, or off; the GOMEMLIMIT variable, when set, wins")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -50,7 +52,7 @@ func cmdServe(ctx context.Context, args []string, io stdio) error {
 	if err != nil {
 		return err
 	}
-	if err := setMemoryLimit(*memLimit); err != nil {
+	if err := checkMemoryLimit(*memLimit); err != nil {
 		return err
 	}
 	if *hostKeyPath == "" {
@@ -104,6 +106,7 @@ func cmdServe(ctx context.Context, args []string, io stdio) error {
 		srv.Checker = checker
 	}
 
+	setMemoryLimit(*memLimit)
 	addrs := node.Addresses()
 	fmt.Fprintf(io.out, "sshmesh: serving SSH as node %q on %s port %d\n", id.Name(), joinAddrs(addrs), *port)
 	fmt.Fprintf(io.out, "known_hosts: %s\n", sshmesh.KnownHostsLine(hostKey.PublicKey(), uint16(*port), addrs...))
@@ -231,20 +234,49 @@ func joinAddrs(addrs []netip.Addr) string {
 	return s
 }
 
-// setMemoryLimit sets the runtime's soft memory limit from a GOMEMLIMIT-style
-// value ("48MiB", "off"), unless the GOMEMLIMIT variable is set. Buffers
-// grown during a bulk transfer are then given back soon after, instead of
-// held until the next natural GC.
-func setMemoryLimit(v string) error {
-	if os.Getenv("GOMEMLIMIT") != "" || v == "off" {
+// autoMemoryHeadroom is what --memory-limit auto allows above the memory
+// the node holds at rest: room for the packets and SSH buffers of busy
+// sessions (the TCP windows bound what is in flight; see netstack).
+const autoMemoryHeadroom = "32MiB"
+
+// checkMemoryLimit reports whether v is a valid --memory-limit.
+func checkMemoryLimit(v string) error {
+	if v == "off" || v == "auto" {
 		return nil
 	}
-	n, err := parseBytes(v)
-	if err != nil {
+	if _, err := parseBytes(v); err != nil {
 		return fmt.Errorf("--memory-limit %q: %w", v, err)
 	}
-	debug.SetMemoryLimit(n)
 	return nil
+}
+
+// setMemoryLimit sets the runtime's soft memory limit from a checked
+// --memory-limit value, unless the GOMEMLIMIT variable is set. With a
+// limit, buffers grown during a bulk transfer are given back soon after
+// instead of held until the next natural GC. auto measures what the
+// started node holds (its WireGuard queues grow with the number of peers)
+// and adds autoMemoryHeadroom: a fixed limit below that would make the
+// collector run without pause under load.
+func setMemoryLimit(v string) {
+	if os.Getenv("GOMEMLIMIT") != "" || v == "off" {
+		return
+	}
+	if v == "auto" {
+		head, _ := parseBytes(autoMemoryHeadroom)
+		debug.SetMemoryLimit(runtimeMemory() + head)
+		return
+	}
+	n, _ := parseBytes(v)
+	debug.SetMemoryLimit(n)
+}
+
+// runtimeMemory is the memory the Go runtime holds after a collection, as
+// the soft memory limit counts it: all it mapped less what it released.
+func runtimeMemory() int64 {
+	runtime.GC()
+	ms := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
+	metrics.Read(ms)
+	return int64(ms[0].Value.Uint64() - ms[1].Value.Uint64())
 }
 
 // parseBytes parses sizes like "48MiB", "1GiB", "500000" (bytes).
