@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,7 +27,11 @@ import (
 func cmdNC(ctx context.Context, args []string, io stdio) error {
 	fs := newFlags("nc", "--wg CONF [--no-browser] HOST PORT", io)
 	wgPath := fs.String("wg", "", "wg-quick `file` of this (client) node (required)")
-	timeout := fs.Duration("timeout", 30*time.Second, "give up connecting after this long")
+	// Two minutes, about what the kernel's TCP gives a connect (ssh has no
+	// ConnectTimeout by default): a busy server can take longer than 30 s
+	// to complete the WireGuard handshake, since WireGuard retries every
+	// 5 s and drops an answer that comes after the retry.
+	timeout := fs.Duration("timeout", 2*time.Minute, "give up connecting (WireGuard handshake and TCP connect) after this long")
 	noBrowser := fs.Bool("no-browser", false, "do not open check approval pages in a browser ($BROWSER, else xdg-open/open); ssh still prints the URL")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -35,12 +40,27 @@ func cmdNC(ctx context.Context, args []string, io stdio) error {
 		fs.Usage()
 		return errUsage
 	}
+	// No garbage collection until the conn is up. Starting the node
+	// allocates the WireGuard device's batch buffers (about 24 MiB), which
+	// stay live: the collector would run four times on ssh's critical path
+	// and free nothing. (nc is the one verb of its process, so setting the
+	// process-wide percentage is safe.)
+	gcPercent := debug.SetGCPercent(-1)
 	logger := slog.New(slog.NewTextHandler(io.err, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	node, err := startClientNode(*wgPath, io.err, logger)
 	if err != nil {
+		debug.SetGCPercent(gcPercent)
 		return err
 	}
 	defer node.Close()
+	// Start the WireGuard handshake now rather than when the first TCP
+	// segment reaches the device: it then overlaps setting up the notice
+	// listener and the dial. If it cannot start, the dial says why.
+	if a, err := netip.ParseAddr(fs.Arg(0)); err == nil {
+		if peer, ok := node.PeerForAddr(a); ok {
+			node.StartHandshake(peer)
+		}
+	}
 	var notices *noticeWatcher
 	if !*noBrowser {
 		// Listen before dialing, so a notice cannot come first.
@@ -49,6 +69,7 @@ func cmdNC(ctx context.Context, args []string, io stdio) error {
 	dctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	conn, err := node.Dial(dctx, "tcp", net.JoinHostPort(fs.Arg(0), fs.Arg(1)))
+	debug.SetGCPercent(gcPercent)
 	if err != nil {
 		return explainDialError(node, *wgPath, fs.Arg(0), fs.Arg(1), *timeout, err)
 	}
