@@ -7,6 +7,7 @@ import (
 	"html/template"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/sshmesh/sshmesh"
@@ -229,12 +230,15 @@ func (c *Checker) render(w http.ResponseWriter, code int, data any) {
 	if _, ok := data.(checkPage); ok {
 		name = "check"
 	}
-	if err := pages.ExecuteTemplate(w, name, data); err != nil {
+	if err := pages().ExecuteTemplate(w, name, data); err != nil {
 		c.logger().Error("check page: template", "err", err)
 	}
 }
 
-var pages = template.Must(template.New("").Parse(`
+// pages is parsed on first use, not at init: every sshmesh process (an
+// nc too) would pay for it at start-up.
+var pages = sync.OnceValue(func() *template.Template {
+	return template.Must(template.New("").Parse(`
 {{define "head"}}<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>sshmesh: {{.}}</title>
@@ -269,3 +273,4 @@ td{padding:.2em 0}code{font-size:95%}button{font-size:1em;padding:.5em 1.5em;mar
 <p class="muted">You are {{.Visitor}}. The login waits {{.Remaining}} more.</p>
 </body></html>{{end}}
 `))
+})
