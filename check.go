@@ -79,7 +79,7 @@ func (c *serverConn) check(d policy.Decision, req policy.Request, attrs []any) e
 	// (with a little slack for the refusal to reach the client), and put a
 	// short one back for the rest of the handshake.
 	c.nc.SetDeadline(time.Now().Add(timeout + 5*time.Second))
-	defer c.nc.SetDeadline(time.Now().Add(durationOr(s.LoginGraceTime, 30*time.Second)))
+	defer c.nc.SetDeadline(time.Now().Add(s.loginGraceTime()))
 
 	// Stop waiting when the server closes.
 	go func() {

@@ -69,12 +69,17 @@ func (c *serverConn) serve() {
 
 	// The login grace time counts from accept: time in the startup queue
 	// is part of it.
-	c.nc.SetDeadline(c.accepted.Add(durationOr(s.LoginGraceTime, 30*time.Second)))
+	c.nc.SetDeadline(c.accepted.Add(s.loginGraceTime()))
 	sconn, chans, reqs, err := ssh.NewServerConn(heardConn{c.nc, c}, s.sshConfig(c))
 	if err != nil {
 		reason := "handshake failed: " + err.Error()
+		c.mu.Lock()
+		closedBy := c.closeReason // the server closed the conn (Shutdown, Close)
+		c.mu.Unlock()
 		var ne net.Error
 		switch {
+		case closedBy != "":
+			reason = closedBy
 		case errors.Is(err, io.EOF):
 			reason = "client closed before authentication"
 		case errors.As(err, &ne) && ne.Timeout():
@@ -314,7 +319,7 @@ func (c *serverConn) authNone(meta ssh.ConnMetadata) (*ssh.Permissions, error) {
 	s := c.srv
 	log := s.logger()
 	req := policy.Request{Src: c.peer.Key, SrcAddr: c.peer.Addr, Dst: c.peer.Self, User: meta.User()}
-	ctx, cancel := context.WithTimeout(context.Background(), durationOr(s.LoginGraceTime, 30*time.Second))
+	ctx, cancel := context.WithTimeout(context.Background(), s.loginGraceTime())
 	defer cancel()
 	d, err := s.currentPolicy().Evaluate(ctx, req)
 	if err != nil {

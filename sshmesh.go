@@ -39,7 +39,10 @@ type Server struct {
 	Logger *slog.Logger
 
 	// LoginGraceTime bounds the handshake and the authentication of a conn,
-	// like sshd's LoginGraceTime. 0 means 30 s.
+	// counted from accept (time waiting for a startup slot is part of it),
+	// like sshd's LoginGraceTime. 0 means 120 s, sshd's default: on a busy
+	// host a burst of logins can take far longer than one login does, and a
+	// conn cut at the limit is a failed login.
 	LoginGraceTime time.Duration
 
 	// MaxStartups caps the conns that have not finished authentication, in
@@ -126,6 +129,9 @@ func (s *Server) RegisterOnShutdown(f func()) {
 }
 
 func (s *Server) logger() *slog.Logger { return orDiscard(s.Logger) }
+
+// loginGraceTime is LoginGraceTime or its default.
+func (s *Server) loginGraceTime() time.Duration { return durationOr(s.LoginGraceTime, 120*time.Second) }
 
 func durationOr(d, def time.Duration) time.Duration {
 	if d == 0 {
@@ -279,6 +285,7 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	for _, c := range conns {
+		c.setCloseReason("server closed")
 		c.nc.Close()
 	}
 	return err

@@ -46,7 +46,9 @@ func (s *Server) admit(c net.Conn, p Peer) {
 	s.conns[sc] = struct{}{}
 	s.queued[p.Key] = append(s.queued[p.Key], sc)
 	s.nqueued++
-	sc.queueTimer = time.AfterFunc(durationOr(s.LoginGraceTime, 30*time.Second), func() { s.expireQueued(sc) })
+	sc.queueTimer = time.AfterFunc(s.loginGraceTime(), func() { s.expireQueued(sc) })
+	s.logger().Debug("conn waits for a startup slot", "conn", sc.id, "peer", p.Key.String(), "addr", p.Addr.String(),
+		"startups", s.startups, "peer_startups", s.perPeer[p.Key], "queued", s.nqueued)
 }
 
 func (s *Server) canStart(k [32]byte) bool {
@@ -123,6 +125,8 @@ func (s *Server) dropQueued() {
 	for k, q := range s.queued {
 		for _, c := range q {
 			c.queueTimer.Stop()
+			s.logger().Info("conn closed", "conn", c.id, "peer", c.peer.Key.String(), "addr", c.peer.Addr.String(),
+				"reason", "server shut down while the conn waited for a startup slot")
 			c.nc.Close()
 			delete(s.conns, c)
 		}
