@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
-	"runtime/metrics"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -274,9 +273,9 @@ func setMemoryLimit(v string) {
 // the soft memory limit counts it: all it mapped less what it released.
 func runtimeMemory() int64 {
 	runtime.GC()
-	ms := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
-	metrics.Read(ms)
-	return int64(ms[0].Value.Uint64() - ms[1].Value.Uint64())
+	var m runtime.MemStats // not runtime/metrics: its init costs every sshmesh process (nc too) ~1 ms
+	runtime.ReadMemStats(&m)
+	return int64(m.Sys - m.HeapReleased)
 }
 
 // parseBytes parses sizes like "48MiB", "1GiB", "500000" (bytes).
