@@ -269,10 +269,11 @@ func setMemoryLimit(v string) {
 	debug.SetMemoryLimit(n)
 }
 
-// runtimeMemory is the memory the Go runtime holds after a collection, as
-// the soft memory limit counts it: all it mapped less what it released.
+// runtimeMemory is the memory the Go runtime holds after a collection that
+// also gives the start-up's garbage back to the OS, as the soft memory
+// limit counts it: all it mapped less what it released.
 func runtimeMemory() int64 {
-	runtime.GC()
+	debug.FreeOSMemory()
 	var m runtime.MemStats // not runtime/metrics: its init costs every sshmesh process (nc too) ~1 ms
 	runtime.ReadMemStats(&m)
 	return int64(m.Sys - m.HeapReleased)
