@@ -29,7 +29,8 @@ type Config struct {
 	ListenPort uint16
 
 	// BindAddress is the local IP the UDP socket binds to; the zero value
-	// binds to all addresses of both families.
+	// binds to all addresses of both families (one dual-stack socket,
+	// whose replies leave from the address the kernel's route picks).
 	BindAddress netip.Addr
 
 	// MTU is the mesh interface's MTU; 0 means 1420, WireGuard's default.

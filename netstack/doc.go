@@ -37,12 +37,12 @@
 // # The UDP socket
 //
 // With Config.BindAddress set, the socket binds to that address only (one
-// address family), reading and writing datagrams in batches
+// address family); without it, to all addresses of both families (one
+// dual-stack socket). It reads and writes datagrams in batches
 // (recvmmsg/sendmmsg) and, on Linux, with UDP GSO and GRO: a run of
 // equal-sized datagrams to one peer goes to the kernel as one, and
 // coalesced datagrams are read as one (falling back to one datagram per
-// packet if the kernel refuses). Without it, wireguard-go's standard
-// socket listens on all addresses of both families.
+// packet if the kernel refuses).
 //
 // # Data path
 //

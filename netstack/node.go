@@ -105,16 +105,11 @@ func newNode(cfg Config, wrapBind func(conn.Bind) conn.Bind) (*Node, error) {
 		return nil, err
 	}
 
-	var bind conn.Bind
-	if cfg.BindAddress.IsValid() {
-		ba := cfg.BindAddress.Unmap()
-		if ba.Zone() != "" {
-			return nil, fmt.Errorf("netstack: Config.BindAddress %v: zones are not supported", cfg.BindAddress)
-		}
-		bind = newAddrBind(ba)
-	} else {
-		bind = conn.NewStdNetBind()
+	ba := cfg.BindAddress.Unmap()
+	if ba.Zone() != "" {
+		return nil, fmt.Errorf("netstack: Config.BindAddress %v: zones are not supported", cfg.BindAddress)
 	}
+	var bind conn.Bind = newAddrBind(ba)
 	if wrapBind != nil {
 		bind = wrapBind(bind)
 	}
