@@ -10,8 +10,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -39,7 +37,7 @@ func cmdServe(ctx context.Context, args []string, io stdio) error {
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	recordDir := fs.String("record", "", "`dir` for session recordings (asciicast v2) of rules that say \"record\": true")
 	recordInput := fs.Bool("record-input", false, "also record what clients type in recorded sessions (it may hold passwords)")
-	memLimit := fs.String("memory-limit", "auto", "soft memory `limit` for the Go runtime: auto (what the node holds at rest plus "+autoMemoryHeadroom+"), a size such as 64MiB, or off; the GOMEMLIMIT variable, when set, wins")
+	memLimit := fs.String("memory-limit", "auto", "soft memory `limit` for the Go runtime: auto (what the last collection found in use plus 16MiB, moved after every collection), a size such as 64MiB, or off; the GOMEMLIMIT variable, when set, wins")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -231,52 +229,6 @@ func joinAddrs(addrs []netip.Addr) string {
 		s += a.String()
 	}
 	return s
-}
-
-// autoMemoryHeadroom is what --memory-limit auto allows above the memory
-// the node holds at rest: room for the packets and SSH buffers of busy
-// sessions (the TCP windows bound what is in flight; see netstack).
-const autoMemoryHeadroom = "32MiB"
-
-// checkMemoryLimit reports whether v is a valid --memory-limit.
-func checkMemoryLimit(v string) error {
-	if v == "off" || v == "auto" {
-		return nil
-	}
-	if _, err := parseBytes(v); err != nil {
-		return fmt.Errorf("--memory-limit %q: %w", v, err)
-	}
-	return nil
-}
-
-// setMemoryLimit sets the runtime's soft memory limit from a checked
-// --memory-limit value, unless the GOMEMLIMIT variable is set. With a
-// limit, buffers grown during a bulk transfer are given back soon after
-// instead of held until the next natural GC. auto measures what the
-// started node holds (its WireGuard queues grow with the number of peers)
-// and adds autoMemoryHeadroom: a fixed limit below that would make the
-// collector run without pause under load.
-func setMemoryLimit(v string) {
-	if os.Getenv("GOMEMLIMIT") != "" || v == "off" {
-		return
-	}
-	if v == "auto" {
-		head, _ := parseBytes(autoMemoryHeadroom)
-		debug.SetMemoryLimit(runtimeMemory() + head)
-		return
-	}
-	n, _ := parseBytes(v)
-	debug.SetMemoryLimit(n)
-}
-
-// runtimeMemory is the memory the Go runtime holds after a collection that
-// also gives the start-up's garbage back to the OS, as the soft memory
-// limit counts it: all it mapped less what it released.
-func runtimeMemory() int64 {
-	debug.FreeOSMemory()
-	var m runtime.MemStats // not runtime/metrics: its init costs every sshmesh process (nc too) ~1 ms
-	runtime.ReadMemStats(&m)
-	return int64(m.Sys - m.HeapReleased)
 }
 
 // parseBytes parses sizes like "48MiB", "1GiB", "500000" (bytes).

@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"testing"
@@ -34,18 +35,50 @@ func TestMemoryLimit(t *testing.T) {
 	}
 	old := debug.SetMemoryLimit(-1)
 	t.Cleanup(func() { debug.SetMemoryLimit(old) })
-
 	setMemoryLimit("64MiB")
 	if got := debug.SetMemoryLimit(-1); got != 64<<20 {
 		t.Errorf("after 64MiB the limit is %d", got)
 	}
-	// auto: what the process holds, plus the headroom. Other tests run
-	// beside this one, so what it holds moves between two readings.
-	head, _ := parseBytes(autoMemoryHeadroom)
-	before := runtimeMemory()
-	setMemoryLimit("auto")
-	got := debug.SetMemoryLimit(-1)
-	if held := got - head; held < before/2 || held > before*2 {
-		t.Errorf("auto set %d MiB: %d MiB above the headroom %s, but the process holds about %d MiB", got>>20, held>>20, autoMemoryHeadroom, before>>20)
+}
+
+// TestMemoryLimitTracksLiveHeap: auto's limit follows what each collection
+// finds live, up when the heap holds more and down when it is let go.
+func TestMemoryLimitTracksLiveHeap(t *testing.T) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		t.Skip("GOMEMLIMIT is set; it wins over --memory-limit")
+	}
+	old := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(old) })
+	const head = 32 << 20
+	stop := trackMemoryLimit(head)
+	defer stop()
+	// limitAfterGC collects until the limit moved past the threshold in
+	// the direction wanted (other tests allocate beside this one).
+	limitAfterGC := func(ok func(int64) bool) int64 {
+		t.Helper()
+		var got int64
+		for range 100 {
+			runtime.GC()
+			runtime.Gosched()
+			if got = debug.SetMemoryLimit(-1); ok(got) {
+				return got
+			}
+		}
+		t.Fatalf("after 100 collections the limit is %d MiB", got>>20)
+		return 0
+	}
+	base := liveMemory() + head
+	const ballast = 256 << 20
+	b := make([]byte, ballast)
+	grown := limitAfterGC(func(l int64) bool { return l >= base+ballast/2 })
+	runtime.KeepAlive(b)
+	b = nil
+	limitAfterGC(func(l int64) bool { return l <= grown-ballast/2 })
+	stop()
+	debug.SetMemoryLimit(123 << 20)
+	runtime.GC()
+	runtime.GC()
+	if got := debug.SetMemoryLimit(-1); got != 123<<20 {
+		t.Errorf("after stop the limit moved to %d MiB", got>>20)
 	}
 }
