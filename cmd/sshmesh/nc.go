@@ -41,7 +41,7 @@ func cmdNC(ctx context.Context, args []string, io stdio) error {
 		return errUsage
 	}
 	// No garbage collection until the conn is up. Starting the node
-	// allocates the WireGuard device's batch buffers (about 24 MiB), which
+	// allocates the WireGuard device's batch buffers (about 4 MiB), which
 	// stay live: the collector would run four times on ssh's critical path
 	// and free nothing. (nc is the one verb of its process, so setting the
 	// process-wide percentage is safe.)
