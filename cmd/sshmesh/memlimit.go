@@ -5,7 +5,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
-	"sync/atomic"
+	"sync"
 )
 
 // serve's memory: --memory-limit.
@@ -56,16 +56,29 @@ func setMemoryLimit(v string) {
 }
 
 // memoryTracking is the generation of the running trackMemoryLimit; a
-// sentinel of an older generation stops.
-var memoryTracking atomic.Int64
+// sentinel of an older generation stops. The mutex makes stop final: no
+// sentinel sets the limit once stop has returned.
+var memoryTracking struct {
+	sync.Mutex
+	gen int64
+}
 
 // trackMemoryLimit sets the soft memory limit to liveMemory()+head now and
 // after every collection, until the returned stop is called.
 func trackMemoryLimit(head int64) (stop func()) {
-	gen := memoryTracking.Add(1)
+	memoryTracking.Lock()
+	defer memoryTracking.Unlock()
+	memoryTracking.gen++
+	gen := memoryTracking.gen
 	debug.SetMemoryLimit(liveMemory() + head)
 	armMemorySentinel(gen, head)
-	return func() { memoryTracking.CompareAndSwap(gen, gen+1) }
+	return func() {
+		memoryTracking.Lock()
+		defer memoryTracking.Unlock()
+		if memoryTracking.gen == gen {
+			memoryTracking.gen++
+		}
+	}
 }
 
 // memorySentinel is garbage whose finalizer runs once per collection. (The
@@ -74,7 +87,9 @@ type memorySentinel struct{ _ *int }
 
 func armMemorySentinel(gen, head int64) {
 	runtime.SetFinalizer(&memorySentinel{}, func(*memorySentinel) {
-		if memoryTracking.Load() != gen {
+		memoryTracking.Lock()
+		defer memoryTracking.Unlock()
+		if memoryTracking.gen != gen {
 			return
 		}
 		debug.SetMemoryLimit(liveMemory() + head)
