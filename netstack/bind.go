@@ -28,8 +28,8 @@ const batchSize = 32
 type addrBind struct {
 	addr netip.Addr // the local IP, unmapped; invalid: all addresses
 
-	// dual: the socket is IPv6 and also carries IPv4 (as v4-mapped
-	// addresses). Set by Open.
+	// dual: the socket is IPv6 and also carries IPv4 (Linux takes IPv4
+	// destinations on it). Set by Open.
 	dual bool
 
 	mu   sync.Mutex
@@ -151,7 +151,7 @@ func (b *addrBind) receiveFunc(pc batchConn) conn.ReceiveFunc {
 	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
 		msgs := b.msgs.Get().(*[]ipv4.Message)
 		defer b.msgs.Put(msgs)
-		ms := (*msgs)[:len(bufs)]
+		ms := (*msgs)[:min(len(bufs), len(*msgs))]
 		for i := range ms {
 			ms[i].Buffers = bufs[i : i+1 : i+1]
 			ms[i].OOB = ms[i].OOB[:cap(ms[i].OOB)]
@@ -286,17 +286,30 @@ func (b *addrBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	if !dual && e.dst.Addr().Is4() != isV4(pc) {
 		return fmt.Errorf("netstack: endpoint %v: the UDP socket is bound to %v, another address family", e.dst, b.boundTo())
 	}
-	ua := e.udpAddr(dual)
+	ua := e.udpAddr()
 	msgs := b.msgs.Get().(*[]ipv4.Message)
 	defer b.msgs.Put(msgs)
+	for len(bufs) > 0 { // a batch of messages at a time, so pack cannot overflow
+		n := min(len(bufs), len(*msgs))
+		if err := b.sendBatch(pc, *msgs, bufs[:n], ua); err != nil {
+			return err
+		}
+		bufs = bufs[n:]
+	}
+	return nil
+}
+
+// sendBatch writes at most len(ms) bufs, with UDP GSO while the kernel
+// takes it.
+func (b *addrBind) sendBatch(pc batchConn, msgs []ipv4.Message, bufs [][]byte, ua *net.UDPAddr) error {
 	gso := b.txGSO.Load()
-	ms := b.pack(*msgs, bufs, ua, gso)
+	ms := b.pack(msgs, bufs, ua, gso)
 	err := writeAll(pc, ms)
 	if err != nil && gso && isGSOError(err) {
 		// The kernel (or the route's device) refuses UDP_SEGMENT: send
 		// one datagram per packet from now on.
 		b.txGSO.Store(false)
-		ms = b.pack(*msgs, bufs, ua, false)
+		ms = b.pack(msgs, bufs, ua, false)
 		err = writeAll(pc, ms)
 	}
 	for i := range ms {
@@ -384,18 +397,13 @@ type endpoint struct {
 	ua  atomic.Pointer[net.UDPAddr] // dst for the socket, made by the first Send
 }
 
-// udpAddr returns dst as a *net.UDPAddr for the socket (v4-mapped on a
-// dual-stack one), made once per endpoint rather than once per Send (the
-// socket only reads it). An endpoint serves one bind, so one form.
-func (e *endpoint) udpAddr(dual bool) *net.UDPAddr {
+// udpAddr returns dst as a *net.UDPAddr, made once per endpoint rather
+// than once per Send (the socket only reads it).
+func (e *endpoint) udpAddr() *net.UDPAddr {
 	if ua := e.ua.Load(); ua != nil {
 		return ua
 	}
-	dst := e.dst
-	if dual && dst.Addr().Is4() {
-		dst = netip.AddrPortFrom(netip.AddrFrom16(dst.Addr().As16()), dst.Port())
-	}
-	ua := net.UDPAddrFromAddrPort(dst)
+	ua := net.UDPAddrFromAddrPort(e.dst)
 	e.ua.Store(ua)
 	return ua
 }

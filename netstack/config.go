@@ -29,8 +29,11 @@ type Config struct {
 	ListenPort uint16
 
 	// BindAddress is the local IP the UDP socket binds to; the zero value
-	// binds to all addresses of both families (one dual-stack socket,
-	// whose replies leave from the address the kernel's route picks).
+	// binds to all addresses of both families. On Linux that is one
+	// dual-stack socket whose replies leave from the address the kernel's
+	// route picks, not necessarily the one a peer wrote to: on a
+	// multi-homed host behind a strict firewall, set BindAddress.
+	// Elsewhere it is wireguard-go's standard sockets.
 	BindAddress netip.Addr
 
 	// MTU is the mesh interface's MTU; 0 means 1420, WireGuard's default.

@@ -37,8 +37,9 @@
 // # The UDP socket
 //
 // With Config.BindAddress set, the socket binds to that address only (one
-// address family); without it, to all addresses of both families (one
-// dual-stack socket). It reads and writes datagrams in batches
+// address family); without it, to all addresses of both families (on
+// Linux one dual-stack socket; elsewhere wireguard-go's standard sockets).
+// It reads and writes datagrams in batches
 // (recvmmsg/sendmmsg) and, on Linux, with UDP GSO and GRO: a run of
 // equal-sized datagrams to one peer goes to the kernel as one, and
 // coalesced datagrams are read as one (falling back to one datagram per

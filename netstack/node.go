@@ -109,7 +109,12 @@ func newNode(cfg Config, wrapBind func(conn.Bind) conn.Bind) (*Node, error) {
 	if ba.Zone() != "" {
 		return nil, fmt.Errorf("netstack: Config.BindAddress %v: zones are not supported", cfg.BindAddress)
 	}
-	var bind conn.Bind = newAddrBind(ba)
+	var bind conn.Bind
+	if ba.IsValid() {
+		bind = newAddrBind(ba)
+	} else {
+		bind = allAddressesBind()
+	}
 	if wrapBind != nil {
 		bind = wrapBind(bind)
 	}

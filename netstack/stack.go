@@ -23,15 +23,17 @@ import (
 
 const nicID = 1
 
-// tcpBufferMax caps each TCP connection's send and receive buffers, and so
-// what one connection has in flight. gVisor's default ceiling is 4 MiB,
-// and every packet in flight holds one of wireguard-go's 64 KiB message
-// buffers between the stack and the socket: at 4 MiB that is up to 190 MiB
-// of heap per busy connection, which a memory-limited process can only
-// answer by collecting without pause. 512 KiB still covers the
-// bandwidth-delay product of the in-process path (sub-millisecond round
-// trips at hundreds of MB/s); see BenchmarkMeshTCP.
-const tcpBufferMax = 512 << 10
+// tcpBufferMax caps each TCP connection's send and receive buffers.
+// gVisor's default ceiling is 4 MiB. Packets that wait inside the
+// WireGuard device (when the device, not the network, is the bottleneck,
+// as on a fast link or in-process) each hold one of wireguard-go's 64 KiB
+// message buffers, so a 4 MiB window could pin up to 190 MiB of heap per
+// busy connection. 2 MiB is what SSH's own channel window (2 MiB in
+// OpenSSH and x/crypto/ssh) lets one session have in flight anyway, so
+// it costs an SSH session nothing, even over a long round trip
+// (20 MB/s at 100 ms); BenchmarkMeshTCP shows no difference in-process
+// between 512 KiB and 4 MiB.
+const tcpBufferMax = 2 << 20
 
 // stackOptions are the options newStack applies.
 type stackOptions struct {
