@@ -76,8 +76,8 @@ func (c *serverConn) check(d policy.Decision, req policy.Request, attrs []any) e
 	defer cancel()
 
 	// The conn is held for the check: lift its deadline to the check's
-	// (with a little slack for the refusal to reach the client), and put a
-	// short one back for the rest of the handshake.
+	// (with a little slack for the refusal to reach the client), and put
+	// the login grace time back for the rest of the handshake.
 	c.nc.SetDeadline(time.Now().Add(timeout + 5*time.Second))
 	defer c.nc.SetDeadline(time.Now().Add(s.loginGraceTime()))
 

@@ -19,7 +19,8 @@ import (
 // what is live makes the collector run without pause (measured: 2-5x the
 // CPU per GiB moved). auto therefore moves the limit after every
 // collection: what the runtime holds besides its heap, plus the heap the
-// collection found live, plus autoMemoryHeadroom for new garbage. Garbage
+// collection found live, plus autoMemoryHeadroom for new garbage (see
+// autoMemoryLimit). Garbage
 // is what fills RSS (the message buffers are mostly untouched pages), so
 // capping it bounds RSS without ever starving the process.
 
@@ -63,14 +64,14 @@ var memoryTracking struct {
 	gen int64
 }
 
-// trackMemoryLimit sets the soft memory limit to liveMemory()+head now and
-// after every collection, until the returned stop is called.
+// trackMemoryLimit sets the soft memory limit to autoMemoryLimit(head) now
+// and after every collection, until the returned stop is called.
 func trackMemoryLimit(head int64) (stop func()) {
 	memoryTracking.Lock()
 	defer memoryTracking.Unlock()
 	memoryTracking.gen++
 	gen := memoryTracking.gen
-	debug.SetMemoryLimit(liveMemory() + head)
+	debug.SetMemoryLimit(autoMemoryLimit(head))
 	armMemorySentinel(gen, head)
 	return func() {
 		memoryTracking.Lock()
@@ -92,17 +93,22 @@ func armMemorySentinel(gen, head int64) {
 		if memoryTracking.gen != gen {
 			return
 		}
-		debug.SetMemoryLimit(liveMemory() + head)
+		debug.SetMemoryLimit(autoMemoryLimit(head))
 		armMemorySentinel(gen, head)
 	})
 }
 
-// liveMemory is what the runtime holds besides its heap (stacks, metadata)
-// plus the heap in use; read just after a collection, the latter is what
-// it found live. (MemStats rather than runtime/metrics, whose init costs
-// every sshmesh process, nc included, about 1 ms.)
-func liveMemory() int64 {
+// autoMemoryLimit is the limit auto sets after a collection: what the
+// runtime holds besides free heap spans (its stacks and metadata, and the
+// heap spans in use, fragmentation included), plus room for new garbage:
+// head, or a quarter of the live heap when that is more (so a large heap
+// does not collect ever more often), plus the margin the runtime keeps
+// below a limit (3%, at least 1 MiB). (MemStats rather than
+// runtime/metrics, whose init costs every sshmesh process, nc included,
+// about 1 ms.)
+func autoMemoryLimit(head int64) int64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
-	return int64(m.Sys-m.HeapSys) + int64(m.HeapAlloc)
+	room := max(head, int64(m.HeapAlloc)/4)
+	return int64(m.Sys-m.HeapIdle) + room + max(room*3/100, 1<<20)
 }

@@ -37,7 +37,7 @@ func cmdServe(ctx context.Context, args []string, io stdio) error {
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	recordDir := fs.String("record", "", "`dir` for session recordings (asciicast v2) of rules that say \"record\": true")
 	recordInput := fs.Bool("record-input", false, "also record what clients type in recorded sessions (it may hold passwords)")
-	memLimit := fs.String("memory-limit", "auto", "soft memory `limit` for the Go runtime: auto (what the last collection found in use plus 16MiB, moved after every collection), a size such as 64MiB, or off; the GOMEMLIMIT variable, when set, wins")
+	memLimit := fs.String("memory-limit", "auto", "soft memory `limit` for the Go runtime: auto (what the last collection found in use plus "+strconv.Itoa(autoMemoryHeadroom>>20)+"MiB or a quarter more, moved after every collection), a size such as 64MiB, or off; the GOMEMLIMIT variable, when set, wins")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -243,9 +243,9 @@ func parseBytes(v string) (int64, error) {
 		}
 		n, err := strconv.ParseInt(strings.TrimSuffix(v, u.suffix), 10, 64)
 		if err != nil || n <= 0 {
-			return 0, errors.New("want a size such as 48MiB, or off")
+			return 0, errors.New("want auto, off, or a size such as 64MiB")
 		}
 		return n * u.mult, nil
 	}
-	return 0, errors.New("want a size such as 48MiB, or off")
+	return 0, errors.New("want auto, off, or a size such as 64MiB")
 }

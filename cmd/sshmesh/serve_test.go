@@ -67,7 +67,7 @@ func TestMemoryLimitTracksLiveHeap(t *testing.T) {
 		t.Fatalf("after 100 collections the limit is %d MiB", got>>20)
 		return 0
 	}
-	base := liveMemory() + head
+	base := autoMemoryLimit(head)
 	const ballast = 256 << 20
 	b := make([]byte, ballast)
 	grown := limitAfterGC(func(l int64) bool { return l >= base+ballast/2 })
