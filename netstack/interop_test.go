@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -171,6 +172,19 @@ func TestInteropWireGuardGo(t *testing.T) {
 				t.Fatal(err)
 			}
 			acc := acceptAll(t, l)
+			// serveNext runs f on the listener's next conn, in the
+			// background, with a deadline; the conn is closed after.
+			serveNext := func(d time.Duration, f func(c net.Conn)) {
+				go func() {
+					c, ok := <-acc.conns
+					if !ok {
+						return
+					}
+					defer c.Close()
+					c.SetDeadline(time.Now().Add(d))
+					f(c)
+				}()
+			}
 
 			// Identity: the listener sees the namespace's mesh address and
 			// key, and a line goes each way.
@@ -179,13 +193,7 @@ func TestInteropWireGuardGo(t *testing.T) {
 				err                error
 			}
 			servedc := make(chan served, 1)
-			go func() {
-				c, ok := <-acc.conns
-				if !ok {
-					return
-				}
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(15 * time.Second))
+			serveNext(15*time.Second, func(c net.Conn) {
 				s := served{remote: remoteAddr(t, c).String()}
 				if k, ok := m.node.PeerForAddr(remoteAddr(t, c)); ok {
 					s.peer = k.String()
@@ -195,7 +203,7 @@ func TestInteropWireGuardGo(t *testing.T) {
 					_, s.err = fmt.Fprintf(c, "peer %s\n", s.peer)
 				}
 				servedc <- s
-			}()
+			})
 			out := inNS(fmt.Sprintf(`exec 3<>/dev/tcp/%s/2222 && echo hello-from-namespace >&3 && read -r line <&3 && echo "$line"`, m.addr))
 			var s served
 			select {
@@ -225,20 +233,14 @@ func TestInteropWireGuardGo(t *testing.T) {
 			}
 			merged := netstack.GROMerged(m.node)
 			got := make(chan [sha256.Size]byte, 1)
-			go func() {
-				c, ok := <-acc.conns
-				if !ok {
-					return
-				}
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(2 * time.Minute))
+			serveNext(2*time.Minute, func(c net.Conn) {
 				h := sha256.New()
 				n, err := io.Copy(h, c)
 				if err != nil || n != size {
 					t.Errorf("upload: read %d bytes, %v; want %d", n, err, size)
 				}
 				got <- [sha256.Size]byte(h.Sum(nil))
-			}()
+			})
 			inNS(fmt.Sprintf(`exec 3<>/dev/tcp/%s/2222 && cat %q >&3 && exec 3>&-`, m.addr, up))
 			select {
 			case s := <-got:
@@ -253,17 +255,11 @@ func TestInteropWireGuardGo(t *testing.T) {
 			if (n > 0) != m.gro {
 				t.Errorf("%s: %d received packets merged during the upload", m.name, n)
 			}
-			go func() {
-				c, ok := <-acc.conns
-				if !ok {
-					return
-				}
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(2 * time.Minute))
+			serveNext(2*time.Minute, func(c net.Conn) {
 				if _, err := c.Write(want); err != nil {
 					t.Errorf("download: %v", err)
 				}
-			}()
+			})
 			inNS(fmt.Sprintf(`exec 3<>/dev/tcp/%s/2222 && cat <&3 > %q`, m.addr, down))
 			if b, err := os.ReadFile(down); err != nil || sha256.Sum256(b) != sum {
 				t.Errorf("download: got %d bytes (%v), not the %d sent", len(b), err, size)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"os"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -30,9 +29,7 @@ func TestMemoryLimit(t *testing.T) {
 	if err := checkMemoryLimit("64MB"); err == nil || !strings.Contains(err.Error(), "--memory-limit") {
 		t.Errorf("checkMemoryLimit(64MB) = %v; want an error naming the flag", err)
 	}
-	if os.Getenv("GOMEMLIMIT") != "" {
-		t.Skip("GOMEMLIMIT is set; it wins over --memory-limit")
-	}
+	t.Setenv("GOMEMLIMIT", "") // when set, it wins over --memory-limit
 	old := debug.SetMemoryLimit(-1)
 	t.Cleanup(func() { debug.SetMemoryLimit(old) })
 	setMemoryLimit("64MiB")
@@ -44,9 +41,7 @@ func TestMemoryLimit(t *testing.T) {
 // TestMemoryLimitTracksLiveHeap: auto's limit follows what each collection
 // finds live, up when the heap holds more and down when it is let go.
 func TestMemoryLimitTracksLiveHeap(t *testing.T) {
-	if os.Getenv("GOMEMLIMIT") != "" {
-		t.Skip("GOMEMLIMIT is set; it wins over --memory-limit")
-	}
+	t.Setenv("GOMEMLIMIT", "") // when set, it wins over --memory-limit
 	old := debug.SetMemoryLimit(-1)
 	t.Cleanup(func() { debug.SetMemoryLimit(old) })
 	const head = 32 << 20
