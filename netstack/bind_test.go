@@ -1,20 +1,13 @@
 package netstack
 
 import (
-	"bufio"
-	"context"
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"runtime"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/net/ipv4"
-
-	"github.com/sshmesh/sshmesh/meshkey"
 )
 
 // TestBindPack checks how Send groups datagrams for UDP GSO: runs of
@@ -70,82 +63,4 @@ func repeat(n, count int) []int {
 		s[i] = n
 	}
 	return s
-}
-
-// TestAllAddressesBothFamilies: a node without a BindAddress listens on
-// one dual-stack socket; peers reach it over IPv4 and over IPv6 loopback
-// at once, and each keeps its identity.
-func TestAllAddressesBothFamilies(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("our own all-addresses bind is Linux's; elsewhere wireguard-go's serves")
-	}
-	if c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback}); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("no IPv6 loopback, which CI machines have: %v", err)
-		}
-		t.Skipf("no IPv6 loopback here: %v", err)
-	} else {
-		c.Close()
-	}
-	k0, k4, k6 := mustKey(t), mustKey(t), mustKey(t)
-	srv, err := newNode(Config{
-		PrivateKey: k0,
-		Addresses:  []netip.Prefix{netip.MustParsePrefix("100.64.0.1/32")},
-		Peers: []Peer{
-			{PublicKey: k4.Public(), AllowedIPs: []netip.Prefix{netip.MustParsePrefix("100.64.0.4/32")}},
-			{PublicKey: k6.Public(), AllowedIPs: []netip.Prefix{netip.MustParsePrefix("100.64.0.6/32")}},
-		},
-	}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	if b := srv.dev.Bind().(*addrBind); !b.dual {
-		t.Fatalf("the all-addresses socket is not dual-stack")
-	}
-	l, err := srv.Listen("tcp", ":7")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				k, _ := srv.PeerForAddr(c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr())
-				fmt.Fprintf(c, "%s\n", k)
-			}()
-		}
-	}()
-	for _, c := range []struct {
-		key  meshkey.Private
-		addr string
-		via  netip.Addr
-	}{{k4, "100.64.0.4/32", netip.MustParseAddr("127.0.0.1")}, {k6, "100.64.0.6/32", netip.IPv6Loopback()}} {
-		cl, err := newNode(Config{
-			PrivateKey: c.key,
-			Addresses:  []netip.Prefix{netip.MustParsePrefix(c.addr)},
-			Peers: []Peer{{PublicKey: k0.Public(), AllowedIPs: []netip.Prefix{netip.MustParsePrefix("100.64.0.1/32")},
-				Endpoint: netip.AddrPortFrom(c.via, srv.ListenPort())}},
-		}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cl.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		conn, err := cl.Dial(ctx, "tcp", "100.64.0.1:7")
-		cancel()
-		if err != nil {
-			t.Fatalf("over %v: %v", c.via, err)
-		}
-		line, err := bufio.NewReader(conn).ReadString('\n')
-		conn.Close()
-		if want := c.key.Public().String() + "\n"; err != nil || line != want {
-			t.Errorf("over %v the server saw peer %q (%v); want %q", c.via, line, err, want)
-		}
-	}
 }

@@ -6,3 +6,15 @@ func GROMerged(n *Node) uint64 { return groMerged(n) }
 
 // BulkSize is how much each direction of a bulk test moves (see bulkSize).
 func BulkSize() int64 { return bulkSize() }
+
+// DualStack reports whether n's UDP socket is our own bind on one
+// dual-stack socket.
+func DualStack(n *Node) bool {
+	b, ok := n.dev.Bind().(*addrBind)
+	if !ok {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.dual
+}
