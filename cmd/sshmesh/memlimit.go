@@ -1,10 +1,13 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"sync"
 )
 
@@ -111,4 +114,23 @@ func autoMemoryLimit(head int64) int64 {
 	runtime.ReadMemStats(&m)
 	room := max(head, int64(m.HeapAlloc)/4)
 	return int64(m.Sys-m.HeapIdle) + room + max(room*3/100, 1<<20)
+}
+
+// parseBytes parses sizes like "48MiB", "1GiB", "500000" (bytes).
+func parseBytes(v string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"B", 1}, {"", 1}}
+	for _, u := range units {
+		if !strings.HasSuffix(v, u.suffix) {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSuffix(v, u.suffix), 10, 64)
+		if err != nil || n <= 0 {
+			return 0, errors.New("want auto, off, or a size such as 64MiB")
+		}
+		return n * u.mult, nil
+	}
+	return 0, errors.New("want auto, off, or a size such as 64MiB")
 }

@@ -11,7 +11,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -229,23 +228,4 @@ func joinAddrs(addrs []netip.Addr) string {
 		s += a.String()
 	}
 	return s
-}
-
-// parseBytes parses sizes like "48MiB", "1GiB", "500000" (bytes).
-func parseBytes(v string) (int64, error) {
-	units := []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"B", 1}, {"", 1}}
-	for _, u := range units {
-		if !strings.HasSuffix(v, u.suffix) {
-			continue
-		}
-		n, err := strconv.ParseInt(strings.TrimSuffix(v, u.suffix), 10, 64)
-		if err != nil || n <= 0 {
-			return 0, errors.New("want auto, off, or a size such as 64MiB")
-		}
-		return n * u.mult, nil
-	}
-	return 0, errors.New("want auto, off, or a size such as 64MiB")
 }
