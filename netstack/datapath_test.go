@@ -183,6 +183,7 @@ func TestBulkChecksummed(t *testing.T) {
 				})
 			}
 			checkGROUse(t, mode.gro, p.a, p.b)
+			checkFlights(t, p.a, p.b)
 		}
 	}
 }

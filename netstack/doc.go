@@ -57,6 +57,12 @@
 // peer's packets at a time. TCP runs with SACK, RACK loss detection and
 // receive buffer auto-tuning.
 //
+// wireguard-go keeps each packet it holds in a 64 KiB buffer of its own,
+// so a node lets at most a few hundred packets into its device in each
+// direction (8 MiB of those buffers, whatever the TCP windows);
+// the rest wait in the link's queue and in the kernel's socket buffer,
+// at the size they are. A busy node's memory stays bounded under bulk.
+//
 // Unless Config.DisableGRO is set, the link first coalesces each received batch's
 // in-order TCP segments of one flow (addresses and ports, so never two
 // peers' packets) into segments of up to 64 KiB, with valid checksums,

@@ -10,7 +10,11 @@ func BulkSize() int64 { return bulkSize() }
 // DualStack reports whether n's UDP socket is our own bind on one
 // dual-stack socket.
 func DualStack(n *Node) bool {
-	b, ok := n.dev.Bind().(*addrBind)
+	m, _ := n.dev.Bind().(*meteredBind)
+	if m == nil {
+		return false
+	}
+	b, ok := m.Bind.(*addrBind)
 	if !ok {
 		return false
 	}

@@ -23,8 +23,9 @@ import (
 // batch of packets (all from one peer: the device calls Write per peer) to
 // the stack, optionally coalescing TCP segments of a flow first (GRO).
 type link struct {
-	mtu uint32
-	gro bool // coalesce inbound TCP segments; see Config.DisableGRO
+	mtu    uint32
+	gro    bool    // coalesce inbound TCP segments; see Config.DisableGRO
+	flight *ledger // bounds the packets inside the device (inflight.go)
 
 	dispatcher atomic.Pointer[dispatcherBox]
 
@@ -62,10 +63,14 @@ var (
 	_ tun.Device         = (*linkDevice)(nil)
 )
 
-func newLink(mtu int, gro bool) *link {
+func newLink(mtu int, gro bool, flight *ledger) *link {
+	if flight == nil {
+		flight = newLedger(flightLimit, flightStall)
+	}
 	return &link{
 		mtu:     uint32(mtu),
 		gro:     gro,
+		flight:  flight,
 		ready:   make(chan struct{}, 1),
 		done:    make(chan struct{}),
 		scratch: make([]byte, gsoMaxSize+header.IPv6MinimumSize),
@@ -165,9 +170,11 @@ func (l *link) pop(wait bool) *stack.PacketBuffer {
 }
 
 // Read hands the device as many outbound packets as bufs holds, waiting
-// for the first. GSO segments are cut into packets of at most the MTU.
+// for the first, and then while the device holds flightLimit of them.
+// GSO segments are cut into packets of at most the MTU.
 func (l *link) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	n := 0
+	l.flight.reclaim(bufs)
 	if l.cur == nil {
 		pkt := l.pop(true)
 		if pkt == nil {
@@ -175,6 +182,7 @@ func (l *link) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		}
 		l.start(pkt)
 	}
+	l.flight.wait(outbound)
 	for n < len(bufs) {
 		if l.cur == nil {
 			pkt := l.pop(false)
@@ -193,6 +201,7 @@ func (l *link) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		l.curNext = next
 		break // bufs are full
 	}
+	l.flight.enter(outbound, bufs[:n])
 	return n, nil
 }
 
@@ -215,6 +224,7 @@ func (l *link) start(pkt *stack.PacketBuffer) {
 // Write delivers decrypted packets to the stack. The device calls it with
 // one peer's packets at a time.
 func (l *link) Write(bufs [][]byte, offset int) (int, error) {
+	l.flight.leave(inbound, bufs)
 	box := l.dispatcher.Load()
 	if box == nil {
 		return len(bufs), nil
@@ -290,6 +300,7 @@ func (l *link) Close() {
 		for _, pkt := range q {
 			pkt.DecRef()
 		}
+		l.flight.close()
 		close(l.done)
 	})
 }

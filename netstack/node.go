@@ -119,7 +119,9 @@ func newNode(cfg Config, wrapBind func(conn.Bind) conn.Bind) (*Node, error) {
 		bind = wrapBind(bind)
 	}
 
-	n.tun, n.tnet, err = newStack(addrs, stackOptions{mtu: mtu, gro: !cfg.DisableGRO})
+	flights := newLedger(flightLimit, flightStall)
+	bind = &meteredBind{Bind: bind, g: flights}
+	n.tun, n.tnet, err = newStack(addrs, stackOptions{mtu: mtu, gro: !cfg.DisableGRO, ledger: flights})
 	if err != nil {
 		return nil, fmt.Errorf("netstack: %w", err)
 	}

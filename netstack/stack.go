@@ -24,21 +24,19 @@ import (
 const nicID = 1
 
 // tcpBufferMax caps each TCP connection's send and receive buffers.
-// gVisor's default ceiling is 4 MiB. Packets that wait inside the
-// WireGuard device (when the device, not the network, is the bottleneck,
-// as on a fast link or in-process) each hold one of wireguard-go's 64 KiB
-// message buffers, so a 4 MiB window could pin up to 190 MiB of heap per
-// busy connection. 2 MiB is what SSH's own channel window (2 MiB in
-// OpenSSH and x/crypto/ssh) lets one session have in flight anyway, so
-// it costs an SSH session nothing, even over a long round trip
-// (20 MB/s at 100 ms); BenchmarkMeshTCP shows no difference in-process
-// between 512 KiB and 4 MiB.
+// gVisor's default ceiling is 4 MiB. 2 MiB is what SSH's own channel
+// window (2 MiB in OpenSSH and x/crypto/ssh) lets one session have in
+// flight anyway, so it costs an SSH session nothing, even over a long
+// round trip (20 MB/s at 100 ms). What part of a window waits inside the
+// WireGuard device, 64 KiB of its buffers per packet, is bounded
+// separately (flightLimit), not by the window.
 const tcpBufferMax = 2 << 20
 
 // stackOptions are the options newStack applies.
 type stackOptions struct {
-	mtu int
-	gro bool
+	mtu    int
+	gro    bool
+	ledger *ledger // the device's packets in flight (see inflight.go)
 }
 
 // newStack returns a TUN device backed by a gVisor stack holding addrs, and
@@ -70,7 +68,7 @@ func newStack(addrs []netip.Addr, o stackOptions) (*linkDevice, *meshStack, erro
 			return fail("set TCP option %T: %v", opt, err)
 		}
 	}
-	l := newLink(o.mtu, o.gro)
+	l := newLink(o.mtu, o.gro, o.ledger)
 	if err := s.CreateNIC(nicID, l); err != nil {
 		return fail("CreateNIC: %v", err)
 	}
