@@ -9,22 +9,23 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // serve's memory: --memory-limit.
 //
 // A fixed soft limit does not suit this process. What it holds at rest
 // grows with the number of peers (wireguard-go's per-peer queues and
-// goroutines), and under load with what is in flight: every packet between
-// the TCP stack and the UDP socket sits in one of wireguard-go's 64 KiB
-// message buffers, and packets queue for peers whose client has gone (TCP
-// retransmits, waiting for a handshake that never comes). A limit below
-// what is live makes the collector run without pause (measured: 2-5x the
-// CPU per GiB moved). auto therefore moves the limit after every
-// collection: what the runtime holds besides its heap, plus the heap the
-// collection found live, plus autoMemoryHeadroom for new garbage (see
-// autoMemoryLimit). Garbage
-// is what fills RSS (the message buffers are mostly untouched pages), so
+// goroutines), and under load with what is in flight: packets inside the
+// WireGuard device each hold one of its 64 KiB message buffers (the node
+// lets a bounded number in), and packets queue for peers whose client has
+// gone (TCP retransmits, waiting for a handshake that never comes). A
+// limit below what is live makes the collector run without pause
+// (measured: 2-5x the CPU per GiB moved). auto therefore moves the limit
+// after every collection: what the runtime holds besides its heap, plus
+// the heap the collection found live, plus autoMemoryHeadroom for new
+// garbage (see autoMemoryLimit). Garbage is what fills RSS (an upload
+// through x/crypto/ssh allocates a fresh buffer per SSH packet), so
 // capping it bounds RSS without ever starving the process.
 
 // autoMemoryHeadroom is how much garbage --memory-limit auto lets the heap
@@ -53,6 +54,7 @@ func setMemoryLimit(v string) {
 	if v == "auto" {
 		debug.FreeOSMemory() // the start-up's garbage goes back to the OS
 		trackMemoryLimit(autoMemoryHeadroom)
+		trimAfterBursts(trimEvery, trimBurst, trimQuiet, giveBackMemory)
 		return
 	}
 	n, _ := parseBytes(v)
@@ -114,6 +116,58 @@ func autoMemoryLimit(head int64) int64 {
 	runtime.ReadMemStats(&m)
 	room := max(head, int64(m.HeapAlloc)/4)
 	return int64(m.Sys-m.HeapIdle) + room + max(room*3/100, 1<<20)
+}
+
+// After a burst (a bulk transfer, a wave of logins) the heap the burst
+// grew stays: nothing allocates, so no collection runs, and the pools of
+// the data path (wireguard-go's message buffers, gVisor's views) keep
+// what they hold until two collections have passed. auto therefore also
+// gives memory back once a burst is over.
+const (
+	trimEvery = 500 * time.Millisecond // how often the heap is looked at
+	trimBurst = 32 << 20               // allocated since the last trim, or heap grown since: a burst
+	trimQuiet = 1 << 20                // allocated in one look: quiet
+)
+
+// trimAfterBursts calls trim, looking every interval, when less than quiet
+// bytes were allocated in the last interval after a burst: burst bytes
+// allocated since the last trim, or the heap's spans in use grown by
+// burst/4 since (pools fill without much allocation). It runs until stop
+// is called.
+func trimAfterBursts(every time.Duration, burst, quiet uint64, trim func()) (stop func()) {
+	done := make(chan struct{})
+	var once sync.Once
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		last, since, base := m.TotalAlloc, uint64(0), m.HeapInuse
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			runtime.ReadMemStats(&m)
+			d := m.TotalAlloc - last
+			last = m.TotalAlloc
+			since += d
+			if d < quiet && (since >= burst || m.HeapInuse >= base+burst/4) {
+				trim()
+				runtime.ReadMemStats(&m)
+				last, since, base = m.TotalAlloc, 0, m.HeapInuse
+			}
+		}
+	}()
+	return func() { once.Do(func() { close(done) }) }
+}
+
+// giveBackMemory collects twice (pooled buffers survive one collection)
+// and returns the free memory to the OS.
+func giveBackMemory() {
+	runtime.GC()
+	debug.FreeOSMemory()
 }
 
 // parseBytes parses sizes like "48MiB", "1GiB", "500000" (bytes).

@@ -5,6 +5,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseBytes(t *testing.T) {
@@ -75,5 +76,34 @@ func TestMemoryLimitTracksLiveHeap(t *testing.T) {
 	runtime.GC()
 	if got := debug.SetMemoryLimit(-1); got != 123<<20 {
 		t.Errorf("after stop the limit moved to %d MiB", got>>20)
+	}
+}
+
+// TestTrimAfterBursts: memory is given back once after a burst of
+// allocation has gone quiet, and not while nothing happened.
+func TestTrimAfterBursts(t *testing.T) {
+	trims := make(chan struct{}, 10)
+	stop := trimAfterBursts(20*time.Millisecond, 64<<20, 1<<20, func() { trims <- struct{}{} })
+	defer stop()
+	select {
+	case <-trims:
+		t.Fatal("trimmed without a burst")
+	case <-time.After(200 * time.Millisecond):
+	}
+	var sink [][]byte
+	for range 128 {
+		sink = append(sink, make([]byte, 1<<20)) // 128 MiB: a burst
+	}
+	runtime.KeepAlive(sink)
+	sink = nil
+	select {
+	case <-trims:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no trim within 10s of a burst")
+	}
+	select {
+	case <-trims:
+		t.Fatal("trimmed twice after one burst")
+	case <-time.After(200 * time.Millisecond):
 	}
 }
