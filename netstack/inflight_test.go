@@ -1,7 +1,10 @@
 package netstack
 
 import (
+	"context"
 	"fmt"
+	"net/netip"
+	"sync"
 	"testing"
 	"time"
 )
@@ -131,4 +134,51 @@ func checkFlights(t *testing.T, nodes ...*Node) {
 			t.Errorf("node %d: %s", i, fmt.Sprintf("%d stalls (%d packets forgiven)", s, g.forgiven.Load()))
 		}
 	}
+}
+
+// TestDeadPeerDoesNotStallLivePeer: packets for a peer that never answers
+// sit in the device (staged for a handshake that cannot be sent) or are
+// dropped there, unseen by the ledger. They fill it once; it forgives
+// them after a stall, and a live peer's bulk goes through with few
+// stalls, not one per batch.
+func TestDeadPeerDoesNotStallLivePeer(t *testing.T) {
+	p := newDPPair(t, 1420, true, nil)
+	dead := mustKey(t).Public()
+	peers := append(p.b.Peers(), Peer{PublicKey: dead, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("100.64.0.9/32")}})
+	if err := p.b.SetPeers(peers); err != nil {
+		t.Fatal(err)
+	}
+	// 3 × flightLimit dials to the dead peer: their SYNs (and the
+	// retransmits) can never leave the device.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := range 3 * flightLimit {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if c, err := p.b.Dial(ctx, "tcp4", fmt.Sprintf("100.64.0.9:%d", 1000+i)); err == nil {
+				c.Close()
+				t.Error("a dial to a peer without an endpoint succeeded")
+			}
+		}()
+	}
+	g := p.b.tun.l.flight
+	deadline := time.Now().Add(10 * time.Second)
+	for g.stalls.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if g.stalls.Load() == 0 {
+		g.mu.Lock()
+		held := len(g.held[outbound])
+		g.mu.Unlock()
+		t.Fatalf("the device held %d packets for the dead peer and the ledger never stalled: the test does not fill it", held)
+	}
+	c, s := p.connect(t, "tcp4", "100.64.0.1:7200")
+	transfer(t, c, s, bulkSize()/4)
+	wg.Wait()
+	if st := g.stalls.Load(); st > 20 {
+		t.Errorf("%d stalls of %v for %d dials to a dead peer; want a few", st, flightStall, 3*flightLimit)
+	}
+	t.Logf("%d stalls, %d packets forgiven", g.stalls.Load(), g.forgiven.Load())
 }
