@@ -21,12 +21,20 @@ import (
 // lets a bounded number in), and packets queue for peers whose client has
 // gone (TCP retransmits, waiting for a handshake that never comes). A
 // limit below what is live makes the collector run without pause
-// (measured: 2-5x the CPU per GiB moved). auto therefore moves the limit
-// after every collection: what the runtime holds besides its heap, plus
-// the heap the collection found live, plus autoMemoryHeadroom for new
-// garbage (see autoMemoryLimit). Garbage is what fills RSS (an upload
-// through x/crypto/ssh allocates a fresh buffer per SSH packet), so
-// capping it bounds RSS without ever starving the process.
+// (measured: 2-5x the CPU per GiB moved). Go's default, on the other
+// hand, lets garbage grow to the size of the live heap: an upload through
+// x/crypto/ssh allocates a fresh buffer per SSH packet, so a server with
+// 500 peers (34 MiB live under bulk) reached 85 MiB of RSS.
+//
+// auto therefore sets the garbage collector's percentage (GOGC) after
+// every collection, from what that collection found live, so that the
+// next one comes after autoMemoryHeadroom of new garbage, or a quarter of
+// the live heap when that is more (so a large heap does not collect ever
+// more often): never less than 25, never more than Go's default of 100.
+// The collector never runs without pause, and garbage, which is what
+// fills RSS, stays bounded. (A soft memory limit moved after every
+// collection, tried first, did not bind: read then, the heap in use
+// still holds the garbage not yet swept.)
 
 // autoMemoryHeadroom is how much garbage --memory-limit auto lets the heap
 // gather between collections.
@@ -44,16 +52,17 @@ func checkMemoryLimit(v string) error {
 }
 
 // setMemoryLimit applies a checked --memory-limit value, unless the
-// GOMEMLIMIT variable is set. With a limit, buffers grown during a bulk
-// transfer are given back soon after instead of held until the next
-// natural collection.
+// GOMEMLIMIT variable is set (auto: unless GOGC or GOMEMLIMIT is set).
 func setMemoryLimit(v string) {
 	if os.Getenv("GOMEMLIMIT") != "" || v == "off" {
 		return
 	}
 	if v == "auto" {
+		if os.Getenv("GOGC") != "" {
+			return
+		}
 		debug.FreeOSMemory() // the start-up's garbage goes back to the OS
-		trackMemoryLimit(autoMemoryHeadroom)
+		trackGCPercent(autoMemoryHeadroom)
 		trimAfterBursts(trimEvery, trimBurst, trimQuiet, giveBackMemory)
 		return
 	}
@@ -61,61 +70,71 @@ func setMemoryLimit(v string) {
 	debug.SetMemoryLimit(n)
 }
 
-// memoryTracking is the generation of the running trackMemoryLimit; a
-// sentinel of an older generation stops. The mutex makes stop final: no
-// sentinel sets the limit once stop has returned.
-var memoryTracking struct {
+// gcTracking is the generation of the running trackGCPercent; a sentinel
+// of an older generation stops. The mutex makes stop final: no sentinel
+// sets the percentage once stop has returned.
+var gcTracking struct {
 	sync.Mutex
-	gen int64
+	gen     int64
+	percent int // the percentage in force
 }
 
-// trackMemoryLimit sets the soft memory limit to autoMemoryLimit(head) now
-// and after every collection, until the returned stop is called.
-func trackMemoryLimit(head int64) (stop func()) {
-	memoryTracking.Lock()
-	defer memoryTracking.Unlock()
-	memoryTracking.gen++
-	gen := memoryTracking.gen
-	debug.SetMemoryLimit(autoMemoryLimit(head))
-	armMemorySentinel(gen, head)
+// trackGCPercent sets GOGC to autoGCPercent after every collection, until
+// the returned stop is called; stop restores the percentage there was.
+func trackGCPercent(head uint64) (stop func()) {
+	gcTracking.Lock()
+	defer gcTracking.Unlock()
+	gcTracking.gen++
+	gen := gcTracking.gen
+	old := debug.SetGCPercent(100)
+	gcTracking.percent = 100
+	armGCSentinel(gen, head)
 	return func() {
-		memoryTracking.Lock()
-		defer memoryTracking.Unlock()
-		if memoryTracking.gen == gen {
-			memoryTracking.gen++
+		gcTracking.Lock()
+		defer gcTracking.Unlock()
+		if gcTracking.gen == gen {
+			gcTracking.gen++
+			debug.SetGCPercent(old)
 		}
 	}
 }
 
-// memorySentinel is garbage whose finalizer runs once per collection. (The
+// gcSentinel is garbage whose finalizer runs once per collection. (The
 // pointer keeps it out of the tiny allocator, whose blocks may outlive it.)
-type memorySentinel struct{ _ *int }
+type gcSentinel struct{ _ *int }
 
-func armMemorySentinel(gen, head int64) {
-	runtime.SetFinalizer(&memorySentinel{}, func(*memorySentinel) {
-		memoryTracking.Lock()
-		defer memoryTracking.Unlock()
-		if memoryTracking.gen != gen {
+func armGCSentinel(gen int64, head uint64) {
+	runtime.SetFinalizer(&gcSentinel{}, func(*gcSentinel) {
+		gcTracking.Lock()
+		defer gcTracking.Unlock()
+		if gcTracking.gen != gen {
 			return
 		}
-		debug.SetMemoryLimit(autoMemoryLimit(head))
-		armMemorySentinel(gen, head)
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		if p := autoGCPercent(m.NextGC, m.StackInuse, gcTracking.percent, head); p != gcTracking.percent {
+			debug.SetGCPercent(p)
+			gcTracking.percent = p
+		}
+		armGCSentinel(gen, head)
 	})
 }
 
-// autoMemoryLimit is the limit auto sets after a collection: what the
-// runtime holds besides free heap spans (its stacks and metadata, and the
-// heap spans in use, fragmentation included), plus room for new garbage:
-// head, or a quarter of the live heap when that is more (so a large heap
-// does not collect ever more often), plus the margin the runtime keeps
-// below a limit (3%, at least 1 MiB). (MemStats rather than
-// runtime/metrics, whose init costs every sshmesh process, nc included,
-// about 1 ms.)
-func autoMemoryLimit(head int64) int64 {
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	room := max(head, int64(m.HeapAlloc)/4)
-	return int64(m.Sys-m.HeapIdle) + room + max(room*3/100, 1<<20)
+// autoGCPercent is the percentage for the next cycle. Go's pacer set the
+// goal of the cycle under way, nextGC, from the heap the last collection
+// marked live and percent: goal = live + (live + stacks) * percent/100
+// (globals are in that sum too, and small here). Solved for live, the new
+// percentage gives the next cycle room for max(head, live/4) of garbage.
+// (MemStats rather than runtime/metrics, whose init costs every sshmesh
+// process, nc included, about 1 ms.)
+func autoGCPercent(nextGC, stacks uint64, percent int, head uint64) int {
+	g := float64(percent) / 100
+	live := (float64(nextGC) - float64(stacks)*g) / (1 + g)
+	if live <= 0 {
+		return 100
+	}
+	room := max(float64(head), live/4)
+	return min(100, max(25, int(100*room/(live+float64(stacks)))))
 }
 
 // After a burst (a bulk transfer, a wave of logins) the heap the burst

@@ -39,44 +39,74 @@ func TestMemoryLimit(t *testing.T) {
 	}
 }
 
-// TestMemoryLimitTracksLiveHeap: auto's limit follows what each collection
-// finds live, up when the heap holds more and down when it is let go.
-func TestMemoryLimitTracksLiveHeap(t *testing.T) {
-	t.Setenv("GOMEMLIMIT", "") // when set, it wins over --memory-limit
-	old := debug.SetMemoryLimit(-1)
-	t.Cleanup(func() { debug.SetMemoryLimit(old) })
-	const head = 32 << 20
-	stop := trackMemoryLimit(head)
+func TestAutoGCPercent(t *testing.T) {
+	const MiB = 1 << 20
+	for _, tc := range []struct {
+		name            string
+		live, stacks    uint64
+		percent         int
+		want            int
+		wantRoomAtLeast uint64
+	}{
+		// 40 MiB live under GOGC=100: room for 16 MiB, not 41.
+		{"bulk", 40 * MiB, 1 * MiB, 100, 39, 16 * MiB},
+		// The same heap seen under the percentage just set.
+		{"steady", 40 * MiB, 1 * MiB, 39, 39, 16 * MiB},
+		// A large heap: a quarter of it, so it does not collect ever more often.
+		{"large", 400 * MiB, 1 * MiB, 100, 25, 100 * MiB},
+		// A small heap keeps Go's default.
+		{"small", 8 * MiB, 1 * MiB, 100, 100, 8 * MiB},
+	} {
+		next := tc.live + (tc.live+tc.stacks)*uint64(tc.percent)/100
+		got := autoGCPercent(next, tc.stacks, tc.percent, 16*MiB)
+		if got < tc.want-1 || got > tc.want+1 {
+			t.Errorf("%s: autoGCPercent = %d; want %d", tc.name, got, tc.want)
+		}
+		if room := (tc.live + tc.stacks) * uint64(got) / 100; room+MiB < tc.wantRoomAtLeast {
+			t.Errorf("%s: room for %d MiB of garbage; want at least %d", tc.name, room/MiB, tc.wantRoomAtLeast/MiB)
+		}
+	}
+}
+
+// TestGCPercentTracksLiveHeap: auto's percentage follows what each
+// collection finds live: down when the heap holds more, up again when it
+// is let go.
+func TestGCPercentTracksLiveHeap(t *testing.T) {
+	t.Setenv("GOGC", "")
+	t.Setenv("GOMEMLIMIT", "")
+	const head = 16 << 20
+	stop := trackGCPercent(head)
 	defer stop()
-	// limitAfterGC collects until the limit moved past the threshold in
-	// the direction wanted (other tests allocate beside this one).
-	limitAfterGC := func(ok func(int64) bool) int64 {
+	// percentAfterGC collects until the percentage satisfies ok.
+	percentAfterGC := func(ok func(int) bool) int {
 		t.Helper()
-		var got int64
+		var got int
 		for range 100 {
 			runtime.GC()
 			runtime.Gosched()
-			if got = debug.SetMemoryLimit(-1); ok(got) {
+			gcTracking.Lock()
+			got = gcTracking.percent
+			gcTracking.Unlock()
+			if ok(got) {
 				return got
 			}
 		}
-		t.Fatalf("after 100 collections the limit is %d MiB", got>>20)
+		t.Fatalf("after 100 collections the percentage is %d", got)
 		return 0
 	}
-	base := autoMemoryLimit(head)
-	const ballast = 256 << 20
-	b := make([]byte, ballast)
-	grown := limitAfterGC(func(l int64) bool { return l >= base+ballast/2 })
+	b := make([]byte, 256<<20)
+	percentAfterGC(func(p int) bool { return p == 25 })
 	runtime.KeepAlive(b)
 	b = nil
-	limitAfterGC(func(l int64) bool { return l <= grown-ballast/2 })
+	percentAfterGC(func(p int) bool { return p >= 50 })
 	stop()
-	debug.SetMemoryLimit(123 << 20)
+	debug.SetGCPercent(77)
 	runtime.GC()
 	runtime.GC()
-	if got := debug.SetMemoryLimit(-1); got != 123<<20 {
-		t.Errorf("after stop the limit moved to %d MiB", got>>20)
+	if got := debug.SetGCPercent(77); got != 77 {
+		t.Errorf("after stop the percentage moved to %d", got)
 	}
+	debug.SetGCPercent(100)
 }
 
 // TestTrimAfterBursts: memory is given back once after a burst of
