@@ -36,7 +36,7 @@ func cmdServe(ctx context.Context, args []string, io stdio) error {
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	recordDir := fs.String("record", "", "`dir` for session recordings (asciicast v2) of rules that say \"record\": true")
 	recordInput := fs.Bool("record-input", false, "also record what clients type in recorded sessions (it may hold passwords)")
-	memLimit := fs.String("memory-limit", "auto", "soft memory `limit` for the Go runtime: auto (what the last collection found in use plus "+strconv.Itoa(autoMemoryHeadroom>>20)+"MiB or a quarter more, moved after every collection; memory is given back to the OS once a burst is over), a size such as 64MiB, or off; the GOMEMLIMIT variable, when set, wins")
+	memLimit := fs.String("memory-limit", "auto", "memory `limit` for the Go runtime: auto (after every collection, the next is paced to come after "+strconv.Itoa(autoMemoryHeadroom>>20)+"MiB of new garbage or a quarter of the live heap, whichever is more, and memory goes back to the OS once a burst is over), a size such as 64MiB (a soft limit), or off; the GOMEMLIMIT variable, and GOGC for auto, win when set")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
