@@ -137,7 +137,7 @@ func (g *ledger) wakeLocked(n int) {
 
 // wait returns when the device holds fewer than the limit of direction d,
 // or once it has waited stall without a packet leaving (then it forgives
-// all of d), or at once after Close.
+// all of d), or at once after close.
 func (g *ledger) wait(d int) {
 	g.mu.Lock()
 	if len(g.held[d]) < g.limit || g.closed.Load() {
