@@ -63,10 +63,9 @@ var (
 	_ tun.Device         = (*linkDevice)(nil)
 )
 
+// newLink returns a link whose device packets flight counts (the node's
+// bind counts the other side).
 func newLink(mtu int, gro bool, flight *ledger) *link {
-	if flight == nil {
-		flight = newLedger(flightLimit, flightStall)
-	}
 	return &link{
 		mtu:     uint32(mtu),
 		gro:     gro,

@@ -53,21 +53,23 @@ func checkMemoryLimit(v string) error {
 
 // setMemoryLimit applies a checked --memory-limit value, unless the
 // GOMEMLIMIT variable is set (auto: unless GOGC or GOMEMLIMIT is set).
-func setMemoryLimit(v string) {
+// stop ends auto's tracking; a fixed limit stays.
+func setMemoryLimit(v string) (stop func()) {
 	if os.Getenv("GOMEMLIMIT") != "" || v == "off" {
-		return
+		return func() {}
 	}
 	if v == "auto" {
 		if os.Getenv("GOGC") != "" {
-			return
+			return func() {}
 		}
 		debug.FreeOSMemory() // the start-up's garbage goes back to the OS
-		trackGCPercent(autoMemoryHeadroom)
-		trimAfterBursts(trimEvery, trimBurst, trimQuiet, giveBackMemory)
-		return
+		stopGC := trackGCPercent(autoMemoryHeadroom)
+		stopTrim := trimAfterBursts(trimEvery, trimBurst, trimQuiet, giveBackMemory)
+		return func() { stopTrim(); stopGC() }
 	}
 	n, _ := parseBytes(v)
 	debug.SetMemoryLimit(n)
+	return func() {}
 }
 
 // gcTracking is the generation of the running trackGCPercent; a sentinel

@@ -102,7 +102,7 @@ func cmdServe(ctx context.Context, args []string, io stdio) error {
 		srv.Checker = checker
 	}
 
-	setMemoryLimit(*memLimit)
+	defer setMemoryLimit(*memLimit)()
 	addrs := node.Addresses()
 	fmt.Fprintf(io.out, "sshmesh: serving SSH as node %q on %s port %d\n", id.Name(), joinAddrs(addrs), *port)
 	fmt.Fprintf(io.out, "known_hosts: %s\n", sshmesh.KnownHostsLine(hostKey.PublicKey(), uint16(*port), addrs...))
