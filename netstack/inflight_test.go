@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// bufs returns n distinct buffers, as the device's message buffers are.
+// testBufs returns n distinct buffers, as the device's message buffers are.
 func testBufs(n int) [][]byte {
 	b := make([][]byte, n)
 	for i := range b {
@@ -18,12 +18,18 @@ func testBufs(n int) [][]byte {
 	return b
 }
 
+// startWait runs wait(d) in a goroutine; the channel closes when it returns.
+func startWait(g *ledger, d int) <-chan struct{} {
+	done := make(chan struct{})
+	go func() { g.wait(d); close(done) }()
+	return done
+}
+
 // waitReturns runs wait(d) and reports how long it took, or fails after max.
 func waitReturns(t *testing.T, g *ledger, d int, max time.Duration) time.Duration {
 	t.Helper()
 	start := time.Now()
-	done := make(chan struct{})
-	go func() { g.wait(d); close(done) }()
+	done := startWait(g, d)
 	select {
 	case <-done:
 		return time.Since(start)
@@ -39,8 +45,7 @@ func TestLedgerWaitsForRoom(t *testing.T) {
 	g.enter(outbound, b[:4])
 	g.enterTransport(b[4:5], []int{100}) // inbound has room
 	waitReturns(t, g, inbound, time.Second)
-	done := make(chan struct{})
-	go func() { g.wait(outbound); close(done) }()
+	done := startWait(g, outbound)
 	select {
 	case <-done:
 		t.Fatal("wait returned with the device full")
@@ -102,8 +107,7 @@ func TestLedgerForgivesAfterStall(t *testing.T) {
 func TestLedgerCloseEndsWaits(t *testing.T) {
 	g := newLedger(1, time.Minute)
 	g.enter(outbound, testBufs(1))
-	done := make(chan struct{})
-	go func() { g.wait(outbound); close(done) }()
+	done := startWait(g, outbound)
 	time.Sleep(20 * time.Millisecond)
 	g.close()
 	select {
@@ -131,7 +135,7 @@ func checkFlights(t *testing.T, nodes ...*Node) {
 			}
 		}
 		if s := g.stalls.Load(); s != 0 {
-			t.Errorf("node %d: %s", i, fmt.Sprintf("%d stalls (%d packets forgiven)", s, g.forgiven.Load()))
+			t.Errorf("node %d: %d stalls (%d packets forgiven)", i, s, g.forgiven.Load())
 		}
 	}
 }
