@@ -14,7 +14,11 @@ func DualStack(n *Node) bool {
 	if m == nil {
 		return false
 	}
-	b, ok := m.Bind.(*addrBind)
+	w, _ := m.Bind.(*wakingBind)
+	if w == nil {
+		return false
+	}
+	b, ok := w.Bind.(*addrBind)
 	if !ok {
 		return false
 	}

@@ -3,6 +3,7 @@ package netstack
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"sync"
 	"testing"
@@ -141,14 +142,22 @@ func checkFlights(t *testing.T, nodes ...*Node) {
 }
 
 // TestDeadPeerDoesNotStallLivePeer: packets for a peer that never answers
-// sit in the device (staged for a handshake that cannot be sent) or are
+// sit in the device (staged for a handshake that never completes) or are
 // dropped there, unseen by the ledger. They fill it once; it forgives
 // them after a stall, and a live peer's bulk goes through with few
 // stalls, not one per batch.
 func TestDeadPeerDoesNotStallLivePeer(t *testing.T) {
 	p := newDPPair(t, 1420, true, nil)
 	dead := mustKey(t).Public()
-	peers := append(p.b.Peers(), Peer{PublicKey: dead, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("100.64.0.9/32")}})
+	// An endpoint nobody listens on: the peer is on the device (not
+	// dormant), and its handshakes go unanswered.
+	u, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadEnd := u.LocalAddr().(*net.UDPAddr).AddrPort()
+	u.Close()
+	peers := append(p.b.Peers(), Peer{PublicKey: dead, Endpoint: deadEnd, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("100.64.0.9/32")}})
 	if err := p.b.SetPeers(peers); err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +172,7 @@ func TestDeadPeerDoesNotStallLivePeer(t *testing.T) {
 			defer wg.Done()
 			if c, err := p.b.Dial(ctx, "tcp4", fmt.Sprintf("100.64.0.9:%d", 1000+i)); err == nil {
 				c.Close()
-				t.Error("a dial to a peer without an endpoint succeeded")
+				t.Error("a dial to a peer that never answers succeeded")
 			}
 		}()
 	}

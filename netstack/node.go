@@ -49,8 +49,13 @@ type Node struct {
 
 	table atomic.Pointer[table] // address → peer; read without mu
 
-	mu        sync.Mutex // serializes SetPeers, Listen and Close
-	peers     []Peer     // the current peer set, validated
+	resp     *responder   // opens handshake initiations (dormant.go)
+	wakes    budget       // of initiations opened per second
+	dormantN atomic.Int64 // len(dormant), read without mu
+
+	mu        sync.Mutex              // serializes SetPeers, Listen, Close and the waking of dormant peers
+	peers     []Peer                  // the current peer set, validated
+	dormant   map[meshkey.Public]Peer // the peers not on the device (yet); see dormant.go
 	listeners map[net.Listener]struct{}
 	isClosed  bool
 }
@@ -89,12 +94,19 @@ func newNode(cfg Config, wrapBind func(conn.Bind) conn.Bind) (*Node, error) {
 		}
 		addrs = append(addrs, a)
 	}
+	resp, err := newResponder(cfg.PrivateKey)
+	if err != nil {
+		return nil, fmt.Errorf("netstack: Config.PrivateKey: %w", err)
+	}
 	n := &Node{
+		resp:      resp,
 		priv:      cfg.PrivateKey,
 		pub:       cfg.PrivateKey.Public(),
 		addrs:     addrs,
 		log:       cfg.Logger,
 		closed:    make(chan struct{}),
+		wakes:     budget{n: wakeChecksPerSecond},
+		dormant:   make(map[meshkey.Public]Peer),
 		listeners: make(map[net.Listener]struct{}),
 	}
 	if n.log == nil {
@@ -118,6 +130,7 @@ func newNode(cfg Config, wrapBind func(conn.Bind) conn.Bind) (*Node, error) {
 	if wrapBind != nil {
 		bind = wrapBind(bind)
 	}
+	bind = &wakingBind{Bind: bind, wake: n.wake}
 
 	flights := newLedger(flightLimit, flightStall)
 	bind = &meteredBind{Bind: bind, g: flights}
@@ -131,8 +144,17 @@ func newNode(cfg Config, wrapBind func(conn.Bind) conn.Bind) (*Node, error) {
 	var uapi strings.Builder
 	fmt.Fprintf(&uapi, "private_key=%s\nlisten_port=%d\nreplace_peers=true\n", n.priv.Hex(), cfg.ListenPort)
 	for _, p := range peers {
+		if startsDormant(p) {
+			n.dormant[p.PublicKey] = p
+			continue
+		}
 		writePeer(&uapi, p, false)
 	}
+	dormant := len(n.dormant)
+	n.dormantN.Store(int64(dormant))
+	// Set before the device comes up: from then on, wake reads them.
+	n.peers = peers
+	n.table.Store(newTable(peers))
 	if err := n.dev.IpcSet(uapi.String()); err != nil {
 		n.dev.Close()
 		return nil, fmt.Errorf("netstack: configure WireGuard device: %w", redactUAPIError(err, n.secrets(peers)...))
@@ -147,9 +169,7 @@ func newNode(cfg Config, wrapBind func(conn.Bind) conn.Bind) (*Node, error) {
 		return nil, fmt.Errorf("netstack: read the UDP port: %w", err)
 	}
 	n.port = port
-	n.peers = peers
-	n.table.Store(newTable(peers))
-	n.log.Info("netstack: node up", "peer", n.pub.String(), "addr", addrs, "port", port, "peers", len(peers))
+	n.log.Info("netstack: node up", "peer", n.pub.String(), "addr", addrs, "port", port, "peers", len(peers), "dormant", dormant)
 	return n, nil
 }
 
@@ -313,18 +333,28 @@ func (n *Node) SetPeers(peers []Peer) error {
 	var uapi strings.Builder
 	// Without replace_peers, the peers not named here stay as they are.
 	keep := make(map[meshkey.Public]bool, len(next))
+	dormant := make(map[meshkey.Public]Peer)
 	for _, p := range next {
 		keep[p.PublicKey] = true
 		prev, existed := old[p.PublicKey]
-		if existed && samePeer(prev, p) {
-			continue
+		_, wasDormant := n.dormant[p.PublicKey]
+		switch {
+		case existed && !wasDormant: // on the device: it stays there
+			if !samePeer(prev, p) {
+				writePeer(&uapi, p, true)
+			}
+		case startsDormant(p):
+			dormant[p.PublicKey] = p
+		default: // new, or dormant until now, with an endpoint
+			writePeer(&uapi, p, false)
 		}
-		writePeer(&uapi, p, existed)
 	}
 	var removed []meshkey.Public
 	for _, p := range n.peers {
 		if !keep[p.PublicKey] {
-			fmt.Fprintf(&uapi, "public_key=%s\nremove=true\n", p.PublicKey.Hex())
+			if _, wasDormant := n.dormant[p.PublicKey]; !wasDormant {
+				fmt.Fprintf(&uapi, "public_key=%s\nremove=true\n", p.PublicKey.Hex())
+			}
 			removed = append(removed, p.PublicKey)
 		}
 	}
@@ -337,10 +367,53 @@ func (n *Node) SetPeers(peers []Peer) error {
 	}
 	n.table.Store(nextTable)
 	n.peers = next
+	n.dormant = dormant
+	n.dormantN.Store(int64(len(dormant)))
 	for _, k := range removed {
 		n.log.Info("netstack: peer removed", "peer", k.String())
 	}
 	return nil
+}
+
+// isPeer reports whether peer is in the node's peer set.
+func (n *Node) isPeer(peer meshkey.Public) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.ContainsFunc(n.peers, func(p Peer) bool { return p.PublicKey == peer })
+}
+
+// startsDormant reports whether a peer that is not on the device yet stays
+// off it until it writes: the node has no endpoint to reach it at.
+func startsDormant(p Peer) bool { return !p.Endpoint.IsValid() }
+
+// wake adds a dormant peer to the device when msg, a received handshake
+// initiation, is its (see dormant.go). It runs on the device's receive
+// path, before the device reads msg.
+func (n *Node) wake(msg []byte) {
+	if n.dormantN.Load() == 0 || !n.wakes.take(time.Now()) {
+		return
+	}
+	in, ok := n.resp.open(msg)
+	if !ok {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	p, dormant := n.dormant[in.static]
+	// The device closes only after isClosed is set under mu, so while mu
+	// is held here, IpcSet cannot wait for a closing device.
+	if !dormant || n.isClosed || !n.resp.authentic(in) {
+		return
+	}
+	var uapi strings.Builder
+	writePeer(&uapi, p, false)
+	if err := n.dev.IpcSet(uapi.String()); err != nil {
+		n.log.Error("netstack: add a dormant peer to the WireGuard device", "peer", p.PublicKey.String(), "err", redactUAPIError(err, n.secrets([]Peer{p})...))
+		return
+	}
+	delete(n.dormant, in.static)
+	n.dormantN.Store(int64(len(n.dormant)))
+	n.log.Debug("netstack: dormant peer woke: on the device from its first handshake", "peer", p.PublicKey.String())
 }
 
 func samePeer(a, b Peer) bool {
@@ -364,6 +437,9 @@ func (n *Node) StartHandshake(peer meshkey.Public) error {
 	}
 	wp := n.dev.LookupPeer(device.NoisePublicKey(peer))
 	if wp == nil {
+		if n.isPeer(peer) {
+			return nil // dormant: it has no endpoint, it writes first
+		}
 		return fmt.Errorf("netstack: StartHandshake: %s is not a peer of this node", peer.Short())
 	}
 	done, hasEndpoint, err := n.handshakeDone(peer)
@@ -383,8 +459,7 @@ func (n *Node) StartHandshake(peer meshkey.Public) error {
 // node knows the peer's endpoint and no handshake has happened yet, it
 // starts one.
 func (n *Node) WaitHandshake(ctx context.Context, peer meshkey.Public) error {
-	wp := n.dev.LookupPeer(device.NoisePublicKey(peer))
-	if wp == nil {
+	if !n.isPeer(peer) {
 		return fmt.Errorf("netstack: WaitHandshake: %s is not a peer of this node", peer.Short())
 	}
 	initiated := false
@@ -397,7 +472,7 @@ func (n *Node) WaitHandshake(ctx context.Context, peer meshkey.Public) error {
 		if done {
 			return nil
 		}
-		if !initiated && hasEndpoint {
+		if wp := n.dev.LookupPeer(device.NoisePublicKey(peer)); wp != nil && !initiated && hasEndpoint {
 			_ = wp.SendHandshakeInitiation(false)
 			initiated = true
 		}
