@@ -146,7 +146,7 @@ func autoGCPercent(nextGC, stacks uint64, percent int, head uint64) int {
 // gives memory back once a burst is over.
 const (
 	trimEvery = 500 * time.Millisecond // how often the heap is looked at
-	trimBurst = 32 << 20               // allocated since the last trim, or heap grown since: a burst
+	trimBurst = 4 << 20                // allocated since the last trim, or heap grown since: a burst (a few logins are one)
 	trimQuiet = 1 << 20                // allocated in one look: quiet
 )
 
