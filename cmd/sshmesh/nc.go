@@ -81,7 +81,18 @@ func cmdNC(ctx context.Context, args []string, io stdio) error {
 	// properly then, so the server learns at once that the client left.
 	hctx, stop := signal.NotifyContext(ctx, syscall.SIGHUP)
 	defer stop()
-	return pipe(hctx, conn, io.in, io.out)
+	in, out := io.in, io.out
+	if f, ok := in.(*os.File); ok {
+		p, restore := pollable(f)
+		defer restore()
+		in = p
+	}
+	if f, ok := out.(*os.File); ok {
+		p, restore := pollable(f)
+		defer restore()
+		out = p
+	}
+	return pipe(hctx, conn, in, out)
 }
 
 // pipe copies in → conn and conn → out until conn's side ends (or ctx). EOF
