@@ -32,11 +32,15 @@ import (
 // if the peer had been there all along. A peer once added stays on the
 // device.
 //
-// Opening costs one X25519 for every initiation while some peers are
-// dormant (two for a dormant peer's), before the device's own handshake
-// rate limits apply; wakeChecksPerSecond bounds that work. An initiation
-// over the bound goes to the device unopened: a dormant peer's is dropped
-// there, and the peer retries in 5 s.
+// Opening costs one X25519 for every initiation with a valid mac1 (its
+// sender knows this node's public key) while some peers are dormant (two
+// for a dormant peer's), before the device's own handshake rate limits
+// apply; wakeChecksPerSecond bounds that work. An initiation over the
+// bound goes to the device unopened: a dormant peer's is dropped there,
+// and the peer retries in 5 s. So a flood of such initiations, from
+// someone who knows the public key, delays the first connect of dormant
+// peers for as long as it lasts; peers with an Endpoint are always on
+// the device and unaffected.
 
 // Noise IKpsk2 as WireGuard uses it (the paper's §5.4).
 var (
@@ -91,12 +95,7 @@ type initiation struct {
 // see authentic.
 func (r *responder) open(msg []byte) (initiation, bool) {
 	var in initiation
-	if len(msg) != initiationSize || msg[0] != initiationType || msg[1] != 0 || msg[2] != 0 || msg[3] != 0 {
-		return in, false
-	}
-	mac, _ := blake2s.New128(r.mac1Key[:])
-	mac.Write(msg[:initMac1Off])
-	if subtle.ConstantTimeCompare(mac.Sum(nil), msg[initMac1Off:initMac1Off+16]) != 1 {
+	if !r.addressed(msg) {
 		return in, false
 	}
 	ephemeral := msg[initEphemeralOff:initStaticOff]
@@ -117,6 +116,18 @@ func (r *responder) open(msg []byte) (initiation, bool) {
 	in.hash = mixHash(h, sealedStatic)
 	in.sealed = msg[initTimestampOff:initMac1Off]
 	return in, true
+}
+
+// addressed reports whether msg is a handshake initiation with a valid
+// mac1 for this node: its sender knows our public key. It costs one
+// BLAKE2s, no X25519.
+func (r *responder) addressed(msg []byte) bool {
+	if len(msg) != initiationSize || msg[0] != initiationType || msg[1] != 0 || msg[2] != 0 || msg[3] != 0 {
+		return false
+	}
+	mac, _ := blake2s.New128(r.mac1Key[:])
+	mac.Write(msg[:initMac1Off])
+	return subtle.ConstantTimeCompare(mac.Sum(nil), msg[initMac1Off:initMac1Off+16]) == 1
 }
 
 // authentic reports whether in's timestamp opens with the key the

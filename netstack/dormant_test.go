@@ -278,3 +278,39 @@ func TestBudget(t *testing.T) {
 		t.Error("the budget did not renew after a second")
 	}
 }
+
+// TestWakeBudgetOnlyForAddressed: initiations without a valid mac1 (from
+// someone who does not know the node's public key) cost no X25519 and
+// do not use up the budget that dormant peers' first handshakes need.
+func TestWakeBudgetOnlyForAddressed(t *testing.T) {
+	n, err := newNode(Config{PrivateKey: mustKey(t), BindAddress: netip.MustParseAddr("127.0.0.1"),
+		Addresses: []netip.Prefix{netip.MustParsePrefix("100.64.0.1/32")},
+		Peers:     []Peer{{PublicKey: mustKey(t).Public(), AllowedIPs: []netip.Prefix{netip.MustParsePrefix("100.64.0.2/32")}}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	junk := make([]byte, initiationSize)
+	junk[0] = initiationType
+	for range 2 * wakeChecksPerSecond {
+		n.wake(junk)
+	}
+	n.wakes.mu.Lock()
+	used := n.wakes.used
+	n.wakes.mu.Unlock()
+	if used != 0 {
+		t.Errorf("%d junk initiations used %d of the wake budget; want 0", 2*wakeChecksPerSecond, used)
+	}
+	// One addressed to it (a valid mac1, but a static key that does not
+	// open) does use it.
+	mac, _ := blake2s.New128(n.resp.mac1Key[:])
+	mac.Write(junk[:initMac1Off])
+	copy(junk[initMac1Off:], mac.Sum(nil))
+	n.wake(junk)
+	n.wakes.mu.Lock()
+	used = n.wakes.used
+	n.wakes.mu.Unlock()
+	if used != 1 {
+		t.Errorf("an addressed initiation used %d of the budget; want 1", used)
+	}
+}

@@ -390,7 +390,7 @@ func startsDormant(p Peer) bool { return !p.Endpoint.IsValid() }
 // initiation, is its (see dormant.go). It runs on the device's receive
 // path, before the device reads msg.
 func (n *Node) wake(msg []byte) {
-	if n.dormantN.Load() == 0 || !n.wakes.take(time.Now()) {
+	if n.dormantN.Load() == 0 || !n.resp.addressed(msg) || !n.wakes.take(time.Now()) {
 		return
 	}
 	in, ok := n.resp.open(msg)
