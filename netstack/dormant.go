@@ -231,11 +231,7 @@ type wakingBind struct {
 
 // Open opens the bind and watches its receive functions.
 func (w *wakingBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
-	fns, actual, err := w.Bind.Open(port)
-	for i, fn := range fns {
-		fns[i] = w.watch(fn)
-	}
-	return fns, actual, err
+	return openWrapped(w.Bind, port, w.watch)
 }
 
 func (w *wakingBind) watch(fn conn.ReceiveFunc) conn.ReceiveFunc {

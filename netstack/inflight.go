@@ -190,9 +190,14 @@ type meteredBind struct {
 
 // Open opens the bind and meters its receive functions.
 func (m *meteredBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
-	fns, actual, err := m.Bind.Open(port)
+	return openWrapped(m.Bind, port, m.metered)
+}
+
+// openWrapped opens b and wraps each of its receive functions.
+func openWrapped(b conn.Bind, port uint16, wrap func(conn.ReceiveFunc) conn.ReceiveFunc) ([]conn.ReceiveFunc, uint16, error) {
+	fns, actual, err := b.Open(port)
 	for i, fn := range fns {
-		fns[i] = m.metered(fn)
+		fns[i] = wrap(fn)
 	}
 	return fns, actual, err
 }
