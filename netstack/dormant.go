@@ -51,14 +51,17 @@ var (
 
 // The handshake initiation message: type 1, 148 bytes.
 const (
-	initiationType      = 1
-	initiationSize      = 148
-	initEphemeralOff    = 8
-	initStaticOff       = initEphemeralOff + 32
-	initTimestampOff    = initStaticOff + 32 + chacha20poly1305.Overhead
-	initMac1Off         = initTimestampOff + 12 + chacha20poly1305.Overhead
-	wakeChecksPerSecond = 1000
+	initiationType   = 1
+	initiationSize   = 148
+	initEphemeralOff = 8
+	initStaticOff    = initEphemeralOff + 32
+	initTimestampOff = initStaticOff + 32 + chacha20poly1305.Overhead
+	initMac1Off      = initTimestampOff + 12 + chacha20poly1305.Overhead
 )
+
+// wakeChecksPerSecond is how many initiations with a valid mac1 the node
+// opens in a second while some peers are dormant.
+const wakeChecksPerSecond = 1000
 
 // responder opens the handshake initiations sent to one node.
 type responder struct {

@@ -1,8 +1,6 @@
 package netstack
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"net"
 	"net/netip"
@@ -20,16 +18,14 @@ import (
 // devicePeers lists the peers n's WireGuard device holds.
 func devicePeers(t *testing.T, n *Node) []string {
 	t.Helper()
-	var buf bytes.Buffer
-	if err := n.dev.IpcGetOperation(&buf); err != nil {
-		t.Fatal(err)
-	}
 	var out []string
-	sc := bufio.NewScanner(&buf)
-	for sc.Scan() {
-		if k, ok := strings.CutPrefix(sc.Text(), "public_key="); ok {
+	if err := n.deviceLines(func(line string) bool {
+		if k, ok := strings.CutPrefix(line, "public_key="); ok {
 			out = append(out, k)
 		}
+		return true
+	}); err != nil {
+		t.Fatal(err)
 	}
 	return out
 }

@@ -106,7 +106,6 @@ func newNode(cfg Config, wrapBind func(conn.Bind) conn.Bind) (*Node, error) {
 		log:       cfg.Logger,
 		closed:    make(chan struct{}),
 		wakes:     budget{n: wakeChecksPerSecond},
-		dormant:   make(map[meshkey.Public]Peer),
 		listeners: make(map[net.Listener]struct{}),
 	}
 	if n.log == nil {
@@ -143,15 +142,16 @@ func newNode(cfg Config, wrapBind func(conn.Bind) conn.Bind) (*Node, error) {
 	// Configure everything, then come up.
 	var uapi strings.Builder
 	fmt.Fprintf(&uapi, "private_key=%s\nlisten_port=%d\nreplace_peers=true\n", n.priv.Hex(), cfg.ListenPort)
+	dormant := make(map[meshkey.Public]Peer)
 	for _, p := range peers {
 		if startsDormant(p) {
-			n.dormant[p.PublicKey] = p
+			dormant[p.PublicKey] = p
 			continue
 		}
 		writePeer(&uapi, p, false)
 	}
-	dormant := len(n.dormant)
-	n.dormantN.Store(int64(dormant))
+	n.setDormant(dormant)
+	nDormant := len(dormant) // once the device is up, wake changes dormant
 	// Set before the device comes up: from then on, wake reads them.
 	n.peers = peers
 	n.table.Store(newTable(peers))
@@ -169,7 +169,7 @@ func newNode(cfg Config, wrapBind func(conn.Bind) conn.Bind) (*Node, error) {
 		return nil, fmt.Errorf("netstack: read the UDP port: %w", err)
 	}
 	n.port = port
-	n.log.Info("netstack: node up", "peer", n.pub.String(), "addr", addrs, "port", port, "peers", len(peers), "dormant", dormant)
+	n.log.Info("netstack: node up", "peer", n.pub.String(), "addr", addrs, "port", port, "peers", len(peers), "dormant", nDormant)
 	return n, nil
 }
 
@@ -367,8 +367,7 @@ func (n *Node) SetPeers(peers []Peer) error {
 	}
 	n.table.Store(nextTable)
 	n.peers = next
-	n.dormant = dormant
-	n.dormantN.Store(int64(len(dormant)))
+	n.setDormant(dormant)
 	for _, k := range removed {
 		n.log.Info("netstack: peer removed", "peer", k.String())
 	}
@@ -385,6 +384,13 @@ func (n *Node) isPeer(peer meshkey.Public) bool {
 // startsDormant reports whether a peer that is not on the device yet stays
 // off it until it writes: the node has no endpoint to reach it at.
 func startsDormant(p Peer) bool { return !p.Endpoint.IsValid() }
+
+// setDormant makes m the dormant peers; mu is held, or the device is not
+// up yet.
+func (n *Node) setDormant(m map[meshkey.Public]Peer) {
+	n.dormant = m
+	n.dormantN.Store(int64(len(m)))
+}
 
 // wake adds a dormant peer to the device when msg, a received handshake
 // initiation, is its (see dormant.go). It runs on the device's receive
@@ -412,7 +418,7 @@ func (n *Node) wake(msg []byte) {
 		return
 	}
 	delete(n.dormant, in.static)
-	n.dormantN.Store(int64(len(n.dormant)))
+	n.setDormant(n.dormant)
 	n.log.Debug("netstack: dormant peer woke: on the device from its first handshake", "peer", p.PublicKey.String())
 }
 
@@ -490,26 +496,32 @@ func (n *Node) WaitHandshake(ctx context.Context, peer meshkey.Public) error {
 	}
 }
 
-// handshakeDone reads the device state for peer. The UAPI dump holds the
-// private key: only the peer lines needed here are looked at, and the
-// buffer is wiped.
-func (n *Node) handshakeDone(peer meshkey.Public) (done, hasEndpoint bool, err error) {
+// deviceLines calls fn with each line of the device's UAPI state until fn
+// returns false. The dump holds the private key: callers look only at the
+// lines they need, and the buffer is wiped.
+func (n *Node) deviceLines(fn func(line string) bool) error {
 	var buf bytes.Buffer
 	defer func() { clear(buf.Bytes()[:buf.Cap()]) }()
 	if err := n.dev.IpcGetOperation(&buf); err != nil {
-		return false, false, errors.New("read WireGuard device state")
+		return errors.New("read WireGuard device state")
 	}
+	sc := bufio.NewScanner(bytes.NewReader(buf.Bytes()))
+	for sc.Scan() && fn(sc.Text()) {
+	}
+	return nil
+}
+
+// handshakeDone reads the device state for peer.
+func (n *Node) handshakeDone(peer meshkey.Public) (done, hasEndpoint bool, err error) {
 	want := "public_key=" + peer.Hex()
 	in := false
-	sc := bufio.NewScanner(bytes.NewReader(buf.Bytes()))
-	for sc.Scan() {
-		line := sc.Text()
+	err = n.deviceLines(func(line string) bool {
 		if strings.HasPrefix(line, "public_key=") {
 			in = line == want
-			continue
+			return true
 		}
 		if !in {
-			continue
+			return true
 		}
 		switch {
 		case strings.HasPrefix(line, "endpoint="):
@@ -520,27 +532,30 @@ func (n *Node) handshakeDone(peer meshkey.Public) (done, hasEndpoint bool, err e
 				done = true
 			}
 		}
-	}
-	return done, hasEndpoint, nil
+		return true
+	})
+	return done, hasEndpoint, err
 }
 
 func (n *Node) readListenPort() (uint16, error) {
-	var buf bytes.Buffer
-	defer func() { clear(buf.Bytes()[:buf.Cap()]) }()
-	if err := n.dev.IpcGetOperation(&buf); err != nil {
-		return 0, errors.New("read WireGuard device state")
-	}
-	sc := bufio.NewScanner(bytes.NewReader(buf.Bytes()))
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "listen_port="); ok {
-			p, err := strconv.ParseUint(v, 10, 16)
-			if err != nil {
-				return 0, fmt.Errorf("bad listen_port %q", v)
-			}
-			return uint16(p), nil
+	var port string
+	if err := n.deviceLines(func(line string) bool {
+		v, ok := strings.CutPrefix(line, "listen_port=")
+		if ok {
+			port = v
 		}
+		return !ok
+	}); err != nil {
+		return 0, err
 	}
-	return 0, errors.New("device reported no listen_port")
+	if port == "" {
+		return 0, errors.New("device reported no listen_port")
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return 0, fmt.Errorf("bad listen_port %q", port)
+	}
+	return uint16(p), nil
 }
 
 // Listen listens for TCP conns on the mesh. network is "tcp", "tcp4" or
