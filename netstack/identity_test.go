@@ -143,3 +143,104 @@ func TestIdentity(t *testing.T) {
 		bStillWorks(t)
 	})
 }
+
+// TestDormantPeerKeepsItsAddress: a hub's peer entry holds 10.0.0.0/24 and
+// a dormant peer D (no endpoint, so off the WireGuard device until it
+// writes) holds 10.0.0.5/32 inside it. The hub sends from D's address: the
+// device takes those packets under the hub's /24, but a device that held
+// every peer would drop them (D's /32 is the longer prefix), and so does
+// the node: no conn is accepted, and none would be served as D. The hub's
+// own addresses stay the hub's, and D itself, once it connects, is D.
+// Whether D is dormant from the start or added by SetPeers, the answer is
+// the same.
+func TestDormantPeerKeepsItsAddress(t *testing.T) {
+	for _, added := range []bool{false, true} {
+		name := "dormant from the start"
+		if added {
+			name = "dormant peer added by SetPeers"
+		}
+		t.Run(name, func(t *testing.T) {
+			ka, kh, kd := newKey(t), newKey(t), newKey(t)
+			hub := netstack.Peer{PublicKey: kh.Public(), AllowedIPs: []netip.Prefix{pfx("10.0.0.0/24")}}
+			dormant := netstack.Peer{PublicKey: kd.Public(), AllowedIPs: []netip.Prefix{pfx("10.0.0.5/32")}}
+			peers := []netstack.Peer{hub, dormant}
+			if added {
+				peers = peers[:1]
+			}
+			a := newNode(t, netstack.Config{PrivateKey: ka, Addresses: []netip.Prefix{pfx("10.0.1.1/32")}, Peers: peers})
+			l, err := a.Listen("tcp", ":22")
+			if err != nil {
+				t.Fatal(err)
+			}
+			acc := acceptAll(t, l)
+			toA := []netstack.Peer{{PublicKey: ka.Public(), AllowedIPs: []netip.Prefix{pfx("10.0.1.1/32")}, Endpoint: endpointOf(a)}}
+			// The hub's node, with a source address of choice.
+			hubFrom := func(addr string) *netstack.Node {
+				n, err := netstack.New(netstack.Config{PrivateKey: kh, BindAddress: loopback, Addresses: []netip.Prefix{pfx(addr + "/32")}, Peers: toA})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := n.WaitHandshake(testCtx(t, 10*time.Second), ka.Public()); err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+			served := func(n *netstack.Node) (string, bool) {
+				t.Helper()
+				conn, err := n.Dial(testCtx(t, 1500*time.Millisecond), "tcp", "10.0.1.1:22")
+				if err != nil {
+					select {
+					case s := <-acc.conns:
+						t.Fatalf("the dial failed, but the listener accepted %v", s.RemoteAddr())
+					default:
+					}
+					return "", false
+				}
+				defer conn.Close()
+				s := acc.next(t, 10*time.Second)
+				k, ok := a.PeerForAddr(remoteAddr(t, s))
+				switch {
+				case !ok:
+					return "none", true
+				case k == kh.Public():
+					return "hub", true
+				case k == kd.Public():
+					return "D", true
+				}
+				return k.Short(), true
+			}
+
+			if added {
+				// Before D is listed, its address is the hub's.
+				h := hubFrom("10.0.0.5")
+				if who, ok := served(h); !ok || who != "hub" {
+					t.Fatalf("before D is listed: hub's conn from 10.0.0.5 served as %q (accepted %v), want hub", who, ok)
+				}
+				h.Close()
+				if err := a.SetPeers([]netstack.Peer{hub, dormant}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if k, ok := a.PeerForAddr(netip.MustParseAddr("10.0.0.5")); !ok || k != kd.Public() {
+				t.Fatalf("PeerForAddr(10.0.0.5) = %v, %v; D owns it", k.Short(), ok)
+			}
+			h := hubFrom("10.0.0.5")
+			if who, ok := served(h); ok {
+				t.Fatalf("the hub's conn from the dormant peer's address was accepted and resolves to %s", who)
+			}
+			h.Close()
+			h = hubFrom("10.0.0.7")
+			if who, ok := served(h); !ok || who != "hub" {
+				t.Fatalf("hub's conn from its own 10.0.0.7 served as %q (accepted %v), want hub", who, ok)
+			}
+			h.Close()
+			d := newNode(t, netstack.Config{PrivateKey: kd, Addresses: []netip.Prefix{pfx("10.0.0.5/32")}, Peers: toA})
+			if err := d.WaitHandshake(testCtx(t, 10*time.Second), ka.Public()); err != nil {
+				t.Fatal(err)
+			}
+			if who, ok := served(d); !ok || who != "D" {
+				t.Fatalf("D's own conn served as %q (accepted %v), want D", who, ok)
+			}
+		})
+	}
+}

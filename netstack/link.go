@@ -1,6 +1,7 @@
 package netstack
 
 import (
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -26,6 +27,9 @@ type link struct {
 	mtu    uint32
 	gro    bool    // coalesce inbound TCP segments; see Config.DisableGRO
 	flight *ledger // bounds the packets inside the device (inflight.go)
+	// onDevice says whether an address's owner is a peer on the device
+	// (Node.onDevice); packets from or to other addresses are dropped.
+	onDevice func(netip.Addr) bool
 
 	dispatcher atomic.Pointer[dispatcherBox]
 
@@ -45,6 +49,7 @@ type link struct {
 	closeOnce sync.Once
 
 	dropped   atomic.Uint64 // outbound packets dropped on a full queue
+	foreign   atomic.Uint64 // packets dropped: their address's owner is not the peer on the device
 	groMerged atomic.Uint64 // received packets merged into another (GRO)
 }
 
@@ -174,21 +179,13 @@ func (l *link) pop(wait bool) *stack.PacketBuffer {
 func (l *link) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	n := 0
 	l.flight.reclaim(bufs)
-	if l.cur == nil {
-		pkt := l.pop(true)
-		if pkt == nil {
-			return 0, os.ErrClosed
-		}
-		l.start(pkt)
+	if l.cur == nil && !l.next(true) {
+		return 0, os.ErrClosed
 	}
 	l.flight.wait(outbound)
 	for n < len(bufs) {
-		if l.cur == nil {
-			pkt := l.pop(false)
-			if pkt == nil {
-				break
-			}
-			l.start(pkt)
+		if l.cur == nil && !l.next(false) {
+			break
 		}
 		k, next := gsoSplit(l.curPkt, l.cur.GSOOptions, l.curNext, bufs[n:], sizes[n:], offset)
 		n += k
@@ -202,6 +199,26 @@ func (l *link) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	}
 	l.flight.enter(outbound, bufs[:n])
 	return n, nil
+}
+
+// next makes the oldest queued packet the one being handed out, waiting
+// for one when wait is set; it drops packets to addresses whose owner is
+// not on the device. It reports false when the queue is empty (and !wait)
+// or the link closed.
+func (l *link) next(wait bool) bool {
+	for {
+		pkt := l.pop(wait)
+		if pkt == nil {
+			return false
+		}
+		l.start(pkt)
+		if l.onDevice == nil || l.onDevice(packetAddr(l.curPkt, false)) {
+			return true
+		}
+		l.foreign.Add(1)
+		pkt.DecRef()
+		l.cur, l.curPkt, l.curNext = nil, nil, 0
+	}
 }
 
 // start makes pkt the packet being handed out, flattened into scratch.
@@ -228,13 +245,15 @@ func (l *link) Write(bufs [][]byte, offset int) (int, error) {
 	if box == nil {
 		return len(bufs), nil
 	}
+	all := len(bufs)
+	bufs = l.ownSources(bufs, offset)
 	if !l.gro || len(bufs) < 2 {
 		for _, b := range bufs {
 			if err := deliver(box.d, b[offset:]); err != nil {
 				return 0, err
 			}
 		}
-		return len(bufs), nil
+		return all, nil
 	}
 	c := coalescerPool.Get().(*coalescer)
 	defer coalescerPool.Put(c)
@@ -256,7 +275,50 @@ func (l *link) Write(bufs [][]byte, offset int) (int, error) {
 		box.d.DeliverNetworkPacket(ipProto(bufs[it.head][offset]), pkb)
 		pkb.DecRef()
 	}
-	return len(bufs), nil
+	return all, nil
+}
+
+// ownSources returns the packets of bufs whose source address belongs to
+// the peer the device holds for it, the peer that sent them (see
+// Node.onDevice). It copies bufs only when it drops one.
+func (l *link) ownSources(bufs [][]byte, offset int) [][]byte {
+	if l.onDevice == nil {
+		return bufs
+	}
+	for i, b := range bufs {
+		if l.onDevice(packetAddr(b[offset:], true)) {
+			continue
+		}
+		out := append(make([][]byte, 0, len(bufs)-1), bufs[:i]...)
+		for _, b := range bufs[i+1:] {
+			if l.onDevice(packetAddr(b[offset:], true)) {
+				out = append(out, b)
+			}
+		}
+		l.foreign.Add(uint64(len(bufs) - len(out)))
+		return out
+	}
+	return bufs
+}
+
+// packetAddr returns the source (src) or destination address of the IP
+// packet p, or the zero address when p is too short to hold it.
+func packetAddr(p []byte, src bool) netip.Addr {
+	switch {
+	case len(p) >= header.IPv4MinimumSize && p[0]>>4 == 4:
+		off := 16
+		if src {
+			off = 12
+		}
+		return netip.AddrFrom4([4]byte(p[off : off+4]))
+	case len(p) >= header.IPv6MinimumSize && p[0]>>4 == 6:
+		off := 24
+		if src {
+			off = 8
+		}
+		return netip.AddrFrom16([16]byte(p[off : off+16]))
+	}
+	return netip.Addr{}
 }
 
 // ipProto is the network protocol of a packet whose first byte is b.

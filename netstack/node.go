@@ -47,15 +47,16 @@ type Node struct {
 	port   uint16
 	closed chan struct{}
 
-	table atomic.Pointer[table] // address → peer; read without mu
+	table atomic.Pointer[table] // address → peer; read without mu, also by the link per packet
 
 	resp     *responder   // opens handshake initiations (dormant.go)
 	wakes    budget       // of initiations opened per second
 	dormantN atomic.Int64 // len(dormant), read without mu
 
-	mu        sync.Mutex              // serializes SetPeers, Listen, Close and the waking of dormant peers
-	peers     []Peer                  // the current peer set, validated
-	dormant   map[meshkey.Public]Peer // the peers not on the device (yet); see dormant.go
+	mu        sync.Mutex                    // serializes SetPeers, Listen, Close and the waking of dormant peers
+	peers     []Peer                        // the current peer set, validated
+	states    map[meshkey.Public]*peerState // one per peer in peers; the tables point at them
+	dormant   map[meshkey.Public]Peer       // the peers not on the device (yet); see dormant.go
 	listeners map[net.Listener]struct{}
 	isClosed  bool
 }
@@ -133,7 +134,7 @@ func newNode(cfg Config, wrapBind func(conn.Bind) conn.Bind) (*Node, error) {
 
 	flights := newLedger(flightLimit, flightStall)
 	bind = &meteredBind{Bind: bind, g: flights}
-	n.tun, n.tnet, err = newStack(addrs, stackOptions{mtu: mtu, gro: !cfg.DisableGRO, ledger: flights})
+	n.tun, n.tnet, err = newStack(addrs, stackOptions{mtu: mtu, gro: !cfg.DisableGRO, ledger: flights, onDevice: n.onDevice})
 	if err != nil {
 		return nil, fmt.Errorf("netstack: %w", err)
 	}
@@ -152,9 +153,17 @@ func newNode(cfg Config, wrapBind func(conn.Bind) conn.Bind) (*Node, error) {
 	}
 	n.setDormant(dormant)
 	nDormant := len(dormant) // once the device is up, wake changes dormant
-	// Set before the device comes up: from then on, wake reads them.
+	// Set before the device comes up: from then on, wake and the link
+	// read them.
 	n.peers = peers
-	n.table.Store(newTable(peers))
+	n.states = make(map[meshkey.Public]*peerState, len(peers))
+	for _, p := range peers {
+		ps := &peerState{key: p.PublicKey}
+		_, isDormant := dormant[p.PublicKey]
+		ps.dormant.Store(isDormant)
+		n.states[p.PublicKey] = ps
+	}
+	n.table.Store(newTable(peers, n.states))
 	if err := n.dev.IpcSet(uapi.String()); err != nil {
 		n.dev.Close()
 		return nil, fmt.Errorf("netstack: configure WireGuard device: %w", redactUAPIError(err, n.secrets(peers)...))
@@ -304,18 +313,35 @@ func (n *Node) Peers() []Peer {
 
 // PeerForAddr returns the peer whose allowed IPs hold a, with WireGuard's
 // meaning: the longest matching prefix wins. WireGuard delivers a packet
-// only when its source lies in the sending peer's allowed IPs, so the
-// source address of a mesh conn names the peer that sent it.
+// only when its source lies in the sending peer's allowed IPs, and the
+// node's stack takes a packet only when its source's owner is the peer the
+// device holds for it (see [Node.SetPeers] and the dormant peers), so the
+// source address of a mesh conn names the peer whose key decrypted it.
+// While SetPeers changes the owner of a, it names no peer.
 func (n *Node) PeerForAddr(a netip.Addr) (meshkey.Public, bool) {
-	return n.table.Load().lookup(a)
+	return n.table.Load().peer(a)
+}
+
+// onDevice reports whether a packet with address a, to or from the mesh,
+// belongs to the peer the WireGuard device holds for a. The device itself
+// matches a against the allowed IPs of the peers it holds, which lack the
+// dormant peers' prefixes: a wider prefix of another peer (a hub's /24, a
+// 0.0.0.0/0) would take a dormant peer's address. So the stack takes a
+// packet only when a's owner in the whole peer set is on the device (then
+// the device matched the same peer) and the link sends one only then, as a
+// device holding every peer would. Addresses in flux during SetPeers and
+// addresses no peer owns fail.
+func (n *Node) onDevice(a netip.Addr) bool {
+	_, ok := n.table.Load().sender(a)
+	return ok
 }
 
 // SetPeers replaces the peer set live: it adds the new peers, removes the
 // missing ones and updates the changed ones. Unchanged peers are not touched
 // and keep their sessions and conns. A prefix that moves to another peer
 // moves its identity with it; while the change is applied, addresses whose
-// owner changes resolve to no peer. Within peers, a prefix given to two
-// peers is an error.
+// owner changes resolve to no peer, and the stack drops their packets.
+// Within peers, a prefix given to two peers is an error.
 func (n *Node) SetPeers(peers []Peer) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -334,10 +360,20 @@ func (n *Node) SetPeers(peers []Peer) error {
 	// Without replace_peers, the peers not named here stay as they are.
 	keep := make(map[meshkey.Public]bool, len(next))
 	dormant := make(map[meshkey.Public]Peer)
+	states := make(map[meshkey.Public]*peerState, len(next))
 	for _, p := range next {
 		keep[p.PublicKey] = true
 		prev, existed := old[p.PublicKey]
 		_, wasDormant := n.dormant[p.PublicKey]
+		// A peer keeps its state; a new one starts dormant, off the
+		// device, until the change is applied (its prefixes are in flux
+		// until then anyway).
+		ps := n.states[p.PublicKey]
+		if ps == nil {
+			ps = &peerState{key: p.PublicKey}
+			ps.dormant.Store(true)
+		}
+		states[p.PublicKey] = ps
 		switch {
 		case existed && !wasDormant: // on the device: it stays there
 			if !samePeer(prev, p) {
@@ -358,15 +394,22 @@ func (n *Node) SetPeers(peers []Peer) error {
 			removed = append(removed, p.PublicKey)
 		}
 	}
-	oldTable, nextTable := n.table.Load(), newTable(next)
+	oldTable, nextTable := n.table.Load(), newTable(next, states)
 	n.table.Store(transition(oldTable, nextTable))
 	if err := n.dev.IpcSet(uapi.String()); err != nil {
 		// The device may be half-changed; our table stays fail-closed for
 		// every prefix in flux.
 		return fmt.Errorf("netstack: SetPeers: apply to WireGuard device: %w", redactUAPIError(err, n.secrets(next)...))
 	}
+	// The device holds every peer of next but the dormant ones now.
+	for k, ps := range states {
+		if _, isDormant := dormant[k]; !isDormant {
+			ps.dormant.Store(false)
+		}
+	}
 	n.table.Store(nextTable)
 	n.peers = next
+	n.states = states
 	n.setDormant(dormant)
 	for _, k := range removed {
 		n.log.Info("netstack: peer removed", "peer", k.String())
@@ -417,6 +460,7 @@ func (n *Node) wake(msg []byte) {
 		n.log.Error("netstack: add a dormant peer to the WireGuard device", "peer", p.PublicKey.String(), "err", redactUAPIError(err, n.secrets([]Peer{p})...))
 		return
 	}
+	n.states[in.static].dormant.Store(false) // on the device: its packets are its own now
 	delete(n.dormant, in.static)
 	n.setDormant(n.dormant)
 	n.log.Debug("netstack: dormant peer woke: on the device from its first handshake", "peer", p.PublicKey.String())

@@ -37,6 +37,10 @@ type stackOptions struct {
 	mtu    int
 	gro    bool
 	ledger *ledger // the device's packets in flight (see inflight.go)
+	// onDevice reports whether an address belongs to a peer the device
+	// holds (see Node.onDevice); the link passes only packets from and to
+	// such addresses. Nil passes all.
+	onDevice func(netip.Addr) bool
 }
 
 // newStack returns a TUN device backed by a gVisor stack holding addrs, and
@@ -69,6 +73,7 @@ func newStack(addrs []netip.Addr, o stackOptions) (*linkDevice, *meshStack, erro
 		}
 	}
 	l := newLink(o.mtu, o.gro, o.ledger)
+	l.onDevice = o.onDevice
 	if err := s.CreateNIC(nicID, l); err != nil {
 		return fail("CreateNIC: %v", err)
 	}

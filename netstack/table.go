@@ -2,9 +2,22 @@ package netstack
 
 import (
 	"net/netip"
+	"sync/atomic"
 
 	"github.com/sshmesh/sshmesh/meshkey"
 )
+
+// peerState is one peer of the current peer set as the data path sees it.
+// A table entry points at it; the node keeps one per peer key for as long
+// as the peer stays in the set, so every table version shares it.
+type peerState struct {
+	key meshkey.Public
+	// dormant is set while the peer is off the WireGuard device (see
+	// dormant.go). Its prefixes are then missing from the device's own
+	// allowed-IPs table, so a packet with a source in them was accepted
+	// under a wider prefix of another peer and is not this peer's.
+	dormant atomic.Bool
+}
 
 // table maps allowed-IP prefixes to peers with WireGuard's meaning: the
 // longest prefix that contains an address names its peer. Prefixes are
@@ -12,30 +25,31 @@ import (
 // it is built; Node swaps whole tables.
 type table struct {
 	// entries holds one map per prefix length, keyed by the masked prefix.
-	// A zero key is a tombstone: the prefix matches, but names no peer.
-	v4 [33]map[netip.Prefix]meshkey.Public
-	v6 [129]map[netip.Prefix]meshkey.Public
+	// A nil entry is a tombstone: the prefix matches, but names no peer.
+	v4 [33]map[netip.Prefix]*peerState
+	v6 [129]map[netip.Prefix]*peerState
 }
 
-// set gives p to key, replacing any earlier owner of the same prefix.
-func (t *table) set(p netip.Prefix, key meshkey.Public) {
+// set gives p to ps (nil for a tombstone), replacing any earlier owner of
+// the same prefix.
+func (t *table) set(p netip.Prefix, ps *peerState) {
 	p = p.Masked()
 	m := &t.v6[p.Bits()]
 	if p.Addr().Is4() {
 		m = &t.v4[p.Bits()]
 	}
 	if *m == nil {
-		*m = make(map[netip.Prefix]meshkey.Public)
+		*m = make(map[netip.Prefix]*peerState)
 	}
-	(*m)[p] = key
+	(*m)[p] = ps
 }
 
-// lookup returns the peer owning the longest prefix that contains a.
-// IPv4-mapped IPv6 addresses are looked up as IPv4, since that is the
+// lookup returns the peer owning the longest prefix that contains a, or
+// nil. IPv4-mapped IPv6 addresses are looked up as IPv4, since that is the
 // address the packet carried.
-func (t *table) lookup(a netip.Addr) (meshkey.Public, bool) {
+func (t *table) lookup(a netip.Addr) *peerState {
 	if t == nil || !a.IsValid() {
-		return meshkey.Public{}, false
+		return nil
 	}
 	a = a.Unmap().WithZone("")
 	maps := t.v6[:]
@@ -51,45 +65,66 @@ func (t *table) lookup(a netip.Addr) (meshkey.Public, bool) {
 		if err != nil {
 			continue
 		}
-		if key, ok := m[p]; ok {
-			return key, !key.IsZero()
+		if ps, ok := m[p]; ok {
+			return ps
 		}
+	}
+	return nil
+}
+
+// peer returns the configured owner of a: the peer of its longest prefix.
+func (t *table) peer(a netip.Addr) (meshkey.Public, bool) {
+	if ps := t.lookup(a); ps != nil {
+		return ps.key, true
 	}
 	return meshkey.Public{}, false
 }
 
-// each calls f for every prefix in t with its owner (zero for a
-// tombstone).
-func (t *table) each(f func(netip.Prefix, meshkey.Public)) {
+// sender returns the peer whose key decrypted a packet from source a, as
+// the device delivered it: the owner of a's longest prefix, unless that
+// owner is dormant (then the device took the packet under another peer's
+// wider prefix) or the prefix is in flux (a tombstone).
+func (t *table) sender(a netip.Addr) (meshkey.Public, bool) {
+	ps := t.lookup(a)
+	if ps == nil || ps.dormant.Load() {
+		return meshkey.Public{}, false
+	}
+	return ps.key, true
+}
+
+// each calls f for every prefix in t with its owner (nil for a tombstone).
+func (t *table) each(f func(netip.Prefix, *peerState)) {
 	for _, m := range t.v4 {
-		for p, k := range m {
-			f(p, k)
+		for p, ps := range m {
+			f(p, ps)
 		}
 	}
 	for _, m := range t.v6 {
-		for p, k := range m {
-			f(p, k)
+		for p, ps := range m {
+			f(p, ps)
 		}
 	}
 }
 
-// owner returns the exact owner of the masked prefix p, if any.
-func (t *table) owner(p netip.Prefix) (meshkey.Public, bool) {
+// owner returns the exact owner of the masked prefix p, if any (nil for a
+// tombstone).
+func (t *table) owner(p netip.Prefix) (*peerState, bool) {
 	p = p.Masked()
 	m := t.v6[p.Bits()]
 	if p.Addr().Is4() {
 		m = t.v4[p.Bits()]
 	}
-	k, ok := m[p]
-	return k, ok
+	ps, ok := m[p]
+	return ps, ok
 }
 
-// newTable builds the table of a validated peer list.
-func newTable(peers []Peer) *table {
+// newTable builds the table of a validated peer list; states holds the
+// state of every peer in it.
+func newTable(peers []Peer, states map[meshkey.Public]*peerState) *table {
 	t := new(table)
 	for _, p := range peers {
 		for _, pfx := range p.AllowedIPs {
-			t.set(pfx, p.PublicKey)
+			t.set(pfx, states[p.PublicKey])
 		}
 	}
 	return t
@@ -101,16 +136,16 @@ func newTable(peers []Peer) *table {
 // wrong one.
 func transition(old, next *table) *table {
 	t := new(table)
-	old.each(func(p netip.Prefix, k meshkey.Public) {
-		if k2, ok := next.owner(p); ok && k2 == k {
-			t.set(p, k)
+	old.each(func(p netip.Prefix, ps *peerState) {
+		if ps2, ok := next.owner(p); ok && ps2 != nil && ps != nil && ps2.key == ps.key {
+			t.set(p, ps)
 		} else {
-			t.set(p, meshkey.Public{})
+			t.set(p, nil)
 		}
 	})
-	next.each(func(p netip.Prefix, k meshkey.Public) {
+	next.each(func(p netip.Prefix, _ *peerState) {
 		if _, ok := old.owner(p); !ok {
-			t.set(p, meshkey.Public{})
+			t.set(p, nil)
 		}
 	})
 	return t

@@ -12,7 +12,7 @@ func key(b byte) meshkey.Public { return meshkey.Public{0: b, 31: 1} }
 
 func TestTableLongestPrefix(t *testing.T) {
 	wide, narrow, host, v6, v6host, all := key(1), key(2), key(3), key(4), key(5), key(6)
-	tb := newTable([]Peer{
+	tb := tableOf([]Peer{
 		{PublicKey: wide, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}},
 		{PublicKey: narrow, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")}},
 		{PublicKey: host, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.1.2.3/32")}},
@@ -43,17 +43,17 @@ func TestTableLongestPrefix(t *testing.T) {
 		{"2001:db8::1", result{all, true}},
 	} {
 		t.Run(tc.addr, func(t *testing.T) {
-			k, ok := tb.lookup(netip.MustParseAddr(tc.addr))
+			k, ok := tb.peer(netip.MustParseAddr(tc.addr))
 			if diff := cmp.Diff(tc.want, result{k, ok}); diff != "" {
 				t.Errorf("lookup (-want +got):\n%s", diff)
 			}
 		})
 	}
-	if k, ok := tb.lookup(netip.Addr{}); ok {
+	if k, ok := tb.peer(netip.Addr{}); ok {
 		t.Errorf("lookup(zero) = %v, true", k)
 	}
 	var empty *table
-	if _, ok := empty.lookup(netip.MustParseAddr("10.0.0.1")); ok {
+	if _, ok := empty.peer(netip.MustParseAddr("10.0.0.1")); ok {
 		t.Error("nil table matched")
 	}
 }
@@ -63,11 +63,11 @@ func TestTableLongestPrefix(t *testing.T) {
 func TestTableTransition(t *testing.T) {
 	x, y := key(1), key(2)
 	p := netip.MustParsePrefix
-	old := newTable([]Peer{
+	old := tableOf([]Peer{
 		{PublicKey: x, AllowedIPs: []netip.Prefix{p("10.0.0.0/8"), p("10.9.0.0/16")}},
 		{PublicKey: y, AllowedIPs: []netip.Prefix{p("10.1.0.0/16"), p("10.2.0.0/16")}},
 	})
-	next := newTable([]Peer{
+	next := tableOf([]Peer{
 		{PublicKey: x, AllowedIPs: []netip.Prefix{p("10.0.0.0/8")}},
 		{PublicKey: y, AllowedIPs: []netip.Prefix{p("10.2.0.0/16"), p("10.9.0.0/16"), p("10.3.0.0/16")}},
 	})
@@ -83,9 +83,54 @@ func TestTableTransition(t *testing.T) {
 		{"10.3.0.1", meshkey.Public{}},    // added to y
 		{"192.168.0.1", meshkey.Public{}}, // nobody's, before and after
 	} {
-		k, _ := mid.lookup(netip.MustParseAddr(tc.addr))
+		k, _ := mid.peer(netip.MustParseAddr(tc.addr))
 		if k != tc.want {
 			t.Errorf("transition lookup(%s) = %v, want %v", tc.addr, k, tc.want)
 		}
+	}
+}
+
+// tableOf builds the table of peers, all on the device.
+func tableOf(peers []Peer) *table {
+	states := make(map[meshkey.Public]*peerState)
+	for _, p := range peers {
+		states[p.PublicKey] = &peerState{key: p.PublicKey}
+	}
+	return newTable(peers, states)
+}
+
+// TestTableSenderSkipsDormant: an address inside a dormant peer's prefix
+// names no sender, even where a wider prefix of a peer on the device
+// covers it (the device took such a packet from the wider peer), until the
+// dormant peer is on the device itself.
+func TestTableSenderSkipsDormant(t *testing.T) {
+	hub, host := key(1), key(2)
+	peers := []Peer{
+		{PublicKey: hub, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}},
+		{PublicKey: host, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.0.0.5/32")}},
+	}
+	states := map[meshkey.Public]*peerState{hub: {key: hub}, host: {key: host}}
+	states[host].dormant.Store(true)
+	tb := newTable(peers, states)
+	type result struct {
+		Key meshkey.Public
+		OK  bool
+	}
+	sender := func(a string) result {
+		k, ok := tb.sender(netip.MustParseAddr(a))
+		return result{k, ok}
+	}
+	if diff := cmp.Diff(result{}, sender("10.0.0.5")); diff != "" {
+		t.Errorf("dormant host's address (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(result{hub, true}, sender("10.0.0.6")); diff != "" {
+		t.Errorf("hub's own address (-want +got):\n%s", diff)
+	}
+	if k, ok := tb.peer(netip.MustParseAddr("10.0.0.5")); !ok || k != host {
+		t.Errorf("peer(10.0.0.5) = %v, %v; the configured owner is the host", k, ok)
+	}
+	states[host].dormant.Store(false)
+	if diff := cmp.Diff(result{host, true}, sender("10.0.0.5")); diff != "" {
+		t.Errorf("woken host's address (-want +got):\n%s", diff)
 	}
 }
