@@ -346,6 +346,13 @@ func (c *serverConn) authNone(meta ssh.ConnMetadata) (*ssh.Permissions, error) {
 	default:
 		log.Info("auth decision", attrs...)
 	}
+	// The peer was resolved at accept; the mesh may have given its address
+	// to another key since (SetPeers), and that key may have finished the
+	// key exchange. Serve only the key that still owns the address.
+	if !c.peer.stillOwns() {
+		log.Warn("login refused: the conn's address no longer belongs to its peer", attrs...)
+		return nil, refuse("access denied")
+	}
 	if !s.reserveConn(c) {
 		log.Warn("login refused: too many conns from this peer (MaxConnsPerPeer)", attrs...)
 		return nil, refuse("too many connections from this node")

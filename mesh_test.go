@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"io"
+	"log/slog"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -155,4 +157,57 @@ func TestPeerRemovedEndsSessions(t *testing.T) {
 	if b.endedWithin(time.Second) {
 		t.Error("another peer's session ended")
 	}
+}
+
+// TestLoginRechecksPeer: the peer of a conn is resolved at accept, but the
+// mesh can give its address to another key before the login completes
+// (SetPeers while the SSH handshake runs; that key could then finish the
+// key exchange). The login is refused unless the address still belongs to
+// the key the conn was accepted for. Here the policy itself moves A's
+// address to B while it decides A's login. (The refusal cannot reach A:
+// the mesh routes A's old address to B now, so the server's audit log
+// tells.)
+func TestLoginRechecksPeer(t *testing.T) {
+	m := sshmeshtest.NewMesh(t, 3)
+	server, a, b := m.Nodes[0], m.Nodes[1], m.Nodes[2]
+	moved := make(chan error, 1)
+	var log sshmeshtest.Buffer
+	srv := &sshmesh.Server{
+		Logger: slog.New(slog.NewTextHandler(&log, nil)),
+		Policy: policy.Func(func(_ context.Context, r policy.Request) (policy.Decision, error) {
+			if r.Src == a.Key.Public() && r.User == "move" {
+				var peers []netstack.Peer
+				for _, p := range server.Peers() {
+					switch p.PublicKey {
+					case a.Key.Public():
+						continue
+					case b.Key.Public():
+						p.AllowedIPs = append(p.AllowedIPs, netip.PrefixFrom(a.Addr, 32))
+					}
+					peers = append(peers, p)
+				}
+				moved <- server.SetPeers(peers)
+			}
+			return policy.Decision{Action: policy.Accept, LocalUser: r.User}, nil
+		}),
+		Handler: sshmesh.HandlerFunc(func(s *sshmesh.Session) { s.Exit(0) }),
+	}
+	sshmeshtest.Serve(t, server, srv)
+	// Control: without a move, A logs in.
+	if _, err := sshmeshtest.Dial(t, a, server, srv, "stay"); err != nil {
+		t.Fatalf("A's login without a move: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	nc, err := a.Dial(ctx, "tcp", netip.AddrPortFrom(server.Addr, 22).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(20 * time.Second)) // the answer goes to B: end the client
+	go ssh.NewClientConn(nc, "server", &ssh.ClientConfig{User: "move", HostKeyCallback: ssh.InsecureIgnoreHostKey()})
+	if err := <-moved; err != nil {
+		t.Fatal(err)
+	}
+	log.WaitFor(t, "login refused: the conn's address no longer belongs to its peer")
 }
