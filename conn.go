@@ -14,6 +14,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sshmesh/sshmesh/policy"
+	"github.com/sshmesh/sshmesh/session"
 )
 
 // serverConn is one SSH conn: from the handshake to the last session.
@@ -318,7 +319,7 @@ func (h heardConn) Read(p []byte) (int, error) {
 func (c *serverConn) authNone(meta ssh.ConnMetadata) (*ssh.Permissions, error) {
 	s := c.srv
 	log := s.logger()
-	req := policy.Request{Src: c.peer.Key, SrcAddr: c.peer.Addr, Dst: c.peer.Self, User: meta.User()}
+	req := policy.Request{Src: c.peer.Key, SrcAddr: c.peer.Addr, Dst: c.peer.Self, User: meta.User(), RootUser: rootAccount(meta.User())}
 	ctx, cancel := context.WithTimeout(context.Background(), s.loginGraceTime())
 	defer cancel()
 	d, err := s.currentPolicy().Evaluate(ctx, req)
@@ -364,6 +365,18 @@ func (c *serverConn) authNone(meta ssh.ConnMetadata) (*ssh.Permissions, error) {
 	c.decision = d
 	c.identity = Identity{Identity: d.Caller, Addr: c.peer.Addr, SSHUser: req.User}
 	return &ssh.Permissions{}, nil
+}
+
+// rootAccount reports whether the local account name is root on this
+// host: named root, or with uid 0 under another name (a toor-style alias),
+// as sshd's PermitRootLogin judges it. A name the host does not know is
+// not root (and cannot log in).
+func rootAccount(name string) bool {
+	if name == "root" {
+		return true
+	}
+	u, err := session.LookupUser(name)
+	return err == nil && u.Uid == "0"
 }
 
 // refuse returns the auth error whose banner the client prints.

@@ -126,7 +126,7 @@ func (c *serverConn) tcpipForward(ctx context.Context, payload []byte) (bool, []
 		return false, nil
 	}
 	target := net.JoinHostPort(m.Addr, strconv.Itoa(int(m.Port)))
-	if m.Port != 0 && m.Port < 1024 && c.decision.LocalUser != "root" {
+	if m.Port != 0 && m.Port < 1024 && !rootAccount(c.decision.LocalUser) {
 		c.forwardRefused(RemotePort, target, "ports below 1024 need a root session")
 		return false, nil
 	}

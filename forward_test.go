@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -639,4 +640,61 @@ func benchCopy(b *testing.B, conn net.Conn) {
 	io.ReadFull(conn, make([]byte, 1)) // the sink has it all
 	b.StopTimer()
 	conn.Close()
+}
+
+// TestRootAliasIsRoot: an account with uid 0 under another name (a
+// toor-style alias) is root for every rule and check, as sshd's
+// PermitRootLogin judges it: "*" does not let it in, a rule naming it
+// does, and its sessions may then listen on ports below 1024 (-R).
+func TestRootAliasIsRoot(t *testing.T) {
+	sshmeshtest.NeedRoot(t)
+	alias := fmt.Sprintf("smtoor%d", time.Now().UnixNano()%1e6)
+	if out, err := exec.Command("useradd", "-o", "-u", "0", "-g", "0", "-M", "-N", "-d", "/root", "-s", "/bin/sh", alias).CombinedOutput(); err != nil {
+		t.Fatalf("useradd: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("userdel", "-f", alias).Run() })
+	m := sshmeshtest.NewMesh(t, 2)
+	server, laptop := m.Nodes[0], m.Nodes[1]
+	docWith := func(users string) *policy.Document {
+		t.Helper()
+		doc, err := policy.Parse([]byte(fmt.Sprintf(`{
+			"nodes": {"server": {"key": %q, "tags": ["tag:server"]}, "laptop": {"key": %q, "owner": "ann@example.com"}},
+			"tagOwners": {"tag:server": ["ann@example.com"]},
+			"ssh": [{"action": "accept", "src": ["laptop"], "dst": ["tag:server"], "users": [%s], "remoteForward": ["127.0.0.1:*"]}],
+		}`, server.Key.Public(), laptop.Key.Public(), users)), "alias.hujson")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return doc
+	}
+	srv := &sshmesh.Server{Policy: docWith(`"*", "autogroup:nonroot"`), Handler: sshmesh.HandlerFunc(func(s *sshmesh.Session) { s.Exit(0) })}
+	sshmeshtest.Serve(t, server, srv)
+	if _, err := sshmeshtest.Dial(t, laptop, server, srv, alias); err == nil {
+		t.Fatalf("%s (uid 0) logged in through users [* autogroup:nonroot]", alias)
+	}
+	srv.SetPolicy(docWith(fmt.Sprintf("%q", alias)))
+	cl, err := sshmeshtest.Dial(t, laptop, server, srv, alias)
+	if err != nil {
+		t.Fatalf("%s through a rule that names it: %v", alias, err)
+	}
+	port := freePrivilegedPort(t)
+	ln, err := cl.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatalf("listen on privileged port %d as %s (uid 0): %v", port, alias, err)
+	}
+	ln.Close()
+}
+
+// freePrivilegedPort returns a loopback TCP port below 1024 that nothing
+// listens on now.
+func freePrivilegedPort(t *testing.T) int {
+	t.Helper()
+	for p := 1023; p > 900; p-- {
+		if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p)); err == nil {
+			l.Close()
+			return p
+		}
+	}
+	t.Fatal("no free port in 901-1023")
+	return 0
 }

@@ -147,7 +147,7 @@ func (doc *Document) Evaluate(_ context.Context, r Request) (Decision, error) {
 		return Decision{Caller: Identity{Key: r.Src}}, nil
 	}
 	now := doc.now()
-	return doc.decision(si, doc.match(si, di, r.User, now), r.User), nil
+	return doc.decision(si, doc.match(si, di, loginOf(r), now), r.User), nil
 }
 
 func (doc *Document) now() time.Time {
@@ -176,7 +176,7 @@ func (doc *Document) decision(si, ri int32, user string) Decision {
 // name and under the login names its users name; match walks whichever of
 // the three sides has the shortest lists: the rules naming the caller, the
 // rules naming the destination, or the rules naming the login.
-func (doc *Document) match(si, di int32, user string, now time.Time) int32 {
+func (doc *Document) match(si, di int32, user login, now time.Time) int32 {
 	s, d := &doc.nodes[si], &doc.nodes[di]
 	self := s.id.Owner != "" && s.id.Owner == d.id.Owner
 	best := int32(len(doc.rules))
@@ -190,7 +190,7 @@ func (doc *Document) match(si, di int32, user string, now time.Time) int32 {
 	if self {
 		dstN += len(doc.selfRules)
 	}
-	named := doc.userRules[user]
+	named := doc.userRules[user.name]
 	userN := len(named) + len(doc.wildUserRules)
 	switch {
 	case userN <= srcN && userN <= dstN:
@@ -216,7 +216,7 @@ func (doc *Document) match(si, di int32, user string, now time.Time) int32 {
 
 // scan returns the first rule in the ascending list, before best, that
 // covers s and d and admits user at now; or best.
-func (doc *Document) scan(list []int32, best int32, s, d *node, self bool, user string, now time.Time) int32 {
+func (doc *Document) scan(list []int32, best int32, s, d *node, self bool, user login, now time.Time) int32 {
 	for _, ri := range list {
 		if ri >= best {
 			break
@@ -242,7 +242,7 @@ func overlaps(ruleP, nodeP []int32) bool {
 
 // admits reports whether r, which covers the caller and destination, is
 // in force at now and lets caller s log in as user.
-func (r *rule) admits(s *node, user string, now time.Time) bool {
+func (r *rule) admits(s *node, user login, now time.Time) bool {
 	if !r.expires.IsZero() && !now.Before(r.expires) {
 		return false
 	}
@@ -290,7 +290,7 @@ func (doc *Document) runTests(d *decoder) {
 		}
 		src, dst := &doc.nodes[t.src], &doc.nodes[t.dst]
 		for _, w := range t.want {
-			ri := doc.match(t.src, t.dst, w.user, at)
+			ri := doc.match(t.src, t.dst, loginNamed(w.user), at)
 			got := Reject
 			by := " (no rule matched)"
 			if ri >= 0 {

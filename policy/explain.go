@@ -59,8 +59,8 @@ func (doc *Document) Explain(src, dst, user string) (Explanation, error) {
 			}
 		case !r.expires.IsZero() && !now.Before(r.expires):
 			st.Reason = "expired at " + r.expires.Format(time.RFC3339)
-		case !r.users.match(user, s.localpart, r.action == Reject):
-			st.Reason = r.users.why(user, s.localpart)
+		case !r.users.match(loginNamed(user), s.localpart, r.action == Reject):
+			st.Reason = r.users.why(loginNamed(user), s.localpart)
 		default:
 			st.Matched = true
 		}

@@ -63,7 +63,8 @@
 //     but root, in reject rules every name, root included); templates such
 //     as "{localpart}-admin". The requested login name must match, and the
 //     session runs as that name. root is allowed only by a rule that names
-//     "root" itself.
+//     "root" itself, and so is every other account with uid 0 on the host
+//     (a toor-style alias, see Request.RootUser): only by a rule naming it.
 //
 // Rules are tried in order and the first that matches decides; when none
 // matches the login is rejected. Options, carried in the [Decision]:
@@ -131,6 +132,11 @@ type Request struct {
 	Dst meshkey.Public
 	// User is the login name the client asked for (ssh user@host).
 	User string
+	// RootUser says that User is a root account on the destination host:
+	// its uid is 0, whatever its name (a toor-style alias). The server
+	// sets it from the host's account database. A root account, "root"
+	// or not, is allowed only by a rule that names it explicitly.
+	RootUser bool
 }
 
 // Action is what a decision does with the login.

@@ -167,3 +167,39 @@ func TestEvaluateNoAllocs(t *testing.T) {
 		}
 	}
 }
+
+// TestRootAccountByUID: a login name that is a root account on the host
+// (Request.RootUser: uid 0 under another name, a toor-style alias) is root
+// for every rule: *, autogroup:nonroot, = and templates never allow it; a
+// rule that lists the name allows it; a reject "*" still refuses it.
+func TestRootAccountByUID(t *testing.T) {
+	doc := loadFull(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		r    Request
+		want Action
+	}{
+		// ssh[1] allows ops autogroup:nonroot on build-1.
+		{"nonroot, plain account", Request{Src: aliceLaptop.Key, Dst: build1.Key, User: "toor"}, Accept},
+		{"nonroot, uid 0", Request{Src: aliceLaptop.Key, Dst: build1.Key, User: "toor", RootUser: true}, Reject},
+		// ssh[5] allows carol "*" on her own nodes.
+		{"*, uid 0", Request{Src: carolLaptop.Key, Dst: carolLaptop.Key, User: "toor", RootUser: true}, Reject},
+		// ssh[4] allows alice "=" and "{localpart}-admin" on her nodes.
+		{"=, uid 0", Request{Src: aliceDesk.Key, Dst: aliceLaptop.Key, User: "alice", RootUser: true}, Reject},
+		{"template, uid 0", Request{Src: aliceDesk.Key, Dst: aliceLaptop.Key, User: "alice-admin", RootUser: true}, Reject},
+		{"template, plain account", Request{Src: aliceDesk.Key, Dst: aliceLaptop.Key, User: "alice-admin"}, Check},
+		// ssh[3] names deploy explicitly: an explicit name allows a root account.
+		{"named, uid 0", Request{Src: ci.Key, Dst: build1.Key, User: "deploy", RootUser: true}, Accept},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, err := doc.Evaluate(ctx, tc.r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Action != tc.want {
+				t.Errorf("Evaluate(%s as %s, root %v) = %v by %q, want %v", tc.r.Src.Short(), tc.r.User, tc.r.RootUser, d.Action, d.Rule, tc.want)
+			}
+		})
+	}
+}

@@ -19,21 +19,35 @@ type users struct {
 // template is prefix + {localpart} + suffix.
 type template struct{ pre, suf string }
 
-// match reports whether the login name user is allowed for a caller whose
-// owner's localpart is lp ("" for tagged callers). root matches only an
-// explicit "root"; "*" in a reject rule matches every name, root and
-// malformed names included.
-func (u *users) match(user, lp string, reject bool) bool {
+// login is a requested login name and whether it is a root account.
+type login struct {
+	name string
+	root bool // "root", or an account with uid 0 on the destination (Request.RootUser)
+}
+
+// loginOf is the login r asks for.
+func loginOf(r Request) login { return login{r.User, r.User == "root" || r.RootUser} }
+
+// loginNamed is the login name judged by its name alone (embedded tests,
+// Explain): only "root" is root.
+func loginNamed(name string) login { return login{name, name == "root"} }
+
+// match reports whether the login is allowed for a caller whose owner's
+// localpart is lp ("" for tagged callers). A root account matches only
+// where its name is listed explicitly; "*" in a reject rule matches every
+// name, root and malformed names included.
+func (u *users) match(l login, lp string, reject bool) bool {
 	if reject && u.any {
 		return true
 	}
+	user := l.name
 	if !validUser(user) {
 		return false
 	}
 	if _, ok := slices.BinarySearch(u.names, user); ok {
 		return true
 	}
-	if user == "root" {
+	if l.root {
 		return false
 	}
 	if u.any || u.nonroot {
@@ -56,13 +70,16 @@ func (u *users) match(user, lp string, reject bool) bool {
 }
 
 // why explains, for Explain, why user does not match.
-func (u *users) why(user, lp string) string {
+func (u *users) why(l login, lp string) string {
 	list := "[" + strings.Join(u.text, " ") + "]"
+	user := l.name
 	switch {
 	case !validUser(user):
 		return fmt.Sprintf("users %s: %q is not a valid login name", list, user)
 	case user == "root":
 		return fmt.Sprintf("users %s do not name root (root must be named explicitly)", list)
+	case l.root:
+		return fmt.Sprintf("users %s do not name %s, a root account (uid 0: it must be named explicitly)", list, user)
 	case lp == "" && (u.same || len(u.templates) > 0):
 		return fmt.Sprintf("users %s do not include %q (the caller has no owner, so = and {localpart} match nothing)", list, user)
 	}
