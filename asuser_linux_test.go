@@ -13,7 +13,8 @@ import (
 	"github.com/sshmesh/sshmesh/sshmeshtest"
 )
 
-// threadIDs returns the Uid, Gid and Groups lines of a /proc status file.
+// threadIDs returns the Uid, Gid, Groups and CapEff lines of a /proc status
+// file.
 func threadIDs(t *testing.T, status string) []string {
 	t.Helper()
 	b, err := os.ReadFile(status)
@@ -22,7 +23,7 @@ func threadIDs(t *testing.T, status string) []string {
 	}
 	var ids []string
 	for _, line := range strings.Split(string(b), "\n") {
-		if k, _, _ := strings.Cut(line, ":"); k == "Uid" || k == "Gid" || k == "Groups" {
+		if k, _, _ := strings.Cut(line, ":"); k == "Uid" || k == "Gid" || k == "Groups" || k == "CapEff" {
 			ids = append(ids, strings.Join(strings.Fields(line), " "))
 		}
 	}
@@ -49,15 +50,20 @@ func TestAsUser(t *testing.T) {
 		"Uid: 0 " + nobody.Uid + " 0 " + nobody.Uid,
 		"Gid: 0 " + nobody.Gid + " 0 " + nobody.Gid,
 		"Groups: " + nobody.Gid,
+		"CapEff: 0000000000000000",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("ids inside asUser (-want +got):\n%s", diff)
 	}
+	// Every thread is as the process was: the one that switched is back.
+	proc := threadIDs(t, "/proc/self/status")
+	if !strings.HasPrefix(proc[0], "Uid: 0 0 0 0") {
+		t.Fatalf("the process is not root: %v", proc)
+	}
 	tasks, _ := filepath.Glob("/proc/self/task/*/status")
 	for _, st := range tasks {
-		ids := threadIDs(t, st)
-		if len(ids) == 3 && (ids[0] != "Uid: 0 0 0 0" || ids[1] != "Gid: 0 0 0 0" || strings.Contains(ids[2]+" ", " "+nobody.Gid+" ")) {
-			t.Errorf("after asUser, %s: %v", st, ids)
+		if diff := cmp.Diff(proc, threadIDs(t, st)); diff != "" {
+			t.Errorf("after asUser, %s (-process +thread):\n%s", st, diff)
 		}
 	}
 }
