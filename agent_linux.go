@@ -16,17 +16,17 @@ import (
 // SSH_AUTH_SOCK, each conn to it an auth-agent@openssh.com channel to the
 // client, whose agent answers.
 //
-// The socket lives in a fresh directory /tmp/sshmesh-agent-XXXXXXXX/. The
-// directory is made by root with mode 0700 and the socket is bound, set to
-// 0600 and given to the user inside it while only root can reach it; only
-// then is the directory given to the user. So no other user can ever reach
-// the socket, and nobody can swap anything in while root still works by
-// name. Removal goes through fds kept from creation (the user owns the
-// directory then and could move it), removing only what was made.
+// The socket lives in a fresh directory /tmp/sshmesh-agent-XXXXXXXX/, made
+// (0700) and bound in (0600) with the user's credentials (asUser,
+// asuser_linux.go), as OpenSSH does: both are the user's from the start, the
+// kernel decides the access, and the agent's clients see the user's uid in
+// SO_PEERCRED. Removal, also as the user, goes through fds kept from
+// creation, removing only what was made.
 
 // agentSocket is one conn's forwarded agent.
 type agentSocket struct {
 	ln       *net.UnixListener
+	ids      userIDs
 	path     string // the socket's path, for SSH_AUTH_SOCK
 	tmp      int    // /tmp, O_PATH
 	dir      int    // the directory, O_PATH
@@ -39,76 +39,85 @@ type agentSocket struct {
 // agentDirRoot is where agent directories are made.
 const agentDirRoot = "/tmp"
 
-// newAgentSocket makes a listening agent socket for the local user u.
-func newAgentSocket(u *session.User) (_ *agentSocket, err error) {
+// newAgentSocket makes a listening agent socket as the local user u.
+func newAgentSocket(u *session.User) (*agentSocket, error) {
 	ids, err := idsOf(u)
 	if err != nil {
 		return nil, err
 	}
-	dirPath, err := os.MkdirTemp(agentDirRoot, "sshmesh-agent-")
+	a := &agentSocket{ids: ids, tmp: -1, dir: -1}
+	err = asUser(ids, a.listen)
 	if err != nil {
-		return nil, err
-	}
-	a := &agentSocket{tmp: -1, dir: -1, dirName: filepath.Base(dirPath), path: filepath.Join(dirPath, "agent.sock")}
-	defer func() {
-		if err != nil {
-			a.Close()
-		}
-	}()
-	if a.tmp, err = unix.Open(agentDirRoot, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
-		return nil, err
-	}
-	if a.dir, err = unix.Openat(a.tmp, a.dirName, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err != nil {
-		return nil, err
-	}
-	var st unix.Stat_t
-	if err = unix.Fstat(a.dir, &st); err != nil {
-		return nil, err
-	}
-	a.dev, a.ino = st.Dev, st.Ino
-	// Bind through the directory's fd: root-owned and 0700 until below.
-	if a.ln, err = net.ListenUnix("unix", &net.UnixAddr{Name: fmt.Sprintf("/proc/self/fd/%d/agent.sock", a.dir), Net: "unix"}); err != nil {
-		return nil, err
-	}
-	a.ln.SetUnlinkOnClose(false)
-	if err = unix.Fchmodat(a.dir, "agent.sock", 0o600, 0); err != nil {
-		return nil, err
-	}
-	if err = unix.Fchownat(a.dir, "agent.sock", int(ids.uid), int(ids.gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return nil, err
-	}
-	if err = unix.Fstatat(a.dir, "agent.sock", &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return nil, err
-	}
-	a.sdev, a.sino = st.Dev, st.Ino
-	// Last: the directory becomes the user's (still 0700).
-	if err = unix.Fchownat(a.tmp, a.dirName, int(ids.uid), int(ids.gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		a.Close()
 		return nil, err
 	}
 	return a, nil
 }
 
-// Close stops listening and removes the socket and its directory, if they
-// are still the ones made.
+// listen makes a's directory and socket; it runs as the user.
+func (a *agentSocket) listen() (err error) {
+	dirPath, err := os.MkdirTemp(agentDirRoot, "sshmesh-agent-")
+	if err != nil {
+		return err
+	}
+	a.dirName, a.path = filepath.Base(dirPath), filepath.Join(dirPath, "agent.sock")
+	if a.tmp, err = unix.Open(agentDirRoot, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
+		return err
+	}
+	if a.dir, err = unix.Openat(a.tmp, a.dirName, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err != nil {
+		return err
+	}
+	var st unix.Stat_t
+	if err = unix.Fstat(a.dir, &st); err != nil {
+		return err
+	}
+	if st.Uid != a.ids.uid || st.Mode&0o077 != 0 {
+		return errors.New("agent directory was replaced")
+	}
+	a.dev, a.ino = st.Dev, st.Ino
+	// Bind through the directory's fd: 0700, the user's.
+	if a.ln, err = net.ListenUnix("unix", &net.UnixAddr{Name: fmt.Sprintf("/proc/self/fd/%d/agent.sock", a.dir), Net: "unix"}); err != nil {
+		return err
+	}
+	a.ln.SetUnlinkOnClose(false)
+	if err = unix.Fchmodat(a.dir, "agent.sock", 0o600, 0); err != nil {
+		return err
+	}
+	if err = unix.Fstatat(a.dir, "agent.sock", &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+	a.sdev, a.sino = st.Dev, st.Ino
+	return nil
+}
+
+// Close stops listening and removes, as the user, the socket and its
+// directory, if they are still the ones made.
 func (a *agentSocket) Close() error {
 	var err error
 	if a.ln != nil {
 		err = a.ln.Close()
 	}
-	if a.dir >= 0 {
-		var st unix.Stat_t
-		if unix.Fstatat(a.dir, "agent.sock", &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Dev == a.sdev && st.Ino == a.sino {
-			unix.Unlinkat(a.dir, "agent.sock", 0)
+	asUser(a.ids, func() error {
+		if a.dir >= 0 && a.sino != 0 {
+			var st unix.Stat_t
+			if unix.Fstatat(a.dir, "agent.sock", &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Dev == a.sdev && st.Ino == a.sino {
+				unix.Unlinkat(a.dir, "agent.sock", 0)
+			}
 		}
+		if a.tmp >= 0 && a.ino != 0 {
+			var st unix.Stat_t
+			if unix.Fstatat(a.tmp, a.dirName, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Dev == a.dev && st.Ino == a.ino {
+				// Fails if the user left files in it; then it stays, theirs.
+				unix.Unlinkat(a.tmp, a.dirName, unix.AT_REMOVEDIR)
+			}
+		}
+		return nil
+	})
+	if a.dir >= 0 {
 		unix.Close(a.dir)
 		a.dir = -1
 	}
 	if a.tmp >= 0 {
-		var st unix.Stat_t
-		if unix.Fstatat(a.tmp, a.dirName, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Dev == a.dev && st.Ino == a.ino {
-			// Fails if the user left files in it; then it stays, theirs.
-			unix.Unlinkat(a.tmp, a.dirName, unix.AT_REMOVEDIR)
-		}
 		unix.Close(a.tmp)
 		a.tmp = -1
 	}

@@ -116,8 +116,10 @@ func (r ForwardRequest) AllowedByRule() bool {
 // decision's LocalForward, RemoteForward and AgentForward (an appliance may
 // allow forwarding to its own services only, or none). The server's own
 // limits hold either way: remote ports below 1024 only for root, sockets only
-// under the user's home, /tmp and /run/user/UID, agent sockets private to
-// the user.
+// under the user's home, /tmp and /run/user/UID and connected or bound with
+// the user's credentials (so the kernel decides the access, and a service
+// sees the user in SO_PEERCRED), agent sockets made by the user and private
+// to them.
 type ForwardHandler interface {
 	// AllowForward returns nil to allow r, or an error to refuse it. The
 	// error's text is logged and, where SSH carries a reason (channel
