@@ -151,8 +151,8 @@ func (s *checkSSH) running(d time.Duration) bool {
 }
 
 // startCheckProxy runs `sshmesh proxy` for the node in conf and returns its
-// SOCKS5 address.
-func startCheckProxy(t *testing.T, conf string) string {
+// SOCKS5 address and its output.
+func startCheckProxy(t *testing.T, conf string) (string, *sshmeshtest.Buffer) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -160,9 +160,9 @@ func startCheckProxy(t *testing.T, conf string) string {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	var log sshmeshtest.Buffer
+	log := &sshmeshtest.Buffer{}
 	cmd := exec.Command(binPath, "proxy", "--wg", conf, "--socks5", addr, "--no-browser")
-	cmd.Stdout, cmd.Stderr = &log, &log
+	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +174,7 @@ func startCheckProxy(t *testing.T, conf string) string {
 		}
 	})
 	log.WaitFor(t, "SOCKS5 proxy on")
-	return addr
+	return addr, log
 }
 
 // startCheckChromium starts headless Chromium whose traffic goes through the
@@ -248,8 +248,10 @@ func TestCheckInBrowser(t *testing.T) {
 	sshmeshtest.NeedRoot(t) // logs in as root and nobody
 	sshmeshtest.NeedBinary(t, "chromium", "chromium")
 	w := startCheckWorld(t, "2m")
-	aliceBrowser := startCheckChromium(t, startCheckProxy(t, w.aliceConf))
-	bobBrowser := startCheckChromium(t, startCheckProxy(t, w.bobConf))
+	aliceProxy, _ := startCheckProxy(t, w.aliceConf)
+	bobProxy, _ := startCheckProxy(t, w.bobConf)
+	aliceBrowser := startCheckChromium(t, aliceProxy)
+	bobBrowser := startCheckChromium(t, bobProxy)
 
 	// A check: the URL on stderr, bob's browser refused, alice approves.
 	s := startCheckSSH(t, w.laptopConf, nil, "--no-browser", "root@100.64.0.1", "echo checked-in; exit 7")

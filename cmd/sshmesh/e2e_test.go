@@ -26,6 +26,9 @@ import (
 var binPath string
 
 func TestMain(m *testing.M) {
+	if proxy := os.Getenv(socks5ProxyEnv); proxy != "" {
+		os.Exit(socks5ProxyCommand(proxy, os.Args[1:]))
+	}
 	dir, err := os.MkdirTemp("", "sshmesh-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
@@ -23,11 +25,19 @@ import (
 // part of RFC 1928, and the Go SOCKS5 server libraries are either
 // unmaintained (armon/go-socks5) or bring much we must not offer (BIND,
 // UDP ASSOCIATE).
+//
+// Whoever uses the proxy is this node on the mesh, so only the user who
+// runs it, and root, may: on Linux the kernel tells who owns the client's
+// socket (see loopbackPeerUID) and every other local user is refused.
+// SOCKS5 authentication would not do, as browsers send none. Elsewhere the
+// proxy cannot tell, and starts only with --any-local-user.
 func cmdProxy(ctx context.Context, args []string, io stdio) error {
-	fs := newFlags("proxy", "--wg CONF --socks5 127.0.0.1:PORT [--no-browser]", io)
+	fs := newFlags("proxy", "--wg CONF --socks5 127.0.0.1:PORT [--no-browser] [--any-local-user]", io)
 	wgPath := fs.String("wg", "", "wg-quick `file` of this (client) node (required)")
 	listen := fs.String("socks5", "127.0.0.1:1080", "loopback `address:port` of the SOCKS5 proxy")
 	noBrowser := fs.Bool("no-browser", false, "do not open check approval pages of ssh conns through the proxy in a browser")
+	anyUser := fs.Bool("any-local-user", false, "serve SOCKS5 clients of every local user, not only this user's and root's: all of them then "+
+		"reach the mesh as this node. Only on Linux can the proxy tell who connects; elsewhere it starts only with this flag")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -38,6 +48,12 @@ func cmdProxy(ctx context.Context, args []string, io stdio) error {
 	ap, err := netip.ParseAddrPort(*listen)
 	if err != nil || !ap.Addr().IsLoopback() {
 		return fmt.Errorf("--socks5 %q: want a loopback address and port, such as 127.0.0.1:1080 (the proxy has no authentication)", *listen)
+	}
+	if !*anyUser {
+		if err := checkPeerUID(ap.Addr()); err != nil {
+			return fmt.Errorf("the proxy cannot tell which local user connects to it (%v), so it would lend this node's identity to "+
+				"every user of this machine: with --any-local-user it starts anyway", err)
+		}
 	}
 	logger := slog.New(slog.NewTextHandler(io.err, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	node, err := startClientNode(*wgPath, io.err, logger)
@@ -50,7 +66,7 @@ func cmdProxy(ctx context.Context, args []string, io stdio) error {
 		return err
 	}
 	defer ln.Close()
-	p := &socksProxy{dial: node.Dial, logger: logger}
+	p := &socksProxy{dial: node.Dial, logger: logger, owner: uint32(os.Getuid()), anyUser: *anyUser}
 	if !*noBrowser {
 		if w := watchNotices(node, openBrowser, io.err, logger); w != nil {
 			p.track = w.track
@@ -69,12 +85,15 @@ func cmdProxy(ctx context.Context, args []string, io stdio) error {
 }
 
 // socksProxy is a SOCKS5 server (RFC 1928) that only knows CONNECT without
-// authentication, dialing through dial.
+// authentication, dialing through dial. It serves only clients whose
+// socket belongs to owner or root, unless anyUser.
 type socksProxy struct {
-	dial   func(ctx context.Context, network, address string) (net.Conn, error)
-	track  func(net.Conn) func() // nil: no check notices
-	logger *slog.Logger
-	wg     sync.WaitGroup
+	dial    func(ctx context.Context, network, address string) (net.Conn, error)
+	track   func(net.Conn) func() // nil: no check notices
+	logger  *slog.Logger
+	owner   uint32 // the uid served besides root; 0: root only
+	anyUser bool   // serve every client, asking nobody who it is
+	wg      sync.WaitGroup
 }
 
 func (p *socksProxy) serve(ln net.Listener) error {
@@ -88,11 +107,60 @@ func (p *socksProxy) serve(ln net.Listener) error {
 		go func() {
 			defer p.wg.Done()
 			defer c.Close()
+			if !p.admit(c) {
+				return
+			}
 			if err := p.handle(c); err != nil {
 				p.logger.Info("socks5 conn ended", "addr", c.RemoteAddr().String(), "err", err)
 			}
 		}()
 	}
+}
+
+// admit reports whether the client of c may use the proxy, logging why not.
+// A refused client's conn is closed before a byte of it is read.
+func (p *socksProxy) admit(c net.Conn) bool {
+	if p.anyUser {
+		return true
+	}
+	uid, err := loopbackPeerUID(c)
+	switch {
+	case err != nil:
+		p.logger.Warn("socks5 client refused: cannot tell which local user it is", "addr", c.RemoteAddr().String(), "err", err)
+		return false
+	case uid != p.owner && uid != 0:
+		p.logger.Warn("socks5 client refused: another local user's", "addr", c.RemoteAddr().String(), "uid", uid)
+		return false
+	}
+	return true
+}
+
+// checkPeerUID makes sure that loopbackPeerUID works here, on a conn of its
+// own to an unused port of address a, before the proxy relies on it.
+func checkPeerUID(a netip.Addr) error {
+	if !peerUIDSupported {
+		return fmt.Errorf("%w on %s", errors.ErrUnsupported, runtime.GOOS)
+	}
+	ln, err := net.Listen("tcp", netip.AddrPortFrom(a, 0).String())
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	s, err := ln.Accept()
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	uid, err := loopbackPeerUID(s)
+	if err == nil && uid != uint32(os.Getuid()) {
+		err = fmt.Errorf("the kernel says uid %d owns a socket of uid %d", uid, os.Getuid())
+	}
+	return err
 }
 
 // SOCKS5 reply codes.

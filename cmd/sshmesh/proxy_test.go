@@ -4,16 +4,22 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/sshmesh/sshmesh"
 	"github.com/sshmesh/sshmesh/checkpage"
+	"github.com/sshmesh/sshmesh/policy"
 	"github.com/sshmesh/sshmesh/sshmeshtest"
 )
 
@@ -21,15 +27,24 @@ import (
 // the proxy at proxy, returning the conn and the reply code.
 func socksDial(t *testing.T, proxy string, cmd byte, target netip.AddrPort) (net.Conn, byte) {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", proxy, 5*time.Second)
+	c, code, err := socks5Connect(proxy, cmd, target)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return c, code
+}
+
+func socks5Connect(proxy string, cmd byte, target netip.AddrPort) (net.Conn, byte, error) {
+	c, err := net.DialTimeout("tcp", proxy, 5*time.Second)
+	if err != nil {
+		return nil, 0, err
 	}
 	c.SetDeadline(time.Now().Add(30 * time.Second))
 	c.Write([]byte{5, 1, 0})
 	var m [2]byte
 	if _, err := io.ReadFull(c, m[:]); err != nil || m != [2]byte{5, 0} {
-		t.Fatalf("method reply %v, %v", m, err)
+		c.Close()
+		return nil, 0, fmt.Errorf("method reply %v, %v", m, err)
 	}
 	req := []byte{5, cmd, 0, 1}
 	req = append(req, target.Addr().AsSlice()...)
@@ -37,9 +52,43 @@ func socksDial(t *testing.T, proxy string, cmd byte, target netip.AddrPort) (net
 	c.Write(req)
 	var rep [10]byte
 	if _, err := io.ReadFull(c, rep[:]); err != nil {
-		t.Fatalf("reply: %v", err)
+		c.Close()
+		return nil, 0, fmt.Errorf("reply: %w", err)
 	}
-	return c, rep[1]
+	c.SetDeadline(time.Time{})
+	return c, rep[1], nil
+}
+
+// socks5ProxyEnv names the SOCKS5 proxy through which the test binary, run
+// as `TEST-BINARY HOST PORT` with it set (see TestMain), connects stdin and
+// stdout to HOST:PORT: a ProxyCommand for the stock ssh, which has no SOCKS
+// client of its own (nor does a fresh machine have nc -X 5).
+const socks5ProxyEnv = "SSHMESH_TEST_SOCKS5_PROXY"
+
+func socks5ProxyCommand(proxy string, args []string) int {
+	if len(args) != 2 {
+		fmt.Fprintf(os.Stderr, "%s set: want HOST PORT, got %q\n", socks5ProxyEnv, args)
+		return 2
+	}
+	target, err := netip.ParseAddrPort(net.JoinHostPort(args[0], args[1]))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	c, code, err := socks5Connect(proxy, 1, target)
+	if err == nil && code != socksOK {
+		err = fmt.Errorf("CONNECT %s: reply %d", target, code)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "socks5 %s: %v\n", proxy, err)
+		return 1
+	}
+	go func() {
+		io.Copy(c, os.Stdin)
+		c.(*net.TCPConn).CloseWrite()
+	}()
+	io.Copy(os.Stdout, c)
+	return 0
 }
 
 func TestSOCKSProxy(t *testing.T) {
@@ -64,7 +113,7 @@ func TestSOCKSProxy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &socksProxy{dial: client.Dial, logger: slog.New(slog.DiscardHandler)}
+	p := &socksProxy{dial: client.Dial, logger: slog.New(slog.DiscardHandler), owner: uint32(os.Getuid())}
 	done := make(chan error, 1)
 	go func() { done <- p.serve(pl) }()
 	t.Cleanup(func() { pl.Close(); <-done })
@@ -198,4 +247,70 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// TestProxyOtherLocalUser: `sshmesh proxy` lends its node's identity only to
+// the user who runs it (here root): root's stock ssh logs in through it,
+// another local user's client is cut off before the proxy reads a byte
+// (issue 22, finding 5).
+func TestProxyOtherLocalUser(t *testing.T) {
+	sshmeshtest.NeedRoot(t)
+	ssh := sshmeshtest.NeedBinary(t, "ssh", "openssh-client")
+	bash := sshmeshtest.NeedBinary(t, "bash", "bash")
+	m := sshmeshtest.NewMesh(t, 2)
+	server, client := m.Nodes[0], m.Nodes[1]
+	client.Node.Close() // `sshmesh proxy` runs this node
+	sshmeshtest.Serve(t, server, &sshmesh.Server{
+		Policy: policy.Func(func(_ context.Context, r policy.Request) (policy.Decision, error) {
+			return policy.Decision{Action: policy.Accept, LocalUser: r.User}, nil
+		}),
+		Handler: sshmesh.HandlerFunc(func(s *sshmesh.Session) {
+			fmt.Fprintf(s, "hello %s\n", s.Identity().SSHUser)
+			s.Exit(3)
+		}),
+	})
+	proxy, log := startCheckProxy(t, writeWGConf(t, t.TempDir(), "client.conf", client))
+
+	// The owner, with the stock ssh.
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := tool{env: []string{socks5ProxyEnv + "=" + proxy}}.run(t, ssh, "-F", "/dev/null",
+		"-o", "ProxyCommand="+self+" %h %p", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+		"-o", "BatchMode=yes", "-o", "ConnectTimeout=20", "-o", "LogLevel=ERROR", "-o", "IdentityAgent=none",
+		"ann@"+server.Addr.String(), "true")
+	if code != 3 || out != "hello ann\n" {
+		t.Errorf("root's ssh through the proxy: exit %d, stdout %q, stderr %q; want 3 and hello ann", code, out, errOut)
+	}
+
+	// Another local user: a raw SOCKS5 CONNECT to the server's SSH port,
+	// printing whatever comes back (with the proxy open to all: the
+	// SOCKS5 replies, then the server's SSH banner).
+	u := newLoginUser(t)
+	proxyHost, proxyPort, _ := net.SplitHostPort(proxy)
+	req := []byte{5, 1, 0, 5, 1, 0, 1}
+	req = binary.BigEndian.AppendUint16(append(req, server.Addr.AsSlice()...), 22)
+	var esc strings.Builder
+	for _, b := range req {
+		fmt.Fprintf(&esc, `\x%02x`, b)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bash, "-c", `exec 3<>"/dev/tcp/$1/$2" || exit 9; printf "$3" >&3; exec cat <&3`,
+		"socks5", proxyHost, proxyPort, esc.String())
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(u.Uid), Gid: uint32(u.Gid)}}
+	cmd.Dir = u.Home
+	var so, se bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &so, &se
+	// The proxy closes the conn unread: cat sees an end or, as bytes of
+	// the request were left unread, a reset.
+	err = cmd.Run()
+	if so.Len() != 0 || ctx.Err() != nil {
+		t.Errorf("%s's SOCKS5 client got %q (%v, stderr %q); want the conn closed at once", u.Name, so.String(), err, se.String())
+	}
+	log.WaitFor(t, fmt.Sprintf("uid=%d", u.Uid))
+	if !strings.Contains(log.String(), `msg="socks5 client refused: another local user's"`) {
+		t.Errorf("the proxy's log does not say why:\n%s", log.String())
+	}
 }
