@@ -32,7 +32,7 @@ func TestAlgorithmsPinned(t *testing.T) {
 	want := &sshmesh.Algorithms{
 		KeyExchanges: []string{"mlkem768x25519-sha256", "curve25519-sha256", "diffie-hellman-group16-sha512"},
 		Ciphers:      []string{"chacha20-poly1305@openssh.com", "aes256-gcm@openssh.com", "aes128-gcm@openssh.com", "aes256-ctr", "aes192-ctr", "aes128-ctr"},
-		MACs:         []string{"hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com", "hmac-sha2-256", "hmac-sha2-512"},
+		MACs:         []string{"hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com"},
 	}
 	if diff := cmp.Diff(want, sshmesh.DefaultAlgorithms()); diff != "" {
 		t.Errorf("DefaultAlgorithms (-want +got):\n%s", diff)
@@ -51,7 +51,8 @@ func TestAlgorithmsNegotiated(t *testing.T) {
 	}{
 		{"mlkem", ssh.Config{KeyExchanges: []string{"mlkem768x25519-sha256"}}, nil, true},
 		{"curve25519", ssh.Config{KeyExchanges: []string{"curve25519-sha256"}}, nil, true},
-		{"paramiko 2.x: aes-ctr with hmac-sha2", ssh.Config{Ciphers: []string{"aes128-ctr"}, MACs: []string{"hmac-sha2-256"}}, nil, true},
+		{"aes-ctr with etm hmac-sha2", ssh.Config{Ciphers: []string{"aes128-ctr"}, MACs: []string{"hmac-sha2-256-etm@openssh.com"}}, nil, true},
+		{"encrypt-and-MAC hmac-sha2", ssh.Config{Ciphers: []string{"aes128-ctr"}, MACs: []string{"hmac-sha2-256", "hmac-sha2-512"}}, nil, false},
 		{"NIST ECDH", ssh.Config{KeyExchanges: []string{"ecdh-sha2-nistp256", "ecdh-sha2-nistp384", "ecdh-sha2-nistp521"}}, nil, false},
 		{"SHA-1 kex", ssh.Config{KeyExchanges: []string{"diffie-hellman-group14-sha1", "diffie-hellman-group1-sha1"}}, nil, false},
 		{"SHA-1 MAC", ssh.Config{Ciphers: []string{"aes128-ctr"}, MACs: []string{"hmac-sha1", "hmac-sha1-96"}}, nil, false},
@@ -73,6 +74,39 @@ func TestAlgorithmsNegotiated(t *testing.T) {
 				c.Close()
 			}
 		})
+	}
+}
+
+// TestParamiko logs in with the real Paramiko (Debian's python3-paramiko,
+// 2.12: no AEAD ciphers), which negotiates AES-CTR and an encrypt-then-MAC
+// SHA-2 MAC: the old encrypt-and-MAC MACs are not needed for it.
+func TestParamiko(t *testing.T) {
+	py := "/usr/bin/python3"
+	if err := exec.Command(py, "-c", "import paramiko").Run(); err != nil {
+		sshmeshtest.Missing(t, "Paramiko for "+py, "python3-paramiko")
+	}
+	ts := startServer(t, &sshmesh.Server{Handler: sshmesh.HandlerFunc(func(s *sshmesh.Session) {
+		io.WriteString(s, "hello "+s.LocalUser())
+		s.Exit(3)
+	})})
+	host, port, _ := net.SplitHostPort(ts.addr)
+	script := `
+import socket, sys, paramiko
+t = paramiko.Transport(socket.create_connection((sys.argv[1], int(sys.argv[2]))))
+t.start_client(timeout=20)
+t.auth_none("ann")
+ch = t.open_session()
+ch.exec_command("x")
+out = ch.makefile("rb").read().decode()
+print(t.remote_cipher, t.remote_mac, out, ch.recv_exit_status())
+t.close()
+`
+	out, err := exec.Command(py, "-c", script, host, port).CombinedOutput()
+	if err != nil {
+		t.Fatalf("paramiko: %v\n%s", err, out)
+	}
+	if got, want := strings.TrimSpace(string(out)), "aes128-ctr hmac-sha2-256-etm@openssh.com hello ann 3"; got != want {
+		t.Errorf("paramiko printed %q, want %q", got, want)
 	}
 }
 

@@ -30,9 +30,16 @@ func NeedBinary(tb testing.TB, name, pkg string) string {
 	if err == nil {
 		return p
 	}
-	if underCI() {
-		tb.Fatalf("%s is not installed, and under CI=true the test must not skip: .ci/run must install %s", name, pkg)
-	}
-	tb.Skipf("%s not installed (apt-get install %s); under CI=true this fails instead of skipping", name, pkg)
+	Missing(tb, name, pkg)
 	return ""
+}
+
+// Missing skips tb because what is not installed, or fails it under
+// CI=true. pkg is the Debian package that has it.
+func Missing(tb testing.TB, what, pkg string) {
+	tb.Helper()
+	if underCI() {
+		tb.Fatalf("%s is not installed, and under CI=true the test must not skip: .ci/run must install %s", what, pkg)
+	}
+	tb.Skipf("%s not installed (apt-get install %s); under CI=true this fails instead of skipping", what, pkg)
 }
