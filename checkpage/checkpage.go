@@ -111,7 +111,18 @@ type Checker struct {
 type approvalKey struct {
 	Peer      meshkey.Public
 	LocalUser string
-	Rule      string
+	Rule      string // ruleKey: the rule's content, not its place
+}
+
+// ruleKey names the rule of d for approvals: its RuleID, which survives a
+// reorder of the policy and changes with the rule (so an approval never
+// moves to another rule, and a changed rule asks again), or, from a
+// policy that sets no RuleID, its Rule.
+func ruleKey(d policy.Decision) string {
+	if d.RuleID != "" {
+		return "id:" + d.RuleID
+	}
+	return "name:" + d.Rule
 }
 
 // approval is one cached approval. It holds until Expires, or until the
@@ -185,7 +196,7 @@ func (c *Checker) CheckTimeout() time.Duration {
 func (c *Checker) Check(ctx context.Context, r *sshmesh.CheckRequest) error {
 	c.init()
 	d := r.Decision
-	key := approvalKey{Peer: r.Peer.Key, LocalUser: d.LocalUser, Rule: d.Rule}
+	key := approvalKey{Peer: r.Peer.Key, LocalUser: d.LocalUser, Rule: ruleKey(d)}
 	period := d.CheckPeriod
 	if period <= 0 {
 		period = policy.DefaultCheckPeriod

@@ -277,3 +277,37 @@ func TestRateLimit(t *testing.T) {
 	w.clock.Advance(30 * time.Second)
 	w.login(aliceLap, "u4").url(t)
 }
+
+// TestApprovalFollowsTheRule: an approval belongs to the rule that asked
+// for it, by the rule's content (RuleID), not by its place: after a reorder
+// that moves another rule to the approved one's place, that other rule
+// asks again; the approved rule, now elsewhere, goes straight through; and
+// a changed rule asks again.
+func TestApprovalFollowsTheRule(t *testing.T) {
+	w := newWorld(t, nil)
+	w.setCheckRule("ssh[0]", "rule-a")
+	l := w.login(aliceLap, "deploy")
+	approve(t, l.url(t))
+	if err := l.wait(t); err != nil {
+		t.Fatal(err)
+	}
+
+	w.setCheckRule("ssh[0]", "rule-b") // another rule now sits at ssh[0]
+	l = w.login(aliceLap, "deploy")
+	u := l.url(t) // a new check, not the approval of rule-a
+	approve(t, u)
+	if err := l.wait(t); err != nil {
+		t.Fatal(err)
+	}
+
+	w.setCheckRule("ssh[3]", "rule-a") // rule-a, moved down
+	if l := w.login(aliceLap, "deploy"); l.wait(t) != nil || l.allBanners() != "" {
+		t.Errorf("moved rule: %v, banners %q; want straight through", l.err, l.allBanners())
+	}
+
+	w.setCheckRule("ssh[3]", "rule-a2") // the same place, its content changed
+	l = w.login(aliceLap, "deploy")
+	if u2 := l.url(t); u2 == "" {
+		t.Fatal("a changed rule went straight through")
+	}
+}

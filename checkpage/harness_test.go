@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -48,7 +49,14 @@ type world struct {
 	clock   *sshmeshtest.Clock
 	period  time.Duration
 	accept  bool // the policy accepts instead of checking (benchmarks)
+	// checkRule is the rule the policy's check decisions name: its Rule
+	// and RuleID (nil: "ssh[0]" and no RuleID).
+	checkRule atomic.Pointer[[2]string]
 }
+
+// setCheckRule makes the policy's check decisions come from the rule
+// named name, with RuleID id, as a changed policy would.
+func (w *world) setCheckRule(name, id string) { w.checkRule.Store(&[2]string{name, id}) }
 
 func newKey(t testing.TB) meshkey.Public {
 	t.Helper()
@@ -123,7 +131,11 @@ func (w *world) start(t testing.TB, identify func(meshkey.Public) (policy.Identi
 			if w.accept {
 				return policy.Decision{Action: policy.Accept, LocalUser: r.User, Rule: "ssh[0]", Caller: w.ids[r.Src]}, nil
 			}
-			return policy.Decision{Action: policy.Check, LocalUser: r.User, Rule: "ssh[0]", RulePos: "policy.hujson:7",
+			rule := [2]string{"ssh[0]", ""}
+			if p := w.checkRule.Load(); p != nil {
+				rule = *p
+			}
+			return policy.Decision{Action: policy.Check, LocalUser: r.User, Rule: rule[0], RuleID: rule[1], RulePos: "policy.hujson:7",
 				Caller: w.ids[r.Src], CheckPeriod: w.period}, nil
 		}),
 		HostKeys:           []ssh.Signer{hostKey},

@@ -153,7 +153,7 @@ func (c *Checker) lookup(w http.ResponseWriter, r *http.Request) (*pending, poli
 	v, ok := c.visitor(r)
 	if !ok || v.Owner == "" || v.Owner != p.info.Caller.Owner {
 		c.logger().Warn("check page: visitor may not decide", "peer", v.Key.String(), "node", v.Node, "owner", v.Owner,
-			"caller_owner", p.info.Caller.Owner, "rule", p.key.Rule)
+			"caller_owner", p.info.Caller.Owner, "rule", p.info.Rule)
 		c.render(w, http.StatusForbidden, msgPage{Title: "Forbidden", Text: "Only a node of the same owner as the node that asks may approve this login."})
 		return nil, v, false
 	}
@@ -179,7 +179,7 @@ func (c *Checker) serveDecision(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if got := r.PostForm.Get("csrf"); subtle.ConstantTimeCompare([]byte(got), []byte(p.csrf)) != 1 {
-		c.logger().Warn("check page: form token missing or wrong", "peer", v.Key.String(), "rule", p.key.Rule)
+		c.logger().Warn("check page: form token missing or wrong", "peer", v.Key.String(), "rule", p.info.Rule)
 		c.render(w, http.StatusForbidden, msgPage{Title: "Forbidden", Text: "The form token is missing or wrong. Open the link from the ssh client again."})
 		return
 	}
@@ -201,7 +201,7 @@ func (c *Checker) serveDecision(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	attrs := []any{"peer", p.info.Caller.Key.String(), "node", p.info.CallerName, "local_user", p.key.LocalUser,
-		"rule", p.key.Rule, "by_peer", v.Key.String(), "by_node", v.Node, "by_owner", v.Owner}
+		"rule", p.info.Rule, "by_peer", v.Key.String(), "by_node", v.Node, "by_owner", v.Owner}
 	if st == stateApproved {
 		c.logger().Info("check approved", append(attrs, "period", p.period)...)
 		c.save()

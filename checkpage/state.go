@@ -20,10 +20,15 @@ type stateFile struct {
 	Approvals []savedEntry `json:"approvals"`
 }
 
+// stateVersion is the state file's format. Version 1 keyed approvals by
+// the rule's place in the policy ("ssh[2]"); its approvals are dropped on
+// load, since a reorder may have moved them to another rule.
+const stateVersion = 2
+
 type savedEntry struct {
 	Peer      meshkey.Public `json:"peer"`
 	LocalUser string         `json:"local_user"`
-	Rule      string         `json:"rule"`
+	Rule      string         `json:"rule"` // ruleKey: "id:" and the rule's RuleID
 	Approved  time.Time      `json:"approved"`
 	Expires   time.Time      `json:"expires"`
 }
@@ -51,8 +56,12 @@ func (c *Checker) decode(b []byte) error {
 	if err := json.Unmarshal(b, &st); err != nil {
 		return err
 	}
-	if st.Version != 1 {
-		return fmt.Errorf("version %d: want 1", st.Version)
+	if st.Version == 1 {
+		c.logger().Warn("check approvals of state version 1 dropped: they name rules by position, which a policy change may have moved", "file", c.StateFile)
+		return nil
+	}
+	if st.Version != stateVersion {
+		return fmt.Errorf("version %d: want %d", st.Version, stateVersion)
 	}
 	now := c.now()
 	for _, e := range st.Approvals {
@@ -74,7 +83,7 @@ func (c *Checker) save() {
 	c.saveMu.Lock()
 	defer c.saveMu.Unlock()
 	now := c.now()
-	st := stateFile{Version: 1, Approvals: []savedEntry{}}
+	st := stateFile{Version: stateVersion, Approvals: []savedEntry{}}
 	c.mu.Lock()
 	for k, a := range c.approvals {
 		if !now.Before(a.Expires) {

@@ -195,6 +195,12 @@ type Decision struct {
 	Rule string
 	// RulePos is where that rule is written, e.g. "policy.hujson:14", or "".
 	RulePos string
+	// RuleID identifies the rule by what it says, not where it stands: a
+	// digest of its canonical JSON (comments, spacing and key order aside).
+	// It survives a reorder of the rules and changes with any change to the
+	// rule. Check approvals are keyed by it. "" when no rule matched; a
+	// Policy of its own may leave it empty (Rule is used instead).
+	RuleID string
 	// Caller is what the policy knows about the caller (node name, owner, tags).
 	Caller Identity
 

@@ -113,7 +113,7 @@ func TestEvaluate(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if diff := cmp.Diff(tt.want, got, cmpopts.EquateEmpty()); diff != "" {
+			if diff := cmp.Diff(tt.want, got, cmpopts.EquateEmpty(), cmpopts.IgnoreFields(Decision{}, "RuleID")); diff != "" { // RuleID: TestRuleID
 				t.Errorf("Evaluate (-want +got):\n%s", diff)
 			}
 			// Explain, the rule-by-rule reading, must agree.
@@ -199,6 +199,49 @@ func TestRootAccountByUID(t *testing.T) {
 			}
 			if d.Action != tc.want {
 				t.Errorf("Evaluate(%s as %s, root %v) = %v by %q, want %v", tc.r.Src.Short(), tc.r.User, tc.r.RootUser, d.Action, d.Rule, tc.want)
+			}
+		})
+	}
+}
+
+// TestRuleID: a rule's RuleID follows what it says: moving it, reformatting
+// it, reordering its keys or adding comments keep it; changing it makes a
+// new one.
+func TestRuleID(t *testing.T) {
+	const nodes = `"nodes": {"laptop": {"key": "KEY1", "owner": "ann@example.com"}, "srv": {"key": "KEY2", "tags": ["tag:server"]}},
+		"tagOwners": {"tag:server": ["ann@example.com"]},`
+	idOf := func(rules string) string {
+		t.Helper()
+		doc, err := Parse([]byte(withKeys("{"+nodes+`"ssh": [`+rules+"]}")), "p.hujson")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := doc.Evaluate(context.Background(), Request{Src: testKey(1), Dst: testKey(2), User: "deploy"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Action != Check || d.RuleID == "" {
+			t.Fatalf("decision %+v: want a check with a RuleID", d)
+		}
+		return d.RuleID
+	}
+	const check = `{"action": "check", "src": ["laptop"], "dst": ["tag:server"], "users": ["deploy"], "checkPeriod": "1h"}`
+	const other = `{"action": "accept", "src": ["laptop"], "dst": ["tag:server"], "users": ["ops"]}`
+	base := idOf(check)
+	for _, tc := range []struct {
+		name  string
+		rules string
+		same  bool
+	}{
+		{"moved down", other + "," + check, true},
+		{"reformatted, keys reordered, commented", `// the check
+			{"users": ["deploy"],   "checkPeriod": "1h", "dst": ["tag:server"], "src": ["laptop"], "action": "check",}`, true},
+		{"users changed", `{"action": "check", "src": ["laptop"], "dst": ["tag:server"], "users": ["deploy", "ops"], "checkPeriod": "1h"}`, false},
+		{"period changed", `{"action": "check", "src": ["laptop"], "dst": ["tag:server"], "users": ["deploy"], "checkPeriod": "8h"}`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := idOf(tc.rules); (got == base) != tc.same {
+				t.Errorf("RuleID %s vs %s: same = %v, want %v", got, base, got == base, tc.same)
 			}
 		})
 	}

@@ -2,6 +2,9 @@ package policy
 
 import (
 	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"slices"
 	"strings"
 	"time"
@@ -55,6 +58,7 @@ func (c *compiler) rule(v *hujson.Value, field string) {
 	r := rule{name: field}
 	r.dec.RulePos, r.line = c.pos(v.StartOffset)
 	r.dec.Rule = field
+	r.dec.RuleID = ruleID(v)
 	for _, k := range []string{"action", "src", "dst", "users"} {
 		if _, ok := get[k]; !ok {
 			c.errorf(v.StartOffset, field, "missing %q", k)
@@ -104,6 +108,21 @@ func (c *compiler) rule(v *hujson.Value, field string) {
 		}
 	}
 	c.doc.rules = append(c.doc.rules, r)
+}
+
+// ruleID is the digest of a rule's canonical JSON: its value with comments
+// and trailing commas removed, decoded and encoded again (which sorts the
+// keys and drops the spacing), SHA-256, the first 16 bytes in hex.
+func ruleID(v *hujson.Value) string {
+	std := v.Clone()
+	std.Standardize()
+	var x any
+	if err := json.Unmarshal(std.Pack(), &x); err != nil {
+		return "" // not reached: the compiler refuses such a rule
+	}
+	b, _ := json.Marshal(x)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:16])
 }
 
 // ruleSrc compiles "src".
