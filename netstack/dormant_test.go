@@ -310,3 +310,50 @@ func TestWakeBudgetOnlyForAddressed(t *testing.T) {
 		t.Errorf("an addressed initiation used %d of the budget; want 1", used)
 	}
 }
+
+// FuzzWake feeds arbitrary datagrams, as received and with a valid mac1
+// (as anyone who knows the node's public key can make one), to the wake
+// path of a node with dormant peers: none wakes a peer, none panics, and
+// opening one allocates a bounded amount whatever its size.
+func FuzzWake(f *testing.F) {
+	ks := mustKey(f)
+	var peers []Peer
+	for i := range 3 {
+		peers = append(peers, Peer{PublicKey: mustKey(f).Public(), AllowedIPs: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{100, 64, 0, byte(i + 2)}), 32)}})
+	}
+	n, err := newNode(Config{PrivateKey: ks, BindAddress: netip.MustParseAddr("127.0.0.1"),
+		Addresses: []netip.Prefix{netip.MustParsePrefix("100.64.0.1/32")}, Peers: peers}, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { n.Close() })
+	withMac1 := func(msg []byte) []byte {
+		m := slices.Clone(msg)
+		mac, _ := blake2s.New128(n.resp.mac1Key[:])
+		mac.Write(m[:initMac1Off])
+		copy(m[initMac1Off:], mac.Sum(nil))
+		return m
+	}
+	f.Add([]byte{})
+	f.Add([]byte{initiationType, 0, 0, 0})
+	f.Add(append([]byte{initiationType, 0, 0, 0}, make([]byte, initiationSize-4)...))
+	f.Add(append([]byte{initiationType, 0, 0, 0}, make([]byte, initiationSize)...))
+	f.Add(append([]byte{4, 0, 0, 0}, make([]byte, 64)...)) // a data packet's header
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		msgs := [][]byte{msg}
+		if len(msg) == initiationSize {
+			fixed := withMac1(msg)
+			fixed[0], fixed[1], fixed[2], fixed[3] = initiationType, 0, 0, 0
+			msgs = append(msgs, withMac1(fixed))
+		}
+		for _, m := range msgs {
+			if allocs := testing.AllocsPerRun(1, func() { n.resp.open(m) }); allocs > 100 { // about 50 for a full open (X25519, AEAD)
+				t.Errorf("opening a %d-byte datagram allocated %v times", len(m), allocs)
+			}
+			n.wake(m)
+			if got := n.dormantN.Load(); got != int64(len(peers)) {
+				t.Fatalf("a forged datagram woke a peer: %d dormant of %d", got, len(peers))
+			}
+		}
+	})
+}
