@@ -207,11 +207,11 @@ func (g *ledger) wait(d int) {
 		}
 		left := g.left
 		g.waiting++
-		g.mu.Unlock()
 		after := g.stall
 		if d == inbound {
 			after = g.in.nextRoll.Sub(now) // when credit may run out
 		}
+		g.mu.Unlock()
 		if t == nil {
 			t = time.NewTimer(after)
 		} else {
