@@ -51,9 +51,12 @@ type Server struct {
 
 	// MaxStartupsPerPeer caps the unauthenticated conns of one peer, so one
 	// peer cannot use up MaxStartups. 0 means 32. Conns over either cap wait
-	// in a queue (up to 1,024 per peer and 4,096 in all, each for at most
+	// in a queue (up to 1,024 per peer and 2,048 in all, each for at most
 	// LoginGraceTime) and start as slots free, so a burst from one host (an
 	// editor, ansible through a WireGuard interface) is slowed, not refused.
+	// A queued conn is not read; over sshmesh's netstack what its peer
+	// writes into it costs the server at most about 46 KiB (a 32 KiB
+	// initial TCP window).
 	MaxStartupsPerPeer int
 
 	// MaxSessions caps the open sessions per conn, like sshd's MaxSessions.

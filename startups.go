@@ -11,10 +11,18 @@ import (
 // (LoginGraceTime), and starts when a slot frees; beyond the queue it is
 // closed. Queues are served round the peers, so a flooding peer holds its
 // own slots and queue and never the others'.
+//
+// A queued conn is not read until it starts, so whatever its peer writes
+// into it waits in the node's TCP stack: with sshmesh's netstack, at most
+// the initial receive window of 32 KiB per conn (about 46 KiB of memory
+// with gVisor's chunks), since the window grows only when the application
+// reads. So one peer's queue costs at most about 46 MiB, and all queues
+// together about 92 MiB. (A conn from another listener costs what that
+// listener's stack buffers for an unread conn.)
 
 const (
 	maxQueuedPerPeer = 1024
-	maxQueued        = 4096
+	maxQueued        = 2048
 )
 
 // admit starts c, queues it, or closes it.

@@ -1,6 +1,7 @@
 package netstack
 
 import (
+	"encoding/binary"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,18 +23,40 @@ import (
 // the kernel's socket buffer (inbound). That is the role of a NIC's ring.
 //
 // The device tells nobody when it is done with a buffer, so the ledger
-// reads it off the buffers it sees: a packet enters when the link hands it
-// to the device (Read) or the socket reads it (receive), and leaves when
-// the device passes it on (Send, Write) or hands its buffer out again
+// reads it off what it sees.
+//
+// Outbound, a packet enters when the link hands it to the device (Read)
+// and leaves when the device sends it (Send) or hands its buffer out again
 // empty (a dropped packet's buffer comes back to a later Read or receive).
 // A buffer the device drops and never shows again (its pool let it go) is
 // forgiven: when the device holds the limit and nothing has left for
-// flightStall, the ledger forgets all it holds and lets traffic on. That
-// costs a stall of flightStall at most once per flightLimit packets
-// forgotten, and never blocks traffic for good. Healthy traffic never
-// stalls (the bulk tests check it): a forgotten packet is one the device
-// dropped into its pool, such as one queued for a peer whose handshake
-// never came.
+// flightStall, the ledger forgets all it holds and lets traffic on. Only
+// our own stack's packets are counted, so only our own traffic (to a peer
+// whose handshake never comes) can cost such a stall.
+//
+// Inbound, anyone can send us datagrams, and the device drops many of
+// them without a trace: replays of a genuine packet, forgeries under a
+// genuine receiver index, packets for a peer being removed. A bound that
+// waited for those to leave could be held shut by whoever sends them
+// (one replayed packet at 30,000/s stalled the receive path 20 ms at a
+// time). So the inbound bound counts only packets it has evidence the
+// device will pass on, from what the device did pass on (link.Write):
+//
+//   - Packets are grouped by their receiver index (one per session key of
+//     a peer); the device hands each peer's packets on in the order they
+//     came, so passing one on means it is done with every earlier packet
+//     of its group, passed on or dropped.
+//   - A packet whose counter is not above the highest the device passed
+//     on in its group is a replay (or late): it is not counted.
+//   - A group counts at most as many packets as it had passed on in the
+//     last one or two creditWindow: a group that passes nothing on
+//     (forgeries, a session that is idle while its packets are replayed)
+//     counts nothing, and a stream's backlog counts in full as long as
+//     the stream moves.
+//
+// So the inbound wait blocks only while live streams have a backlog in the
+// device, and at most about 2 × creditWindow when what blocks it stops
+// moving. Junk costs what it costs the device to drop it.
 
 // flightLimit is how many packets the device may hold in each direction
 // (a read may add one batch more): 128 packets are 8 MiB of the device's
@@ -43,9 +66,14 @@ import (
 // from about 100 MiB of RSS to under 60).
 const flightLimit = 128
 
-// flightStall is how long a full ledger waits for a packet to leave
-// before it forgives what it holds.
+// flightStall is how long a full outbound ledger waits for a packet to
+// leave before it forgives what it holds.
 const flightStall = 20 * time.Millisecond
+
+// creditWindow is the period over which an inbound group's passed-on
+// packets are its credit (see inbound): the credit of a group that stops
+// passing packets on is gone after at most two windows.
+const creditWindow = 10 * time.Millisecond
 
 // The two directions of a ledger.
 const (
@@ -62,14 +90,15 @@ type ledger struct {
 	stall time.Duration
 
 	mu      sync.Mutex
-	held    [2]map[uintptr]struct{}
-	left    chan struct{} // closed (and replaced) when a packet leaves
-	waiting int           // waiters on left
+	out     map[uintptr]struct{} // outbound packets held
+	in      inLedger             // inbound packets held
+	left    chan struct{}        // closed (and replaced) when a packet leaves
+	waiting int                  // waiters on left
 
-	peak [2]int // the most held at once, per direction (tests)
+	peak [2]int // the most counted at once, per direction (tests)
 
-	forgiven atomic.Uint64 // packets forgotten after a stall
-	stalls   atomic.Uint64 // waits that ended in forgiving
+	forgiven atomic.Uint64 // outbound packets forgotten after a stall
+	stalls   atomic.Uint64 // waits that ended without a packet leaving
 	closed   atomic.Bool   // close was called: waits return at once
 }
 
@@ -77,7 +106,8 @@ func newLedger(limit int, stall time.Duration) *ledger {
 	return &ledger{
 		limit: limit,
 		stall: stall,
-		held:  [2]map[uintptr]struct{}{make(map[uintptr]struct{}), make(map[uintptr]struct{})},
+		out:   make(map[uintptr]struct{}),
+		in:    inLedger{entries: make(map[uintptr]inEntry), groups: make(map[uint32]*inGroup), window: creditWindow},
 		left:  make(chan struct{}),
 	}
 }
@@ -91,38 +121,53 @@ func (g *ledger) reclaim(bufs [][]byte) {
 	n := 0
 	for _, b := range bufs {
 		a := bufAddr(b)
-		for d := range g.held {
-			if _, ok := g.held[d][a]; ok {
-				delete(g.held[d], a)
-				n++
-			}
+		if _, ok := g.out[a]; ok {
+			delete(g.out, a)
+			n++
+		}
+		if g.in.forget(a) {
+			n++
 		}
 	}
 	g.wakeLocked(n)
 	g.mu.Unlock()
 }
 
-// enter notes that bufs now hold packets of direction d in the device.
+// enter notes that bufs now hold outbound packets in the device. (Inbound
+// packets enter by enterTransport.)
 func (g *ledger) enter(d int, bufs [][]byte) {
+	if d != outbound {
+		panic("netstack: ledger.enter is for outbound packets")
+	}
 	if len(bufs) == 0 {
 		return
 	}
 	g.mu.Lock()
 	for _, b := range bufs {
-		g.held[d][bufAddr(b)] = struct{}{}
+		g.out[bufAddr(b)] = struct{}{}
 	}
-	g.peak[d] = max(g.peak[d], len(g.held[d]))
+	g.peak[outbound] = max(g.peak[outbound], len(g.out))
 	g.mu.Unlock()
 }
 
-// leave notes that the device has passed on the packets in bufs.
+// leave notes that the device has passed on the packets in bufs: sent
+// them (outbound) or written them to the stack (inbound).
 func (g *ledger) leave(d int, bufs [][]byte) {
 	g.mu.Lock()
-	n := len(g.held[d])
-	for _, b := range bufs {
-		delete(g.held[d], bufAddr(b))
+	n := 0
+	if d == outbound {
+		n = len(g.out)
+		for _, b := range bufs {
+			delete(g.out, bufAddr(b))
+		}
+		n -= len(g.out)
+	} else {
+		now := time.Now()
+		for _, b := range bufs {
+			n += g.in.passed(b, now)
+		}
 	}
-	g.wakeLocked(n - len(g.held[d]))
+	g.wakeLocked(n)
 	g.mu.Unlock()
 }
 
@@ -135,39 +180,62 @@ func (g *ledger) wakeLocked(n int) {
 	}
 }
 
+// heldLocked is what counts against the limit of direction d.
+func (g *ledger) heldLocked(d int, now time.Time) int {
+	if d == outbound {
+		return len(g.out)
+	}
+	g.in.roll(now)
+	return g.in.counted
+}
+
 // wait returns when the device holds fewer than the limit of direction d,
-// or once it has waited stall without a packet leaving (then it forgives
-// all of d), or at once after close.
+// or at once after close. Outbound, once it has waited stall without a
+// packet leaving, it forgives all the device holds; inbound, the credit of
+// groups that pass nothing on runs out within two creditWindows.
 func (g *ledger) wait(d int) {
 	g.mu.Lock()
-	if len(g.held[d]) < g.limit || g.closed.Load() {
+	if g.heldLocked(d, time.Now()) < g.limit || g.closed.Load() {
 		g.mu.Unlock()
 		return
 	}
 	var t *time.Timer
-	for len(g.held[d]) >= g.limit && !g.closed.Load() {
+	for !g.closed.Load() {
+		now := time.Now()
+		if g.heldLocked(d, now) < g.limit {
+			break
+		}
 		left := g.left
 		g.waiting++
+		after := g.stall
+		if d == inbound {
+			after = g.in.nextRoll.Sub(now) // when credit may run out
+		}
 		g.mu.Unlock()
 		if t == nil {
-			t = time.NewTimer(g.stall)
+			t = time.NewTimer(after)
 		} else {
-			t.Reset(g.stall)
+			t.Reset(after)
 		}
 		select {
 		case <-left:
 			g.mu.Lock()
 		case <-t.C:
 			g.mu.Lock()
-			if len(g.held[d]) >= g.limit {
-				g.forgiven.Add(uint64(len(g.held[d])))
+			if d == outbound && len(g.out) >= g.limit {
+				g.forgiven.Add(uint64(len(g.out)))
 				g.stalls.Add(1)
-				clear(g.held[d])
+				clear(g.out)
+			}
+			if d == inbound && g.heldLocked(d, time.Now()) < g.limit {
+				g.stalls.Add(1) // released by credit running out
 			}
 		}
 	}
 	g.mu.Unlock()
-	t.Stop()
+	if t != nil {
+		t.Stop()
+	}
 }
 
 // close ends all waits, now and later.
@@ -178,6 +246,175 @@ func (g *ledger) close() {
 	g.left = make(chan struct{})
 	g.waiting = 0
 	g.mu.Unlock()
+}
+
+// inLedger is the inbound half of a ledger (see the file's comment).
+type inLedger struct {
+	seq      uint64              // numbers the packets entered
+	entries  map[uintptr]inEntry // packets held, by buffer
+	groups   map[uint32]*inGroup // by receiver index
+	counted  int                 // the sum of the groups' counted
+	nextRoll time.Time           // when the credit windows move on
+	window   time.Duration       // creditWindow (tests set another)
+}
+
+// inEntry is an inbound packet in the device.
+type inEntry struct {
+	group   uint32
+	seq     uint64
+	counter uint64
+}
+
+// inGroup is the packets of one receiver index in the device, oldest
+// first, with what the device passed on of the group lately.
+type inGroup struct {
+	fifo    []inFIFO // may hold packets since forgotten (then seq differs)
+	n       int      // packets held
+	max     uint64   // highest counter passed on
+	credit  [2]int   // packets passed on in this creditWindow and the last
+	counted int      // min(n, credit[0]+credit[1])
+}
+
+type inFIFO struct {
+	addr uintptr
+	seq  uint64
+}
+
+// recount updates the group's counted and the total. (Call it after
+// changing n or credit.)
+func (in *inLedger) recount(gr *inGroup) {
+	c := min(gr.n, gr.credit[0]+gr.credit[1])
+	in.counted += c - gr.counted
+	gr.counted = c
+}
+
+// drop removes gr when it holds nothing and has no credit left.
+func (in *inLedger) drop(id uint32, gr *inGroup) {
+	if gr.n == 0 && gr.credit == [2]int{} {
+		delete(in.groups, id)
+	}
+}
+
+// enter notes a transport message with receiver index id and counter c in
+// buffer a; replays of what the group already passed on are left out.
+func (in *inLedger) enter(a uintptr, id uint32, c uint64, limit int) {
+	in.forget(a) // a buffer the device reuses without our seeing it
+	gr := in.groups[id]
+	if gr == nil {
+		gr = &inGroup{}
+		in.groups[id] = gr
+	} else if gr.credit != [2]int{} && c <= gr.max {
+		return // the device drops it (replay) or it is late: not counted
+	}
+	in.seq++
+	in.entries[a] = inEntry{group: id, seq: in.seq, counter: c}
+	gr.fifo = append(gr.fifo, inFIFO{a, in.seq})
+	gr.n++
+	for gr.n > limit { // more than the ledger could count: the oldest are forgiven
+		in.popOldest(gr)
+	}
+	in.recount(gr)
+}
+
+// popOldest removes gr's oldest packet still held.
+func (in *inLedger) popOldest(gr *inGroup) {
+	for len(gr.fifo) > 0 {
+		f := gr.fifo[0]
+		gr.fifo = gr.fifo[1:]
+		if e, ok := in.entries[f.addr]; ok && e.seq == f.seq {
+			delete(in.entries, f.addr)
+			gr.n--
+			return
+		}
+	}
+}
+
+// forget removes the packet in buffer a, if held (its buffer is the
+// device's again). It reports whether one was.
+func (in *inLedger) forget(a uintptr) bool {
+	e, ok := in.entries[a]
+	if !ok {
+		return false
+	}
+	delete(in.entries, a)
+	gr := in.groups[e.group]
+	gr.n--
+	if gr.n == 0 {
+		gr.fifo = gr.fifo[:0]
+	}
+	in.recount(gr)
+	in.drop(e.group, gr)
+	return true
+}
+
+// passed notes that the device wrote the packet in b to the stack: it
+// and every earlier packet of its group have left. It returns how many
+// left. The group and counter are read off b's header, which the device
+// leaves in place (it decrypts after it) and has authenticated, so the
+// group earns its credit even if the ledger had forgotten the packet.
+func (in *inLedger) passed(b []byte, now time.Time) int {
+	if len(b) < transportHeaderSize {
+		return 0
+	}
+	in.roll(now)
+	id, c := binary.LittleEndian.Uint32(b[4:8]), binary.LittleEndian.Uint64(b[8:16])
+	gr := in.groups[id]
+	if gr == nil {
+		gr = &inGroup{}
+		in.groups[id] = gr
+	}
+	n := 0
+	if e, ok := in.entries[bufAddr(b)]; ok && e.group == id {
+		for len(gr.fifo) > 0 && gr.fifo[0].seq <= e.seq {
+			f := gr.fifo[0]
+			gr.fifo = gr.fifo[1:]
+			if x, ok := in.entries[f.addr]; ok && x.seq == f.seq {
+				delete(in.entries, f.addr)
+				gr.n--
+				n++
+			}
+		}
+		if len(gr.fifo) == 0 {
+			gr.fifo = nil // let the backing array go
+		}
+	}
+	gr.max = max(gr.max, c)
+	gr.credit[0]++
+	in.recount(gr)
+	return n
+}
+
+// roll moves the credit windows on when creditWindow has passed, and
+// drops the groups left with nothing.
+func (in *inLedger) roll(now time.Time) {
+	if now.Before(in.nextRoll) {
+		return
+	}
+	moves := 2 // more than a window ago: all credit is gone
+	if !in.nextRoll.IsZero() && now.Before(in.nextRoll.Add(in.window)) {
+		moves = 1
+	}
+	in.nextRoll = now.Add(in.window)
+	in.counted = 0
+	for id, gr := range in.groups {
+		if moves == 1 {
+			gr.credit = [2]int{0, gr.credit[0]}
+		} else {
+			gr.credit = [2]int{}
+		}
+		gr.counted = min(gr.n, gr.credit[1])
+		in.counted += gr.counted
+		if gr.credit == [2]int{} {
+			// No credit: what it holds counts for nothing; forget it,
+			// so that junk does not pile up here either.
+			for _, f := range gr.fifo {
+				if e, ok := in.entries[f.addr]; ok && e.seq == f.seq {
+					delete(in.entries, f.addr)
+				}
+			}
+			delete(in.groups, id)
+		}
+	}
 }
 
 // meteredBind is the device's bind, with the ledger's part on the socket
@@ -224,17 +461,20 @@ func (m *meteredBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 // no one.
 const keepaliveSize = 32
 
+// transportHeaderSize is the size of a transport message's header: type,
+// receiver index, counter.
+const transportHeaderSize = 16
+
 // enterTransport enters the inbound datagrams that will reach the stack
 // if they decrypt: transport messages (type 4) with a packet in them.
 // Handshake messages go elsewhere in the device.
 func (g *ledger) enterTransport(bufs [][]byte, sizes []int) {
 	g.mu.Lock()
-	held := g.held[inbound]
 	for i, b := range bufs {
-		if sizes[i] > keepaliveSize && b[0] == 4 && b[1] == 0 && b[2] == 0 && b[3] == 0 {
-			held[bufAddr(b)] = struct{}{}
+		if sizes[i] > keepaliveSize && len(b) >= transportHeaderSize && b[0] == 4 && b[1] == 0 && b[2] == 0 && b[3] == 0 {
+			g.in.enter(bufAddr(b), binary.LittleEndian.Uint32(b[4:8]), binary.LittleEndian.Uint64(b[8:16]), g.limit)
 		}
 	}
-	g.peak[inbound] = max(g.peak[inbound], len(held))
+	g.peak[inbound] = max(g.peak[inbound], g.in.counted)
 	g.mu.Unlock()
 }

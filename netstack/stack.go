@@ -32,6 +32,19 @@ const nicID = 1
 // separately (flightLimit), not by the window.
 const tcpBufferMax = 2 << 20
 
+// rcvBufferInitial is each TCP connection's receive buffer until its
+// application reads: gVisor's auto-tuning (moderate receive buffer) grows
+// it, up to tcpBufferMax, from what the application copied out in each
+// round trip, so a conn that is read grows its window within a few round
+// trips and bulk throughput does not change (netstack's BenchmarkMeshTCP).
+// A conn nobody reads keeps it: a peer that opens conns and writes into
+// them makes the node buffer at most this much per conn (about 1.4 times
+// it in memory, gVisor's chunks around 1420-byte packets), not a full
+// window. That is what bounds the pre-auth flood of sshmesh.Server: its
+// queued conns are not read until they start. (gVisor's default is 1 MiB:
+// 1,000 queued conns held about 800 MiB.)
+const rcvBufferInitial = 32 << 10
+
 // stackOptions are the options newStack applies.
 type stackOptions struct {
 	mtu    int
@@ -61,12 +74,13 @@ func newStack(addrs []netip.Addr, o stackOptions) (*linkDevice, *meshStack, erro
 	// Set explicitly, not left to gVisor's defaults: SACK and RACK loss
 	// detection (without RACK, a lost segment stalls a stream for an RTO;
 	// tailscale/tailscale#20893 saw uploads 5× slower), receive buffer
-	// auto-tuning, and buffer ceilings (tcpBufferMax).
+	// auto-tuning from a small start (rcvBufferInitial), and buffer
+	// ceilings (tcpBufferMax).
 	sack := tcpip.TCPSACKEnabled(true)
 	rack := tcpip.TCPRACKLossDetection
 	moderate := tcpip.TCPModerateReceiveBufferOption(true)
 	snd := tcpip.TCPSendBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: tcpBufferMax, Max: tcpBufferMax}
-	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: tcpBufferMax / 2, Max: tcpBufferMax}
+	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: rcvBufferInitial, Max: tcpBufferMax}
 	for _, opt := range []tcpip.SettableTransportProtocolOption{&sack, &rack, &moderate, &snd, &rcv} {
 		if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, opt); err != nil {
 			return fail("set TCP option %T: %v", opt, err)
