@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"encoding/base32"
 
-	"github.com/sshmesh/sshmesh/meshkey"
 	"github.com/sshmesh/sshmesh/policy"
 )
 
@@ -32,14 +31,9 @@ func newID() string {
 	return base32.HexEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:])[:12]
 }
 
-// identifier is a policy that can name a node by key (policy.Document).
-type identifier interface {
-	Node(meshkey.Public) (policy.Identity, bool)
-}
-
 func (s *Server) logConnAccepted(c *serverConn) {
 	var id policy.Identity
-	if p, ok := s.currentPolicy().(identifier); ok {
+	if p, ok := s.currentPolicy().(policy.Identifier); ok {
 		id, _ = p.Node(c.peer.Key)
 	}
 	s.logger().Info("conn accepted", "conn", c.id, "peer", c.peer.Key.String(), "node", id.Node, "owner", id.Owner, "addr", c.peer.Addr.String())

@@ -74,7 +74,7 @@ func ExampleServer_Serve() {
 		log.Fatal(err)
 	}
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(sshmesh.NewListener(ln, server, nil)) }()
+	go func() { served <- srv.Serve(ln) }()
 
 	// The client node, 100.64.0.2, and an SSH login over it.
 	client, err := netstack.New(netstack.Config{

@@ -11,9 +11,26 @@ import (
 )
 
 // PeerResolver maps a mesh address to the WireGuard peer that owns it, with
-// WireGuard's allowed-IPs meaning. A *netstack.Node is one.
+// WireGuard's allowed-IPs meaning. A *netstack.Node is one. A resolver that
+// also has a PublicKey() meshkey.Public method (a node does) names the node
+// itself: a [Listener] then gives its conns [Peer.Self] and a NodeKey.
 type PeerResolver interface {
 	PeerForAddr(netip.Addr) (meshkey.Public, bool)
+}
+
+// PeerConn is a conn that knows who is at its other end, as the mesh proved
+// it: the conns of a *netstack.Node's listener, and of a [Listener], are.
+// [Server.Serve] serves only such conns.
+type PeerConn interface {
+	net.Conn
+	// PeerKey is the caller's WireGuard public key.
+	PeerKey() meshkey.Public
+	// NodeKey is the public key of the node that accepted the conn (zero
+	// when the listener does not know it).
+	NodeKey() meshkey.Public
+	// PeerCurrent reports whether the conn's remote address still belongs
+	// to PeerKey (false once the peer was removed or its address moved).
+	PeerCurrent() bool
 }
 
 // Peer is who is on the other end of a mesh conn, as WireGuard proved it.
@@ -23,26 +40,25 @@ type Peer struct {
 	// Local is the mesh address and port the conn reached.
 	Local netip.AddrPort
 	// Self is the public key of the node that accepted the conn, when the
-	// resolver knows it (it has a PublicKey method); zero otherwise.
+	// listener knows it; zero otherwise.
 	Self meshkey.Public
 
-	resolver PeerResolver // to check later that Addr still belongs to Key
+	current func() bool // PeerConn.PeerCurrent of the conn; nil: always
 }
 
 // stillOwns reports whether the mesh still gives p's address to p's key
 // (false once the peer was removed or its address moved to another peer).
 func (p Peer) stillOwns() bool {
-	if p.resolver == nil {
-		return true
-	}
-	k, ok := p.resolver.PeerForAddr(p.Addr.Addr())
-	return ok && k == p.Key
+	return p.current == nil || p.current()
 }
 
-// Listener wraps a net.Listener on a mesh address: every conn it returns
-// carries its [Peer], resolved once at accept time from the conn's source
-// address. A conn whose peer cannot be resolved is closed and logged, never
-// returned. Use [PeerOf] to read the peer of a conn.
+// Listener wraps a net.Listener whose conns do not know their peer (another
+// transport, or a test's loopback listener standing in for the mesh): every
+// conn it returns carries its [Peer], resolved once at accept time from the
+// conn's source address. A conn whose peer cannot be resolved is closed and
+// logged, never returned. Use [PeerOf] to read the peer of a conn. A
+// *netstack.Node's own listeners need no wrapping: their conns know their
+// peer already.
 type Listener struct {
 	net.Listener
 	peers  PeerResolver
@@ -96,8 +112,16 @@ func (l *Listener) resolve(c net.Conn) (Peer, error) {
 	if !ok {
 		return Peer{}, errors.New("no peer owns the source address")
 	}
-	return Peer{Key: key, Addr: remote, Local: local, Self: l.self, resolver: l.peers}, nil
+	current := func() bool {
+		k, ok := l.peers.PeerForAddr(remote.Addr())
+		return ok && k == key
+	}
+	return Peer{Key: key, Addr: remote, Local: local, Self: l.self, current: current}, nil
 }
+
+// NodeKey returns the public key of the node the listener serves, when
+// its resolver knows it (zero otherwise).
+func (l *Listener) NodeKey() meshkey.Public { return l.self }
 
 func addrPort(a net.Addr) (netip.AddrPort, error) {
 	switch a := a.(type) {
@@ -127,13 +151,31 @@ type Conn struct {
 // Peer returns who is on the other end.
 func (c *Conn) Peer() Peer { return c.peer }
 
-// PeerOf returns the peer of a conn accepted from a [Listener], looking
-// through wrappers that have a NetConn() net.Conn method (as crypto/tls
-// conns do). ok is false for any other conn: such a conn must not be served.
+// PeerKey returns the caller's public key (see [PeerConn]).
+func (c *Conn) PeerKey() meshkey.Public { return c.peer.Key }
+
+// NodeKey returns the key of the node that accepted the conn, or zero.
+func (c *Conn) NodeKey() meshkey.Public { return c.peer.Self }
+
+// PeerCurrent reports whether the conn's address still belongs to its peer.
+func (c *Conn) PeerCurrent() bool { return c.peer.stillOwns() }
+
+// PeerOf returns the peer of a [PeerConn] (a conn accepted from a
+// *netstack.Node's listener or from a [Listener]), looking through wrappers
+// that have a NetConn() net.Conn method (as crypto/tls conns do). ok is
+// false for any other conn: such a conn must not be served.
 func PeerOf(c net.Conn) (p Peer, ok bool) {
 	for c != nil {
 		if mc, isMesh := c.(*Conn); isMesh {
 			return mc.peer, true
+		}
+		if pc, isPeer := c.(PeerConn); isPeer {
+			remote, err := addrPort(pc.RemoteAddr())
+			if err != nil {
+				return Peer{}, false
+			}
+			local, _ := addrPort(pc.LocalAddr())
+			return Peer{Key: pc.PeerKey(), Addr: remote, Local: local, Self: pc.NodeKey(), current: pc.PeerCurrent}, true
 		}
 		u, canUnwrap := c.(interface{ NetConn() net.Conn })
 		if !canUnwrap {

@@ -3,8 +3,10 @@ package sshmesh_test
 import (
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"runtime"
@@ -262,4 +264,52 @@ func ownTCPSockets(t *testing.T) int {
 		}
 	}
 	return n
+}
+
+// TestServeNeedsMeshConns: Serve over a listener whose conns do not know
+// their peer (a plain TCP listener, without NewListener) does not refuse
+// every login in silence: it returns an error that says what to do.
+func TestServeNeedsMeshConns(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	srv := &sshmesh.Server{Policy: allowPolicy(), HostKeys: []ssh.Signer{hostKey(t)}}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	select {
+	case err := <-errc:
+		if err == nil || !strings.Contains(err.Error(), "does not know its mesh peer") || !strings.Contains(err.Error(), "NewListener") {
+			t.Errorf("Serve = %v; want an error naming the fix", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Serve still serving a listener without mesh identities")
+	}
+}
+
+// TestServeChecksPolicyNamesNode: a policy document that does not list the
+// server's own node would refuse every login; Serve says so at start.
+func TestServeChecksPolicyNamesNode(t *testing.T) {
+	m := sshmeshtest.NewMesh(t, 2)
+	other := m.Nodes[1]
+	doc, err := policy.Parse([]byte(fmt.Sprintf(`{"nodes": {"laptop": {"key": %q, "owner": "ann@example.com"}}, "ssh": []}`, other.Key.Public())), "p.hujson")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := m.Nodes[0].Listen("tcp", ":22")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	srv := &sshmesh.Server{Policy: doc, HostKeys: []ssh.Signer{hostKey(t)}}
+	err = srv.Serve(ln)
+	if err == nil || !strings.Contains(err.Error(), "the policy does not name this node") || !strings.Contains(err.Error(), m.Nodes[0].Key.Public().String()) {
+		t.Errorf("Serve = %v; want the node's key and what is wrong", err)
+	}
 }

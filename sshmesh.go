@@ -3,6 +3,7 @@ package sshmesh
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -11,6 +12,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/sshmesh/sshmesh/meshkey"
 	"github.com/sshmesh/sshmesh/policy"
 )
 
@@ -151,15 +153,26 @@ func intOr(n, def int) int {
 }
 
 // Serve accepts conns on l and serves SSH on each, until l fails or the
-// server is shut down (then it returns [ErrServerClosed]). Conns must come
-// from a [Listener]: a conn without a peer identity is closed before the
-// handshake.
+// server is shut down (then it returns [ErrServerClosed]). l is a
+// *netstack.Node's listener (node.Listen("tcp", ":22")), whose conns know
+// their peer, or a [Listener] wrapping another transport's. A conn that does
+// not know its peer (a [PeerConn]) is never served: Serve closes it and
+// returns an error saying so, since every conn of such a listener would be
+// refused.
+//
+// When the policy can name nodes ([policy.Identifier]) and l knows its
+// node's key (it has a NodeKey method, as both kinds do), Serve first checks
+// that the policy names this node, and returns an error if not: every login
+// would be refused.
 func (s *Server) Serve(l net.Listener) error {
 	if s.currentPolicy() == nil {
 		return errors.New("sshmesh: Server.Policy is nil")
 	}
 	if len(s.HostKeys) == 0 {
 		return errors.New("sshmesh: Server.HostKeys is empty")
+	}
+	if err := s.checkSelf(l); err != nil {
+		return err
 	}
 	if !s.trackListener(l, true) {
 		return ErrServerClosed
@@ -186,12 +199,31 @@ func (s *Server) Serve(l net.Listener) error {
 		tempDelay = 0
 		peer, ok := PeerOf(c)
 		if !ok {
-			s.logger().Warn("refused conn without a mesh peer identity", "addr", c.RemoteAddr().String())
+			err := fmt.Errorf("sshmesh: Serve: the conn from %v does not know its mesh peer (%T is not a PeerConn): serve a *netstack.Node's listener, or wrap other listeners with NewListener", c.RemoteAddr(), c)
+			s.logger().Error("refused conn without a mesh peer identity; Serve stops", "addr", c.RemoteAddr().String(), "err", err)
 			c.Close()
-			continue
+			return err
 		}
 		s.admit(c, peer)
 	}
+}
+
+// checkSelf returns an error when the policy can name nodes and does not
+// name the node l belongs to.
+func (s *Server) checkSelf(l net.Listener) error {
+	id, ok := s.currentPolicy().(policy.Identifier)
+	nk, hasKey := l.(interface{ NodeKey() meshkey.Public })
+	if !ok || !hasKey {
+		return nil
+	}
+	self := nk.NodeKey()
+	if self.IsZero() {
+		return nil
+	}
+	if _, named := id.Node(self); !named {
+		return fmt.Errorf("sshmesh: Serve: the policy does not name this node (public key %s): every login would be refused; add the node to the policy's nodes", self)
+	}
+	return nil
 }
 
 func (s *Server) forget(c *serverConn) {

@@ -31,7 +31,7 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	go checker.Serve(sshmesh.NewListener(ln, node, nil))
+	go checker.Serve(ln)
 	defer checker.Close()
 	srv.Checker = checker
 	// Output:

@@ -67,7 +67,7 @@ func TestNoticeOverMesh(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go checker.Serve(sshmesh.NewListener(pageLn, server, nil))
+	go checker.Serve(pageLn)
 	t.Cleanup(func() { checker.Close() })
 	srv := &sshmesh.Server{
 		Policy: policy.Func(func(_ context.Context, r policy.Request) (policy.Decision, error) {
@@ -85,7 +85,7 @@ func TestNoticeOverMesh(t *testing.T) {
 	}
 	t.Cleanup(func() { nl.Close() })
 	go func() {
-		l := sshmesh.NewListener(nl, laptop, nil)
+		l := nl
 		for {
 			c, err := l.Accept()
 			if err != nil {

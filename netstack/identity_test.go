@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/sshmesh/sshmesh/meshkey"
 	"github.com/sshmesh/sshmesh/netstack"
 )
 
@@ -242,5 +243,57 @@ func TestDormantPeerKeepsItsAddress(t *testing.T) {
 				t.Fatalf("D's own conn served as %q (accepted %v), want D", who, ok)
 			}
 		})
+	}
+}
+
+// TestConnKnowsItsPeer: a node's listener hands out *netstack.Conn that
+// carry the peer's key (no wrapping needed), Dial returns one for the
+// peer owning the destination, and WhoIs answers from a remote address
+// string as net/http gives it.
+func TestConnKnowsItsPeer(t *testing.T) {
+	ka, kb := newKey(t), newKey(t)
+	a := newNode(t, netstack.Config{PrivateKey: ka, Addresses: []netip.Prefix{pfx("10.0.0.1/32")},
+		Peers: []netstack.Peer{{PublicKey: kb.Public(), AllowedIPs: []netip.Prefix{pfx("10.0.0.2/32")}}}})
+	b := newNode(t, netstack.Config{PrivateKey: kb, Addresses: []netip.Prefix{pfx("10.0.0.2/32")},
+		Peers: []netstack.Peer{{PublicKey: ka.Public(), AllowedIPs: []netip.Prefix{pfx("10.0.0.1/32")}, Endpoint: endpointOf(a)}}})
+	l, err := a.Listen("tcp", ":80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nk, ok := l.(interface{ NodeKey() meshkey.Public }); !ok || nk.NodeKey() != ka.Public() {
+		t.Errorf("listener NodeKey: %v", ok)
+	}
+	acc := acceptAll(t, l)
+	dc, err := b.Dial(testCtx(t, 10*time.Second), "tcp", "10.0.0.1:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dc.Close()
+	if mc, ok := dc.(*netstack.Conn); !ok || mc.PeerKey() != ka.Public() || mc.NodeKey() != kb.Public() {
+		t.Errorf("dialed conn %T: want a *netstack.Conn to A from B", dc)
+	}
+	c := acc.next(t, 10*time.Second)
+	mc, ok := c.(*netstack.Conn)
+	if !ok {
+		t.Fatalf("accepted conn is a %T, want *netstack.Conn", c)
+	}
+	if mc.PeerKey() != kb.Public() || mc.NodeKey() != ka.Public() || !mc.PeerCurrent() {
+		t.Errorf("accepted conn: peer %v node %v current %v", mc.PeerKey().Short(), mc.NodeKey().Short(), mc.PeerCurrent())
+	}
+	for _, addr := range []string{c.RemoteAddr().String(), "10.0.0.2", "[::ffff:10.0.0.2]:1234"} {
+		if k, ok := a.WhoIs(addr); !ok || k != kb.Public() {
+			t.Errorf("WhoIs(%q) = %v, %v; want B", addr, k.Short(), ok)
+		}
+	}
+	for _, addr := range []string{"10.0.0.9:80", "not an address", ""} {
+		if k, ok := a.WhoIs(addr); ok {
+			t.Errorf("WhoIs(%q) = %v, want no peer", addr, k.Short())
+		}
+	}
+	if err := a.SetPeers(nil); err != nil {
+		t.Fatal(err)
+	}
+	if mc.PeerCurrent() {
+		t.Error("PeerCurrent still true after the peer was removed")
 	}
 }

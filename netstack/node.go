@@ -604,7 +604,10 @@ func (n *Node) readListenPort() (uint16, error) {
 
 // Listen listens for TCP conns on the mesh. network is "tcp", "tcp4" or
 // "tcp6"; address is "host:port" where host is one of the node's mesh
-// addresses, or empty (":22") for all of them.
+// addresses, or empty (":22") for all of them. Its conns are *[Conn]s
+// that know their peer; a conn whose source address no peer owns is
+// closed at accept (and logged). The listener has a NodeKey method (the
+// node's public key), so a server can check that its policy names it.
 func (n *Node) Listen(network, address string) (net.Listener, error) {
 	ap, err := n.parseAddr("listen", network, address, true)
 	if err != nil {
@@ -623,7 +626,7 @@ func (n *Node) Listen(network, address string) (net.Listener, error) {
 	if !ap.Addr().IsValid() && network != "tcp" {
 		inner = &familyListener{Listener: l, v4: network == "tcp4", log: n.log}
 	}
-	tl := &trackedListener{Listener: inner, n: n}
+	tl := &trackedListener{Listener: &peerListener{Listener: inner, n: n}, n: n}
 	n.listeners[tl] = struct{}{}
 	return tl, nil
 }
@@ -668,7 +671,8 @@ func (l *familyListener) Accept() (net.Conn, error) {
 }
 
 // Dial opens a TCP conn over the mesh. network is "tcp", "tcp4" or "tcp6";
-// address is "ip:port" (a mesh IP; host names are not resolved).
+// address is "ip:port" (a mesh IP; host names are not resolved). The conn
+// is a *[Conn] of the peer that owns the address.
 func (n *Node) Dial(ctx context.Context, network, address string) (net.Conn, error) {
 	ap, err := n.parseAddr("dial", network, address, false)
 	if err != nil {
@@ -679,7 +683,7 @@ func (n *Node) Dial(ctx context.Context, network, address string) (net.Conn, err
 		return nil, ErrClosed
 	default:
 	}
-	c, err := n.tnet.DialContextTCPAddrPort(ctx, ap)
+	c, err := n.dialConn(ctx, ap)
 	if err != nil {
 		return nil, fmt.Errorf("netstack: dial %s %s: %w", network, address, err)
 	}

@@ -116,6 +116,15 @@ type Policy interface {
 	Evaluate(ctx context.Context, r Request) (Decision, error)
 }
 
+// Identifier is a [Policy] that knows nodes by key, as a *[Document] does.
+// A server names its callers with it (node, owner, tags in the log) and
+// refuses to start when the policy does not name the server's own node.
+type Identifier interface {
+	// Node returns what the policy says about the node with key, and
+	// whether it names that node at all.
+	Node(key meshkey.Public) (Identity, bool)
+}
+
 // Func adapts an ordinary function to [Policy].
 type Func func(ctx context.Context, r Request) (Decision, error)
 

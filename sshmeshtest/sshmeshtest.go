@@ -102,7 +102,7 @@ func Serve(tb testing.TB, node *Node, srv *sshmesh.Server) {
 		tb.Fatal(err)
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(sshmesh.NewListener(ln, node, nil)) }()
+	go func() { errc <- srv.Serve(ln) }()
 	tb.Cleanup(func() {
 		srv.Close()
 		if err := <-errc; !errors.Is(err, sshmesh.ErrServerClosed) {

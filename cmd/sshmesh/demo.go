@@ -144,7 +144,7 @@ Endpoint = 127.0.0.1:%d
 		return err
 	}
 	srv := &sshmesh.Server{Policy: doc, HostKeys: []ssh.Signer{hostKey}, Logger: logger}
-	go srv.Serve(sshmesh.NewListener(ln, node, logger))
+	go srv.Serve(ln)
 	defer srv.Close()
 	knownHosts := filepath.Join(dir, "known_hosts")
 	line := sshmesh.KnownHostsLine(hostKey.PublicKey(), 22, node.Addresses()...)

@@ -159,7 +159,7 @@ func watchNotices(node *netstack.Node, open func(string) error, say io.Writer, l
 	}
 	w := &noticeWatcher{node: node, open: open, say: say, logger: logger,
 		conns: map[uint16]netip.AddrPort{}, opened: map[string]bool{}}
-	go w.serve(sshmesh.NewListener(ln, node, logger))
+	go w.serve(ln)
 	return w
 }
 

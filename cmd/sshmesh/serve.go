@@ -122,7 +122,7 @@ func cmdServe(ctx context.Context, args []string, io stdio) error {
 	}()
 
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(sshmesh.NewListener(ln, node, logger)) }()
+	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
 		return err
@@ -166,7 +166,7 @@ func serveCheckPage(node *netstack.Node, pol *reloadable, port uint16, timeout t
 		Logger:    logger,
 	}
 	go func() {
-		if err := checker.Serve(sshmesh.NewListener(ln, node, logger)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := checker.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logger.Error("check page stopped", "err", err)
 		}
 	}()

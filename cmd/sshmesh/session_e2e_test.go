@@ -624,7 +624,7 @@ func testAbruptDisconnect(t *testing.T, ls *loginServer, u *loginUser) {
 		t.Fatal(err)
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- fast.Serve(sshmesh.NewListener(ln, ls.server, nil)) }()
+	go func() { errc <- fast.Serve(ln) }()
 	t.Cleanup(func() {
 		fast.Close()
 		if err := <-errc; !errors.Is(err, sshmesh.ErrServerClosed) {

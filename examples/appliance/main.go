@@ -103,7 +103,7 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 		Logger:   logger,
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(sshmesh.NewListener(ln, node, logger)) }()
+	go func() { errc <- srv.Serve(ln) }()
 	logger.Info("appliance serving", "addrs", fmt.Sprint(node.Addresses()),
 		"known_hosts", sshmesh.KnownHostsLine(hostKey.PublicKey(), 22, node.Addresses()...))
 	select {

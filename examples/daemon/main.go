@@ -117,7 +117,7 @@ func run(ctx context.Context, wgPath, policyPath, stateDir string, logger *slog.
 
 	// Serve both until a signal, then shut both down gracefully.
 	errc := make(chan error, 2)
-	go func() { errc <- srv.Serve(sshmesh.NewListener(sshLn, node, logger)) }()
+	go func() { errc <- srv.Serve(sshLn) }()
 	go func() { errc <- web.Serve(webLn) }()
 	logger.Info("daemon serving", "addrs", fmt.Sprint(node.Addresses()), "ssh", 22, "status", 8080,
 		"known_hosts", sshmesh.KnownHostsLine(hostKey.PublicKey(), 22, node.Addresses()...))

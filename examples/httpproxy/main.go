@@ -34,7 +34,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sshmesh/sshmesh"
 	"github.com/sshmesh/sshmesh/netstack"
 	"github.com/sshmesh/sshmesh/policy"
 )
@@ -94,17 +93,18 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 	srv := &http.Server{
 		Handler:           newProxy(doc, backend, logger),
 		ReadHeaderTimeout: 10 * time.Second,
-		// Every conn from sshmesh.NewListener carries its WireGuard peer;
-		// put it in the request's context for the handler.
+		// Every conn of a node's listener is a *netstack.Conn that knows
+		// its WireGuard peer; put it in the request's context for the
+		// handler. (No SSH package needed to learn who is calling.)
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			if p, ok := sshmesh.PeerOf(c); ok {
-				ctx = context.WithValue(ctx, peerKey{}, p)
+			if mc, ok := c.(*netstack.Conn); ok {
+				ctx = context.WithValue(ctx, connKey{}, mc)
 			}
 			return ctx
 		},
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(sshmesh.NewListener(ln, node, logger)) }()
+	go func() { errc <- srv.Serve(ln) }()
 	logger.Info("proxy serving", "addrs", fmt.Sprint(node.Addresses()), "port", o.port, "backend", backend.String())
 
 	select {
@@ -121,7 +121,7 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 	return nil
 }
 
-type peerKey struct{}
+type connKey struct{}
 
 // Identity headers: the proxy owns every header with this prefix.
 const headerPrefix = "X-Mesh-"
@@ -154,18 +154,22 @@ func newProxy(doc *policy.Document, backend *url.URL, logger *slog.Logger) http.
 		},
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p, ok := r.Context().Value(peerKey{}).(sshmesh.Peer)
-		if !ok { // not a mesh conn: cannot happen behind sshmesh.NewListener
+		c, ok := r.Context().Value(connKey{}).(*netstack.Conn)
+		// Not a mesh conn (cannot happen on a node's listener), or the
+		// conn's address no longer belongs to the peer it was accepted
+		// from (SetPeers moved it): refuse.
+		if !ok || !c.PeerCurrent() {
 			http.Error(w, "forbidden", http.StatusForbidden)
 			return
 		}
-		id, known := doc.Node(p.Key)
+		key := c.PeerKey()
+		id, known := doc.Node(key)
 		if !known {
-			logger.Warn("refused: peer not in the policy", "peer", p.Key.String(), "addr", p.Addr.String())
+			logger.Warn("refused: peer not in the policy", "peer", key.String(), "addr", r.RemoteAddr)
 			http.Error(w, "forbidden: your node is not in this mesh's policy", http.StatusForbidden)
 			return
 		}
-		logger.Info("request", "peer", p.Key.String(), "node", id.Node, "owner", id.Owner, "method", r.Method, "path", r.URL.Path)
+		logger.Info("request", "peer", key.String(), "node", id.Node, "owner", id.Owner, "method", r.Method, "path", r.URL.Path)
 		rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), idKey{}, id)))
 	})
 }
