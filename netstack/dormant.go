@@ -76,8 +76,8 @@ func (n *Node) setDormant(m map[meshkey.Public]Peer) {
 }
 
 // wake adds a dormant peer to the device when msg, a received handshake
-// initiation, is its (see dormant.go). It runs on the device's receive
-// path, before the device reads msg.
+// initiation, is its (see the top of this file). It runs on the device's
+// receive path, before the device reads msg.
 func (n *Node) wake(msg []byte) {
 	if n.dormantN.Load() == 0 || !n.resp.addressed(msg) || !n.wakes.take(time.Now()) {
 		return
