@@ -5,6 +5,7 @@ import (
 	"crypto/hmac"
 	"crypto/subtle"
 	"hash"
+	"strings"
 	"sync"
 	"time"
 
@@ -62,6 +63,48 @@ const (
 // wakeChecksPerSecond is how many initiations with a valid mac1 the node
 // opens in a second while some peers are dormant.
 const wakeChecksPerSecond = 1000
+
+// startsDormant reports whether a peer that is not on the device yet stays
+// off it until it writes: the node has no endpoint to reach it at.
+func startsDormant(p Peer) bool { return !p.Endpoint.IsValid() }
+
+// setDormant makes m the dormant peers; mu is held, or the device is not
+// up yet.
+func (n *Node) setDormant(m map[meshkey.Public]Peer) {
+	n.dormant = m
+	n.dormantN.Store(int64(len(m)))
+}
+
+// wake adds a dormant peer to the device when msg, a received handshake
+// initiation, is its (see the top of this file). It runs on the device's
+// receive path, before the device reads msg.
+func (n *Node) wake(msg []byte) {
+	if n.dormantN.Load() == 0 || !n.resp.addressed(msg) || !n.wakes.take(time.Now()) {
+		return
+	}
+	in, ok := n.resp.open(msg)
+	if !ok {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	p, dormant := n.dormant[in.static]
+	// The device closes only after isClosed is set under mu, so while mu
+	// is held here, IpcSet cannot wait for a closing device.
+	if !dormant || n.isClosed || !n.resp.authentic(in) {
+		return
+	}
+	var uapi strings.Builder
+	writePeer(&uapi, p, false)
+	if err := n.dev.IpcSet(uapi.String()); err != nil {
+		n.log.Error("netstack: add a dormant peer to the WireGuard device", "peer", p.PublicKey.String(), "err", redactUAPIError(err, n.secrets([]Peer{p})...))
+		return
+	}
+	n.states[in.static].dormant.Store(false) // on the device: its packets are its own now
+	delete(n.dormant, in.static)
+	n.setDormant(n.dormant)
+	n.log.Debug("netstack: dormant peer woke: on the device from its first handshake", "peer", p.PublicKey.String())
+}
 
 // responder opens the handshake initiations sent to one node.
 type responder struct {

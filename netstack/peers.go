@@ -1,0 +1,207 @@
+package netstack
+
+import (
+	"fmt"
+	"io"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sshmesh/sshmesh/meshkey"
+)
+
+// writePeer writes one peer's UAPI lines. update says the peer exists on the
+// device already: its allowed IPs are replaced, and its other settings set.
+func writePeer(w io.Writer, p Peer, update bool) {
+	fmt.Fprintf(w, "public_key=%s\n", p.PublicKey.Hex())
+	if update {
+		io.WriteString(w, "update_only=true\n")
+	}
+	fmt.Fprintf(w, "preshared_key=%s\n", p.PresharedKey.Hex())
+	if p.Endpoint.IsValid() {
+		fmt.Fprintf(w, "endpoint=%s\n", p.Endpoint)
+	}
+	fmt.Fprintf(w, "persistent_keepalive_interval=%d\n", int(p.PersistentKeepalive/time.Second))
+	io.WriteString(w, "replace_allowed_ips=true\n")
+	for _, a := range p.AllowedIPs {
+		fmt.Fprintf(w, "allowed_ip=%s\n", a.Masked())
+	}
+}
+
+// validatePeers checks a peer list and returns a private copy of it with
+// masked prefixes. what names the list in errors.
+func (n *Node) validatePeers(what string, peers []Peer) ([]Peer, error) {
+	out := make([]Peer, len(peers))
+	keys := make(map[meshkey.Public]int)
+	owner := make(map[netip.Prefix]int)
+	for i, p := range peers {
+		if p.PublicKey.IsZero() {
+			return nil, fmt.Errorf("netstack: %s[%d].PublicKey is required", what, i)
+		}
+		if p.PublicKey == n.pub {
+			return nil, fmt.Errorf("netstack: %s[%d]: peer %s is this node's own key", what, i, p.PublicKey.Short())
+		}
+		if j, dup := keys[p.PublicKey]; dup {
+			return nil, fmt.Errorf("netstack: %s[%d] and [%d]: peer %s is listed twice", what, j, i, p.PublicKey.Short())
+		}
+		keys[p.PublicKey] = i
+		if p.PersistentKeepalive < 0 || p.PersistentKeepalive > 65535*time.Second {
+			return nil, fmt.Errorf("netstack: %s[%d].PersistentKeepalive %v is out of range (0-65535s)", what, i, p.PersistentKeepalive)
+		}
+		if p.Endpoint.IsValid() && p.Endpoint.Port() == 0 {
+			return nil, fmt.Errorf("netstack: %s[%d].Endpoint %v has port 0", what, i, p.Endpoint)
+		}
+		q := p
+		q.Endpoint = netip.AddrPortFrom(p.Endpoint.Addr().Unmap(), p.Endpoint.Port())
+		q.AllowedIPs = make([]netip.Prefix, 0, len(p.AllowedIPs))
+		for _, a := range p.AllowedIPs {
+			if !a.IsValid() || a.Addr().Zone() != "" {
+				return nil, fmt.Errorf("netstack: %s[%d].AllowedIPs: %v is not a prefix", what, i, a)
+			}
+			m := a.Masked()
+			if j, dup := owner[m]; dup {
+				if j == i {
+					continue // the same peer twice: harmless
+				}
+				return nil, fmt.Errorf("netstack: %s: prefix %v is given to two peers, %s ([%d]) and %s ([%d]); WireGuard routes a prefix to one peer",
+					what, m, peers[j].PublicKey.Short(), j, p.PublicKey.Short(), i)
+			}
+			owner[m] = i
+			q.AllowedIPs = append(q.AllowedIPs, m)
+		}
+		out[i] = q
+	}
+	return out, nil
+}
+
+// Peers returns a copy of the current peer set, with allowed IPs masked.
+func (n *Node) Peers() []Peer {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]Peer, len(n.peers))
+	for i, p := range n.peers {
+		p.AllowedIPs = slices.Clone(p.AllowedIPs)
+		out[i] = p
+	}
+	return out
+}
+
+// PeerForAddr returns the peer whose allowed IPs hold a, with WireGuard's
+// meaning: the longest matching prefix wins. WireGuard delivers a packet
+// only when its source lies in the sending peer's allowed IPs, and the
+// node's stack takes a packet only when its source's owner is the peer the
+// device holds for it (see [Node.SetPeers] and the dormant peers), so the
+// source address of a mesh conn names the peer whose key decrypted it.
+// While SetPeers changes the owner of a, it names no peer.
+func (n *Node) PeerForAddr(a netip.Addr) (meshkey.Public, bool) {
+	return n.table.Load().peer(a)
+}
+
+// onDevice reports whether a packet with address a, to or from the mesh,
+// belongs to the peer the WireGuard device holds for a. The device itself
+// matches a against the allowed IPs of the peers it holds, which lack the
+// dormant peers' prefixes: a wider prefix of another peer (a hub's /24, a
+// 0.0.0.0/0) would take a dormant peer's address. So the stack takes a
+// packet only when a's owner in the whole peer set is on the device (then
+// the device matched the same peer) and the link sends one only then, as a
+// device holding every peer would. Addresses in flux during SetPeers and
+// addresses no peer owns fail.
+func (n *Node) onDevice(a netip.Addr) bool {
+	_, ok := n.table.Load().sender(a)
+	return ok
+}
+
+// SetPeers replaces the peer set live: it adds the new peers, removes the
+// missing ones and updates the changed ones. Unchanged peers are not touched
+// and keep their sessions and conns. A prefix that moves to another peer
+// moves its identity with it; while the change is applied, addresses whose
+// owner changes resolve to no peer, and the stack drops their packets.
+// Within peers, a prefix given to two peers is an error.
+func (n *Node) SetPeers(peers []Peer) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.isClosed {
+		return ErrClosed
+	}
+	next, err := n.validatePeers("SetPeers", peers)
+	if err != nil {
+		return err
+	}
+	old := make(map[meshkey.Public]Peer, len(n.peers))
+	for _, p := range n.peers {
+		old[p.PublicKey] = p
+	}
+	var uapi strings.Builder
+	// Without replace_peers, the peers not named here stay as they are.
+	keep := make(map[meshkey.Public]bool, len(next))
+	dormant := make(map[meshkey.Public]Peer)
+	states := make(map[meshkey.Public]*peerState, len(next))
+	for _, p := range next {
+		keep[p.PublicKey] = true
+		prev, existed := old[p.PublicKey]
+		_, wasDormant := n.dormant[p.PublicKey]
+		// A peer keeps its state; a new one starts dormant, off the
+		// device, until the change is applied (its prefixes are in flux
+		// until then anyway).
+		ps := n.states[p.PublicKey]
+		if ps == nil {
+			ps = &peerState{key: p.PublicKey}
+			ps.dormant.Store(true)
+		}
+		states[p.PublicKey] = ps
+		switch {
+		case existed && !wasDormant: // on the device: it stays there
+			if !samePeer(prev, p) {
+				writePeer(&uapi, p, true)
+			}
+		case startsDormant(p):
+			dormant[p.PublicKey] = p
+		default: // new, or dormant until now, with an endpoint
+			writePeer(&uapi, p, false)
+		}
+	}
+	var removed []meshkey.Public
+	for _, p := range n.peers {
+		if !keep[p.PublicKey] {
+			if _, wasDormant := n.dormant[p.PublicKey]; !wasDormant {
+				fmt.Fprintf(&uapi, "public_key=%s\nremove=true\n", p.PublicKey.Hex())
+			}
+			removed = append(removed, p.PublicKey)
+		}
+	}
+	oldTable, nextTable := n.table.Load(), newTable(next, states)
+	n.table.Store(transition(oldTable, nextTable))
+	if err := n.dev.IpcSet(uapi.String()); err != nil {
+		// The device may be half-changed; our table stays fail-closed for
+		// every prefix in flux.
+		return fmt.Errorf("netstack: SetPeers: apply to WireGuard device: %w", redactUAPIError(err, n.secrets(next)...))
+	}
+	// The device holds every peer of next but the dormant ones now.
+	for k, ps := range states {
+		if _, isDormant := dormant[k]; !isDormant {
+			ps.dormant.Store(false)
+		}
+	}
+	n.table.Store(nextTable)
+	n.peers = next
+	n.states = states
+	n.setDormant(dormant)
+	for _, k := range removed {
+		n.log.Info("netstack: peer removed", "peer", k.String())
+	}
+	return nil
+}
+
+// isPeer reports whether peer is in the node's peer set.
+func (n *Node) isPeer(peer meshkey.Public) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.ContainsFunc(n.peers, func(p Peer) bool { return p.PublicKey == peer })
+}
+
+func samePeer(a, b Peer) bool {
+	return a.PublicKey == b.PublicKey && a.PresharedKey == b.PresharedKey &&
+		a.Endpoint == b.Endpoint && a.PersistentKeepalive/time.Second == b.PersistentKeepalive/time.Second &&
+		slices.Equal(a.AllowedIPs, b.AllowedIPs)
+}
