@@ -147,7 +147,7 @@ func (s *Session) agentRequest(started bool) bool {
 		return false
 	}
 	if st.agent == nil {
-		u, err := session.LookupUser(c.decision.LocalUser)
+		u, err := c.localAccount()
 		var a *agentSocket
 		if err == nil {
 			a, err = newAgentSocket(u)

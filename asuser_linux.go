@@ -147,3 +147,26 @@ func setGroups(groups []uint32) error {
 	}
 	return nil
 }
+
+// asLocalUser runs fn, which makes sockets for the conn's local user (the
+// TCP forwards' dials and listeners), with that user's credentials when the
+// server is root, so that what it makes is the user's: a loopback service
+// that trusts its client's uid (sock_diag, ident, an sshmesh proxy) sees
+// the user, never root, and the kernel decides what the user may bind. A
+// root server refuses when the local user is no account on this host
+// (there is no one to act as but root). A server that is not root runs fn
+// with its own rights, the only ones it has.
+func (c *serverConn) asLocalUser(fn func() error) error {
+	if os.Geteuid() != 0 {
+		return fn()
+	}
+	u, err := c.localAccount()
+	if err != nil {
+		return fmt.Errorf("no local account to act as: %w", err)
+	}
+	ids, err := idsOf(u)
+	if err != nil {
+		return err
+	}
+	return asUser(ids, fn)
+}

@@ -34,6 +34,7 @@ type serverConn struct {
 	request  policy.Request  // the login request that was decided
 	decision policy.Decision // set by authNone before the handshake ends
 	identity Identity
+	localUID string // uid of decision.LocalUser when the login was decided; "" if no account
 
 	lastActive atomic.Int64 // unix nanos of the last session data
 	heard      atomic.Int64 // unix nanos of the last bytes read from the client
@@ -319,7 +320,15 @@ func (h heardConn) Read(p []byte) (int, error) {
 func (c *serverConn) authNone(meta ssh.ConnMetadata) (*ssh.Permissions, error) {
 	s := c.srv
 	log := s.logger()
-	req := policy.Request{Src: c.peer.Key, SrcAddr: c.peer.Addr, Dst: c.peer.Self, User: meta.User(), RootUser: rootAccount(meta.User())}
+	req := policy.Request{Src: c.peer.Key, SrcAddr: c.peer.Addr, Dst: c.peer.Self, User: meta.User()}
+	acct, err := lookupAccount(req.User)
+	if err != nil {
+		// Not an unknown name: the host could not answer. Whether the name
+		// is root is unknown, so nothing is decided.
+		log.Error("auth decision: cannot look up the login's account; refused", "conn", c.id, "peer", c.peer.Key.String(), "user", req.User, "err", err)
+		return nil, refuse("access denied")
+	}
+	req.RootUser = req.User == "root" || acct != nil && acct.Uid == "0"
 	ctx, cancel := context.WithTimeout(context.Background(), s.loginGraceTime())
 	defer cancel()
 	d, err := s.currentPolicy().Evaluate(ctx, req)
@@ -354,6 +363,17 @@ func (c *serverConn) authNone(meta ssh.ConnMetadata) (*ssh.Permissions, error) {
 		log.Warn("login refused: the conn's address no longer belongs to its peer", attrs...)
 		return nil, refuse("access denied")
 	}
+	// The local account as it is now, kept for the session and the
+	// forwards: they act as exactly this uid, or not at all.
+	if d.LocalUser != req.User {
+		if acct, err = lookupAccount(d.LocalUser); err != nil {
+			log.Error("login refused: cannot look up the local account", append(attrs, "err", err)...)
+			return nil, refuse("access denied")
+		}
+	}
+	if acct != nil {
+		c.localUID = acct.Uid
+	}
 	if !s.reserveConn(c) {
 		log.Warn("login refused: too many conns from this peer (MaxConnsPerPeer)", attrs...)
 		return nil, refuse("too many connections from this node")
@@ -367,16 +387,31 @@ func (c *serverConn) authNone(meta ssh.ConnMetadata) (*ssh.Permissions, error) {
 	return &ssh.Permissions{}, nil
 }
 
-// rootAccount reports whether the local account name is root on this
-// host: named root, or with uid 0 under another name (a toor-style alias),
-// as sshd's PermitRootLogin judges it. A name the host does not know is
-// not root (and cannot log in).
-func rootAccount(name string) bool {
-	if name == "root" {
-		return true
-	}
+// lookupAccount returns the local account name, nil when the host has no
+// such account, or an error when the host could not answer (a failing NSS
+// source, no processes or files left): then nothing about the name is
+// known, and the caller refuses rather than guess.
+func lookupAccount(name string) (*session.User, error) {
 	u, err := session.LookupUser(name)
-	return err == nil && u.Uid == "0"
+	if errors.Is(err, session.ErrUnknownUser) {
+		return nil, nil
+	}
+	return u, err
+}
+
+// localAccount returns the conn's local account, as forwarding and the
+// agent act as it: only the account whose uid was looked up when the login
+// was decided (see authNone), so what the policy judged root or not is what
+// runs.
+func (c *serverConn) localAccount() (*session.User, error) {
+	u, err := session.LookupUser(c.decision.LocalUser)
+	if err != nil {
+		return nil, err
+	}
+	if u.Uid != c.localUID {
+		return nil, fmt.Errorf("the account %q has uid %s now, %q at login", u.Name, u.Uid, c.localUID)
+	}
+	return u, nil
 }
 
 // refuse returns the auth error whose banner the client prints.

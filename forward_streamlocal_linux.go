@@ -91,7 +91,7 @@ func openSocketParent(p string, u *session.User) (dirfd int, name string, err er
 
 // socketUser looks up the conn's local user for socket forwarding.
 func (c *serverConn) socketUser() (*session.User, error) {
-	return session.LookupUser(c.decision.LocalUser)
+	return c.localAccount()
 }
 
 // directStreamLocal serves direct-streamlocal@openssh.com (ssh -L to a

@@ -50,11 +50,17 @@ func (c *serverConn) directTCPIP(ctx context.Context, nch ssh.NewChannel) {
 	}
 	var conn net.Conn
 	var d net.Dialer
-	for _, a := range allowed {
-		if conn, err = d.DialContext(dctx, "tcp", a.String()); err == nil {
-			break
+	// The socket is the local user's, as sshd's (its session process
+	// dials): see asLocalUser.
+	err = c.asLocalUser(func() error {
+		var err error
+		for _, a := range allowed {
+			if conn, err = d.DialContext(dctx, "tcp", a.String()); err == nil {
+				break
+			}
 		}
-	}
+		return err
+	})
 	if err != nil {
 		c.srv.logger().Info("forwarding failed", c.forwardAttrs(LocalPort, target, "err", err)...)
 		nch.Reject(ssh.ConnectionFailed, "connect to "+target+" failed")
@@ -126,7 +132,7 @@ func (c *serverConn) tcpipForward(ctx context.Context, payload []byte) (bool, []
 		return false, nil
 	}
 	target := net.JoinHostPort(m.Addr, strconv.Itoa(int(m.Port)))
-	if m.Port != 0 && m.Port < 1024 && !rootAccount(c.decision.LocalUser) {
+	if m.Port != 0 && m.Port < 1024 && c.localUID != "0" {
 		c.forwardRefused(RemotePort, target, "ports below 1024 need a root session")
 		return false, nil
 	}
@@ -147,7 +153,12 @@ func (c *serverConn) tcpipForward(ctx context.Context, payload []byte) (bool, []
 	}
 	// Only the first allowed address is bound: "localhost" is 127.0.0.1
 	// alone (sshd would add ::1).
-	ln, err := net.Listen("tcp", allowed[0].String())
+	var ln net.Listener
+	err = c.asLocalUser(func() error {
+		var err error
+		ln, err = net.Listen("tcp", allowed[0].String())
+		return err
+	})
 	if err != nil {
 		c.srv.logger().Info("forwarding failed", c.forwardAttrs(RemotePort, target, "err", err)...)
 		return false, nil

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -38,6 +39,11 @@ func forwardPolicy(local, remote []string, agentFwd bool) policy.Policy {
 			LocalForward: local, RemoteForward: remote, AgentForward: agentFwd}, nil
 	})
 }
+
+// forwardUser is the login of the TCP forwarding tests: an account every
+// host has, since a root server makes a forward's sockets as the session's
+// local user (and refuses for a name that is no account).
+const forwardUser = "nobody"
 
 // logBuffer collects a server's slog text output.
 type logBuffer struct {
@@ -124,7 +130,7 @@ func TestForwardLocalPort(t *testing.T) {
 	var log logBuffer
 	ts := startServer(t, &sshmesh.Server{Logger: log.logger(),
 		Policy: forwardPolicy([]string{fmt.Sprintf("127.0.0.1:%d", allowed.port())}, nil, false)})
-	cl := ts.dial(t, "ann")
+	cl := ts.dial(t, forwardUser)
 
 	for _, host := range []string{"127.0.0.1", "localhost"} {
 		c, err := cl.Dial("tcp", fmt.Sprintf("%s:%d", host, allowed.port()))
@@ -154,7 +160,7 @@ func TestForwardRemotePort(t *testing.T) {
 	var log logBuffer
 	ts := startServer(t, &sshmesh.Server{Logger: log.logger(),
 		Policy: forwardPolicy(nil, []string{"127.0.0.1:*"}, false)})
-	cl := ts.dial(t, "ann")
+	cl := ts.dial(t, forwardUser)
 
 	for _, addr := range []string{"127.0.0.1:0", "localhost:0"} {
 		ln, err := cl.Listen("tcp", addr)
@@ -214,7 +220,7 @@ func waitRefused(t *testing.T, port int) {
 
 func TestRemoteListenerClosedWithConn(t *testing.T) {
 	ts := startServer(t, &sshmesh.Server{Policy: forwardPolicy(nil, []string{"127.0.0.1:*"}, false)})
-	cl := ts.dial(t, "ann")
+	cl := ts.dial(t, forwardUser)
 	ln, err := cl.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -285,7 +291,7 @@ func TestForwardHandlerDecides(t *testing.T) {
 			return errors.New("appliance says no")
 		}),
 	})
-	cl := ts.dial(t, "ann")
+	cl := ts.dial(t, forwardUser)
 	c, err := cl.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", a.port()))
 	if err != nil {
 		t.Fatal(err)
@@ -521,7 +527,7 @@ func TestForwardNoLeak(t *testing.T) {
 	time.Sleep(200 * time.Millisecond) // let the server's goroutines start
 	before := serverGoroutines()
 	for range 5 {
-		cl := ts.dial(t, "ann")
+		cl := ts.dial(t, forwardUser)
 		ln, err := cl.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
@@ -586,7 +592,7 @@ func serverGoroutines() int {
 func BenchmarkForwardLocalPort(b *testing.B) {
 	sink := newSink(b)
 	ts := startServer(b, &sshmesh.Server{Policy: forwardPolicy([]string{"127.0.0.1:*"}, nil, false)})
-	c, err := ts.dialFrom(b, clientAddr, "ann", nil)
+	c, err := ts.dialFrom(b, clientAddr, forwardUser, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -697,4 +703,69 @@ func freePrivilegedPort(t *testing.T) int {
 	}
 	t.Fatal("no free port in 901-1023")
 	return 0
+}
+
+// TestTCPForwardAsUser: the sockets of TCP forwarding belong to the
+// session's local user, as sshd's do (its session process dials and
+// listens): a loopback service that trusts its client's uid (an sshmesh
+// proxy, ident, sock_diag) sees the user, never root, and a root server
+// refuses to forward for a login name that is no account.
+func TestTCPForwardAsUser(t *testing.T) {
+	sshmeshtest.NeedRoot(t)
+	u, err := user.Lookup(forwardUser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	ts := startServer(t, &sshmesh.Server{Policy: forwardPolicy([]string{"127.0.0.1:*"}, []string{"127.0.0.1:*"}, false)})
+	cl := ts.dial(t, forwardUser)
+	fc, err := cl.Dial("tcp", target.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fc.Close()
+	sc, err := target.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	if got := tcpSocketUID(t, sc.RemoteAddr().(*net.TCPAddr).Port); got != u.Uid {
+		t.Errorf("ssh -L dialed as uid %s, want %s (%s)", got, u.Uid, forwardUser)
+	}
+	ln, err := cl.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if got := tcpSocketUID(t, ln.Addr().(*net.TCPAddr).Port); got != u.Uid {
+		t.Errorf("ssh -R listens as uid %s, want %s (%s)", got, u.Uid, forwardUser)
+	}
+
+	ghost := ts.dial(t, "no-such-account-x")
+	if c, err := ghost.Dial("tcp", target.Addr().String()); err == nil {
+		c.Close()
+		t.Error("a root server forwarded for a login that is no account (as root)")
+	}
+}
+
+// tcpSocketUID returns the uid that owns this host's IPv4 TCP socket whose
+// local port is port, from /proc/net/tcp.
+func tcpSocketUID(t *testing.T, port int) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf(":%04X", port)
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		if fs := strings.Fields(line); len(fs) > 7 && strings.HasSuffix(fs[1], want) {
+			return fs[7]
+		}
+	}
+	t.Fatalf("no TCP socket on local port %d", port)
+	return ""
 }

@@ -527,3 +527,37 @@ func rssKiB(t *testing.T) int {
 	}
 	return 0
 }
+
+// TestSessionRunsAsTheJudgedAccount: the login's account is looked up
+// once, when the policy decides, and the session runs as that uid or not
+// at all: an account that became uid 0 after the login (an NSS source
+// that answers differently, a usermod) gets no root shell.
+func TestSessionRunsAsTheJudgedAccount(t *testing.T) {
+	sshmeshtest.NeedRoot(t)
+	name := testLoginUser(t)
+	ts := startServer(t, &sshmesh.Server{Policy: policy.Func(func(_ context.Context, r policy.Request) (policy.Decision, error) {
+		if r.RootUser {
+			return policy.Decision{Message: "no root"}, nil
+		}
+		return policy.Decision{Action: policy.Accept, LocalUser: r.User}, nil
+	})})
+	c := ts.dial(t, name)
+	if out, err := exec.Command("usermod", "-o", "-u", "0", name).CombinedOutput(); err != nil {
+		t.Fatalf("usermod: %v %s", err, out)
+	}
+	// Once uid 0, usermod and userdel see the account "in use" (by every
+	// root process): only a forced delete removes it.
+	t.Cleanup(func() {
+		if out, err := exec.Command("userdel", "-f", "-r", name).CombinedOutput(); err != nil {
+			t.Errorf("userdel -f %s: %v %s", name, err, out)
+		}
+	})
+	sess, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := sess.CombinedOutput("id -u")
+	if code := exitCode(err); code == 0 || strings.TrimSpace(string(out)) == "0" || !strings.Contains(string(out), "changed since the login") {
+		t.Errorf("session after the account became uid 0: exit %d, output %q; want a refusal", code, out)
+	}
+}

@@ -15,8 +15,16 @@ import (
 func LoginHandler() Handler { return HandlerFunc(serveLogin) }
 
 func serveLogin(s *Session) {
+	if s.conn.localUID == "" {
+		// No such account when the login was decided: whatever the name
+		// is now, the policy did not judge it.
+		fmt.Fprintf(s.Stderr(), "sshmesh: There is no user %q on this host.\r\n", s.LocalUser())
+		s.Exit(1)
+		return
+	}
 	req := session.Request{
 		User:      s.LocalUser(),
+		UID:       s.conn.localUID,
 		Command:   s.RawCommand(),
 		Subsystem: s.Subsystem(),
 		Env:       s.Environ(),

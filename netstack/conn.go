@@ -41,6 +41,23 @@ func (c *Conn) PeerCurrent() bool {
 	return ok && k == c.peer
 }
 
+// CloseWrite shuts down the writing side of the TCP conn (the peer reads
+// EOF); the reading side stays open.
+func (c *Conn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
+}
+
+// CloseRead shuts down the reading side of the TCP conn.
+func (c *Conn) CloseRead() error {
+	if cr, ok := c.Conn.(interface{ CloseRead() error }); ok {
+		return cr.CloseRead()
+	}
+	return c.Conn.Close()
+}
+
 // NetConn returns the TCP conn underneath.
 func (c *Conn) NetConn() net.Conn { return c.Conn }
 
@@ -117,3 +134,9 @@ func (n *Node) dialConn(ctx context.Context, ap netip.AddrPort) (net.Conn, error
 
 // NodeKey returns the public key of the node the listener belongs to.
 func (l *trackedListener) NodeKey() meshkey.Public { return l.n.pub }
+
+// A *Conn half-closes like the TCP conn it wraps.
+var _ interface {
+	CloseWrite() error
+	CloseRead() error
+} = (*Conn)(nil)

@@ -124,3 +124,18 @@ func TestStartOwnUser(t *testing.T) {
 		t.Errorf("id -u = %q, want %s", res.stdout, me.Uid)
 	}
 }
+
+// TestAccountChangedSinceLogin: a Request with the uid its account had
+// when the login was decided runs only as that uid: if the account now
+// resolves to another (uid 0 among them), Start refuses, starting nothing.
+func TestAccountChangedSinceLogin(t *testing.T) {
+	u, err := LookupUser("root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Start(t.Context(), Request{User: u.Name, UID: "65534", Command: "true"})
+	var ce *ClientError
+	if !errors.As(err, &ce) || !strings.Contains(ce.Msg, "changed since the login") {
+		t.Fatalf("Start as %s (uid %s) with UID 65534 = %v; want a refusal", u.Name, u.Uid, err)
+	}
+}

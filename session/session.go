@@ -12,6 +12,12 @@ type Request struct {
 	// User is the name of the local account to run as. Required.
 	User string
 
+	// UID, when set, is the uid User had when the login was decided: Start
+	// refuses if the account now resolves to another uid (the account
+	// database changed, or a lookup answered differently), so the session
+	// runs as exactly the account the policy judged. "" checks nothing.
+	UID string
+
 	// Command is run as `$SHELL -c Command`. Empty means an interactive
 	// login shell (argv[0] "-bash" style).
 	Command string

@@ -102,6 +102,10 @@ func start(ctx context.Context, r Request, cfg config) (_ *Process, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if r.UID != "" && u.Uid != r.UID {
+		return nil, &ClientError{Msg: fmt.Sprintf("The account %q changed since the login was decided.", r.User),
+			Err: fmt.Errorf("session: user %q: uid %s at login, %s now", r.User, r.UID, u.Uid)}
+	}
 	cur, err := cfg.current()
 	if err != nil {
 		return nil, fmt.Errorf("session: current user: %w", err)

@@ -7,7 +7,7 @@
 //	sshmesh pubkey                      private key on stdin → public key (like wg pubkey)
 //	sshmesh serve --wg CONF --policy FILE [--hostkey PATH] [--port 22]
 //	sshmesh nc --wg CONF HOST PORT      stdin/stdout ↔ HOST:PORT over the mesh (ProxyCommand)
-//	sshmesh proxy --wg CONF --socks5 127.0.0.1:PORT   SOCKS5 (CONNECT only) into the mesh, for this user and root
+//	sshmesh proxy --wg CONF --socks5 127.0.0.1:PORT   SOCKS5 (CONNECT only) into the mesh, for this user only
 //	sshmesh policy check FILE
 //	sshmesh policy explain FILE --src NODE --dst NODE --user NAME
 //	sshmesh replay [--speed N] FILE     play back a session recording

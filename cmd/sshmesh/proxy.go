@@ -27,8 +27,10 @@ import (
 // UDP ASSOCIATE).
 //
 // Whoever uses the proxy is this node on the mesh, so only the user who
-// runs it, and root, may: on Linux the kernel tells who owns the client's
-// socket (see loopbackPeerUID) and every other local user is refused.
+// runs it may: on Linux the kernel tells who owns the client's socket (see
+// loopbackPeerUID) and every other local user is refused, root included
+// unless root runs the proxy (a socket of root's may be a deputy's, such as
+// a server dialing for someone else).
 // SOCKS5 authentication would not do, as browsers send none. Elsewhere the
 // proxy cannot tell, and starts only with --any-local-user.
 func cmdProxy(ctx context.Context, args []string, io stdio) error {
@@ -36,7 +38,7 @@ func cmdProxy(ctx context.Context, args []string, io stdio) error {
 	wgPath := fs.String("wg", "", "wg-quick `file` of this (client) node (required)")
 	listen := fs.String("socks5", "127.0.0.1:1080", "loopback `address:port` of the SOCKS5 proxy")
 	noBrowser := fs.Bool("no-browser", false, "do not open check approval pages of ssh conns through the proxy in a browser")
-	anyUser := fs.Bool("any-local-user", false, "serve SOCKS5 clients of every local user, not only this user's and root's: all of them then "+
+	anyUser := fs.Bool("any-local-user", false, "serve SOCKS5 clients of every local user, not only this user's: all of them then "+
 		"reach the mesh as this node. Only on Linux can the proxy tell who connects; elsewhere it starts only with this flag")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -86,12 +88,12 @@ func cmdProxy(ctx context.Context, args []string, io stdio) error {
 
 // socksProxy is a SOCKS5 server (RFC 1928) that only knows CONNECT without
 // authentication, dialing through dial. It serves only clients whose
-// socket belongs to owner or root, unless anyUser.
+// socket belongs to owner, unless anyUser.
 type socksProxy struct {
 	dial    func(ctx context.Context, network, address string) (net.Conn, error)
 	track   func(net.Conn) func() // nil: no check notices
 	logger  *slog.Logger
-	owner   uint32 // the uid served besides root; 0: root only
+	owner   uint32 // the uid served
 	anyUser bool   // serve every client, asking nobody who it is
 	wg      sync.WaitGroup
 }
@@ -128,7 +130,7 @@ func (p *socksProxy) admit(c net.Conn) bool {
 	case err != nil:
 		p.logger.Warn("socks5 client refused: cannot tell which local user it is", "addr", c.RemoteAddr().String(), "err", err)
 		return false
-	case uid != p.owner && uid != 0:
+	case uid != p.owner:
 		p.logger.Warn("socks5 client refused: another local user's", "addr", c.RemoteAddr().String(), "uid", uid)
 		return false
 	}
