@@ -18,13 +18,13 @@ import (
 //   - names that are not of the form [A-Za-z_][A-Za-z0-9_]* or are longer
 //     than 256 bytes, and values longer than 32 KiB or holding a NUL byte;
 //   - names that change how programs load or run: the loaders' (LD_*,
-//     DYLD_*, GLIBC_TUNABLES, MALLOC_*, GCONV_*, ...), the shells'
-//     (BASH_ENV, ENV, IFS, PS4, SHELLOPTS, BASH_FUNC_*, ...), language
-//     runtimes' (PYTHON*, PERL5*, RUBY*, NODE_OPTIONS, ...), and those
-//     naming a program to run (EDITOR, PAGER, GIT_SSH_COMMAND, GIT_CONFIG*,
-//     SSH_ASKPASS, ...);
-//   - names the session sets itself: PATH, HOME, SHELL, USER, LOGNAME and
-//     MAIL.
+//     DYLD_*, GLIBC_TUNABLES, MALLOC_*, GCONV_*, GETCONF_DIR, ...), the
+//     shells' (BASH_ENV, ENV, IFS, PS4, SHELLOPTS, EXECIGNORE, BASH_FUNC_*,
+//     ...), language runtimes' (PYTHON*, PERL5*, RUBY*, NODE_OPTIONS, ...),
+//     and those naming a program to run (EDITOR, PAGER, GIT_SSH_COMMAND,
+//     GIT_CONFIG*, ...);
+//   - names the session sets itself: PATH, HOME, SHELL, USER, LOGNAME,
+//     MAIL, TERM (from the pty request), XDG_RUNTIME_DIR and SSH_*.
 //
 // Refused names are refused in any case (ld_preload, Path): the Linux loader
 // reads only the exact names, but a handler may pass the variables on to a
@@ -61,12 +61,12 @@ func checkEnvPattern(p string) error {
 	if i := strings.IndexAny(p, "*?"); i >= 0 {
 		lit = p[:i]
 		if pre := envrule.DeniedPrefix(lit); pre != "" {
-			return fmt.Errorf("%q only names variables that change how programs load (%s*); they are never accepted", p, pre)
+			return fmt.Errorf("%q only names variables that change how programs load or run, or that the session sets (%s*); they are never accepted", p, pre)
 		}
 		return nil
 	}
 	if envrule.Denied(p) {
-		return fmt.Errorf("%s changes how programs load or run and is never accepted", p)
+		return fmt.Errorf("%s changes how programs load or run, or the session sets it; it is never accepted", p)
 	}
 	return nil
 }

@@ -43,6 +43,14 @@ func TestEnvAllowed(t *testing.T) {
 		{[]string{"*"}, "GIT_CONFIG_PARAMETERS", false},
 		{[]string{"GIT_*"}, "GIT_AUTHOR_NAME", true},
 		{[]string{"*"}, "HOME", false},
+		// Refused by the session layer before it shared this rule.
+		{[]string{"*"}, "EXECIGNORE", false},
+		{[]string{"*"}, "GETCONF_DIR", false},
+		{[]string{"*"}, "TERM", false},
+		{[]string{"*"}, "XDG_RUNTIME_DIR", false},
+		{[]string{"*"}, "SSH_AUTH_SOCK", false},
+		{[]string{"*"}, "SSH_CONNECTION", false},
+		{[]string{"SSH_*"}, "SSH_ORIGINAL_COMMAND", false},
 		// Malformed names.
 		{[]string{"*"}, "BASH_FUNC_x%%", false},
 		{[]string{"*"}, "A=B", false},
@@ -67,6 +75,7 @@ func TestCheckEnvPattern(t *testing.T) {
 	for p, ok := range map[string]bool{
 		"LANG": true, "LC_*": true, "*": true, "L*": true, "GIT_*": true,
 		"LD_PRELOAD": false, "LD_*": false, "ld_*": false, "DYLD_*": false, "PATH": false, "MALLOC_*": false,
+		"SSH_*": false, "TERM": false,
 		"": false, "A-B": false, "A B": false,
 	} {
 		if err := checkEnvPattern(p); (err == nil) != ok {

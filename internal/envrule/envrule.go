@@ -45,24 +45,29 @@ var (
 		"RUBY",       // RUBYLIB, RUBYOPT
 		"LUA_",       // LUA_PATH, LUA_CPATH, LUA_INIT
 		"GIT_CONFIG", // GIT_CONFIG, GIT_CONFIG_PARAMETERS, GIT_CONFIG_GLOBAL, ...
+		// Set by the session (SSH_CLIENT, SSH_CONNECTION, SSH_TTY,
+		// SSH_AUTH_SOCK, SSH_ORIGINAL_COMMAND); SSH_ASKPASS runs a
+		// program, SSH_SK_PROVIDER loads a library.
+		"SSH_",
 	}
 	// deniedNames refuse exactly these names.
 	deniedNames = []string{
 		// Shells: startup files, options, word splitting, tracing, path search.
 		"BASH_ENV", "ENV", "SHELLOPTS", "BASHOPTS", "PS4", "IFS", "CDPATH",
-		"PROMPT_COMMAND", "BASH_XTRACEFD", "GLOBIGNORE", "ZDOTDIR",
-		// The session sets these itself.
-		"PATH", "HOME", "SHELL", "USER", "LOGNAME", "MAIL",
-		// glibc: locale and conversion data, tunables, name resolution, debugging.
+		"PROMPT_COMMAND", "BASH_XTRACEFD", "GLOBIGNORE", "EXECIGNORE", "ZDOTDIR",
+		// The session sets these itself (TERM from the pty-req).
+		"PATH", "HOME", "SHELL", "USER", "LOGNAME", "MAIL", "TERM", "XDG_RUNTIME_DIR",
+		// glibc: locale and conversion data, tunables, name resolution,
+		// debugging, getconf's helper programs.
 		"LOCPATH", "NLSPATH", "GLIBC_TUNABLES", "HOSTALIASES",
-		"RESOLV_HOST_CONF", "RES_OPTIONS", "LOCALDOMAIN", "TZDIR",
+		"RESOLV_HOST_CONF", "RES_OPTIONS", "LOCALDOMAIN", "TZDIR", "GETCONF_DIR",
 		"SEGFAULT_OUTPUT_NAME", "SEGFAULT_SIGNALS", "SEGFAULT_USE_ALTSTACK",
 		// Language runtimes that load code from a path or an option.
 		"PERLLIB", "NODE_OPTIONS", "NODE_PATH",
 		"JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS", "CLASSPATH",
 		"TCLLIBPATH", "PHPRC", "PHP_INI_SCAN_DIR",
 		// Tools that run another program named in a variable.
-		"GIT_EXEC_PATH", "GIT_SSH", "GIT_SSH_COMMAND", "GIT_ASKPASS", "SSH_ASKPASS",
+		"GIT_EXEC_PATH", "GIT_SSH", "GIT_SSH_COMMAND", "GIT_ASKPASS",
 		"GIT_EXTERNAL_DIFF", "GIT_PAGER", "GIT_EDITOR", "GIT_PROXY_COMMAND",
 		"GIT_TEMPLATE_DIR", "PAGER", "EDITOR", "VISUAL", "BROWSER",
 		// Libraries that load modules or configuration named by a variable.
