@@ -10,7 +10,8 @@ import (
 // EnvAllowed reports whether a client may set the environment variable name
 // to value, given a rule's acceptEnv patterns (as in [Decision.AcceptEnv]).
 // It is the one environment rule: the server applies it to every env
-// request.
+// request, and package session applies its refusals again to the
+// environment it builds.
 //
 // A pattern is a name in which * matches any run of characters and ? any one
 // character; patterns match names exactly as spelt (LANG allows LANG, not

@@ -27,7 +27,8 @@ func TestBuildEnv(t *testing.T) {
 		peer: netip.MustParseAddrPort("[::ffff:100.64.0.7]:51234"), local: netip.MustParseAddrPort("100.64.0.1:22")}
 	client := []string{"LANG=de_DE.UTF-8", "LC_ALL=C", "LD_PRELOAD=/x.so", "LD_LIBRARY_PATH=/x", "BASH_ENV=/x",
 		"ENV=/x", "PATH=/evil", "HOME=/evil", "USER=root", "SSH_CONNECTION=forged", "BASH_FUNC_ls%%=() { :; }",
-		"GLIBC_TUNABLES=x", "1BAD=x", "NOEQUALS", "EDITOR=vim", "TERM=vt100"}
+		"GLIBC_TUNABLES=x", "1BAD=x", "NOEQUALS", "EDITOR=vim", "COLORTERM=truecolor", "TERM=vt100",
+		"ld_preload=/x.so", "XDG_RUNTIME_DIR=/evil"}
 	got := buildEnv(cfg, p, client, []string{"SSHMESH_SESSION_ID=42", "HOME=/extra/wins"})
 	want := []string{
 		"LANG=de_DE.UTF-8",
@@ -41,7 +42,7 @@ func TestBuildEnv(t *testing.T) {
 		"XDG_RUNTIME_DIR=" + filepath.Join(dir, "run", "1000"),
 		"TERM=xterm",
 		"LC_ALL=C",
-		"EDITOR=vim",
+		"COLORTERM=truecolor",
 		"SSH_CLIENT=100.64.0.7 51234 22",
 		"SSH_CONNECTION=100.64.0.7 51234 100.64.0.1 22",
 		"SSH_TTY=/dev/pts/4",
