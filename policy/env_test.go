@@ -1,6 +1,20 @@
 package policy
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/sshmesh/sshmesh/internal/envtest"
+)
+
+// TestEnvRule runs the environment rule's one table (the server and package
+// session run it too) against EnvAllowed under a rule that accepts "*".
+func TestEnvRule(t *testing.T) {
+	for _, c := range envtest.Cases() {
+		if got := EnvAllowed([]string{"*"}, c.Name, c.Value); got != c.Accepted {
+			t.Errorf("EnvAllowed([*], %.40q, %.40q) = %v, want %v", c.Name, c.Value, got, c.Accepted)
+		}
+	}
+}
 
 func TestEnvAllowed(t *testing.T) {
 	tests := []struct {
