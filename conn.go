@@ -420,19 +420,12 @@ func refuse(msg string) error {
 	return &ssh.BannerError{Err: errors.New("refused by policy"), Message: "sshmesh: " + msg + "\r\n"}
 }
 
-// Bounds on what a client may put in the environment.
-const (
-	maxEnvVars  = 64       // per session
-	maxEnvValue = 32 << 10 // bytes per value
-)
+// maxEnvVars bounds the variables a client may set per session.
+const maxEnvVars = 64
 
 // acceptEnv reports whether the client may set name=value for this conn's
-// rule: the rule's acceptEnv allows the name (and policy.EnvAllowed never
-// allows loader variables), and name and value are sane.
+// rule: [policy.EnvAllowed], the one environment rule, with the rule's
+// acceptEnv patterns.
 func (c *serverConn) acceptEnv(name, value string) bool {
-	if name == "" || len(name) > 256 || strings.ContainsAny(name, "=\x00\n") ||
-		len(value) > maxEnvValue || strings.ContainsRune(value, 0) {
-		return false
-	}
-	return policy.EnvAllowed(c.decision.AcceptEnv, name)
+	return policy.EnvAllowed(c.decision.AcceptEnv, name, value)
 }

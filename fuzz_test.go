@@ -6,6 +6,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/sshmesh/sshmesh/internal/envrule"
 	"github.com/sshmesh/sshmesh/policy"
 )
 
@@ -31,7 +32,7 @@ func FuzzEnvRequest(f *testing.F) {
 		switch {
 		case strings.HasPrefix(up, "LD_"), strings.HasPrefix(up, "DYLD_"), up == "BASH_ENV", up == "ENV", up == "PATH":
 			t.Fatalf("loader variable %q accepted", kv.Name)
-		case kv.Name == "", strings.ContainsAny(kv.Name, "=\x00\n"), strings.ContainsRune(kv.Value, 0), len(kv.Value) > maxEnvValue:
+		case kv.Name == "", strings.ContainsAny(kv.Name, "=\x00\n"), strings.ContainsRune(kv.Value, 0), len(kv.Value) > envrule.MaxValue:
 			t.Fatalf("malformed %q=%q accepted", kv.Name, kv.Value)
 		}
 	})

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sshmesh/sshmesh"
+	"github.com/sshmesh/sshmesh/internal/envtest"
 	"github.com/sshmesh/sshmesh/meshkey"
 	"github.com/sshmesh/sshmesh/policy"
 )
@@ -287,6 +288,38 @@ func TestEnvFilteredByRule(t *testing.T) {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff([]string{"LANG=C.UTF-8", "LC_ALL=C"}, <-got); diff != "" {
+		t.Errorf("Environ (-want +got):\n%s", diff)
+	}
+}
+
+// TestEnvRule runs the environment rule's one table (policy and package
+// session run it too) through the server: under a rule that accepts "*",
+// each env request is answered yes exactly when the rule accepts it, and the
+// handler sees exactly the accepted variables, in order.
+func TestEnvRule(t *testing.T) {
+	got := make(chan []string, 1)
+	ts := startServer(t, &sshmesh.Server{
+		Policy:  allowPolicy("*"),
+		Handler: sshmesh.HandlerFunc(func(s *sshmesh.Session) { got <- s.Environ() }),
+	})
+	sess, err := ts.dial(t, "ann").NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, c := range envtest.Cases() {
+		err := sess.Setenv(c.Name, c.Value)
+		if (err == nil) != c.Accepted {
+			t.Errorf("env %.40q=%.40q: reply %v, want accepted %v", c.Name, c.Value, err, c.Accepted)
+		}
+		if c.Accepted {
+			want = append(want, c.Name+"="+c.Value)
+		}
+	}
+	if err := sess.Run("env"); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, <-got); diff != "" {
 		t.Errorf("Environ (-want +got):\n%s", diff)
 	}
 }

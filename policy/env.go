@@ -3,93 +3,37 @@ package policy
 import (
 	"fmt"
 	"strings"
+
+	"github.com/sshmesh/sshmesh/internal/envrule"
 )
 
-// Environment names that change how a program is loaded or which code it
-// runs. A client may never set them, whatever a rule's acceptEnv says: with a
-// forced command or an appliance shell they would be a way out. This is the
-// one list; [EnvAllowed] and the document checks both use it.
-var (
-	// deniedEnvPrefixes refuse every name that starts with them.
-	deniedEnvPrefixes = []string{
-		"LD_",        // ld.so: LD_PRELOAD, LD_LIBRARY_PATH, LD_AUDIT, ...
-		"DYLD_",      // macOS dyld
-		"MALLOC_",    // glibc malloc tunables, MALLOC_CHECK_, ...
-		"GCONV_",     // glibc iconv modules
-		"BASH_FUNC_", // exported bash functions
-		"PYTHON",     // PYTHONPATH, PYTHONSTARTUP, PYTHONHOME, PYTHONUSERBASE, ...
-		"PERL5",      // PERL5LIB, PERL5OPT, PERL5DB
-		"RUBY",       // RUBYLIB, RUBYOPT
-		"LUA_",       // LUA_PATH, LUA_CPATH, LUA_INIT
-		"GIT_CONFIG", // GIT_CONFIG, GIT_CONFIG_PARAMETERS, GIT_CONFIG_COUNT, ...
-	}
-	// deniedEnvNames refuse exactly these names.
-	deniedEnvNames = []string{
-		// Shells: startup files, options, word splitting, tracing, path search.
-		"BASH_ENV", "ENV", "SHELLOPTS", "BASHOPTS", "PS4", "IFS", "CDPATH",
-		"PROMPT_COMMAND", "BASH_XTRACEFD", "GLOBIGNORE", "ZDOTDIR",
-		// The session sets these itself.
-		"PATH", "HOME", "SHELL", "USER", "LOGNAME", "MAIL",
-		// glibc: locale and conversion data, tunables, name resolution, debugging.
-		"GCONV_PATH", "LOCPATH", "NLSPATH", "GLIBC_TUNABLES", "HOSTALIASES",
-		"RESOLV_HOST_CONF", "RES_OPTIONS", "LOCALDOMAIN", "TZDIR",
-		"SEGFAULT_OUTPUT_NAME", "SEGFAULT_SIGNALS", "SEGFAULT_USE_ALTSTACK",
-		// Language runtimes that load code from a path or an option.
-		"PERLLIB", "PERL5LIB", "PERL5OPT", "NODE_OPTIONS", "NODE_PATH",
-		"JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS", "CLASSPATH",
-		"TCLLIBPATH", "PHPRC", "PHP_INI_SCAN_DIR",
-		// Tools that run another program named in a variable.
-		"GIT_EXEC_PATH", "GIT_SSH", "GIT_SSH_COMMAND", "GIT_ASKPASS", "SSH_ASKPASS",
-		"GIT_EXTERNAL_DIFF", "GIT_PAGER", "GIT_EDITOR", "GIT_PROXY_COMMAND",
-		"GIT_TEMPLATE_DIR", "PAGER", "EDITOR", "VISUAL", "BROWSER",
-		// Libraries that load modules or configuration named by a variable.
-		"OPENSSL_CONF", "OPENSSL_ENGINES", "OPENSSL_MODULES", "KRB5_CONFIG",
-		"SSL_CERT_FILE", "SSL_CERT_DIR", "GTK_MODULES", "GST_PLUGIN_PATH",
-		"LOCALE_ARCHIVE", "XDG_CONFIG_DIRS", "XDG_DATA_DIRS", "TMPDIR",
-	}
-)
-
-// envDenied reports whether name is on the loader list (ASCII case-insensitive).
-func envDenied(name string) bool {
-	for _, p := range deniedEnvPrefixes {
-		if len(name) >= len(p) && strings.EqualFold(name[:len(p)], p) {
-			return true
-		}
-	}
-	for _, n := range deniedEnvNames {
-		if strings.EqualFold(name, n) {
-			return true
-		}
-	}
-	return false
-}
-
-// validEnvName reports whether name is a portable variable name:
-// [A-Za-z_][A-Za-z0-9_]*.
-func validEnvName(name string) bool {
-	if name == "" {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		switch {
-		case c == '_', 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z':
-		case '0' <= c && c <= '9' && i > 0:
-		default:
-			return false
-		}
-	}
-	return true
-}
-
-// EnvAllowed reports whether a client may set the environment variable
-// name, given a rule's acceptEnv patterns (as in [Decision.AcceptEnv]).
+// EnvAllowed reports whether a client may set the environment variable name
+// to value, given a rule's acceptEnv patterns (as in [Decision.AcceptEnv]).
+// It is the one environment rule: the server applies it to every env
+// request, and package session applies its refusals again to the
+// environment it builds.
+//
 // A pattern is a name in which * matches any run of characters and ? any one
-// character. Names that are not of the form [A-Za-z_][A-Za-z0-9_]* and names
-// that change how programs load or run (LD_*, DYLD_*, BASH_ENV, ENV, PATH,
-// IFS, PYTHONPATH, ...) are refused whatever the patterns say.
-func EnvAllowed(patterns []string, name string) bool {
-	if !validEnvName(name) || envDenied(name) {
+// character; patterns match names exactly as spelt (LANG allows LANG, not
+// lang). Whatever the patterns say, these are refused:
+//   - names that are not of the form [A-Za-z_][A-Za-z0-9_]* or are longer
+//     than 256 bytes, and values longer than 32 KiB or holding a NUL byte;
+//   - names that change how programs load or run: the loaders' (LD_*,
+//     DYLD_*, GLIBC_TUNABLES, MALLOC_*, GCONV_*, GETCONF_DIR, ...), the
+//     shells' (BASH_ENV, ENV, IFS, PS4, SHELLOPTS, EXECIGNORE, BASH_FUNC_*,
+//     ...), language runtimes' (PYTHON*, PERL5*, RUBY*, NODE_OPTIONS, ...),
+//     and those naming a program to run (EDITOR, PAGER, GIT_SSH_COMMAND,
+//     GIT_CONFIG*, ...);
+//   - names the session sets itself: PATH, HOME, SHELL, USER, LOGNAME,
+//     MAIL, TERM (from the pty request), XDG_RUNTIME_DIR and SSH_*.
+//
+// Refused names are refused in any case (ld_preload, Path): the Linux loader
+// reads only the exact names, but a handler may pass the variables on to a
+// system whose names are case-insensitive (Windows), and no program needs a
+// lowercase variant of a refused name. The full list, with the reason for
+// each entry, is in internal/envrule/envrule.go.
+func EnvAllowed(patterns []string, name, value string) bool {
+	if envrule.Refused(name, value) {
 		return false
 	}
 	for _, p := range patterns {
@@ -117,15 +61,13 @@ func checkEnvPattern(p string) error {
 	lit := p
 	if i := strings.IndexAny(p, "*?"); i >= 0 {
 		lit = p[:i]
-		for _, pre := range deniedEnvPrefixes {
-			if len(lit) >= len(pre) && strings.EqualFold(lit[:len(pre)], pre) {
-				return fmt.Errorf("%q only names variables that change how programs load (%s*); they are never accepted", p, pre)
-			}
+		if pre := envrule.DeniedPrefix(lit); pre != "" {
+			return fmt.Errorf("%q only names variables that change how programs load or run, or that the session sets (%s*); they are never accepted", p, pre)
 		}
 		return nil
 	}
-	if envDenied(p) {
-		return fmt.Errorf("%s changes how programs load or run and is never accepted", p)
+	if envrule.Denied(p) {
+		return fmt.Errorf("%s changes how programs load or run, or the session sets it; it is never accepted", p)
 	}
 	return nil
 }

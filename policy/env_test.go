@@ -1,6 +1,20 @@
 package policy
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/sshmesh/sshmesh/internal/envtest"
+)
+
+// TestEnvRule runs the environment rule's one table (the server and package
+// session run it too) against EnvAllowed under a rule that accepts "*".
+func TestEnvRule(t *testing.T) {
+	for _, c := range envtest.Cases() {
+		if got := EnvAllowed([]string{"*"}, c.Name, c.Value); got != c.Accepted {
+			t.Errorf("EnvAllowed([*], %.40q, %.40q) = %v, want %v", c.Name, c.Value, got, c.Accepted)
+		}
+	}
+}
 
 func TestEnvAllowed(t *testing.T) {
 	tests := []struct {
@@ -43,6 +57,14 @@ func TestEnvAllowed(t *testing.T) {
 		{[]string{"*"}, "GIT_CONFIG_PARAMETERS", false},
 		{[]string{"GIT_*"}, "GIT_AUTHOR_NAME", true},
 		{[]string{"*"}, "HOME", false},
+		// Refused by the session layer before it shared this rule.
+		{[]string{"*"}, "EXECIGNORE", false},
+		{[]string{"*"}, "GETCONF_DIR", false},
+		{[]string{"*"}, "TERM", false},
+		{[]string{"*"}, "XDG_RUNTIME_DIR", false},
+		{[]string{"*"}, "SSH_AUTH_SOCK", false},
+		{[]string{"*"}, "SSH_CONNECTION", false},
+		{[]string{"SSH_*"}, "SSH_ORIGINAL_COMMAND", false},
 		// Malformed names.
 		{[]string{"*"}, "BASH_FUNC_x%%", false},
 		{[]string{"*"}, "A=B", false},
@@ -50,7 +72,7 @@ func TestEnvAllowed(t *testing.T) {
 		{[]string{"*"}, "", false},
 	}
 	for _, tt := range tests {
-		if got := EnvAllowed(tt.patterns, tt.name); got != tt.want {
+		if got := EnvAllowed(tt.patterns, tt.name, "x"); got != tt.want {
 			t.Errorf("EnvAllowed(%q, %q) = %v, want %v", tt.patterns, tt.name, got, tt.want)
 		}
 	}
@@ -58,7 +80,7 @@ func TestEnvAllowed(t *testing.T) {
 
 func TestEnvAllowedNoAllocs(t *testing.T) {
 	pats := []string{"LANG", "LC_*", "GIT_*"}
-	if n := testing.AllocsPerRun(100, func() { EnvAllowed(pats, "GIT_AUTHOR_NAME") }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { EnvAllowed(pats, "GIT_AUTHOR_NAME", "Ann") }); n != 0 {
 		t.Errorf("EnvAllowed allocates %v times", n)
 	}
 }
@@ -67,6 +89,7 @@ func TestCheckEnvPattern(t *testing.T) {
 	for p, ok := range map[string]bool{
 		"LANG": true, "LC_*": true, "*": true, "L*": true, "GIT_*": true,
 		"LD_PRELOAD": false, "LD_*": false, "ld_*": false, "DYLD_*": false, "PATH": false, "MALLOC_*": false,
+		"SSH_*": false, "TERM": false,
 		"": false, "A-B": false, "A B": false,
 	} {
 		if err := checkEnvPattern(p); (err == nil) != ok {

@@ -36,7 +36,7 @@ func ExampleParse() {
 		}
 		fmt.Printf("%s as %s: %s by %s (%s) local user %q message %q\n",
 			d.Caller.Node, user, d.Action, d.Rule, d.RulePos, d.LocalUser, d.Message)
-		fmt.Println("  LANG accepted:", policy.EnvAllowed(d.AcceptEnv, "LANG"), " LD_PRELOAD accepted:", policy.EnvAllowed(d.AcceptEnv, "LD_PRELOAD"))
+		fmt.Println("  LANG accepted:", policy.EnvAllowed(d.AcceptEnv, "LANG", "C.UTF-8"), " LD_PRELOAD accepted:", policy.EnvAllowed(d.AcceptEnv, "LD_PRELOAD", "/x.so"))
 	}
 	// Output:
 	// alice-laptop as deploy: accept by ssh[1] (policy.hujson:10) local user "deploy" message ""
@@ -72,9 +72,9 @@ func ExampleDocument_Explain() {
 func ExampleEnvAllowed() {
 	patterns := []string{"LANG", "LC_*", "*_TOKEN"}
 	for _, name := range []string{"LANG", "LC_ALL", "GITHUB_TOKEN", "LD_PRELOAD", "TERM"} {
-		fmt.Println(name, policy.EnvAllowed(patterns, name))
+		fmt.Println(name, policy.EnvAllowed(patterns, name, "x"))
 	}
-	fmt.Println("LD_PRELOAD with *:", policy.EnvAllowed([]string{"*"}, "LD_PRELOAD"))
+	fmt.Println("LD_PRELOAD with *:", policy.EnvAllowed([]string{"*"}, "LD_PRELOAD", "/x.so"))
 	// Output:
 	// LANG true
 	// LC_ALL true

@@ -25,7 +25,9 @@
 // LANG and LC_* from /etc/default/locale, SSH_CONNECTION, SSH_CLIENT,
 // SSH_TTY, TERM and XDG_RUNTIME_DIR, then the client's variables
 // ([Request.Env]) minus anything that changes how programs load (LD_*,
-// BASH_ENV, PATH, ...), then [Request.ExtraEnv].
+// BASH_ENV, PATH, ...), then [Request.ExtraEnv]. Which client variables are
+// dropped is the server's own environment rule,
+// [github.com/sshmesh/sshmesh/policy.EnvAllowed], applied again here.
 //
 // # Terminals
 //

@@ -7,6 +7,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/sshmesh/sshmesh/internal/envrule"
 )
 
 // Default PATHs, as Debian's sshd is built with, used when
@@ -31,61 +33,6 @@ func systemEnvConfig() envConfig {
 		locale:    "/etc/default/locale",
 		runUser:   "/run/user",
 	}
-}
-
-// sessionSet names the variables the session sets itself; the client may
-// not override them.
-var sessionSet = map[string]bool{
-	"HOME": true, "USER": true, "LOGNAME": true, "SHELL": true, "PATH": true,
-	"MAIL": true, "TERM": true, "XDG_RUNTIME_DIR": true,
-}
-
-// loaderVars names variables that change how programs are found, loaded
-// or started, or how a shell runs before it reads its command.
-var loaderVars = map[string]bool{
-	"BASH_ENV": true, "ENV": true, "PATH": true, "IFS": true, "CDPATH": true,
-	"SHELLOPTS": true, "BASHOPTS": true, "PS4": true, "PROMPT_COMMAND": true,
-	"GLOBIGNORE": true, "EXECIGNORE": true,
-	"GCONV_PATH": true, "GETCONF_DIR": true, "GLIBC_TUNABLES": true,
-	"HOSTALIASES": true, "LOCALDOMAIN": true, "LOCPATH": true,
-	"MALLOC_TRACE": true, "NLSPATH": true, "RESOLV_HOST_CONF": true,
-	"RES_OPTIONS": true, "TZDIR": true,
-	"PYTHONPATH": true, "PYTHONHOME": true, "PYTHONSTARTUP": true,
-	"PERL5LIB": true, "PERLLIB": true, "PERL5OPT": true,
-	"RUBYLIB": true, "RUBYOPT": true, "NODE_OPTIONS": true, "NODE_PATH": true,
-	"JAVA_TOOL_OPTIONS": true, "_JAVA_OPTIONS": true,
-	"GIT_EXEC_PATH": true, "GIT_SSH_COMMAND": true, "GIT_CONFIG_GLOBAL": true,
-	"SSH_AUTH_SOCK": true,
-}
-
-var loaderPrefixes = []string{"LD_", "DYLD_", "BASH_FUNC_", "SSH_", "MALLOC_", "GIT_CONFIG_"}
-
-// clientVarAllowed reports whether the client may set name.
-func clientVarAllowed(name string) bool {
-	if !validName(name) || sessionSet[name] || loaderVars[name] {
-		return false
-	}
-	for _, p := range loaderPrefixes {
-		if strings.HasPrefix(name, p) {
-			return false
-		}
-	}
-	return true
-}
-
-func validName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i, c := range s {
-		switch {
-		case c == '_', 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z':
-		case '0' <= c && c <= '9' && i > 0:
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 // environ is an ordered KEY=VALUE list where a later set replaces.
@@ -143,9 +90,12 @@ func buildEnv(cfg envConfig, p envParams, clientEnv, extraEnv []string) []string
 	if p.term != "" {
 		e.set("TERM", p.term)
 	}
+	// The client's variables, minus what the environment rule refuses
+	// whatever a policy allows (the server asked policy.EnvAllowed already;
+	// a caller of Start that did not is held to the same rule).
 	for _, kv := range clientEnv {
 		k, v, ok := strings.Cut(kv, "=")
-		if !ok || !clientVarAllowed(k) || strings.IndexByte(v, 0) >= 0 {
+		if !ok || envrule.Refused(k, v) {
 			continue
 		}
 		e.set(k, v)
@@ -212,7 +162,7 @@ func readLocale(path string) [][2]string {
 			continue
 		}
 		k = strings.TrimSpace(k)
-		if k != "LANG" && k != "LANGUAGE" && !strings.HasPrefix(k, "LC_") || !validName(k) {
+		if k != "LANG" && k != "LANGUAGE" && !strings.HasPrefix(k, "LC_") || !envrule.ValidName(k) {
 			continue
 		}
 		v = strings.TrimSpace(v)

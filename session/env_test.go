@@ -10,7 +10,53 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/sshmesh/sshmesh/internal/envtest"
 )
+
+// TestEnvRule runs the environment rule's one table (policy and the server
+// run it too): what the client sends reaches the child's environment exactly
+// when the rule accepts it, first in the environment buildEnv makes, then in
+// a real session's.
+func TestEnvRule(t *testing.T) {
+	var client, accepted, refused []string
+	for _, c := range envtest.Cases() {
+		if !c.KeyValue() {
+			continue
+		}
+		kv := c.Name + "=" + c.Value
+		client = append(client, kv)
+		if c.Accepted {
+			accepted = append(accepted, kv)
+		} else {
+			refused = append(refused, kv)
+		}
+	}
+	check := func(t *testing.T, env []string) {
+		t.Helper()
+		for _, kv := range accepted {
+			if !contains(env, kv) {
+				t.Errorf("accepted %.60q missing", kv)
+			}
+		}
+		for _, kv := range refused {
+			if contains(env, kv) {
+				t.Errorf("refused %.60q set", kv)
+			}
+		}
+	}
+	t.Run("buildEnv", func(t *testing.T) {
+		dir := t.TempDir()
+		cfg := envConfig{loginDefs: filepath.Join(dir, "none"), locale: filepath.Join(dir, "none"), runUser: dir}
+		u := &User{Name: "alice", Uid: "1000", Home: "/home/alice", Shell: "/bin/sh"}
+		check(t, buildEnv(cfg, envParams{user: u, term: "xterm"}, client, nil))
+	})
+	t.Run("Start", func(t *testing.T) {
+		u := testUser(t)
+		res := run(t, testConfig(t), Request{User: u.Name, Command: "env -0", Env: client})
+		check(t, strings.Split(res.stdout, "\x00"))
+	})
+}
 
 func TestBuildEnv(t *testing.T) {
 	dir := t.TempDir()
@@ -27,7 +73,8 @@ func TestBuildEnv(t *testing.T) {
 		peer: netip.MustParseAddrPort("[::ffff:100.64.0.7]:51234"), local: netip.MustParseAddrPort("100.64.0.1:22")}
 	client := []string{"LANG=de_DE.UTF-8", "LC_ALL=C", "LD_PRELOAD=/x.so", "LD_LIBRARY_PATH=/x", "BASH_ENV=/x",
 		"ENV=/x", "PATH=/evil", "HOME=/evil", "USER=root", "SSH_CONNECTION=forged", "BASH_FUNC_ls%%=() { :; }",
-		"GLIBC_TUNABLES=x", "1BAD=x", "NOEQUALS", "EDITOR=vim", "TERM=vt100"}
+		"GLIBC_TUNABLES=x", "1BAD=x", "NOEQUALS", "EDITOR=vim", "COLORTERM=truecolor", "TERM=vt100",
+		"ld_preload=/x.so", "XDG_RUNTIME_DIR=/evil"}
 	got := buildEnv(cfg, p, client, []string{"SSHMESH_SESSION_ID=42", "HOME=/extra/wins"})
 	want := []string{
 		"LANG=de_DE.UTF-8",
@@ -41,7 +88,7 @@ func TestBuildEnv(t *testing.T) {
 		"XDG_RUNTIME_DIR=" + filepath.Join(dir, "run", "1000"),
 		"TERM=xterm",
 		"LC_ALL=C",
-		"EDITOR=vim",
+		"COLORTERM=truecolor",
 		"SSH_CLIENT=100.64.0.7 51234 22",
 		"SSH_CONNECTION=100.64.0.7 51234 100.64.0.1 22",
 		"SSH_TTY=/dev/pts/4",

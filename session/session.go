@@ -28,9 +28,12 @@ type Request struct {
 	Subsystem string
 
 	// Env holds the client's KEY=VALUE requests that policy allowed.
-	// Variables that change how programs load or run (LD_*, DYLD_*,
-	// BASH_ENV, ENV, PATH, BASH_FUNC_*, ...) and the ones the session
-	// sets itself (HOME, USER, SSH_*, ...) are dropped anyway.
+	// Whatever the caller passes, the refusals of the one environment rule
+	// ([github.com/sshmesh/sshmesh/policy.EnvAllowed]) apply: variables
+	// that change how programs load or run (LD_*, DYLD_*, BASH_ENV, ENV,
+	// BASH_FUNC_*, EDITOR, ...), the ones the session sets itself (PATH,
+	// HOME, USER, TERM, SSH_*, ...), in any case, and malformed names and
+	// values are dropped.
 	Env []string
 
 	// ExtraEnv holds the server's own KEY=VALUE variables (for example
