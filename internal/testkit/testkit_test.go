@@ -15,13 +15,14 @@ import (
 
 // TestWGQuickParses: what WGQuick writes is what netstack.ParseConfig reads.
 func TestWGQuickParses(t *testing.T) {
+	c := testkit.WGQuick{Addresses: []netip.Prefix{netip.MustParsePrefix("100.64.0.1/32")}, ListenPort: 51820,
+		Peers: []testkit.WGPeer{{AllowedIPs: []netip.Prefix{netip.MustParsePrefix("100.64.0.2/32")},
+			Endpoint: netip.MustParseAddrPort("127.0.0.1:51821")}}}
 	k, err := meshkey.NewPrivate()
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := testkit.WGQuick{PrivateKey: k, Addresses: []netip.Prefix{netip.MustParsePrefix("100.64.0.1/32")}, ListenPort: 51820,
-		Peers: []testkit.WGPeer{{PublicKey: k.Public(), AllowedIPs: []netip.Prefix{netip.MustParsePrefix("100.64.0.2/32")},
-			Endpoint: netip.MustParseAddrPort("127.0.0.1:51821")}}}
+	c.PrivateKey, c.Peers[0].PublicKey = k, k.Public()
 	cfg, _, err := netstack.ParseConfig(strings.NewReader(c.String()), "t.conf")
 	if err != nil {
 		t.Fatalf("ParseConfig: %v\n%s", err, c)
