@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sshmesh/sshmesh"
+	"github.com/sshmesh/sshmesh/internal/testkit"
 	"github.com/sshmesh/sshmesh/sshmeshtest"
 )
 
@@ -125,8 +126,8 @@ func TestForwardSocketsAsUser(t *testing.T) {
 	deniedSvc := newCredService(t, filepath.Join(denied, "svc.sock"))
 	aclDeny(t, denied, "nobody")
 
-	var log logBuffer
-	ts := startServer(t, &sshmesh.Server{Logger: log.logger(),
+	var log testkit.Buffer
+	ts := startServer(t, &sshmesh.Server{Logger: log.Logger(),
 		Policy: forwardPolicy([]string{dir + "/*/*"}, []string{dir + "/*/*"}, false)})
 	cl := ts.dial(t, "nobody")
 

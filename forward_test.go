@@ -1,18 +1,15 @@
 package sshmesh_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
 	"runtime"
@@ -27,6 +24,7 @@ import (
 	"golang.org/x/crypto/ssh/agent"
 
 	"github.com/sshmesh/sshmesh"
+	"github.com/sshmesh/sshmesh/internal/testkit"
 	"github.com/sshmesh/sshmesh/policy"
 	"github.com/sshmesh/sshmesh/sshmeshtest"
 )
@@ -44,28 +42,6 @@ func forwardPolicy(local, remote []string, agentFwd bool) policy.Policy {
 // host has, since a root server makes a forward's sockets as the session's
 // local user (and refuses for a name that is no account).
 const forwardUser = "nobody"
-
-// logBuffer collects a server's slog text output.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *logBuffer) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
 
 // echoServer listens on loopback, echoes every conn and counts accepts.
 type echoServer struct {
@@ -127,8 +103,8 @@ func roundTrip(t *testing.T, c net.Conn, msg string) string {
 
 func TestForwardLocalPort(t *testing.T) {
 	allowed, other := newEchoServer(t), newEchoServer(t)
-	var log logBuffer
-	ts := startServer(t, &sshmesh.Server{Logger: log.logger(),
+	var log testkit.Buffer
+	ts := startServer(t, &sshmesh.Server{Logger: log.Logger(),
 		Policy: forwardPolicy([]string{fmt.Sprintf("127.0.0.1:%d", allowed.port())}, nil, false)})
 	cl := ts.dial(t, forwardUser)
 
@@ -157,8 +133,8 @@ func TestForwardLocalPort(t *testing.T) {
 }
 
 func TestForwardRemotePort(t *testing.T) {
-	var log logBuffer
-	ts := startServer(t, &sshmesh.Server{Logger: log.logger(),
+	var log testkit.Buffer
+	ts := startServer(t, &sshmesh.Server{Logger: log.Logger(),
 		Policy: forwardPolicy(nil, []string{"127.0.0.1:*"}, false)})
 	cl := ts.dial(t, forwardUser)
 
@@ -233,8 +209,8 @@ func TestRemoteListenerClosedWithConn(t *testing.T) {
 func TestForwardingRefusedByRule(t *testing.T) {
 	sshmeshtest.NeedRoot(t) // the socket kinds resolve a real user
 	target := newEchoServer(t)
-	var log logBuffer
-	ts := startServer(t, &sshmesh.Server{Logger: log.logger(), Policy: forwardPolicy(nil, nil, false),
+	var log testkit.Buffer
+	ts := startServer(t, &sshmesh.Server{Logger: log.Logger(), Policy: forwardPolicy(nil, nil, false),
 		Handler: sshmesh.HandlerFunc(func(s *sshmesh.Session) { fmt.Fprint(s, s.AgentSocket()) })})
 	cl := ts.dial(t, "root")
 
@@ -359,8 +335,8 @@ func TestForwardUnixSockets(t *testing.T) {
 	os.Mkdir(closed, 0o700)
 	os.Symlink("/etc", filepath.Join(open, "link"))
 
-	var log logBuffer
-	ts := startServer(t, &sshmesh.Server{Logger: log.logger(),
+	var log testkit.Buffer
+	ts := startServer(t, &sshmesh.Server{Logger: log.Logger(),
 		Policy: forwardPolicy([]string{dir + "/*/*", dir + "/*/*/*"}, []string{dir + "/*/*", dir + "/*/*/*"}, false)})
 	cl := ts.dial(t, "nobody")
 
@@ -654,11 +630,7 @@ func benchCopy(b *testing.B, conn net.Conn) {
 // does, and its sessions may then listen on ports below 1024 (-R).
 func TestRootAliasIsRoot(t *testing.T) {
 	sshmeshtest.NeedRoot(t)
-	alias := fmt.Sprintf("smtoor%d", time.Now().UnixNano()%1e6)
-	if out, err := exec.Command("useradd", "-o", "-u", "0", "-g", "0", "-M", "-N", "-d", "/root", "-s", "/bin/sh", alias).CombinedOutput(); err != nil {
-		t.Fatalf("useradd: %v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("userdel", "-f", alias).Run() })
+	alias := testkit.NewUser(t, testkit.UserOptions{Shell: "/bin/sh", RootAlias: true}).Name
 	m := sshmeshtest.NewMesh(t, 2)
 	server, laptop := m.Nodes[0], m.Nodes[1]
 	docWith := func(users string) *policy.Document {

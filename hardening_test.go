@@ -21,6 +21,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sshmesh/sshmesh"
+	"github.com/sshmesh/sshmesh/internal/testkit"
 	"github.com/sshmesh/sshmesh/meshkey"
 	"github.com/sshmesh/sshmesh/policy"
 	"github.com/sshmesh/sshmesh/sshmeshtest"
@@ -378,12 +379,7 @@ func testLoginUser(t *testing.T) string {
 		}
 		return me.Username
 	}
-	name := fmt.Sprintf("sshmesh-t%d", time.Now().UnixNano()%1e6)
-	if out, err := exec.Command("useradd", "-m", "-s", "/bin/sh", name).CombinedOutput(); err != nil {
-		t.Fatalf("useradd: %v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("userdel", "-r", name).Run() })
-	return name
+	return testkit.NewUser(t, testkit.UserOptions{Shell: "/bin/sh"}).Name
 }
 
 // countProcs counts processes whose command line contains marker.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sshmesh/sshmesh"
+	"github.com/sshmesh/sshmesh/internal/testkit"
 )
 
 // TestCloseLogsUnauthenticatedConns: the server closes no conn before
@@ -15,8 +16,8 @@ import (
 // stuck in the handshake and the conns waiting in the startup queue each
 // get a "conn closed" line with a reason.
 func TestCloseLogsUnauthenticatedConns(t *testing.T) {
-	var logs logBuffer
-	srv := &sshmesh.Server{MaxStartupsPerPeer: 1, Logger: logs.logger(), Handler: sshmesh.HandlerFunc(func(*sshmesh.Session) {})}
+	var logs testkit.Buffer
+	srv := &sshmesh.Server{MaxStartupsPerPeer: 1, Logger: logs.Logger(), Handler: sshmesh.HandlerFunc(func(*sshmesh.Session) {})}
 	ts := startServer(t, srv)
 	dial := func() net.Conn {
 		t.Helper()
@@ -49,7 +50,7 @@ func TestCloseLogsUnauthenticatedConns(t *testing.T) {
 }
 
 // waitLogCount waits up to 20 s for s to appear n times in logs.
-func waitLogCount(t *testing.T, logs *logBuffer, s string, n int) {
+func waitLogCount(t *testing.T, logs *testkit.Buffer, s string, n int) {
 	t.Helper()
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		if strings.Count(logs.String(), s) >= n {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sshmesh/sshmesh/internal/testkit"
 	"github.com/sshmesh/sshmesh/meshkey"
 	"golang.org/x/sys/unix"
 )
@@ -161,11 +163,12 @@ func setupWGTun() (t *wgTun, teardown func()) {
 	}
 	type side struct {
 		ns, ifc, addr, peerAddr, endpoint string
-		key, peerKey                      string
+		key                               meshkey.Private
+		peerKey                           meshkey.Public
 	}
 	sides := []side{
-		{t.nsA, "swa" + id, "100.65.0.1", "100.65.0.2", "10.232.0.2:51820", keyA.Base64(), keyB.Public().String()},
-		{t.nsB, "swb" + id, "100.65.0.2", "100.65.0.1", "10.232.0.1:51820", keyB.Base64(), keyA.Public().String()},
+		{t.nsA, "swa" + id, "100.65.0.1", "100.65.0.2", "10.232.0.2:51820", keyA, keyB.Public()},
+		{t.nsB, "swb" + id, "100.65.0.2", "100.65.0.1", "10.232.0.1:51820", keyB, keyA.Public()},
 	}
 	dir, err := os.MkdirTemp("", "sshmesh-bench-")
 	if err != nil {
@@ -200,8 +203,8 @@ func setupWGTun() (t *wgTun, teardown func()) {
 		}
 		cancel()
 		conf := filepath.Join(dir, s.ifc+".conf")
-		text := fmt.Sprintf("[Interface]\nPrivateKey = %s\nListenPort = 51820\n\n[Peer]\nPublicKey = %s\nAllowedIPs = %s/32\nEndpoint = %s\n",
-			s.key, s.peerKey, s.peerAddr, s.endpoint)
+		text := testkit.WGQuick{PrivateKey: s.key, ListenPort: 51820, Peers: []testkit.WGPeer{{PublicKey: s.peerKey,
+			AllowedIPs: []netip.Prefix{netip.MustParsePrefix(s.peerAddr + "/32")}, Endpoint: netip.MustParseAddrPort(s.endpoint)}}}.String()
 		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 			return fail(err)
 		}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sshmesh/sshmesh/internal/testkit"
 	"github.com/sshmesh/sshmesh/meshkey"
 	"github.com/sshmesh/sshmesh/netstack"
 )
@@ -17,7 +18,7 @@ import (
 // over IPv6 loopback at once, and each keeps its identity.
 func TestAllAddressesBothFamilies(t *testing.T) {
 	if c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback}); err != nil {
-		skipOrFail(t, fmt.Sprintf("no IPv6 loopback here: %v", err))
+		testkit.SkipOrFail(t, fmt.Sprintf("no IPv6 loopback here: %v", err))
 	} else {
 		c.Close()
 	}

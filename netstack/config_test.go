@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/sshmesh/sshmesh/internal/testkit"
 	"github.com/sshmesh/sshmesh/meshkey"
 	"github.com/sshmesh/sshmesh/netstack"
 )
@@ -208,7 +209,7 @@ func TestLoadConfig(t *testing.T) {
 
 // TestKeysWithWG round-trips key text through the real wg tool.
 func TestKeysWithWG(t *testing.T) {
-	wg := needBinary(t, "wg")
+	wg := testkit.NeedBinary(t, "wg", "wireguard-tools")
 	run := func(stdin string, args ...string) string {
 		t.Helper()
 		cmd := exec.Command(wg, args...)

@@ -4,8 +4,6 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"os"
-	"os/exec"
 	"testing"
 	"time"
 
@@ -93,36 +91,4 @@ func (a *acceptor) next(t testing.TB, d time.Duration) net.Conn {
 		t.Fatalf("no conn accepted within %v", d)
 		return nil
 	}
-}
-
-// inCI reports whether the tests run under CI, where the real-parts tests
-// must run rather than skip.
-func inCI() bool { return os.Getenv("CI") == "true" }
-
-// skipOrFail skips a test that lacks something on a developer's machine
-// but fails it under CI=true.
-func skipOrFail(t testing.TB, why string) {
-	t.Helper()
-	if inCI() {
-		t.Fatalf("%s (CI=true: this test must run in CI; .ci/run installs what it needs)", why)
-	}
-	t.Skipf("%s; skipped outside CI (under CI=true this fails)", why)
-}
-
-// requireRoot needs root, by the skip-or-fail rule.
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		skipOrFail(t, "needs root")
-	}
-}
-
-// needBinary returns the path of a program, by the skip-or-fail rule.
-func needBinary(t testing.TB, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		skipOrFail(t, "needs "+name+" in PATH (Debian: wireguard-tools, wireguard-go, iproute2)")
-	}
-	return p
 }

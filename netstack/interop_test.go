@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sshmesh/sshmesh/internal/testkit"
 	"github.com/sshmesh/sshmesh/netstack"
 )
 
@@ -27,11 +28,11 @@ import (
 // client (bash's /dev/tcp) inside it, joined to the host by a veth pair
 // whose two addresses exist only on that pair.
 func TestInteropWireGuardGo(t *testing.T) {
-	requireRoot(t)
-	ip := needBinary(t, "ip")
-	wg := needBinary(t, "wg")
-	wgGo := needBinary(t, "wireguard-go")
-	bash := needBinary(t, "bash")
+	testkit.NeedRoot(t)
+	ip := testkit.NeedBinary(t, "ip", "iproute2")
+	wg := testkit.NeedBinary(t, "wg", "wireguard-tools")
+	wgGo := testkit.NeedBinary(t, "wireguard-go", "wireguard-go")
+	bash := testkit.NeedBinary(t, "bash", "bash")
 
 	var rnd [3]byte
 	rand.Read(rnd[:])
@@ -105,7 +106,7 @@ func TestInteropWireGuardGo(t *testing.T) {
 		node *netstack.Node
 	}
 	var nodes []meshNode
-	conf := fmt.Sprintf("[Interface]\nPrivateKey = %s\nAddress = 100.64.0.2/32\nListenPort = 51820\n", nsKey.Base64())
+	conf := testkit.WGQuick{PrivateKey: nsKey, Addresses: []netip.Prefix{pfx("100.64.0.2/32")}, ListenPort: 51820}
 	for i, mode := range []struct {
 		name string
 		gro  bool
@@ -124,17 +125,17 @@ func TestInteropWireGuardGo(t *testing.T) {
 			}},
 		})
 		nodes = append(nodes, meshNode{mode.name, mode.gro, addr, node})
-		conf += fmt.Sprintf("\n[Peer]\nPublicKey = %s\nAllowedIPs = %s/32\nEndpoint = %s\n",
-			key.Public(), addr, netip.AddrPortFrom(hostIP, node.ListenPort()))
+		conf.Peers = append(conf.Peers, testkit.WGPeer{PublicKey: key.Public(),
+			AllowedIPs: []netip.Prefix{netip.PrefixFrom(addr, 32)}, Endpoint: netip.AddrPortFrom(hostIP, node.ListenPort())})
 	}
 
 	// A wg-quick file for the namespace side; wg setconf takes it without
 	// the wg-quick-only Address line, which ip applies instead.
-	if _, _, err := netstack.ParseConfig(strings.NewReader(conf), "ns.conf"); err != nil {
+	if _, _, err := netstack.ParseConfig(strings.NewReader(conf.String()), "ns.conf"); err != nil {
 		t.Fatalf("our parser refuses the namespace's wg-quick file: %v", err)
 	}
 	var setconf, address strings.Builder
-	for line := range strings.Lines(conf) {
+	for line := range strings.Lines(conf.String()) {
 		if v, ok := strings.CutPrefix(line, "Address = "); ok {
 			address.WriteString(strings.TrimSpace(v))
 			continue

@@ -3,111 +3,26 @@
 package session
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
-	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/sshmesh/sshmesh/internal/testkit"
 )
-
-// requireRoot skips tests that create users when not root, except in CI,
-// where they must run.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("this test needs root to create users and switch to them; CI must run it as root")
-	}
-	t.Skip("needs root to create users and switch to them (CI runs it as root)")
-}
-
-// requireBinary skips (or fails under CI) when path does not exist.
-func requireBinary(t *testing.T, path, pkg string) {
-	t.Helper()
-	if _, err := os.Stat(path); err == nil {
-		return
-	}
-	msg := path + " is missing; install the Debian package " + pkg
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg) // by hand only: under CI=true the missing part fails above
-}
-
-func randomSuffix(t *testing.T) string {
-	b := make([]byte, 4)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
-}
-
-func runRoot(t *testing.T, name string, args ...string) {
-	t.Helper()
-	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-}
 
 // testUser is a real local user with a home, bash, and one supplementary
 // group, removed when the test ends.
 func testUser(t *testing.T) *User {
 	t.Helper()
-	requireRoot(t)
-	sfx := randomSuffix(t)
-	name, group := "sshmesh-t"+sfx, "sshmesh-g"+sfx
-	runRoot(t, "groupadd", group)
-	t.Cleanup(func() { _ = exec.Command("groupdel", group).Run() })
-	runRoot(t, "useradd", "-m", "-s", "/bin/bash", "-G", group, name)
-	t.Cleanup(func() {
-		if out, err := exec.Command("userdel", "-r", name).CombinedOutput(); err != nil {
-			t.Logf("userdel -r %s: %v %s", name, err, out)
-		}
-	})
-	u, err := LookupUser(name)
+	u, err := LookupUser(testkit.NewUser(t, testkit.UserOptions{Group: true}).Name)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return u
-}
-
-// syncBuffer is a bytes.Buffer safe for one writer and polling readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// waitFor polls until b contains sub.
-func (s *syncBuffer) waitFor(t *testing.T, sub string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(s.String(), sub) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %q in output %q", sub, s.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // testConfig is the system config with login records and motd in a
@@ -131,7 +46,7 @@ type result struct {
 // run starts r with cfg and waits for it, failing the test after 30s.
 func run(t *testing.T, cfg config, r Request) result {
 	t.Helper()
-	var out, errOut syncBuffer
+	var out, errOut testkit.Buffer
 	if r.Stdout == nil {
 		r.Stdout = &out
 	}

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/sshmesh/sshmesh/internal/testkit"
 )
 
 func TestExitCodesAndSignals(t *testing.T) {
@@ -58,14 +60,14 @@ func TestSignal(t *testing.T) {
 	u := testUser(t)
 	for _, name := range []string{"TERM", "INT", "HUP", "KILL", "USR1"} {
 		t.Run(name, func(t *testing.T) {
-			var out syncBuffer
+			var out testkit.Buffer
 			// Two processes of the group (bash and sleep): both get it.
 			p, err := start(t.Context(), Request{User: u.Name, Stdout: &out,
 				Command: "echo READY; sleep 100; echo not reached"}, testConfig(t))
 			if err != nil {
 				t.Fatal(err)
 			}
-			out.waitFor(t, "READY")
+			out.WaitFor(t, "READY")
 			if err := p.Signal(name); err != nil {
 				t.Fatal(err)
 			}
@@ -97,7 +99,7 @@ func TestSignal(t *testing.T) {
 func TestPipes(t *testing.T) {
 	u := testUser(t)
 	var in = strings.NewReader("from stdin\n")
-	var out, errOut syncBuffer
+	var out, errOut testkit.Buffer
 	p, err := start(t.Context(), Request{User: u.Name, Stdin: in, Stdout: &out, Stderr: &errOut,
 		Command: "cat; echo out; echo err >&2; ls /proc/$$/fd; exit 5"}, testConfig(t))
 	if err != nil {
@@ -161,7 +163,7 @@ func TestContextCancelKillsSession(t *testing.T) {
 	for _, pty := range []bool{false, true} {
 		t.Run(fmt.Sprintf("pty=%v", pty), func(t *testing.T) {
 			ctx, cancel := context.WithCancel(t.Context())
-			var out syncBuffer
+			var out testkit.Buffer
 			r := Request{User: u.Name, Stdout: &out,
 				Command: `sleep 1000 & (trap '' HUP; exec sleep 1001) & setsid sleep 1002 & echo READY; sleep 1003`}
 			if pty {
@@ -171,7 +173,7 @@ func TestContextCancelKillsSession(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			out.waitFor(t, "READY")
+			out.WaitFor(t, "READY")
 			pids := userPids(t, u.Uid)
 			if len(pids) < 4 {
 				t.Fatalf("user processes %v, want at least 4", pids)

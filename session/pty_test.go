@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/sshmesh/sshmesh/internal/testkit"
 )
 
 // encodeModes encodes modes in opcode order as an OpenSSH client does.
@@ -28,14 +30,14 @@ func encodeModes(m ssh.TerminalModes) []byte {
 
 func TestPtyTTY(t *testing.T) {
 	u := testUser(t)
-	var out syncBuffer
+	var out testkit.Buffer
 	ctx := t.Context()
 	p, err := start(ctx, Request{User: u.Name, Command: `tty; echo "SSH_TTY=$SSH_TTY TERM=$TERM"; exec sleep 30`,
 		Pty: &Pty{Term: "xterm-256color"}, Stdout: &out}, testConfig(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	out.waitFor(t, "TERM=")
+	out.WaitFor(t, "TERM=")
 	if !regexp.MustCompile(`^/dev/pts/\d+$`).MatchString(p.TTY()) {
 		t.Fatalf("TTY() = %q", p.TTY())
 	}
@@ -62,14 +64,14 @@ func TestPtyTTY(t *testing.T) {
 
 func TestPtySizeAndResize(t *testing.T) {
 	u := testUser(t)
-	var out syncBuffer
+	var out testkit.Buffer
 	p, err := start(t.Context(), Request{User: u.Name,
 		Command: `stty size; trap 'stty size; exit 3' WINCH; echo READY; while :; do sleep 0.05; done`,
 		Pty:     &Pty{Term: "xterm", Cols: 80, Rows: 24, Width: 640, Height: 480}, Stdout: &out}, testConfig(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	out.waitFor(t, "READY")
+	out.WaitFor(t, "READY")
 	if err := p.Resize(132, 43, 0, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -108,14 +110,14 @@ func TestLoginShellMotdUtmp(t *testing.T) {
 	cfg := testConfig(t)
 	writeFile(t, cfg.motd, "Welcome to the mesh.\n")
 	stdin, typed := io.Pipe()
-	var out syncBuffer
+	var out testkit.Buffer
 	r := Request{User: u.Name, Pty: &Pty{Term: "dumb", Cols: 80, Rows: 24}, Stdin: stdin, Stdout: &out,
 		Remote: mustAddrPort("100.64.0.7:51234"), Local: mustAddrPort("100.64.0.1:22")}
 	p, err := start(t.Context(), r, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out.waitFor(t, "Welcome to the mesh.\r\n")
+	out.WaitFor(t, "Welcome to the mesh.\r\n")
 	line := strings.TrimPrefix(p.TTY(), "/dev/")
 	who := command(t, "who", cfg.records.utmp)
 	if !regexp.MustCompile(regexp.QuoteMeta(u.Name) + `\s+` + regexp.QuoteMeta(line) + `\s.*\(100\.64\.0\.7\)`).MatchString(who) {
@@ -150,7 +152,7 @@ func TestLoginShellMotdUtmp(t *testing.T) {
 // session once the shell exited (sshd closes the pty then).
 func TestPtyBackgroundHolder(t *testing.T) {
 	u := testUser(t)
-	var out syncBuffer
+	var out testkit.Buffer
 	p, err := start(t.Context(), Request{User: u.Name, Pty: &Pty{},
 		Command: `(trap '' HUP; exec sleep 1000) & echo bye`, Stdout: &out}, testConfig(t))
 	if err != nil {

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sshmesh/sshmesh/internal/testkit"
 )
 
 // sftpPacket frames an SFTP packet: uint32 length, type, payload.
@@ -36,7 +38,7 @@ func TestSFTPSubsystem(t *testing.T) {
 	u := testUser(t)
 	path, err := findSFTPServer("")
 	if err != nil {
-		requireBinary(t, "/usr/lib/openssh/sftp-server", "openssh-sftp-server")
+		testkit.NeedBinary(t, "/usr/lib/openssh/sftp-server", "openssh-sftp-server")
 	}
 	toServer, clientW := io.Pipe()
 	clientR, fromServer := io.Pipe()

@@ -1,44 +1,29 @@
 package sshmeshtest
 
 import (
-	"bytes"
-	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sshmesh/sshmesh/internal/testkit"
 )
 
 // Buffer is a bytes.Buffer that is safe to read while others write it,
-// e.g. a server's log or a subprocess's stderr.
-type Buffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
+// e.g. a server's log or a subprocess's stderr. The zero value is ready to
+// use.
+type Buffer struct{ b testkit.Buffer }
 
 // Write appends p.
-func (b *Buffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
+func (b *Buffer) Write(p []byte) (int, error) { return b.b.Write(p) }
 
 // String returns what was written so far.
-func (b *Buffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+func (b *Buffer) String() string { return b.b.String() }
 
 // WaitFor waits up to 20 s for s to appear in the buffer, and fails tb
 // (showing what is there) if it does not.
 func (b *Buffer) WaitFor(tb testing.TB, s string) {
 	tb.Helper()
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if strings.Contains(b.String(), s) {
-			return
-		}
-	}
-	tb.Fatalf("no %q within 20 s in:\n%s", s, b.String())
+	b.b.WaitFor(tb, s)
 }
 
 // Clock is a clock a test moves by hand, for Server.Now, policy.Document.Now

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sshmesh/sshmesh"
+	"github.com/sshmesh/sshmesh/internal/testkit"
 	"github.com/sshmesh/sshmesh/meshkey"
 	"github.com/sshmesh/sshmesh/netstack"
 )
@@ -24,7 +25,7 @@ type Node struct {
 	*netstack.Node
 	Key    meshkey.Private // the node's private key
 	Addr   netip.Addr      // its mesh address, 100.64.0.N
-	Config netstack.Config // the config it was started with (for writing wg-quick files)
+	Config netstack.Config // the config it was started with (see WriteWGQuick)
 }
 
 // Mesh is a set of nodes that all know each other.
@@ -75,6 +76,19 @@ func NewMesh(tb testing.TB, n int) *Mesh {
 		tb.Cleanup(func() { nd.Node.Close() })
 	}
 	return m
+}
+
+// WriteWGQuick writes n's config as a wg-quick file at path (mode 0600)
+// and returns path, for a program that runs the node from a file, such as
+// `sshmesh serve --wg`. Close n first so that the program can take its
+// port.
+func (n *Node) WriteWGQuick(tb testing.TB, path string) string {
+	tb.Helper()
+	c := testkit.WGQuick{PrivateKey: n.Key, Addresses: n.Config.Addresses, ListenPort: n.Config.ListenPort}
+	for _, p := range n.Config.Peers {
+		c.Peers = append(c.Peers, testkit.WGPeer{PublicKey: p.PublicKey, AllowedIPs: p.AllowedIPs, Endpoint: p.Endpoint})
+	}
+	return c.Write(tb, path)
 }
 
 func freeUDPPort() (uint16, error) {

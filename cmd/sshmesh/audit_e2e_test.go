@@ -31,7 +31,7 @@ func auditServer(t *testing.T, srv *sshmesh.Server) (clientConf, serverAddr stri
 	log = &sshmeshtest.Buffer{}
 	srv.Logger = slog.New(slog.NewJSONHandler(log, nil))
 	sshmeshtest.Serve(t, server, srv)
-	return writeWGConf(t, t.TempDir(), "client.conf", client), server.Addr.String(), log
+	return client.WriteWGQuick(t, filepath.Join(t.TempDir(), "client.conf")), server.Addr.String(), log
 }
 
 // TestAuditEvents: one session through the stock client gives the events

@@ -42,10 +42,10 @@ func startCheckWorld(t *testing.T, timeout string) *checkWorld {
 	srvN, laptop, alice, bob, laptop2 := m.Nodes[0], m.Nodes[1], m.Nodes[2], m.Nodes[3], m.Nodes[4]
 	dir := t.TempDir()
 	w := &checkWorld{dir: dir,
-		laptopConf:  writeWGConf(t, dir, "laptop.conf", laptop),
-		laptop2Conf: writeWGConf(t, dir, "laptop2.conf", laptop2),
-		aliceConf:   writeWGConf(t, dir, "alice.conf", alice),
-		bobConf:     writeWGConf(t, dir, "bob.conf", bob),
+		laptopConf:  laptop.WriteWGQuick(t, filepath.Join(dir, "laptop.conf")),
+		laptop2Conf: laptop2.WriteWGQuick(t, filepath.Join(dir, "laptop2.conf")),
+		aliceConf:   alice.WriteWGQuick(t, filepath.Join(dir, "alice.conf")),
+		bobConf:     bob.WriteWGQuick(t, filepath.Join(dir, "bob.conf")),
 		serveLog:    &sshmeshtest.Buffer{},
 	}
 	pol := fmt.Sprintf(`{
@@ -65,7 +65,7 @@ func startCheckWorld(t *testing.T, timeout string) *checkWorld {
 	if err := os.WriteFile(polPath, []byte(pol), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	serveConf := writeWGConf(t, dir, "server.conf", srvN)
+	serveConf := srvN.WriteWGQuick(t, filepath.Join(dir, "server.conf"))
 	startServe(t, w.serveLog, nil, "--wg", serveConf, "--policy", polPath, "--state", filepath.Join(dir, "state"),
 		"--check-timeout", timeout)
 	return w

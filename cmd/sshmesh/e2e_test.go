@@ -44,21 +44,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// writeWGConf writes the wg-quick configs of a test mesh's nodes into dir.
-func writeWGConf(t *testing.T, dir, name string, n *sshmeshtest.Node) string {
-	t.Helper()
-	var b strings.Builder
-	fmt.Fprintf(&b, "[Interface]\nPrivateKey = %s\nAddress = %s/32\nListenPort = %d\n", n.Key.Base64(), n.Addr, n.Config.ListenPort)
-	for _, p := range n.Config.Peers {
-		fmt.Fprintf(&b, "\n[Peer]\nPublicKey = %s\nAllowedIPs = %s\nEndpoint = %s\n", p.PublicKey, p.AllowedIPs[0], p.Endpoint)
-	}
-	path := filepath.Join(dir, name)
-	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
 // meshClientOptions are the options with which the stock ssh, scp and sftp
 // reach the mesh through `sshmesh nc --wg conf [ncFlags]`, with no config
 // file, host-key prompt or SSH key setup.
@@ -120,7 +105,7 @@ func TestStockSSHWithGoHandler(t *testing.T) {
 		}),
 	}
 	sshmeshtest.Serve(t, server, srv)
-	conf := writeWGConf(t, t.TempDir(), "client.conf", client)
+	conf := client.WriteWGQuick(t, filepath.Join(t.TempDir(), "client.conf"))
 
 	out, errOut, code := stockSSH(t, conf, "ann@"+server.Addr.String(), "exit 7")
 	if code != 7 || out != "bye ann\n" {
@@ -170,8 +155,8 @@ func TestServe(t *testing.T) {
 	server.Node.Close()
 	client.Node.Close()
 	dir := t.TempDir()
-	serverConf := writeWGConf(t, dir, "server.conf", server)
-	clientConf := writeWGConf(t, dir, "client.conf", client)
+	serverConf := server.WriteWGQuick(t, filepath.Join(dir, "server.conf"))
+	clientConf := client.WriteWGQuick(t, filepath.Join(dir, "client.conf"))
 
 	me, err := user.Current()
 	if err != nil {

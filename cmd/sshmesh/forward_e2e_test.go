@@ -37,7 +37,7 @@ func fwdServer(t *testing.T, d policy.Decision, handler sshmesh.Handler) (confs 
 	dir := t.TempDir()
 	for i, client := range m.Nodes[1:] {
 		client.Node.Close()
-		confs[i] = writeWGConf(t, dir, fmt.Sprintf("client%d.conf", i), client)
+		confs[i] = client.WriteWGQuick(t, filepath.Join(dir, fmt.Sprintf("client%d.conf", i)))
 	}
 	log = &sshmeshtest.Buffer{}
 	srv := &sshmesh.Server{

@@ -86,7 +86,7 @@ func fwdWaitPath(t *testing.T, path string) {
 func TestStockSSHSocketForwardAsUser(t *testing.T) {
 	u := newLoginUser(t)
 	setfacl := sshmeshtest.NeedBinary(t, "setfacl", "acl")
-	want := fmt.Sprintf("uid=%d gid=%d", u.Uid, u.Gid)
+	want := fmt.Sprintf("uid=%d gid=%d", u.UID, u.GID)
 	dir, err := os.MkdirTemp("/tmp", "sshmesh-e2e-sock-")
 	if err != nil {
 		t.Fatal(err)

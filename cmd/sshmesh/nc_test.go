@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -18,7 +19,7 @@ func TestNCExplainsFailures(t *testing.T) {
 	server, client, down := m.Nodes[0], m.Nodes[1], m.Nodes[2]
 	down.Node.Close() // its endpoint answers nothing
 	client.Node.Close()
-	conf := writeWGConf(t, t.TempDir(), "client.conf", client)
+	conf := client.WriteWGQuick(t, filepath.Join(t.TempDir(), "client.conf"))
 	// The client's ListenPort is taken (as by the previous nc of a quick
 	// script): nc takes another port and still reaches the server.
 	busy, err := net.ListenPacket("udp", fmt.Sprintf(":%d", client.Config.ListenPort))

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/sshmesh/sshmesh"
 	"github.com/sshmesh/sshmesh/checkpage"
+	"github.com/sshmesh/sshmesh/internal/testkit"
 	"github.com/sshmesh/sshmesh/policy"
 	"github.com/sshmesh/sshmesh/sshmeshtest"
 )
@@ -184,13 +186,12 @@ func TestNoticeWatcher(t *testing.T) {
 	}()
 	var mu sync.Mutex
 	var opened []string
-	var said bytes.Buffer
 	w := watchNotices(client.Node, func(u string) error {
 		mu.Lock()
 		defer mu.Unlock()
 		opened = append(opened, u)
 		return nil
-	}, &lockedWriter{w: &said}, slog.New(slog.DiscardHandler))
+	}, new(testkit.Buffer), slog.New(slog.DiscardHandler))
 	if w == nil {
 		t.Fatal("watchNotices failed")
 	}
@@ -238,17 +239,6 @@ func TestNoticeWatcher(t *testing.T) {
 	}
 }
 
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
 // TestProxyOtherLocalUser: `sshmesh proxy` lends its node's identity only to
 // the user who runs it (here root): root's stock ssh logs in through it,
 // another local user's client is cut off before the proxy reads a byte
@@ -269,7 +259,7 @@ func TestProxyOtherLocalUser(t *testing.T) {
 			s.Exit(3)
 		}),
 	})
-	proxy, log := startCheckProxy(t, writeWGConf(t, t.TempDir(), "client.conf", client))
+	proxy, log := startCheckProxy(t, client.WriteWGQuick(t, filepath.Join(t.TempDir(), "client.conf")))
 
 	// The owner, with the stock ssh.
 	self, err := os.Executable()
@@ -299,7 +289,7 @@ func TestProxyOtherLocalUser(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bash, "-c", `exec 3<>"/dev/tcp/$1/$2" || exit 9; printf "$3" >&3; exec cat <&3`,
 		"socks5", proxyHost, proxyPort, esc.String())
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(u.Uid), Gid: uint32(u.Gid)}}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(u.UID), Gid: uint32(u.GID)}}
 	cmd.Dir = u.Home
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se
@@ -309,7 +299,7 @@ func TestProxyOtherLocalUser(t *testing.T) {
 	if so.Len() != 0 || ctx.Err() != nil {
 		t.Errorf("%s's SOCKS5 client got %q (%v, stderr %q); want the conn closed at once", u.Name, so.String(), err, se.String())
 	}
-	log.WaitFor(t, fmt.Sprintf("uid=%d", u.Uid))
+	log.WaitFor(t, fmt.Sprintf("uid=%d", u.UID))
 	if !strings.Contains(log.String(), `msg="socks5 client refused: another local user's"`) {
 		t.Errorf("the proxy's log does not say why:\n%s", log.String())
 	}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -26,6 +25,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sshmesh/sshmesh"
+	"github.com/sshmesh/sshmesh/internal/testkit"
 	"github.com/sshmesh/sshmesh/policy"
 	"github.com/sshmesh/sshmesh/sshmeshtest"
 )
@@ -38,40 +38,16 @@ import (
 // loginUser is a local account made for one test, with one supplementary
 // group.
 type loginUser struct {
-	Name, Group string
-	Uid, Gid    int
-	Home        string
-	ID          string // `id NAME`, what `id` run as the user must print
+	*testkit.User
+	ID string // `id NAME`, what `id` run as the user must print
 }
 
-// newLoginUser creates sshmesh-e2e-<rand> with a home, bash and a
-// supplementary group, and removes both at the end of the test.
+// newLoginUser creates a user with a home, bash and a supplementary group,
+// and removes both at the end of the test.
 func newLoginUser(t *testing.T) *loginUser {
 	t.Helper()
-	sshmeshtest.NeedRoot(t)
-	b := make([]byte, 4)
-	rand.Read(b)
-	sfx := hex.EncodeToString(b)
-	u := &loginUser{Name: "sshmesh-e2e-" + sfx, Group: "sshmesh-e2g-" + sfx}
-	mustRun(t, "groupadd", u.Group)
-	t.Cleanup(func() {
-		if out, err := exec.Command("groupdel", u.Group).CombinedOutput(); err != nil {
-			t.Errorf("groupdel %s: %v %s", u.Group, err, out)
-		}
-	})
-	mustRun(t, "useradd", "-m", "-s", "/bin/bash", "-G", u.Group, u.Name)
-	t.Cleanup(func() {
-		// userdel refuses while the user has processes: that too would
-		// be a session left behind.
-		if out, err := exec.Command("userdel", "-r", u.Name).CombinedOutput(); err != nil {
-			ps, _ := exec.Command("ps", "-o", "pid,args", "-u", u.Name).CombinedOutput()
-			t.Errorf("userdel -r %s: %v %s\nprocesses of the user:\n%s", u.Name, err, out, ps)
-		}
-	})
-	u.Uid, _ = strconv.Atoi(strings.TrimSpace(mustRun(t, "id", "-u", u.Name)))
-	u.Gid, _ = strconv.Atoi(strings.TrimSpace(mustRun(t, "id", "-g", u.Name)))
+	u := &loginUser{User: testkit.NewUser(t, testkit.UserOptions{Group: true})}
 	u.ID = strings.TrimSpace(mustRun(t, "id", u.Name))
-	u.Home = "/home/" + u.Name
 	return u
 }
 
@@ -166,7 +142,7 @@ func startLoginServer(t *testing.T, pol policy.Policy) *loginServer {
 		Logger: slog.New(slog.NewTextHandler(ls.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	sshmeshtest.Serve(t, ls.server, ls.srv)
-	ls.conf = writeWGConf(t, t.TempDir(), "client.conf", m.Nodes[1])
+	ls.conf = m.Nodes[1].WriteWGQuick(t, filepath.Join(t.TempDir(), "client.conf"))
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("server log:\n%s", ls.log.String())
@@ -213,7 +189,7 @@ func TestLoginSessionStockClients(t *testing.T) {
 		if out != u.ID {
 			t.Errorf("ssh %s id:\n got %s\nwant %s", u.Name, out, u.ID)
 		}
-		want := fmt.Sprintf("%d %d %d", u.Uid, u.Gid, u.Gid) // uid, gid, groups: primary + supplementary
+		want := fmt.Sprintf("%d %d %d", u.UID, u.GID, u.GID) // uid, gid, groups: primary + supplementary
 		gid := strings.TrimSpace(mustRun(t, "getent", "group", u.Group))
 		want += " " + strings.Split(gid, ":")[2]
 		if got := strings.Join(strings.Fields(ls.mustSSH(t, sh, target, "echo $(id -u) $(id -g) $(id -G)")), " "); got != want {
@@ -632,7 +608,7 @@ func testAbruptDisconnect(t *testing.T, ls *loginServer, u *loginUser) {
 		}
 	})
 
-	uid := strconv.Itoa(u.Uid)
+	uid := strconv.Itoa(u.UID)
 	userPids := func() string {
 		out, _ := exec.Command("pgrep", "-a", "-u", uid).Output()
 		return strings.TrimSpace(string(out))
@@ -726,8 +702,8 @@ func TestLoginNonRootServe(t *testing.T) {
 	if err := os.Chmod(filepath.Dir(binPath), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	serverConf := writeWGConf(t, dir, "server.conf", server)
-	clientConf := writeWGConf(t, t.TempDir(), "client.conf", client)
+	serverConf := server.WriteWGQuick(t, filepath.Join(dir, "server.conf"))
+	clientConf := client.WriteWGQuick(t, filepath.Join(t.TempDir(), "client.conf"))
 	pol := fmt.Sprintf(`{
   "nodes": {
     "srv": {"key": %q, "tags": ["tag:server"]},
@@ -741,7 +717,7 @@ func TestLoginNonRootServe(t *testing.T) {
 	polPath := filepath.Join(dir, "policy.hujson")
 	os.WriteFile(polPath, []byte(pol), 0o600)
 	for _, p := range []string{dir, serverConf, polPath} {
-		if err := os.Chown(p, u.Uid, u.Gid); err != nil {
+		if err := os.Chown(p, u.UID, u.GID); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -750,7 +726,7 @@ func TestLoginNonRootServe(t *testing.T) {
 	startServe(t, &log, func(cmd *exec.Cmd) {
 		cmd.Dir = dir
 		cmd.Env = []string{"HOME=" + u.Home, "USER=" + u.Name, "PATH=/usr/bin:/bin"}
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(u.Uid), Gid: uint32(u.Gid)}}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(u.UID), Gid: uint32(u.GID)}}
 	}, "--wg", serverConf, "--policy", polPath, "--state", filepath.Join(dir, "state"), "--port", "22")
 
 	host := server.Addr.String()
@@ -914,8 +890,8 @@ func ownedBy(t *testing.T, u *loginUser, path string) {
 			t.Error(err)
 			return nil
 		}
-		if st := fi.Sys().(*syscall.Stat_t); int(st.Uid) != u.Uid || int(st.Gid) != u.Gid {
-			t.Errorf("%s is owned by %d:%d, want %s (%d:%d)", p, st.Uid, st.Gid, u.Name, u.Uid, u.Gid)
+		if st := fi.Sys().(*syscall.Stat_t); int(st.Uid) != u.UID || int(st.Gid) != u.GID {
+			t.Errorf("%s is owned by %d:%d, want %s (%d:%d)", p, st.Uid, st.Gid, u.Name, u.UID, u.GID)
 		}
 		return nil
 	})

@@ -53,7 +53,7 @@ func TestAppliance(t *testing.T) {
 	confs := make([]string, 3)
 	for i, name := range []string{"appliance.conf", "alice.conf", "victor.conf"} {
 		m.Nodes[i].Node.Close() // the appliance and `sshmesh nc` run them from the files
-		confs[i] = exampletest.WriteWGConf(t, dir, name, m.Nodes[i])
+		confs[i] = m.Nodes[i].WriteWGQuick(t, filepath.Join(dir, name))
 	}
 	pol, err := os.ReadFile("policy.hujson")
 	if err != nil {

@@ -33,7 +33,7 @@ func TestDaemon(t *testing.T) {
 	server, client := m.Nodes[0], m.Nodes[1]
 	server.Node.Close() // the daemon runs this node from its file
 	dir := t.TempDir()
-	conf := exampletest.WriteWGConf(t, dir, "daemon.conf", server)
+	conf := server.WriteWGQuick(t, filepath.Join(dir, "daemon.conf"))
 	me, err := user.Current()
 	if err != nil {
 		t.Fatal(err)

@@ -15,7 +15,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/sshmesh/sshmesh/examples/internal/exampletest"
 	"github.com/sshmesh/sshmesh/sshmeshtest"
 )
 
@@ -47,7 +46,7 @@ func TestProxy(t *testing.T) {
 	proxy, laptop, stranger := m.Nodes[0], m.Nodes[1], m.Nodes[2]
 	proxy.Node.Close() // run() brings this node up from its file
 	dir := t.TempDir()
-	conf := exampletest.WriteWGConf(t, dir, "proxy.conf", proxy)
+	conf := proxy.WriteWGQuick(t, filepath.Join(dir, "proxy.conf"))
 	polPath := filepath.Join(dir, "policy.hujson")
 	pol := fmt.Sprintf(`{
   "nodes": {
