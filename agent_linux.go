@@ -134,10 +134,10 @@ func (s *Session) agentRequest(started bool) bool {
 		c.forwardRefused(Agent, "", "requested after the session started")
 		return false
 	}
-	if c.allowForward(s.ctx, ForwardRequest{Kind: Agent}) != nil {
+	if c.allowForward(s.life, ForwardRequest{Kind: Agent}) != nil {
 		return false
 	}
-	st := c.forwards(s.ctx)
+	st := c.forwards(s.life)
 	if st == nil {
 		return false
 	}

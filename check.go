@@ -69,7 +69,7 @@ func (c *serverConn) check(d policy.Decision, req policy.Request, attrs []any) e
 	log := s.logger()
 	if s.Checker == nil {
 		log.Warn("login refused: check mode is not available on this server", attrs...)
-		return refuse("access denied: this login needs a check, which this server does not offer")
+		return c.refuse("check mode is not available on this server", "access denied: this login needs a check, which this server does not offer")
 	}
 	timeout := durationOr(s.Checker.CheckTimeout(), DefaultCheckTimeout)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -119,14 +119,14 @@ func (c *serverConn) check(d policy.Decision, req policy.Request, attrs []any) e
 	switch {
 	case errors.As(err, &refusal):
 		log.Info("login refused: check refused", append(attrs, "err", err)...)
-		return refuse(refusal.Message)
+		return c.refuse("check refused", refusal.Message)
 	case ctx.Err() != nil && s.isClosed():
 		log.Info("login refused: server closing during the check", attrs...)
-		return refuse("access denied: the server is shutting down")
+		return c.refuse("the server closed during the check", "access denied: the server is shutting down")
 	case errors.Is(err, context.DeadlineExceeded):
 		log.Info("login refused: check timed out", append(attrs, "timeout", timeout)...)
-		return refuse("access denied: the login was not approved within " + timeout.String())
+		return c.refuse("check timed out", "access denied: the login was not approved within "+timeout.String())
 	}
 	log.Warn("login refused: check failed", append(attrs, "err", err)...)
-	return refuse("access denied")
+	return c.refuse("check failed", "access denied")
 }

@@ -49,6 +49,7 @@ type serverConn struct {
 	open        map[*Session]struct{}
 	ssh         *ssh.ServerConn
 	closeReason string
+	refusal     string // why the last login attempt was refused (refuse)
 }
 
 func (c *serverConn) touch() { c.lastActive.Store(time.Now().UnixNano()) }
@@ -77,11 +78,14 @@ func (c *serverConn) serve() {
 		reason := "handshake failed: " + err.Error()
 		c.mu.Lock()
 		closedBy := c.closeReason // the server closed the conn (Shutdown, Close)
+		refused := c.refusal
 		c.mu.Unlock()
 		var ne net.Error
 		switch {
 		case closedBy != "":
 			reason = closedBy
+		case refused != "":
+			reason = "login refused: " + refused
 		case errors.Is(err, io.EOF):
 			reason = "client closed before authentication"
 		case errors.As(err, &ne) && ne.Timeout():
@@ -146,9 +150,13 @@ func (c *serverConn) serve() {
 
 func (c *serverConn) runSession(ctx context.Context, ch ssh.Channel, reqs <-chan *ssh.Request) {
 	s := c.srv
-	sctx, cancel := context.WithCancel(ctx)
+	life, end := context.WithCancel(ctx)
+	sctx, cancel := context.WithCancel(life)
+	if s.isClosed() {
+		cancel() // Shutdown has begun: the handler should finish at once
+	}
 	sess := &Session{
-		ch: ch, conn: c, ctx: sctx, cancel: cancel,
+		ch: ch, conn: c, ctx: sctx, cancel: cancel, life: life, end: end,
 		id:      fmt.Sprintf("%s-%d", c.id, c.sessionSeq.Add(1)),
 		windows: make(chan Window, 1),
 		signals: make(chan Signal, 16),
@@ -174,7 +182,7 @@ func (c *serverConn) runSession(ctx context.Context, ch ssh.Channel, reqs <-chan
 	done := make(chan struct{})
 	sess.handleRequests(reqs, h, done)
 	<-done
-	cancel()
+	end()
 	ch.Close()
 }
 
@@ -199,10 +207,14 @@ func (c *serverConn) closeSession() {
 	}
 }
 
-// closeIfIdle closes the conn when it has no open session (Shutdown).
+// closeIfIdle closes the conn when it has no open session, and tells the
+// open sessions' handlers to finish (their Context is done) (Shutdown).
 func (c *serverConn) closeIfIdle() {
 	c.mu.Lock()
 	idle := c.sessions == 0
+	for sess := range c.open {
+		sess.cancel()
+	}
 	c.mu.Unlock()
 	if idle {
 		c.setCloseReason("server shut down")
@@ -326,7 +338,7 @@ func (c *serverConn) authNone(meta ssh.ConnMetadata) (*ssh.Permissions, error) {
 		// Not an unknown name: the host could not answer. Whether the name
 		// is root is unknown, so nothing is decided.
 		log.Error("auth decision: cannot look up the login's account; refused", "conn", c.id, "peer", c.peer.Key.String(), "user", req.User, "err", err)
-		return nil, refuse("access denied")
+		return nil, c.refuse("cannot look up the account "+req.User, "access denied")
 	}
 	req.RootUser = req.User == "root" || acct != nil && acct.Uid == "0"
 	ctx, cancel := context.WithTimeout(context.Background(), s.loginGraceTime())
@@ -334,7 +346,7 @@ func (c *serverConn) authNone(meta ssh.ConnMetadata) (*ssh.Permissions, error) {
 	d, err := s.currentPolicy().Evaluate(ctx, req)
 	if err != nil {
 		log.Error("auth decision", "conn", c.id, "peer", c.peer.Key.String(), "user", req.User, "action", "reject", "err", err)
-		return nil, refuse("access denied")
+		return nil, c.refuse("the policy failed to decide", "access denied")
 	}
 	attrs := []any{"conn", c.id, "peer", c.peer.Key.String(), "node", d.Caller.Node, "owner", d.Caller.Owner, "addr", c.peer.Addr.String(),
 		"user", req.User, "local_user", d.LocalUser, "action", d.Action.String(), "rule", d.Rule, "rule_pos", d.RulePos, "message", d.Message}
@@ -349,10 +361,14 @@ func (c *serverConn) authNone(meta ssh.ConnMetadata) (*ssh.Permissions, error) {
 		if msg == "" {
 			msg = "access denied"
 		}
-		return nil, refuse(msg)
+		why := "no rule allows " + req.User
+		if d.Rule != "" {
+			why = "rule " + d.Rule + " rejects " + req.User
+		}
+		return nil, c.refuse(why, msg)
 	case d.LocalUser == "":
 		log.Error("auth decision: policy accepted without a local user; refused", attrs...)
-		return nil, refuse("access denied")
+		return nil, c.refuse("the policy accepted without a local user", "access denied")
 	default:
 		log.Info("auth decision", attrs...)
 	}
@@ -361,14 +377,14 @@ func (c *serverConn) authNone(meta ssh.ConnMetadata) (*ssh.Permissions, error) {
 	// key exchange. Serve only the key that still owns the address.
 	if !c.peer.stillOwns() {
 		log.Warn("login refused: the conn's address no longer belongs to its peer", attrs...)
-		return nil, refuse("access denied")
+		return nil, c.refuse("the conn's address no longer belongs to its peer", "access denied")
 	}
 	// The local account as it is now, kept for the session and the
 	// forwards: they act as exactly this uid, or not at all.
 	if d.LocalUser != req.User {
 		if acct, err = lookupAccount(d.LocalUser); err != nil {
 			log.Error("login refused: cannot look up the local account", append(attrs, "err", err)...)
-			return nil, refuse("access denied")
+			return nil, c.refuse("cannot look up the account "+d.LocalUser, "access denied")
 		}
 	}
 	if acct != nil {
@@ -376,7 +392,7 @@ func (c *serverConn) authNone(meta ssh.ConnMetadata) (*ssh.Permissions, error) {
 	}
 	if !s.reserveConn(c) {
 		log.Warn("login refused: too many conns from this peer (MaxConnsPerPeer)", attrs...)
-		return nil, refuse("too many connections from this node")
+		return nil, c.refuse("too many conns from this peer (MaxConnsPerPeer)", "too many connections from this node")
 	}
 	if d.Caller.Key.IsZero() {
 		d.Caller.Key = c.peer.Key
@@ -414,8 +430,18 @@ func (c *serverConn) localAccount() (*session.User, error) {
 	return u, nil
 }
 
-// refuse returns the auth error whose banner the client prints.
-func refuse(msg string) error {
+// refuse returns the auth error whose banner (msg) the client prints, and
+// records why for the conn's "conn closed" event: the last refusal is why
+// the handshake failed, when it does.
+func (c *serverConn) refuse(why, msg string) error {
+	c.mu.Lock()
+	c.refusal = why
+	c.mu.Unlock()
+	return refusal(msg)
+}
+
+// refusal returns the auth error whose banner the client prints.
+func refusal(msg string) error {
 	msg = strings.TrimRight(msg, "\r\n")
 	return &ssh.BannerError{Err: errors.New("refused by policy"), Message: "sshmesh: " + msg + "\r\n"}
 }

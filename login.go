@@ -40,7 +40,10 @@ func serveLogin(s *Session) {
 		req.Pty = &session.Pty{Term: p.Term, Cols: p.Window.Cols, Rows: p.Window.Rows,
 			Width: p.Window.Width, Height: p.Window.Height, Modes: p.Modes}
 	}
-	proc, err := session.Start(s.Context(), req)
+	// The session's life, not its Context: Shutdown's start asks Go
+	// handlers to finish, but leaves login sessions running until its
+	// deadline, as sshd does.
+	proc, err := session.Start(s.life, req)
 	if err != nil {
 		msg := "could not start the session"
 		var ce *session.ClientError
@@ -53,13 +56,28 @@ func serveLogin(s *Session) {
 		return
 	}
 	go func() {
+		windows, signals, breaks := s.WindowChanges(), s.Signals(), s.Breaks()
 		for {
+			// A closed channel (the session ended) is set to nil, so its
+			// case stops firing.
 			select {
-			case w := <-s.WindowChanges():
+			case w, ok := <-windows:
+				if !ok {
+					windows = nil
+					continue
+				}
 				proc.Resize(w.Cols, w.Rows, w.Width, w.Height)
-			case sig := <-s.Signals():
+			case sig, ok := <-signals:
+				if !ok {
+					signals = nil
+					continue
+				}
 				proc.Signal(string(sig))
-			case d := <-s.Breaks():
+			case d, ok := <-breaks:
+				if !ok {
+					breaks = nil
+					continue
+				}
 				proc.Break(uint32(d.Milliseconds()))
 			case <-proc.Done():
 				return

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -22,6 +23,7 @@ import (
 	"github.com/sshmesh/sshmesh/internal/envtest"
 	"github.com/sshmesh/sshmesh/meshkey"
 	"github.com/sshmesh/sshmesh/policy"
+	"github.com/sshmesh/sshmesh/sshmeshtest"
 )
 
 // These tests drive the Server over loopback TCP with a fixed address →
@@ -723,5 +725,97 @@ func TestKeepAliveBusyClientStays(t *testing.T) {
 		if _, err := ch.Write(buf); err != nil {
 			t.Fatalf("a client that keeps sending was dropped: %v", err)
 		}
+	}
+}
+
+// TestSessionChannelsClosedAtEnd: a handler that ranges over WindowChanges,
+// Signals and Breaks ends when the session ends: the channels are closed.
+func TestSessionChannelsClosedAtEnd(t *testing.T) {
+	ranged := make(chan string, 3)
+	ts := startServer(t, &sshmesh.Server{Handler: sshmesh.HandlerFunc(func(s *sshmesh.Session) {
+		go func() {
+			for range s.Signals() {
+			}
+			ranged <- "signals"
+		}()
+		go func() {
+			for range s.Breaks() {
+			}
+			ranged <- "breaks"
+		}()
+		io.WriteString(s, "ready")
+		for range s.WindowChanges() {
+		}
+		ranged <- "windows"
+	})})
+	c := ts.dial(t, "ann")
+	sess, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := sess.StdoutPipe()
+	if err := sess.Start("x"); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(out, buf); err != nil {
+		t.Fatal(err)
+	}
+	sess.WindowChange(40, 100)
+	sess.Close()
+	got := map[string]bool{}
+	for range 3 {
+		select {
+		case r := <-ranged:
+			got[r] = true
+		case <-time.After(20 * time.Second):
+			t.Fatalf("after the session ended, still ranging: done %v", got)
+		}
+	}
+}
+
+// TestShutdownCancelsSessionContext: Shutdown's start makes every
+// session's Context done, so a handler that waits on it finishes and
+// Shutdown returns without waiting for its own deadline.
+func TestShutdownCancelsSessionContext(t *testing.T) {
+	ts := startServer(t, &sshmesh.Server{Handler: sshmesh.HandlerFunc(func(s *sshmesh.Session) {
+		io.WriteString(s, "ready")
+		<-s.Context().Done()
+		io.WriteString(s, " bye")
+	})})
+	c := ts.dial(t, "ann")
+	sess, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out sshmeshtest.Buffer
+	sess.Stdout = &out
+	if err := sess.Start("x"); err != nil {
+		t.Fatal(err)
+	}
+	out.WaitFor(t, "ready")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := ts.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown = %v; want nil (the handler waits on its Context)", err)
+	}
+	sess.Wait()
+	if got := out.String(); got != "ready bye" {
+		t.Errorf("client got %q, want %q", got, "ready bye")
+	}
+}
+
+// TestRefusedLoginLogged: the "conn closed" event of a refused login names
+// the refusal (the rule and the login), not the SSH library's handshake
+// error.
+func TestRefusedLoginLogged(t *testing.T) {
+	var log sshmeshtest.Buffer
+	ts := startServer(t, &sshmesh.Server{Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	if _, err := ts.dialFrom(t, clientAddr, "nobody", nil); err == nil {
+		t.Fatal("nobody logged in")
+	}
+	log.WaitFor(t, `msg="conn closed"`)
+	if l := log.String(); !strings.Contains(l, `reason="login refused: rule ssh[0] rejects nobody"`) || strings.Contains(l, "no authentication methods") {
+		t.Errorf("log:\n%s\nwant conn closed with the refusal as its reason", l)
 	}
 }

@@ -27,7 +27,10 @@ type Identity struct {
 }
 
 // Window is a terminal size in characters (and pixels, when the client
-// tells them).
+// tells them). Cols and Rows are 0 when the client does not know them
+// (ssh -tt with stdin that is not a terminal asks for a 0×0 pty): the
+// default handler passes that to the PTY as sshd does, and a recording
+// then starts at 80×24; a handler of its own should treat 0 as unknown.
 type Window struct {
 	Cols, Rows    uint32 // characters
 	Width, Height uint32 // pixels; 0 when the client does not say
@@ -51,9 +54,11 @@ type Signal string
 type Session struct {
 	ch       ssh.Channel
 	conn     *serverConn
-	id       string // conn id-N; also SSHMESH_SESSION_ID
-	ctx      context.Context
-	cancel   context.CancelFunc
+	id       string             // conn id-N; also SSHMESH_SESSION_ID
+	ctx      context.Context    // Context: life, and Shutdown
+	cancel   context.CancelFunc // cancels ctx (Shutdown begins)
+	life     context.Context    // done when the session ends
+	end      context.CancelFunc // ends life (and so ctx)
 	env      []string
 	pty      *Pty
 	kind     string // "shell", "exec" or "subsystem"
@@ -131,8 +136,12 @@ func (s *Session) ID() string { return s.id }
 // CloseWrite sends EOF on stdout: the client sees the end of output.
 func (s *Session) CloseWrite() error { return s.ch.CloseWrite() }
 
-// Context is done when the session ends: the client closed it or went away,
-// or the server shut down.
+// Context is done when the session ends (the client closed it or went
+// away, or the handler ended it) and as soon as the server begins
+// [Server.Shutdown]: a handler should then finish its work and return;
+// Shutdown waits for it until its own context ends. The processes of the
+// default [LoginHandler] are not ended by Shutdown's start, as sshd leaves
+// running sessions alone, only by its deadline.
 func (s *Session) Context() context.Context { return s.ctx }
 
 // Identity returns who is logged in.
@@ -186,15 +195,19 @@ func (s *Session) Pty() (Pty, bool) {
 }
 
 // WindowChanges delivers the client's window changes. It holds only the
-// latest one: a slow reader skips sizes, never blocks the session.
+// latest one: a slow reader skips sizes, never blocks the session. It is
+// closed when the session ends, so `for w := range s.WindowChanges()`
+// ends with it. A window of 0×0 means the client does not know its size
+// (ssh -tt without a terminal asks for one): treat 0 as unknown.
 func (s *Session) WindowChanges() <-chan Window { return s.windows }
 
 // Signals delivers the signals the client sends. It is buffered; when the
 // handler does not read, signals beyond the buffer are dropped (and logged),
-// never blocking the session.
+// never blocking the session. It is closed when the session ends.
 func (s *Session) Signals() <-chan Signal { return s.signals }
 
-// Breaks delivers the client's break requests (RFC 4335) with their length.
+// Breaks delivers the client's break requests (RFC 4335) with their
+// length. It is closed when the session ends.
 func (s *Session) Breaks() <-chan time.Duration { return s.breaks }
 
 // LocalAddr returns the server's mesh address the conn reached.
@@ -243,7 +256,7 @@ func (s *Session) abort(message string) {
 		s.message(message)
 		s.closeWrite()
 		s.exitErr = s.ch.Close()
-		s.cancel()
+		s.end()
 	})
 }
 
@@ -292,7 +305,7 @@ func (s *Session) finish(req string, payload []byte) error {
 	if cerr := s.ch.Close(); err == nil && cerr != nil && !errors.Is(cerr, io.EOF) {
 		err = cerr
 	}
-	s.cancel()
+	s.end()
 	return err
 }
 
@@ -374,8 +387,13 @@ func (s *Session) handleRequests(reqs <-chan *ssh.Request, h Handler, done chan<
 			req.Reply(ok, nil)
 		}
 	}
-	// The client closed the channel (or the conn went away).
-	s.cancel()
+	// The client closed the channel (or the conn went away): no more
+	// window changes, signals or breaks, and a handler ranging over them
+	// ends its loop.
+	close(s.windows)
+	close(s.signals)
+	close(s.breaks)
+	s.end()
 	if started {
 		<-handlerDone
 	}

@@ -160,13 +160,8 @@ func (a *appliance) ServeSSH(s *sshmesh.Session) {
 	sh.out = t
 	sh.resize(t, pty.Window)
 	go func() {
-		for {
-			select {
-			case w := <-s.WindowChanges():
-				sh.resize(t, w)
-			case <-s.Context().Done():
-				return
-			}
+		for w := range s.WindowChanges() { // closed when the session ends
+			sh.resize(t, w)
 		}
 	}()
 	fmt.Fprintf(t, "Welcome, %s (node %s). You are %s. Type help.\n", sh.who, sh.node, sh.role)
