@@ -27,7 +27,8 @@ import (
 // `sshmesh nc` to an in-process Server, every socket on loopback.
 
 // fwdServer serves a Server on a fresh mesh whose rule has the given
-// forwarding options, and returns the wg configs of two client nodes (two
+// forwarding options (the tests log in as nobody: a root server makes a TCP
+// forward's sockets as the session's account, and every host has nobody), and returns the wg configs of two client nodes (two
 // ssh processes at once need two: each brings its node up on its port),
 // the server's address and the server's log.
 func fwdServer(t *testing.T, d policy.Decision, handler sshmesh.Handler) (confs [2]string, host string, log *sshmeshtest.Buffer) {
@@ -184,7 +185,7 @@ func TestStockSSHLocalForward(t *testing.T) {
 
 	lp, lp2 := fwdFreePort(t), fwdFreePort(t)
 	fwdSSH(t, confs[0], "-N", "-L", fmt.Sprintf("%d:127.0.0.1:%d", lp, allowed.port()),
-		"-L", fmt.Sprintf("%d:127.0.0.1:%d", lp2, other.port()), "ann@"+host)
+		"-L", fmt.Sprintf("%d:127.0.0.1:%d", lp2, other.port()), "nobody@"+host)
 	fwdWaitAccepting(t, lp)
 
 	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", lp))
@@ -255,7 +256,7 @@ func TestStockSSHDynamicForward(t *testing.T) {
 	allowed, other := newFwdTarget(t, fwdEcho), newFwdTarget(t, fwdEcho)
 	confs, host, log := fwdServer(t, policy.Decision{LocalForward: []string{fmt.Sprintf("127.0.0.1:%d", allowed.port())}}, nil)
 	sp := fwdFreePort(t)
-	fwdSSH(t, confs[0], "-N", "-D", fmt.Sprintf("127.0.0.1:%d", sp), "ann@"+host)
+	fwdSSH(t, confs[0], "-N", "-D", fmt.Sprintf("127.0.0.1:%d", sp), "nobody@"+host)
 	fwdWaitAccepting(t, sp)
 
 	for _, h := range []string{"127.0.0.1", "localhost"} {
@@ -281,7 +282,7 @@ func TestStockSSHRemoteForward(t *testing.T) {
 	confs, host, log := fwdServer(t, policy.Decision{RemoteForward: []string{"127.0.0.1:*"}}, nil)
 
 	rp := fwdFreePort(t)
-	fwdSSH(t, confs[0], "-N", "-o", "ExitOnForwardFailure=yes", "-R", fmt.Sprintf("%d:127.0.0.1:%d", rp, svc.port()), "ann@"+host)
+	fwdSSH(t, confs[0], "-N", "-o", "ExitOnForwardFailure=yes", "-R", fmt.Sprintf("%d:127.0.0.1:%d", rp, svc.port()), "nobody@"+host)
 	fwdWaitAccepting(t, rp)
 	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", rp))
 	if err != nil {
@@ -291,7 +292,7 @@ func TestStockSSHRemoteForward(t *testing.T) {
 	c.Close()
 
 	// A non-loopback bind the rule does not name: refused, ssh gives up.
-	_, errOut, code := stockSSH(t, confs[1], "-N", "-o", "ExitOnForwardFailure=yes", "-R", fmt.Sprintf("0.0.0.0:%d:127.0.0.1:%d", fwdFreePort(t), svc.port()), "ann@"+host)
+	_, errOut, code := stockSSH(t, confs[1], "-N", "-o", "ExitOnForwardFailure=yes", "-R", fmt.Sprintf("0.0.0.0:%d:127.0.0.1:%d", fwdFreePort(t), svc.port()), "nobody@"+host)
 	if code != 255 || !strings.Contains(errOut, "remote port forwarding failed") {
 		t.Errorf("-R 0.0.0.0:...: exit %d, stderr %q; want 255 and a forwarding failure", code, errOut)
 	}
@@ -305,7 +306,7 @@ func TestStockSSHRemoteForwardOtherAddress(t *testing.T) {
 	svc := newFwdTarget(t, fwdEcho)
 	confs, host, _ := fwdServer(t, policy.Decision{RemoteForward: []string{"127.0.0.2:*"}}, nil)
 	rp := fwdFreePort(t)
-	fwdSSH(t, confs[0], "-N", "-o", "ExitOnForwardFailure=yes", "-R", fmt.Sprintf("127.0.0.2:%d:127.0.0.1:%d", rp, svc.port()), "ann@"+host)
+	fwdSSH(t, confs[0], "-N", "-o", "ExitOnForwardFailure=yes", "-R", fmt.Sprintf("127.0.0.2:%d:127.0.0.1:%d", rp, svc.port()), "nobody@"+host)
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.2:%d", rp))
 		if err == nil {
@@ -318,7 +319,7 @@ func TestStockSSHRemoteForwardOtherAddress(t *testing.T) {
 		}
 	}
 	// The same rule refuses loopback's default.
-	if _, errOut, code := stockSSH(t, confs[1], "-N", "-o", "ExitOnForwardFailure=yes", "-R", fmt.Sprintf("%d:127.0.0.1:%d", fwdFreePort(t), svc.port()), "ann@"+host); code != 255 {
+	if _, errOut, code := stockSSH(t, confs[1], "-N", "-o", "ExitOnForwardFailure=yes", "-R", fmt.Sprintf("%d:127.0.0.1:%d", fwdFreePort(t), svc.port()), "nobody@"+host); code != 255 {
 		t.Errorf("-R on 127.0.0.1 with a rule for 127.0.0.2 only: exit %d, %s", code, errOut)
 	}
 }
@@ -470,7 +471,7 @@ func TestForwardThroughput(t *testing.T) {
 	})
 	confs, host, _ := fwdServer(t, policy.Decision{LocalForward: []string{fmt.Sprintf("127.0.0.1:%d", sink.port())}}, nil)
 	lp := fwdFreePort(t)
-	fwdSSH(t, confs[0], "-N", "-L", fmt.Sprintf("%d:127.0.0.1:%d", lp, sink.port()), "ann@"+host)
+	fwdSSH(t, confs[0], "-N", "-L", fmt.Sprintf("%d:127.0.0.1:%d", lp, sink.port()), "nobody@"+host)
 	fwdWaitAccepting(t, lp)
 
 	// Up to 128 MiB or 3 s, whichever comes first (under -race it is time).
