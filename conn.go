@@ -131,7 +131,7 @@ func (c *serverConn) serve() {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if !c.openChannel(ctx, nch) {
+				if !c.registeredChannel(ctx, nch) && !c.openChannel(ctx, nch) {
 					nch.Reject(ssh.UnknownChannelType, "channel type "+nch.ChannelType()+" is not supported")
 				}
 			}()
@@ -175,12 +175,8 @@ func (c *serverConn) runSession(ctx context.Context, ch ssh.Channel, reqs <-chan
 		delete(c.open, sess)
 		c.mu.Unlock()
 	}()
-	h := s.Handler
-	if h == nil {
-		h = LoginHandler()
-	}
 	done := make(chan struct{})
-	sess.handleRequests(reqs, h, done)
+	sess.handleRequests(reqs, s.sessionHandler, done)
 	<-done
 	end()
 	ch.Close()
@@ -228,7 +224,7 @@ func (c *serverConn) closeIfIdle() {
 // is alive).
 func (c *serverConn) globalRequests(ctx context.Context, reqs <-chan *ssh.Request) {
 	for req := range reqs {
-		if c.globalRequest(ctx, req) {
+		if c.registeredRequest(ctx, req) || c.globalRequest(ctx, req) {
 			continue
 		}
 		if req.WantReply {

@@ -5,8 +5,9 @@
 // # The path of one connection
 //
 // A mesh node (package netstack) decrypts WireGuard packets inside the
-// process and hands TCP conns to a [Listener], which stamps each conn with
-// the [Peer] whose key the mesh proved. [Server] runs the SSH handshake,
+// process and hands out TCP conns that know the peer whose key carried
+// them ([PeerConn]; a [Listener] does the same for other transports), and
+// [Server.Serve] takes the node's listener as it is. [Server] runs the SSH handshake,
 // offers only the "none" auth method and asks its [policy.Policy] whether
 // that peer may log in with the name it asked for. An accepted conn's
 // sessions go to a [Handler]: by default [LoginHandler], which runs the
@@ -14,7 +15,9 @@
 //
 // # Identity
 //
-// [PeerOf] returns the peer of a conn. Inside a handler,
+// [PeerOf] returns the peer of a conn; a program that is not an SSH
+// server learns its caller from the node alone (netstack's Node.WhoIs and
+// Conn.PeerKey). Inside a handler,
 // [Session.Identity] gives the caller's key, mesh address, and the node
 // name, owner and tags the policy knows; [Session.LocalUser] the account
 // the policy mapped it to; [Session.Decision] the rule that decided.
@@ -25,5 +28,15 @@
 // adapts a function, [Middleware] and [Chain] wrap one. A [Session] reads
 // the client's stdin and writes its stdout, and carries the command, the
 // environment the rule allows, the PTY, window changes and signals; the
-// handler ends it with [Session.Exit] or by returning.
+// handler ends it with [Session.Exit] or by returning. Its Context is done
+// when the session ends or Shutdown begins; its WindowChanges, Signals and
+// Breaks are closed when it ends.
+//
+// # Extending the protocol
+//
+// [Server.Subsystems] serve named subsystems (an in-process SFTP server)
+// with a Handler of their own; [Server.Channels] and
+// [Server.GlobalRequests] serve channel types and global requests of an
+// embedder's, with the conn as a typed [ConnInfo]. They run only for
+// authenticated conns, and a registered name replaces a built-in one.
 package sshmesh

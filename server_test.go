@@ -819,3 +819,73 @@ func TestRefusedLoginLogged(t *testing.T) {
 		t.Errorf("log:\n%s\nwant conn closed with the refusal as its reason", l)
 	}
 }
+
+// TestRegisteredFeatures: an embedder's subsystem, channel type and global
+// request are served, with the conn's identity, beside the built-in ones.
+func TestRegisteredFeatures(t *testing.T) {
+	ts := startServer(t, &sshmesh.Server{
+		Handler: sshmesh.HandlerFunc(func(s *sshmesh.Session) { io.WriteString(s, "default handler") }),
+		Subsystems: map[string]sshmesh.Handler{
+			"echo": sshmesh.HandlerFunc(func(s *sshmesh.Session) { io.Copy(s, s) }),
+		},
+		Channels: map[string]sshmesh.ChannelHandler{
+			"hello@example.com": func(_ context.Context, conn sshmesh.ConnInfo, nch ssh.NewChannel) {
+				ch, reqs, err := nch.Accept()
+				if err != nil {
+					return
+				}
+				go ssh.DiscardRequests(reqs)
+				io.WriteString(ch, "hello "+conn.LocalUser()+" "+string(nch.ExtraData()))
+				ch.Close()
+			},
+		},
+		GlobalRequests: map[string]sshmesh.RequestHandler{
+			"whoami@example.com": func(_ context.Context, conn sshmesh.ConnInfo, req *ssh.Request) (bool, []byte) {
+				return true, []byte(conn.Identity().SSHUser)
+			},
+		},
+	})
+	c := ts.dial(t, "ann")
+
+	sess, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, _ := sess.StdinPipe()
+	outp, _ := sess.StdoutPipe()
+	if err := sess.RequestSubsystem("echo"); err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(in, "ping")
+	in.Close()
+	if out, _ := io.ReadAll(outp); string(out) != "ping" {
+		t.Errorf("echo subsystem: %q", out)
+	}
+
+	ch, reqs, err := c.OpenChannel("hello@example.com", []byte("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ssh.DiscardRequests(reqs)
+	got, _ := io.ReadAll(ch)
+	if string(got) != "hello ann x" {
+		t.Errorf("channel: %q", got)
+	}
+	if _, _, err := c.OpenChannel("other@example.com", nil); err == nil {
+		t.Error("an unregistered channel type was accepted")
+	}
+
+	ok, reply, err := c.SendRequest("whoami@example.com", true, nil)
+	if err != nil || !ok || string(reply) != "ann" {
+		t.Errorf("global request: %v %q %v", ok, reply, err)
+	}
+	if ok, _, _ := c.SendRequest("other@example.com", true, nil); ok {
+		t.Error("an unregistered global request succeeded")
+	}
+
+	// The default handler still serves what is not registered.
+	s2, _ := c.NewSession()
+	if out, err := s2.Output("x"); err != nil || string(out) != "default handler" {
+		t.Errorf("exec: %q %v", out, err)
+	}
+}

@@ -311,7 +311,7 @@ func (s *Session) finish(req string, payload []byte) error {
 
 // handleRequests serves the channel's requests until the channel closes,
 // starting the handler on shell, exec or subsystem.
-func (s *Session) handleRequests(reqs <-chan *ssh.Request, h Handler, done chan<- struct{}) {
+func (s *Session) handleRequests(reqs <-chan *ssh.Request, handlerOf func(*Session) Handler, done chan<- struct{}) {
 	defer close(done)
 	started := false
 	handlerDone := make(chan struct{})
@@ -346,7 +346,7 @@ func (s *Session) handleRequests(reqs <-chan *ssh.Request, h Handler, done chan<
 			if req.WantReply {
 				req.Reply(true, nil)
 			}
-			go s.serve(h, handlerDone)
+			go s.serve(handlerOf(s), handlerDone)
 			continue
 		case "window-change":
 			var w struct{ Cols, Rows, Width, Height uint32 }

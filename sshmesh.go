@@ -91,6 +91,22 @@ type Server struct {
 	// refuses check decisions with a message saying so.
 	Checker Checker
 
+	// Subsystems serve the subsystems a session may ask for by name (an
+	// in-process "sftp" server), instead of Handler. nil or a missing name
+	// means Handler serves the subsystem (LoginHandler runs the system's
+	// sftp-server for "sftp"). See the package doc on extending.
+	Subsystems map[string]Handler
+
+	// Channels serve channel types other than "session" by type, before
+	// the built-in forwarding ones (which they replace, with the policy's
+	// forwarding rules for them). nil means only the built-in ones.
+	Channels map[string]ChannelHandler
+
+	// GlobalRequests answer conn-level requests by type, before the
+	// built-in forwarding ones (which they replace). nil means only the
+	// built-in ones; anything else gets a failure reply.
+	GlobalRequests map[string]RequestHandler
+
 	// Forwarding decides port, socket and agent forwarding by code. nil
 	// follows the policy decision's LocalForward, RemoteForward and
 	// AgentForward.
