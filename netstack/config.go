@@ -108,11 +108,12 @@ func (e *ConfigError) Unwrap() error { return e.Err }
 // OS; an in-process node has nothing to do with them.
 var osOnlyKeys = []string{"DNS", "Table", "PreUp", "PostUp", "PreDown", "PostDown", "SaveConfig", "FwMark"}
 
-// LoadConfig reads the wg-quick file at path; see [ParseConfig].
-func LoadConfig(path string) (*Config, []string, error) {
+// LoadConfig reads the wg-quick file at path; see [ParseConfig]. The
+// Config goes to [New] as it is.
+func LoadConfig(path string) (Config, []string, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("netstack: %w", err)
+		return Config{}, nil, fmt.Errorf("netstack: %w", err)
 	}
 	defer f.Close()
 	return ParseConfig(f, path)
@@ -130,29 +131,29 @@ func LoadConfig(path string) (*Config, []string, error) {
 // OS (DNS, Table, PreUp, PostUp, PreDown, PostDown, SaveConfig, FwMark) are
 // ignored, with a warning "file:line: ..." each. Anything else unknown or
 // malformed is a *[ConfigError] naming file, line and key.
-func ParseConfig(r io.Reader, name string) (*Config, []string, error) {
+func ParseConfig(r io.Reader, name string) (Config, []string, error) {
 	p := parser{name: name, cfg: new(Config)}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
 	for sc.Scan() {
 		p.line++
 		if err := p.parseLine(sc.Text()); err != nil {
-			return nil, nil, err
+			return Config{}, nil, err
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return nil, nil, &ConfigError{File: name, Line: p.line + 1, Err: err}
+		return Config{}, nil, &ConfigError{File: name, Line: p.line + 1, Err: err}
 	}
 	if err := p.endPeer(); err != nil {
-		return nil, nil, err
+		return Config{}, nil, err
 	}
 	if !p.sawInterface {
-		return nil, nil, &ConfigError{File: name, Err: errors.New("no [Interface] section")}
+		return Config{}, nil, &ConfigError{File: name, Err: errors.New("no [Interface] section")}
 	}
 	if p.cfg.PrivateKey.IsZero() {
-		return nil, nil, &ConfigError{File: name, Line: p.interfaceLine, Key: "PrivateKey", Err: errors.New("missing in [Interface]")}
+		return Config{}, nil, &ConfigError{File: name, Line: p.interfaceLine, Key: "PrivateKey", Err: errors.New("missing in [Interface]")}
 	}
-	return p.cfg, p.warnings, nil
+	return *p.cfg, p.warnings, nil
 }
 
 type parser struct {

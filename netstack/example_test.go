@@ -13,7 +13,9 @@ import (
 )
 
 // Two nodes in one process over loopback UDP: B dials A's listener, and A
-// learns from the conn's source address that the caller is B.
+// learns who calls from the conn itself (a *netstack.Conn knows its peer),
+// or, in an HTTP handler, from Node.WhoIs(r.RemoteAddr): no SSH package
+// needed to know the caller of any protocol on the mesh.
 func ExampleNew() {
 	keyA, _ := meshkey.NewPrivate()
 	keyB, _ := meshkey.NewPrivate()
@@ -67,8 +69,8 @@ func ExampleNew() {
 		log.Fatal(err)
 	}
 	defer s.Close()
-	remote := s.RemoteAddr().(*net.TCPAddr).AddrPort().Addr()
-	key, ok := a.PeerForAddr(remote)
-	fmt.Println(remote, ok, key == b.PublicKey())
+	caller := s.(*netstack.Conn).PeerKey()
+	key, ok := a.WhoIs(s.RemoteAddr().String())
+	fmt.Println(s.RemoteAddr().(*net.TCPAddr).IP, caller == b.PublicKey(), ok && key == caller)
 	// Output: 100.64.0.2 true true
 }

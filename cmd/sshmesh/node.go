@@ -38,11 +38,11 @@ func startNodeAs(path string, warn io.Writer, logger *slog.Logger, anyPort bool)
 		logger.Info("ListenPort in use; using a free port (peers learn it from our packets)", "file", path, "port", cfg.ListenPort)
 		cfg.ListenPort = 0
 	}
-	node, err := netstack.New(*cfg)
+	node, err := netstack.New(cfg)
 	if err != nil && anyPort && cfg.ListenPort != 0 && errors.Is(err, syscall.EADDRINUSE) {
 		logger.Info("ListenPort in use; using a free port (peers learn it from our packets)", "file", path, "port", cfg.ListenPort)
 		cfg.ListenPort = 0
-		node, err = netstack.New(*cfg)
+		node, err = netstack.New(cfg)
 	}
 	return node, err
 }

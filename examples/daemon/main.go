@@ -66,7 +66,7 @@ func run(ctx context.Context, wgPath, policyPath, stateDir string, logger *slog.
 		logger.Warn(w)
 	}
 	cfg.Logger = logger
-	node, err := netstack.New(*cfg)
+	node, err := netstack.New(cfg)
 	if err != nil {
 		return err
 	}
