@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -80,7 +78,7 @@ type Session struct {
 	// x/crypto's channel allows one writer per stream and no CloseWrite
 	// during a write: outMu and errMu serialize stdout and stderr.
 	outMu, errMu sync.Mutex
-	status       string // how the session ended, for the audit log
+	ending       ending // how the session ended, for the audit log
 }
 
 // Read reads the client's stdin. It returns io.EOF when the client sends EOF.
@@ -225,7 +223,7 @@ func (s *Session) Exit(code int) error {
 		if failedClosed {
 			s.message("recording failed; this session must be recorded, so it ends")
 		}
-		s.status = fmt.Sprintf("exit_status=%d", code)
+		s.ending = ending{exited: true, code: code}
 		st := struct{ Status uint32 }{uint32(code)}
 		s.exitErr = s.finish("exit-status", ssh.Marshal(&st))
 	})
@@ -242,7 +240,7 @@ func (s *Session) ExitSignal(sig Signal, coreDumped bool, message string) error 
 			Message    string
 			Lang       string
 		}{string(sig), coreDumped, message, ""}
-		s.status = "signal=" + string(sig)
+		s.ending = ending{signal: sig}
 		s.exitErr = s.finish("exit-signal", ssh.Marshal(&msg))
 	})
 	return s.exitErr
@@ -252,7 +250,7 @@ func (s *Session) ExitSignal(sig Signal, coreDumped bool, message string) error 
 // stderr (revocation, session duration).
 func (s *Session) abort(message string) {
 	s.exitOnce.Do(func() {
-		s.status = "aborted: " + message
+		s.ending = ending{reason: "aborted: " + message}
 		s.message(message)
 		s.closeWrite()
 		s.exitErr = s.ch.Close()
@@ -424,19 +422,31 @@ func (s *Session) serve(h Handler, done chan<- struct{}) {
 		s.rec.close(s)
 		attrs := []any{"conn", c.id, "session", s.id, "peer", c.peer.Key.String(), "local_user", c.decision.LocalUser,
 			"duration", c.srv.now().Sub(s.started).Round(time.Millisecond), "bytes_in", s.bytesIn.Load(), "bytes_out", s.bytesOut.Load()}
-		switch {
-		case strings.HasPrefix(s.status, "exit_status="):
-			code, _ := strconv.Atoi(strings.TrimPrefix(s.status, "exit_status="))
-			attrs = append(attrs, "exit_status", code)
-		case strings.HasPrefix(s.status, "signal="):
-			attrs = append(attrs, "signal", strings.TrimPrefix(s.status, "signal="))
-		default:
-			attrs = append(attrs, "reason", s.status)
-		}
+		attrs = append(attrs, s.ending.attr()...)
 		log.Info("session end", attrs...)
 	}()
 	h.ServeSSH(s)
 	s.Exit(0)
+}
+
+// ending is how a session ended: an exit status, a signal, or (neither
+// sent) a reason.
+type ending struct {
+	exited bool // with exit status code
+	code   int
+	signal Signal
+	reason string
+}
+
+// attr is the ending as the "session end" event's attribute.
+func (e ending) attr() []any {
+	switch {
+	case e.exited:
+		return []any{"exit_status", e.code}
+	case e.signal != "":
+		return []any{"signal", string(e.signal)}
+	}
+	return []any{"reason", e.reason}
 }
 
 // latest puts v in a one-slot channel, replacing what is there.
