@@ -224,13 +224,13 @@ func TestLedgerCloseEndsWaits(t *testing.T) {
 	waitReturns(t, g, outbound, time.Second) // and later waits return at once
 }
 
-// checkFlights fails when a node's device held more of its packets than
-// the ledger allows, or when the ledger had to forgive during healthy
-// traffic (its accounting of the device's buffers would be off).
 // maxHealthyStalls is how many ledger stalls a bulk test tolerates (see
 // checkFlights).
 const maxHealthyStalls = 32
 
+// checkFlights fails when a node's device held more of its packets than
+// the ledger allows, or when the ledger stalled as a rule during healthy
+// traffic (its accounting of the device's buffers would be off).
 func checkFlights(t *testing.T, nodes ...*Node) {
 	t.Helper()
 	for i, n := range nodes {
