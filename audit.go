@@ -36,5 +36,5 @@ func (s *Server) logConnAccepted(c *serverConn) {
 	if p, ok := s.currentPolicy().(policy.Identifier); ok {
 		id, _ = p.Node(c.peer.Key)
 	}
-	s.logger().Info("conn accepted", "conn", c.id, "peer", c.peer.Key.String(), "node", id.Node, "owner", id.Owner, "addr", c.peer.Addr.String())
+	c.log().Info("conn accepted", "node", id.Node, "owner", id.Owner, "addr", c.peer.Addr.String())
 }

@@ -66,7 +66,7 @@ func (e *CheckRefusal) Error() string { return "check refused: " + e.Message }
 // decision.
 func (c *serverConn) check(d policy.Decision, req policy.Request, attrs []any) error {
 	s := c.srv
-	log := s.logger()
+	log := c.log()
 	if s.Checker == nil {
 		log.Warn("login refused: check mode is not available on this server", attrs...)
 		return c.refuse("check mode is not available on this server", "access denied: this login needs a check, which this server does not offer")

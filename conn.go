@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -20,6 +21,7 @@ import (
 // serverConn is one SSH conn: from the handshake to the last session.
 type serverConn struct {
 	srv      *Server
+	logger   *slog.Logger // the server's, with the conn's id and peer (log)
 	nc       net.Conn
 	peer     Peer
 	id       string // ties the conn's audit events together
@@ -66,7 +68,6 @@ func (c *serverConn) setCloseReason(r string) {
 
 func (c *serverConn) serve() {
 	s := c.srv
-	log := s.logger()
 	defer s.forget(c)
 	defer c.nc.Close()
 
@@ -91,7 +92,7 @@ func (c *serverConn) serve() {
 		case errors.As(err, &ne) && ne.Timeout():
 			reason = "login grace time exceeded"
 		}
-		log.Info("conn closed", "conn", c.id, "peer", c.peer.Key.String(), "addr", c.peer.Addr.String(), "reason", reason)
+		c.log().Info("conn closed", "addr", c.peer.Addr.String(), "reason", reason)
 		return
 	}
 	c.nc.SetDeadline(time.Time{})
@@ -144,7 +145,7 @@ func (c *serverConn) serve() {
 	c.mu.Lock()
 	reason := c.closeReason
 	c.mu.Unlock()
-	log.Info("conn closed", "conn", c.id, "peer", c.peer.Key.String(), "addr", c.peer.Addr.String(),
+	c.log().Info("conn closed", "addr", c.peer.Addr.String(),
 		"user", c.identity.SSHUser, "local_user", c.decision.LocalUser, "reason", reason)
 }
 
@@ -273,7 +274,7 @@ func (c *serverConn) watch(ctx context.Context, sconn *ssh.ServerConn) {
 		case now := <-t.C:
 			if s.IdleTimeout > 0 && now.Sub(time.Unix(0, c.lastActive.Load())) > s.IdleTimeout {
 				c.setCloseReason("idle timeout")
-				s.logger().Info("closing idle conn", "conn", c.id, "peer", c.peer.Key.String(), "idle_timeout", s.IdleTimeout)
+				c.log().Info("closing idle conn", "idle_timeout", s.IdleTimeout)
 				sconn.Close()
 				return
 			}
@@ -291,7 +292,7 @@ func (c *serverConn) watch(ctx context.Context, sconn *ssh.ServerConn) {
 			if probing {
 				if missed++; missed >= intOr(s.KeepAliveCountMax, 3) {
 					c.setCloseReason("keepalives unanswered")
-					s.logger().Info("closing conn: keepalives unanswered", "conn", c.id, "peer", c.peer.Key.String())
+					c.log().Info("closing conn: keepalives unanswered")
 					sconn.Close()
 					return
 				}
@@ -327,13 +328,13 @@ func (h heardConn) Read(p []byte) (int, error) {
 // mesh peer, the decision the policy's for the login name asked for.
 func (c *serverConn) authNone(meta ssh.ConnMetadata) (*ssh.Permissions, error) {
 	s := c.srv
-	log := s.logger()
+	log := c.log()
 	req := policy.Request{Src: c.peer.Key, SrcAddr: c.peer.Addr, Dst: c.peer.Self, User: meta.User()}
 	acct, err := lookupAccount(req.User)
 	if err != nil {
 		// Not an unknown name: the host could not answer. Whether the name
 		// is root is unknown, so nothing is decided.
-		log.Error("auth decision: cannot look up the login's account; refused", "conn", c.id, "peer", c.peer.Key.String(), "user", req.User, "err", err)
+		c.log().Error("auth decision: cannot look up the login's account; refused", "user", req.User, "err", err)
 		return nil, c.refuse("cannot look up the account "+req.User, "access denied")
 	}
 	req.RootUser = req.User == "root" || acct != nil && acct.Uid == "0"
@@ -341,10 +342,10 @@ func (c *serverConn) authNone(meta ssh.ConnMetadata) (*ssh.Permissions, error) {
 	defer cancel()
 	d, err := s.currentPolicy().Evaluate(ctx, req)
 	if err != nil {
-		log.Error("auth decision", "conn", c.id, "peer", c.peer.Key.String(), "user", req.User, "action", "reject", "err", err)
+		c.log().Error("auth decision", "user", req.User, "action", "reject", "err", err)
 		return nil, c.refuse("the policy failed to decide", "access denied")
 	}
-	attrs := []any{"conn", c.id, "peer", c.peer.Key.String(), "node", d.Caller.Node, "owner", d.Caller.Owner, "addr", c.peer.Addr.String(),
+	attrs := []any{"node", d.Caller.Node, "owner", d.Caller.Owner, "addr", c.peer.Addr.String(),
 		"user", req.User, "local_user", d.LocalUser, "action", d.Action.String(), "rule", d.Rule, "rule_pos", d.RulePos, "message", d.Message}
 	switch {
 	case d.Action == policy.Check:
@@ -425,6 +426,10 @@ func (c *serverConn) localAccount() (*session.User, error) {
 	}
 	return u, nil
 }
+
+// log returns the server's logger with the conn's id and peer, the keys
+// every event of the conn carries.
+func (c *serverConn) log() *slog.Logger { return c.logger }
 
 // refuse returns the auth error whose banner (msg) the client prints, and
 // records why for the conn's "conn closed" event: the last refusal is why

@@ -41,12 +41,12 @@ func (s *Session) startRecording() bool {
 		return true
 	}
 	if d.OnRecordingFailure == "fail-closed" {
-		c.srv.logger().Error("session refused: recording failed and the rule is fail-closed", "conn", c.id, "session", s.id, "peer", c.peer.Key.String(), "rule", d.Rule, "err", err)
+		s.log().Error("session refused: recording failed and the rule is fail-closed", "rule", d.Rule, "err", err)
 		s.message("this session must be recorded, and recording failed; session refused")
 		s.Exit(254)
 		return false
 	}
-	c.srv.logger().Warn("session unrecorded: recording failed and the rule is fail-open", "conn", c.id, "session", s.id, "peer", c.peer.Key.String(), "rule", d.Rule, "err", err)
+	s.log().Warn("session unrecorded: recording failed and the rule is fail-open", "rule", d.Rule, "err", err)
 	return true
 }
 
@@ -108,13 +108,12 @@ func (r *recorder) check(s *Session, err error) {
 		return
 	}
 	r.failedWrite.Store(true)
-	c := s.conn
 	if r.failClosed {
-		c.srv.logger().Error("session ended: recording failed and the rule is fail-closed", "conn", c.id, "session", s.id, "file", r.path, "err", err)
+		s.log().Error("session ended: recording failed and the rule is fail-closed", "file", r.path, "err", err)
 		go s.Exit(254) // also when the handler never writes again
 		return
 	}
-	c.srv.logger().Warn("session continues unrecorded: recording failed and the rule is fail-open", "conn", c.id, "session", s.id, "file", r.path, "err", err)
+	s.log().Warn("session continues unrecorded: recording failed and the rule is fail-open", "file", r.path, "err", err)
 }
 
 func (r *recorder) close(s *Session) {

@@ -45,11 +45,11 @@ func (s *Server) SetPolicy(p policy.Policy) int {
 		cancel()
 		if err != nil {
 			// A policy that cannot decide does not end working sessions.
-			s.logger().Error("policy re-evaluation failed; conn kept", "conn", c.id, "peer", c.peer.Key.String(), "err", err)
+			c.log().Error("policy re-evaluation failed; conn kept", "err", err)
 			continue
 		}
 		if !d.Allowed() || d.LocalUser != c.decision.LocalUser {
-			s.logger().Info("access revoked", "conn", c.id, "peer", c.peer.Key.String(), "user", c.request.User,
+			c.log().Info("access revoked", "user", c.request.User,
 				"local_user", c.decision.LocalUser, "action", d.Action.String(), "rule", d.Rule, "rule_pos", d.RulePos)
 			c.revoke("access revoked by policy change")
 			closed++
@@ -78,7 +78,7 @@ func (s *Server) watchPeers(done <-chan struct{}) {
 		}
 		for _, c := range s.authenticatedConns() {
 			if !c.peer.stillOwns() && !c.revoked.Swap(true) {
-				s.logger().Info("access revoked", "conn", c.id, "peer", c.peer.Key.String(), "reason", "peer removed from the mesh")
+				c.log().Info("access revoked", "reason", "peer removed from the mesh")
 				go c.revoke("peer removed from the mesh")
 			}
 		}
@@ -95,7 +95,7 @@ func (s *Server) ClosePeer(key meshkey.Public, message string) int {
 	n := 0
 	for _, c := range s.authenticatedConns() {
 		if c.peer.Key == key {
-			s.logger().Info("access revoked", "conn", c.id, "peer", key.String(), "reason", message)
+			c.log().Info("access revoked", "reason", message)
 			c.revoke(message)
 			n++
 		}
@@ -154,7 +154,7 @@ func (c *serverConn) revoke(message string) {
 func (c *serverConn) enforceDeadlines() {
 	now := c.srv.now()
 	if exp := c.expires.Load(); exp != 0 && now.UnixNano() >= exp {
-		c.srv.logger().Info("access expired", "conn", c.id, "peer", c.peer.Key.String(), "rule", c.decision.Rule, "rule_pos", c.decision.RulePos)
+		c.log().Info("access expired", "rule", c.decision.Rule, "rule_pos", c.decision.RulePos)
 		go c.revoke("access expired: the rule that allowed this login has expired")
 		c.expires.Store(0)
 		return

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -402,7 +403,7 @@ func (s *Session) handleRequests(reqs <-chan *ssh.Request, handlerOf func(*Sessi
 func (s *Session) serve(h Handler, done chan<- struct{}) {
 	defer close(done)
 	c := s.conn
-	log := c.srv.logger()
+	log := s.log()
 	s.started = c.srv.now()
 	term := ""
 	if s.pty != nil {
@@ -411,16 +412,16 @@ func (s *Session) serve(h Handler, done chan<- struct{}) {
 	if !s.startRecording() {
 		return
 	}
-	log.Info("session start", "conn", c.id, "session", s.id, "peer", c.peer.Key.String(), "user", c.identity.SSHUser,
+	log.Info("session start", "user", c.identity.SSHUser,
 		"local_user", c.decision.LocalUser, "kind", s.kind, "command", s.raw, "pty", s.pty != nil, "term", term, "recorded", s.rec != nil)
 	defer func() {
 		if r := recover(); r != nil {
-			log.Error("handler panicked; session ended", "conn", c.id, "session", s.id, "peer", c.peer.Key.String(), "panic", fmt.Sprint(r))
+			log.Error("handler panicked; session ended", "panic", fmt.Sprint(r))
 			fmt.Fprintf(s.Stderr(), "sshmesh: internal error, session ended\r\n")
 			s.Exit(255)
 		}
 		s.rec.close(s)
-		attrs := []any{"conn", c.id, "session", s.id, "peer", c.peer.Key.String(), "local_user", c.decision.LocalUser,
+		attrs := []any{"local_user", c.decision.LocalUser,
 			"duration", c.srv.now().Sub(s.started).Round(time.Millisecond), "bytes_in", s.bytesIn.Load(), "bytes_out", s.bytesOut.Load()}
 		attrs = append(attrs, s.ending.attr()...)
 		log.Info("session end", attrs...)
@@ -428,6 +429,10 @@ func (s *Session) serve(h Handler, done chan<- struct{}) {
 	h.ServeSSH(s)
 	s.Exit(0)
 }
+
+// log returns the server's logger with the conn's id and peer and the
+// session's id.
+func (s *Session) log() *slog.Logger { return s.conn.log().With("session", s.id) }
 
 // ending is how a session ended: an exit status, a signal, or (neither
 // sent) a reason.

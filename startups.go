@@ -40,6 +40,7 @@ func (s *Server) admit(c net.Conn, p Peer) {
 		s.queued = make(map[[32]byte][]*serverConn)
 	}
 	sc := &serverConn{srv: s, nc: c, peer: p, id: newID(), accepted: time.Now()}
+	sc.logger = s.logger().With("conn", sc.id, "peer", p.Key.String())
 	sc.lastActive.Store(sc.accepted.UnixNano())
 	if s.canStart(p.Key) {
 		s.start(sc)
@@ -55,7 +56,7 @@ func (s *Server) admit(c net.Conn, p Peer) {
 	s.queued[p.Key] = append(s.queued[p.Key], sc)
 	s.nqueued++
 	sc.queueTimer = time.AfterFunc(s.loginGraceTime(), func() { s.expireQueued(sc) })
-	s.logger().Debug("conn waits for a startup slot", "conn", sc.id, "peer", p.Key.String(), "addr", p.Addr.String(),
+	sc.log().Debug("conn waits for a startup slot", "addr", p.Addr.String(),
 		"startups", s.startups, "peer_startups", s.perPeer[p.Key], "queued", s.nqueued)
 }
 
@@ -121,7 +122,7 @@ func (s *Server) expireQueued(c *serverConn) {
 	waited := s.unqueue(c)
 	s.mu.Unlock()
 	if waited {
-		s.logger().Info("conn closed", "conn", c.id, "peer", c.peer.Key.String(), "addr", c.peer.Addr.String(),
+		c.log().Info("conn closed", "addr", c.peer.Addr.String(),
 			"reason", "waited for a startup slot for the whole login grace time")
 		c.nc.Close()
 		s.forget(c)
@@ -133,7 +134,7 @@ func (s *Server) dropQueued() {
 	for k, q := range s.queued {
 		for _, c := range q {
 			c.queueTimer.Stop()
-			s.logger().Info("conn closed", "conn", c.id, "peer", c.peer.Key.String(), "addr", c.peer.Addr.String(),
+			c.log().Info("conn closed", "addr", c.peer.Addr.String(),
 				"reason", "server shut down while the conn waited for a startup slot")
 			c.nc.Close()
 			delete(s.conns, c)
