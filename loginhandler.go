@@ -1,6 +1,7 @@
 package sshmesh
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -15,7 +16,7 @@ import (
 func LoginHandler() Handler { return HandlerFunc(serveLogin) }
 
 func serveLogin(s *Session) {
-	if s.conn.localUID == "" {
+	if s.AccountUID() == "" {
 		// No such account when the login was decided: whatever the name
 		// is now, the policy did not judge it.
 		fmt.Fprintf(s.Stderr(), "sshmesh: There is no user %q on this host.\r\n", s.LocalUser())
@@ -24,33 +25,33 @@ func serveLogin(s *Session) {
 	}
 	req := session.Request{
 		User:      s.LocalUser(),
-		UID:       s.conn.localUID,
+		UID:       s.AccountUID(),
 		Command:   s.RawCommand(),
 		Subsystem: s.Subsystem(),
 		Env:       s.Environ(),
-		ExtraEnv:  s.extraEnv,
+		ExtraEnv:  s.ServerEnviron(),
 		Remote:    s.Identity().Addr,
 		Local:     s.LocalAddr(),
 		Stdin:     s,
 		Stdout:    s,
 		Stderr:    s.Stderr(),
-		Logger:    s.conn.srv.logger(),
+		Logger:    s.Logger(),
 	}
 	if p, ok := s.Pty(); ok {
 		req.Pty = &session.Pty{Term: p.Term, Cols: p.Window.Cols, Rows: p.Window.Rows,
 			Width: p.Window.Width, Height: p.Window.Height, Modes: p.Modes}
 	}
-	// The session's life, not its Context: Shutdown's start asks Go
+	// Until the session ends, not its Context: Shutdown's start asks Go
 	// handlers to finish, but leaves login sessions running until its
 	// deadline, as sshd does.
-	proc, err := session.Start(s.life, req)
+	proc, err := session.Start(doneContext(s.Done()), req)
 	if err != nil {
 		msg := "could not start the session"
 		var ce *session.ClientError
 		if errors.As(err, &ce) {
 			msg = ce.Msg
 		}
-		s.conn.srv.logger().Warn("session not started", "peer", s.Identity().Key.String(), "local_user", s.LocalUser(), "err", err)
+		s.Logger().Warn("session not started", "local_user", s.LocalUser(), "err", err)
 		fmt.Fprintf(s.Stderr(), "sshmesh: %s\r\n", msg)
 		s.Exit(1)
 		return
@@ -86,11 +87,21 @@ func serveLogin(s *Session) {
 	}()
 	exit, err := proc.Wait()
 	if err != nil {
-		s.conn.srv.logger().Warn("session ended with an error", "peer", s.Identity().Key.String(), "local_user", s.LocalUser(), "err", err)
+		s.Logger().Warn("session ended with an error", "local_user", s.LocalUser(), "err", err)
 	}
 	if exit.Signal != "" {
 		s.ExitSignal(Signal(exit.Signal), exit.CoreDumped, "")
 		return
 	}
 	s.Exit(exit.Code)
+}
+
+// doneContext is a context that is done when done is closed.
+func doneContext(done <-chan struct{}) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-done
+		cancel()
+	}()
+	return ctx
 }

@@ -143,6 +143,26 @@ func (s *Session) CloseWrite() error { return s.ch.CloseWrite() }
 // running sessions alone, only by its deadline.
 func (s *Session) Context() context.Context { return s.ctx }
 
+// Done is closed when the session ends (the client closed it or went away,
+// or the handler ended it). Unlike [Session.Context], it stays open when
+// Shutdown begins: a handler that runs the user's own work until the
+// session ends (as [LoginHandler] does) waits on it.
+func (s *Session) Done() <-chan struct{} { return s.life.Done() }
+
+// ServerEnviron returns the variables the server sets for the session
+// itself, as KEY=VALUE: SSHMESH_SESSION_ID, and SSH_AUTH_SOCK when the
+// agent is forwarded. They are not subject to the rule's acceptEnv.
+func (s *Session) ServerEnviron() []string { return append([]string(nil), s.extraEnv...) }
+
+// AccountUID returns the uid the local account had when the login was
+// decided, "" when there was no such account (an appliance's names). A
+// handler that acts as the account acts as exactly this uid (see
+// session.Request.UID).
+func (s *Session) AccountUID() string { return s.conn.localUID }
+
+// Logger returns the server's logger with the conn, peer and session ids.
+func (s *Session) Logger() *slog.Logger { return s.log() }
+
 // Identity returns who is logged in.
 func (s *Session) Identity() Identity { return s.conn.identity }
 
