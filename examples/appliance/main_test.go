@@ -1,15 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -24,22 +21,7 @@ import (
 // once per run.
 var sshmeshBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "appliance-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	sshmeshBin, err = exampletest.Build(dir, "../../cmd/sshmesh", "sshmesh")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { exampletest.MainWithSSHMesh(m, &sshmeshBin) }
 
 // TestAppliance runs the appliance with the policy.hujson of this directory
 // (its keys swapped for the test mesh's) and logs in with the stock ssh
@@ -50,45 +32,13 @@ func TestAppliance(t *testing.T) {
 	ssh := sshmeshtest.NeedBinary(t, "ssh", "openssh-client")
 	m := sshmeshtest.NewMesh(t, 3)
 	dir := t.TempDir()
-	confs := make([]string, 3)
-	for i, name := range []string{"appliance.conf", "alice.conf", "victor.conf"} {
-		m.Nodes[i].Node.Close() // the appliance and `sshmesh nc` run them from the files
-		confs[i] = m.Nodes[i].WriteWGQuick(t, filepath.Join(dir, name))
-	}
-	pol, err := os.ReadFile("policy.hujson")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, key := range []string{"6AI/wk2T0LjHVPjdMfftbUcKD2Sez0m0LrkIRxwASg8=",
-		"qAeadUOsvcSIyg0pgZECo18hTH/g0GAxOyjU9ff7C0U=", "LjkcA7kxzgdgqBv1w+G8RF3Oa4N7oJINpeE4ctQsFiY="} {
-		pol = bytes.ReplaceAll(pol, []byte(key), []byte(m.Nodes[i].Key.Public().String()))
-	}
-	polPath := filepath.Join(dir, "policy.hujson")
-	if err := os.WriteFile(polPath, pol, 0o600); err != nil {
-		t.Fatal(err)
-	}
-
-	var log sshmeshtest.Buffer
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, options{wgPath: confs[0], policyPath: polPath, stateDir: dir}, slog.New(slog.NewTextHandler(&log, nil)))
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("appliance log:\n%s", log.String())
-		}
+	confs := exampletest.WGQuickFiles(t, m, dir, "appliance.conf", "alice.conf", "victor.conf")
+	polPath := exampletest.Policy(t, "policy.hujson", dir, m.Nodes...)
+	exampletest.Run(t, "appliance serving", func(ctx context.Context, logger *slog.Logger) error {
+		return run(ctx, options{wgPath: confs[0], policyPath: polPath, stateDir: dir}, logger)
 	})
-	log.WaitFor(t, "appliance serving")
-
 	sshArgs := func(conf, login string, extra ...string) []string {
-		return append([]string{"-F", "/dev/null", "-o", "ProxyCommand=" + sshmeshBin + " nc --wg " + conf + " %h %p",
-			"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-			"-o", "ConnectTimeout=20", "-o", "IdentityAgent=none", login + "@100.64.0.1"}, extra...)
+		return append(append(exampletest.SSHOptions(sshmeshBin, conf), login+"@100.64.0.1"), extra...)
 	}
 
 	t.Run("admin", func(t *testing.T) {

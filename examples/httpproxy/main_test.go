@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/sshmesh/sshmesh/examples/internal/exampletest"
 	"github.com/sshmesh/sshmesh/sshmeshtest"
 )
 
@@ -59,23 +60,9 @@ func TestProxy(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var log sshmeshtest.Buffer
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, options{wgPath: conf, policyPath: polPath, backend: backend.URL, port: 80},
-			slog.New(slog.NewTextHandler(&log, nil)))
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("proxy log:\n%s", log.String())
-		}
+	exampletest.Run(t, "proxy serving", func(ctx context.Context, logger *slog.Logger) error {
+		return run(ctx, options{wgPath: conf, policyPath: polPath, backend: backend.URL, port: 80}, logger)
 	})
-	log.WaitFor(t, "proxy serving")
 
 	get := func(from *sshmeshtest.Node, forge bool) (int, string) {
 		t.Helper()
