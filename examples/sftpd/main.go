@@ -88,7 +88,7 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 		logger.Warn(w)
 	}
 	cfg.Logger = logger
-	node, err := netstack.New(*cfg)
+	node, err := netstack.New(cfg)
 	if err != nil {
 		return err
 	}
