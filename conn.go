@@ -146,7 +146,7 @@ func (c *serverConn) serve() {
 	reason := c.closeReason
 	c.mu.Unlock()
 	c.log().Info("conn closed", "addr", c.peer.Addr.String(),
-		"user", c.identity.SSHUser, "local_user", c.decision.LocalUser, "reason", reason)
+		"user", c.identity.User, "local_user", c.decision.LocalUser, "reason", reason)
 }
 
 func (c *serverConn) runSession(ctx context.Context, ch ssh.Channel, reqs <-chan *ssh.Request) {
@@ -329,7 +329,7 @@ func (h heardConn) Read(p []byte) (int, error) {
 func (c *serverConn) authNone(meta ssh.ConnMetadata) (*ssh.Permissions, error) {
 	s := c.srv
 	log := c.log()
-	req := policy.Request{Src: c.peer.Key, SrcAddr: c.peer.Addr, Dst: c.peer.Self, User: meta.User()}
+	req := policy.Request{Key: c.peer.Key, Addr: c.peer.Addr, Self: c.peer.Self, User: meta.User()}
 	acct, err := lookupAccount(req.User)
 	if err != nil {
 		// Not an unknown name: the host could not answer. Whether the name
@@ -396,7 +396,7 @@ func (c *serverConn) authNone(meta ssh.ConnMetadata) (*ssh.Permissions, error) {
 	}
 	c.request = req
 	c.decision = d
-	c.identity = Identity{Identity: d.Caller, Addr: c.peer.Addr, SSHUser: req.User}
+	c.identity = Identity{Identity: d.Caller, Addr: c.peer.Addr, User: req.User}
 	return &ssh.Permissions{}, nil
 }
 

@@ -197,7 +197,7 @@ func (c *serverConn) forwardRefused(k ForwardKind, target, reason string) {
 }
 
 func (c *serverConn) forwardAttrs(k ForwardKind, target string, more ...any) []any {
-	return append([]any{"conn", c.id, "peer", c.peer.Key.String(), "addr", c.peer.Addr.String(), "user", c.identity.SSHUser,
+	return append([]any{"conn", c.id, "peer", c.peer.Key.String(), "addr", c.peer.Addr.String(), "user", c.identity.User,
 		"local_user", c.decision.LocalUser, "rule", c.decision.Rule, "kind", k.String(), "target", target}, more...)
 }
 

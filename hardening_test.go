@@ -234,7 +234,7 @@ func TestMaxConnsPerPeer(t *testing.T) {
 func TestHostileLoginNames(t *testing.T) {
 	self, _ := meshkey.NewPrivate()
 	ts := startServer(t, &sshmesh.Server{Handler: sshmesh.HandlerFunc(func(s *sshmesh.Session) {
-		t.Errorf("hostile name %q got a session as %q", s.Identity().SSHUser, s.LocalUser())
+		t.Errorf("hostile name %q got a session as %q", s.Identity().User, s.LocalUser())
 	})})
 	doc, err := policy.Parse([]byte(fmt.Sprintf(`{
   "nodes": {"srv": {"key": %q, "tags": ["tag:srv"]}, "lap": {"key": %q, "owner": "ann@example.com"}},
@@ -246,7 +246,7 @@ func TestHostileLoginNames(t *testing.T) {
 	}
 	// The listener knows no Self key here: evaluate as the document's server.
 	ts.srv.SetPolicy(policy.Func(func(ctx context.Context, r policy.Request) (policy.Decision, error) {
-		r.Dst = self.Public()
+		r.Self = self.Public()
 		return doc.Evaluate(ctx, r)
 	}))
 	for _, name := range []string{"../root", "root\x00", "r\u043e\u043et", "ro ot", "-oProxyCommand", strings.Repeat("a", 1000), "root", ".", ""} {

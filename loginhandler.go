@@ -38,8 +38,7 @@ func serveLogin(s *Session) {
 		Logger:    s.Logger(),
 	}
 	if p, ok := s.Pty(); ok {
-		req.Pty = &session.Pty{Term: p.Term, Cols: p.Window.Cols, Rows: p.Window.Rows,
-			Width: p.Window.Width, Height: p.Window.Height, Modes: p.Modes}
+		req.Pty = &p
 	}
 	// Until the session ends, not its Context: Shutdown's start asks Go
 	// handlers to finish, but leaves login sessions running until its

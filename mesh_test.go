@@ -30,7 +30,7 @@ func TestOverMesh(t *testing.T) {
 	server, client, stranger := m.Nodes[0], m.Nodes[1], m.Nodes[2]
 	srv := &sshmesh.Server{
 		Policy: policy.Func(func(_ context.Context, r policy.Request) (policy.Decision, error) {
-			if r.Src != client.Key.Public() || r.Dst != server.Key.Public() {
+			if r.Key != client.Key.Public() || r.Self != server.Key.Public() {
 				return policy.Decision{Message: "only the client node"}, nil
 			}
 			return policy.Decision{Action: policy.Accept, LocalUser: r.User}, nil
@@ -180,7 +180,7 @@ func TestLoginRechecksPeer(t *testing.T) {
 	srv := &sshmesh.Server{
 		Logger: slog.New(slog.NewTextHandler(&log, nil)),
 		Policy: policy.Func(func(_ context.Context, r policy.Request) (policy.Decision, error) {
-			if r.Src == a.Key.Public() && r.User == "move" {
+			if r.Key == a.Key.Public() && r.User == "move" {
 				var peers []netstack.Peer
 				for _, p := range server.Peers() {
 					switch p.PublicKey {

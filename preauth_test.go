@@ -56,7 +56,7 @@ func TestPreAuthFloodNoLeak(t *testing.T) {
 	server, client, flooder := m.Nodes[0], m.Nodes[1], m.Nodes[2]
 	srv := &sshmesh.Server{
 		Policy: policy.Func(func(_ context.Context, r policy.Request) (policy.Decision, error) {
-			if r.Src != client.Key.Public() {
+			if r.Key != client.Key.Public() {
 				return policy.Decision{Message: "only the client node"}, nil
 			}
 			return policy.Decision{Action: policy.Accept, LocalUser: r.User}, nil

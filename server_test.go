@@ -61,7 +61,7 @@ func allowPolicy(acceptEnv ...string) policy.Policy {
 			return policy.Decision{Action: policy.Reject, Rule: "ssh[0]", Message: "nobody may not log in here"}, nil
 		}
 		return policy.Decision{Action: policy.Accept, LocalUser: r.User, Rule: "ssh[1]", AcceptEnv: acceptEnv,
-			Caller: policy.Identity{Key: r.Src, Node: "laptop", Owner: "ann@example.com"}}, nil
+			Caller: policy.Identity{Key: r.Key, Node: "laptop", Owner: "ann@example.com"}}, nil
 	})
 }
 
@@ -159,14 +159,14 @@ func exitCode(err error) int {
 
 func TestLoginAcceptedIdentityAndExitCode(t *testing.T) {
 	type seen struct {
-		Key, Node, Owner, SSHUser, LocalUser, Raw, Rule string
-		Cmd                                             []string
-		Addr                                            string
+		Key, Node, Owner, User, LocalUser, Raw, Rule string
+		Cmd                                          []string
+		Addr                                         string
 	}
 	got := make(chan seen, 1)
 	ts := startServer(t, &sshmesh.Server{Handler: sshmesh.HandlerFunc(func(s *sshmesh.Session) {
 		id := s.Identity()
-		got <- seen{id.Key.String(), id.Node, id.Owner, id.SSHUser, s.LocalUser(), s.RawCommand(), s.Decision().Rule, s.Command(), id.Addr.Addr().String()}
+		got <- seen{id.Key.String(), id.Node, id.Owner, id.User, s.LocalUser(), s.RawCommand(), s.Decision().Rule, s.Command(), id.Addr.Addr().String()}
 		fmt.Fprintln(s, "hello", s.LocalUser())
 		s.Exit(7)
 	})})
@@ -841,7 +841,7 @@ func TestRegisteredFeatures(t *testing.T) {
 		},
 		GlobalRequests: map[string]sshmesh.RequestHandler{
 			"whoami@example.com": func(_ context.Context, conn sshmesh.ConnInfo, req *ssh.Request) (bool, []byte) {
-				return true, []byte(conn.Identity().SSHUser)
+				return true, []byte(conn.Identity().User)
 			},
 		},
 	})

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sshmesh/sshmesh/policy"
+	"github.com/sshmesh/sshmesh/session"
 )
 
 // Identity is who is logged in: the caller's mesh identity (key, and the
@@ -21,28 +22,22 @@ import (
 // and the login name it asked for.
 type Identity struct {
 	policy.Identity
-	Addr    netip.AddrPort // the caller's mesh address and port
-	SSHUser string         // the login name the client asked for
+	Addr netip.AddrPort // the caller's mesh address and port
+	User string         // the login name the client asked for (policy.Request.User)
 }
 
-// Window is a terminal size in characters (and pixels, when the client
-// tells them). Cols and Rows are 0 when the client does not know them
-// (ssh -tt with stdin that is not a terminal asks for a 0×0 pty): the
-// default handler passes that to the PTY as sshd does, and a recording
-// then starts at 80×24; a handler of its own should treat 0 as unknown.
-type Window struct {
-	Cols, Rows    uint32 // characters
-	Width, Height uint32 // pixels; 0 when the client does not say
-}
+// Window is a terminal size: session.Window, one type for the server and
+// the session layer. A window of 0×0 means the client does not know its
+// size (ssh -tt without a terminal asks for one): the default handler
+// passes that to the PTY as sshd does, a recording then starts at 80×24,
+// and a handler of its own should treat 0 as unknown.
+type Window = session.Window
 
-// Pty is what the client asked for with its pty-req.
-type Pty struct {
-	Term   string // the client's TERM, e.g. "xterm-256color"
-	Window Window // the initial size
-	// Modes holds the RFC 4254 terminal modes exactly as the client encoded
-	// them; session.ParseModes decodes them.
-	Modes []byte
-}
+// Pty is what the client asked for with its pty-req: its TERM, the initial
+// Window and the RFC 4254 terminal modes exactly as the client encoded
+// them (session.ParseModes decodes them). It is session.Pty, one type for
+// the server and the session layer.
+type Pty = session.Pty
 
 // Signal is an SSH signal name, without "SIG": "TERM", "INT", "HUP", ...
 type Signal string
@@ -432,7 +427,7 @@ func (s *Session) serve(h Handler, done chan<- struct{}) {
 	if !s.startRecording() {
 		return
 	}
-	log.Info("session start", "user", c.identity.SSHUser,
+	log.Info("session start", "user", c.identity.User,
 		"local_user", c.decision.LocalUser, "kind", s.kind, "command", s.raw, "pty", s.pty != nil, "term", term, "recorded", s.rec != nil)
 	defer func() {
 		if r := recover(); r != nil {
@@ -498,7 +493,7 @@ func parsePtyReq(b []byte) (Pty, error) {
 	if err := ssh.Unmarshal(b, &r); err != nil {
 		return Pty{}, err
 	}
-	return Pty{Term: r.Term, Window: Window{r.Cols, r.Rows, r.Width, r.Height}, Modes: []byte(r.Modes)}, nil
+	return Pty{Term: r.Term, Window: Window{Cols: r.Cols, Rows: r.Rows, Width: r.Width, Height: r.Height}, Modes: []byte(r.Modes)}, nil
 }
 
 // splitCommand splits s into words with POSIX-shell quoting rules for

@@ -129,14 +129,14 @@ func (w *world) start(t testing.TB, identify func(meshkey.Public) (policy.Identi
 	w.srv = &sshmesh.Server{
 		Policy: policy.Func(func(_ context.Context, r policy.Request) (policy.Decision, error) {
 			if w.accept {
-				return policy.Decision{Action: policy.Accept, LocalUser: r.User, Rule: "ssh[0]", Caller: w.ids[r.Src]}, nil
+				return policy.Decision{Action: policy.Accept, LocalUser: r.User, Rule: "ssh[0]", Caller: w.ids[r.Key]}, nil
 			}
 			rule := [2]string{"ssh[0]", ""}
 			if p := w.checkRule.Load(); p != nil {
 				rule = *p
 			}
 			return policy.Decision{Action: policy.Check, LocalUser: r.User, Rule: rule[0], RuleID: rule[1], RulePos: "policy.hujson:7",
-				Caller: w.ids[r.Src], CheckPeriod: w.period}, nil
+				Caller: w.ids[r.Key], CheckPeriod: w.period}, nil
 		}),
 		HostKeys:           []ssh.Signer{hostKey},
 		Checker:            w.checker,

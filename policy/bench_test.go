@@ -106,7 +106,7 @@ func TestEvaluateMatchesExplain(t *testing.T) {
 			si, di := rnd.IntN(len(doc.nodes)), rnd.IntN(len(doc.nodes))
 			user := users[rnd.IntN(len(users))]
 			s, d := doc.nodes[si].id, doc.nodes[di].id
-			got, err := doc.Evaluate(context.Background(), Request{Src: s.Key, Dst: d.Key, User: user})
+			got, err := doc.Evaluate(context.Background(), Request{Key: s.Key, Self: d.Key, User: user})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -134,7 +134,7 @@ func BenchmarkEvaluate(b *testing.B) {
 	users := []string{"root", "deploy", "u1", "u3", "u3-admin", "git", "x"}
 	reqs := make([]Request, 4096)
 	for i := range reqs {
-		reqs[i] = Request{Src: testKey(1 + rnd.IntN(10000)), Dst: testKey(1 + rnd.IntN(10000)), User: users[rnd.IntN(len(users))]}
+		reqs[i] = Request{Key: testKey(1 + rnd.IntN(10000)), Self: testKey(1 + rnd.IntN(10000)), User: users[rnd.IntN(len(users))]}
 	}
 	ctx := context.Background()
 	b.ReportAllocs()
@@ -162,7 +162,7 @@ func BenchmarkEvaluateOneDestination(b *testing.B) {
 		b.Fatal(err)
 	}
 	for _, user := range []string{"nobody", "u9999"} {
-		r := Request{Src: testKey(1), Dst: testKey(2), User: user}
+		r := Request{Key: testKey(1), Self: testKey(2), User: user}
 		b.Run(user, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {

@@ -20,7 +20,7 @@ const DefaultCheckPeriod = 12 * time.Hour
 
 // Document is a parsed, checked policy document (see the package doc for its
 // format). It implements [Policy]: each node evaluates the same document with
-// itself as Request.Dst.
+// itself as Request.Self.
 //
 // Evaluation is precomputed at load: Evaluate looks the two keys up, then
 // walks only the rules that name the caller or the destination (by name,
@@ -131,20 +131,20 @@ func syntaxError(file string, err error) error {
 	return &Error{File: file, Line: line, Column: col, Err: fmt.Errorf("syntax error: %s", rest)}
 }
 
-// Evaluate decides r with Request.Dst as this node. A caller whose key is
+// Evaluate decides r with Request.Self as this node. A caller whose key is
 // not in the document is rejected (Rule "", Message ""), as is a login no
 // rule matches. A Dst not in the document is an error: the server is not
 // part of this policy.
 //
 // The slices in the Decision are shared with the Document; do not modify them.
 func (doc *Document) Evaluate(_ context.Context, r Request) (Decision, error) {
-	di, ok := doc.byKey[r.Dst]
+	di, ok := doc.byKey[r.Self]
 	if !ok {
-		return Decision{}, fmt.Errorf("policy: %s: the destination %s is not a node in the document", doc.file, r.Dst.Short())
+		return Decision{}, fmt.Errorf("policy: %s: the destination %s is not a node in the document", doc.file, r.Self.Short())
 	}
-	si, ok := doc.byKey[r.Src]
+	si, ok := doc.byKey[r.Key]
 	if !ok {
-		return Decision{Caller: Identity{Key: r.Src}}, nil
+		return Decision{Caller: Identity{Key: r.Key}}, nil
 	}
 	now := doc.now()
 	return doc.decision(si, doc.match(si, di, loginOf(r), now), r.User), nil

@@ -30,7 +30,7 @@ func ExampleParse() {
 	alice, _ := meshkey.ParsePublic("IEFpcTgXf2dtu3hfIZ2U9cvSl9TOLD9ZdMA5HyvTTW8=")
 	build1, _ := meshkey.ParsePublic("lGqE8/8bL4EYaY7PKy+DSvqbHYmJSz8OtnwydoqbhSo=")
 	for _, user := range []string{"deploy", "root"} {
-		d, err := doc.Evaluate(context.Background(), policy.Request{Src: alice, Dst: build1, User: user})
+		d, err := doc.Evaluate(context.Background(), policy.Request{Key: alice, Self: build1, User: user})
 		if err != nil {
 			log.Fatal(err)
 		}
@@ -89,7 +89,7 @@ func ExampleEnvAllowed() {
 func ExampleFunc() {
 	admins := map[meshkey.Public]string{} // filled from the application's own store
 	var p policy.Policy = policy.Func(func(ctx context.Context, r policy.Request) (policy.Decision, error) {
-		name, ok := admins[r.Src]
+		name, ok := admins[r.Key]
 		if !ok || r.User != name {
 			return policy.Decision{Action: policy.Reject, Message: "ask an admin for access"}, nil
 		}

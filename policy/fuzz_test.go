@@ -32,7 +32,7 @@ func FuzzParse(f *testing.F) {
 		for _, s := range doc.nodes {
 			for _, d := range doc.nodes {
 				for _, user := range []string{"root", "deploy", "alice", "alice-admin", ""} {
-					got, err := doc.Evaluate(context.Background(), Request{Src: s.id.Key, Dst: d.id.Key, User: user})
+					got, err := doc.Evaluate(context.Background(), Request{Key: s.id.Key, Self: d.id.Key, User: user})
 					if err != nil {
 						t.Fatal(err)
 					}

@@ -133,12 +133,14 @@ func (f Func) Evaluate(ctx context.Context, r Request) (Decision, error) { retur
 
 // Request is one login attempt.
 type Request struct {
-	// Src is the caller's WireGuard public key, as the mesh proved it.
-	Src meshkey.Public
-	// SrcAddr is the caller's mesh address and port.
-	SrcAddr netip.AddrPort
-	// Dst is the public key of the node that was reached (the server).
-	Dst meshkey.Public
+	// Key is the caller's WireGuard public key, as the mesh proved it
+	// (sshmesh.Peer.Key).
+	Key meshkey.Public
+	// Addr is the caller's mesh address and port (sshmesh.Peer.Addr).
+	Addr netip.AddrPort
+	// Self is the public key of the node that was reached, the server
+	// (sshmesh.Peer.Self).
+	Self meshkey.Public
 	// User is the login name the client asked for (ssh user@host).
 	User string
 	// RootUser says that User is a root account on the destination host:

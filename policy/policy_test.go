@@ -109,7 +109,7 @@ func TestEvaluate(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			doc.Now = func() time.Time { return tt.at }
-			got, err := doc.Evaluate(context.Background(), Request{Src: tt.src.Key, Dst: tt.dst.Key, User: tt.user})
+			got, err := doc.Evaluate(context.Background(), Request{Key: tt.src.Key, Self: tt.dst.Key, User: tt.user})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -132,7 +132,7 @@ func TestEvaluate(t *testing.T) {
 
 func TestEvaluateUnknownDst(t *testing.T) {
 	doc := loadFull(t)
-	_, err := doc.Evaluate(context.Background(), Request{Src: testKey(1), Dst: testKey(99), User: "alice"})
+	_, err := doc.Evaluate(context.Background(), Request{Key: testKey(1), Self: testKey(99), User: "alice"})
 	if err == nil || !strings.Contains(err.Error(), "not a node in the document") {
 		t.Fatalf("err = %v, want the destination named as not in the document", err)
 	}
@@ -156,10 +156,10 @@ func TestEvaluateNoAllocs(t *testing.T) {
 	doc := loadFull(t)
 	ctx := context.Background()
 	reqs := []Request{
-		{Src: aliceLaptop.Key, Dst: build1.Key, User: "deploy"},
-		{Src: aliceLaptop.Key, Dst: aliceDesk.Key, User: "alice-admin"},
-		{Src: ci.Key, Dst: db1.Key, User: "root"},
-		{Src: testKey(99), Dst: db1.Key, User: "root"},
+		{Key: aliceLaptop.Key, Self: build1.Key, User: "deploy"},
+		{Key: aliceLaptop.Key, Self: aliceDesk.Key, User: "alice-admin"},
+		{Key: ci.Key, Self: db1.Key, User: "root"},
+		{Key: testKey(99), Self: db1.Key, User: "root"},
 	}
 	for _, r := range reqs {
 		if n := testing.AllocsPerRun(100, func() { _, _ = doc.Evaluate(ctx, r) }); n != 0 {
@@ -181,16 +181,16 @@ func TestRootAccountByUID(t *testing.T) {
 		want Action
 	}{
 		// ssh[1] allows ops autogroup:nonroot on build-1.
-		{"nonroot, plain account", Request{Src: aliceLaptop.Key, Dst: build1.Key, User: "toor"}, Accept},
-		{"nonroot, uid 0", Request{Src: aliceLaptop.Key, Dst: build1.Key, User: "toor", RootUser: true}, Reject},
+		{"nonroot, plain account", Request{Key: aliceLaptop.Key, Self: build1.Key, User: "toor"}, Accept},
+		{"nonroot, uid 0", Request{Key: aliceLaptop.Key, Self: build1.Key, User: "toor", RootUser: true}, Reject},
 		// ssh[5] allows carol "*" on her own nodes.
-		{"*, uid 0", Request{Src: carolLaptop.Key, Dst: carolLaptop.Key, User: "toor", RootUser: true}, Reject},
+		{"*, uid 0", Request{Key: carolLaptop.Key, Self: carolLaptop.Key, User: "toor", RootUser: true}, Reject},
 		// ssh[4] allows alice "=" and "{localpart}-admin" on her nodes.
-		{"=, uid 0", Request{Src: aliceDesk.Key, Dst: aliceLaptop.Key, User: "alice", RootUser: true}, Reject},
-		{"template, uid 0", Request{Src: aliceDesk.Key, Dst: aliceLaptop.Key, User: "alice-admin", RootUser: true}, Reject},
-		{"template, plain account", Request{Src: aliceDesk.Key, Dst: aliceLaptop.Key, User: "alice-admin"}, Check},
+		{"=, uid 0", Request{Key: aliceDesk.Key, Self: aliceLaptop.Key, User: "alice", RootUser: true}, Reject},
+		{"template, uid 0", Request{Key: aliceDesk.Key, Self: aliceLaptop.Key, User: "alice-admin", RootUser: true}, Reject},
+		{"template, plain account", Request{Key: aliceDesk.Key, Self: aliceLaptop.Key, User: "alice-admin"}, Check},
 		// ssh[3] names deploy explicitly: an explicit name allows a root account.
-		{"named, uid 0", Request{Src: ci.Key, Dst: build1.Key, User: "deploy", RootUser: true}, Accept},
+		{"named, uid 0", Request{Key: ci.Key, Self: build1.Key, User: "deploy", RootUser: true}, Accept},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d, err := doc.Evaluate(ctx, tc.r)
@@ -198,7 +198,7 @@ func TestRootAccountByUID(t *testing.T) {
 				t.Fatal(err)
 			}
 			if d.Action != tc.want {
-				t.Errorf("Evaluate(%s as %s, root %v) = %v by %q, want %v", tc.r.Src.Short(), tc.r.User, tc.r.RootUser, d.Action, d.Rule, tc.want)
+				t.Errorf("Evaluate(%s as %s, root %v) = %v by %q, want %v", tc.r.Key.Short(), tc.r.User, tc.r.RootUser, d.Action, d.Rule, tc.want)
 			}
 		})
 	}
@@ -216,7 +216,7 @@ func TestRuleID(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		d, err := doc.Evaluate(context.Background(), Request{Src: testKey(1), Dst: testKey(2), User: "deploy"})
+		d, err := doc.Evaluate(context.Background(), Request{Key: testKey(1), Self: testKey(2), User: "deploy"})
 		if err != nil {
 			t.Fatal(err)
 		}

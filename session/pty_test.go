@@ -67,7 +67,7 @@ func TestPtySizeAndResize(t *testing.T) {
 	var out testkit.Buffer
 	p, err := start(t.Context(), Request{User: u.Name,
 		Command: `stty size; trap 'stty size; exit 3' WINCH; echo READY; while :; do sleep 0.05; done`,
-		Pty:     &Pty{Term: "xterm", Cols: 80, Rows: 24, Width: 640, Height: 480}, Stdout: &out}, testConfig(t))
+		Pty:     &Pty{Term: "xterm", Window: Window{Cols: 80, Rows: 24, Width: 640, Height: 480}}, Stdout: &out}, testConfig(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func TestLoginShellMotdUtmp(t *testing.T) {
 	writeFile(t, cfg.motd, "Welcome to the mesh.\n")
 	stdin, typed := io.Pipe()
 	var out testkit.Buffer
-	r := Request{User: u.Name, Pty: &Pty{Term: "dumb", Cols: 80, Rows: 24}, Stdin: stdin, Stdout: &out,
+	r := Request{User: u.Name, Pty: &Pty{Term: "dumb", Window: Window{Cols: 80, Rows: 24}}, Stdin: stdin, Stdout: &out,
 		Remote: mustAddrPort("100.64.0.7:51234"), Local: mustAddrPort("100.64.0.1:22")}
 	p, err := start(t.Context(), r, cfg)
 	if err != nil {

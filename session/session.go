@@ -77,14 +77,20 @@ type Request struct {
 type Pty struct {
 	// Term is the client's TERM. Empty leaves TERM unset.
 	Term string
-	// Cols and Rows are the size in characters; 0 leaves the kernel's
-	// default.
-	Cols, Rows uint32
-	// Width and Height are the size in pixels, often 0.
-	Width, Height uint32
+	// Window is the initial size; 0×0 leaves the kernel's default.
+	Window Window
 	// Modes holds the encoded terminal modes exactly as received in the
 	// pty-req (see ParseModes). Nil leaves the kernel's defaults.
 	Modes []byte
+}
+
+// Window is a terminal size in characters, and in pixels when the client
+// tells them. Cols and Rows are 0 when the client does not know them
+// (ssh -tt with stdin that is not a terminal asks for a 0×0 pty): treat 0
+// as unknown.
+type Window struct {
+	Cols, Rows    uint32 // characters
+	Width, Height uint32 // pixels; 0 when the client does not say
 }
 
 // Exit is how a session's first process ended.

@@ -373,8 +373,8 @@ func openPty() (ptmx, tty *os.File, err error) {
 // Failures are logged: the session still works.
 func setupPty(tty *os.File, req *Pty, u *User, root bool, log *slog.Logger) {
 	fd := int(tty.Fd())
-	if req.Cols != 0 || req.Rows != 0 {
-		ws := &unix.Winsize{Col: clamp16(req.Cols), Row: clamp16(req.Rows), Xpixel: clamp16(req.Width), Ypixel: clamp16(req.Height)}
+	if w := req.Window; w.Cols != 0 || w.Rows != 0 {
+		ws := &unix.Winsize{Col: clamp16(w.Cols), Row: clamp16(w.Rows), Xpixel: clamp16(w.Width), Ypixel: clamp16(w.Height)}
 		if err := unix.IoctlSetWinsize(fd, unix.TIOCSWINSZ, ws); err != nil {
 			log.Warn("session: set pty size", "err", err)
 		}

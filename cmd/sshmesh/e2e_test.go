@@ -99,7 +99,7 @@ func TestStockSSHWithGoHandler(t *testing.T) {
 			}
 			var code int
 			if _, err := fmt.Sscanf(s.RawCommand(), "exit %d", &code); err == nil {
-				fmt.Fprintf(s, "bye %s\n", s.Identity().SSHUser)
+				fmt.Fprintf(s, "bye %s\n", s.Identity().User)
 				s.Exit(code)
 			}
 		}),

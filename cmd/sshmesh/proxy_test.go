@@ -255,7 +255,7 @@ func TestProxyOtherLocalUser(t *testing.T) {
 			return policy.Decision{Action: policy.Accept, LocalUser: r.User}, nil
 		}),
 		Handler: sshmesh.HandlerFunc(func(s *sshmesh.Session) {
-			fmt.Fprintf(s, "hello %s\n", s.Identity().SSHUser)
+			fmt.Fprintf(s, "hello %s\n", s.Identity().User)
 			s.Exit(3)
 		}),
 	})
