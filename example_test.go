@@ -189,3 +189,37 @@ func ExampleChain() {
 	}
 	_ = srv
 }
+
+// A daemon serving login shells, as sshd does, to the mesh's nodes that
+// its policy file lets in: the node from a wg-quick file, the policy from
+// a HuJSON file, an ed25519 host key kept in a file, and Serve on the
+// node's listener as it is. (Compiled, not run: it needs the files, and
+// root to log in as other users; examples/daemon runs it for real.)
+func Example_daemon() {
+	cfg, warnings, err := netstack.LoadConfig("/etc/sshmesh/server.conf")
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, w := range warnings {
+		log.Print(w)
+	}
+	node, err := netstack.New(cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer node.Close()
+	doc, err := policy.Load("/etc/sshmesh/policy.hujson")
+	if err != nil {
+		log.Fatal(err)
+	}
+	hostKey, err := sshmesh.LoadOrCreateHostKey("/var/lib/sshmesh/ssh_host_ed25519_key")
+	if err != nil {
+		log.Fatal(err)
+	}
+	ln, err := node.Listen("tcp", ":22")
+	if err != nil {
+		log.Fatal(err)
+	}
+	srv := &sshmesh.Server{Policy: doc, HostKeys: []ssh.Signer{hostKey}} // Handler nil: login shells
+	log.Fatal(srv.Serve(ln))
+}
