@@ -160,13 +160,19 @@ func asLocalUser(c Conn, fn func() error) error {
 	if os.Geteuid() != 0 {
 		return fn()
 	}
-	u, err := c.LocalAccount()
-	if err != nil {
-		return fmt.Errorf("no local account to act as: %w", err)
-	}
-	ids, err := idsOf(u)
+	_, ids, err := localIDs(c)
 	if err != nil {
 		return err
 	}
 	return asUser(ids, fn)
+}
+
+// localIDs returns c's local account and its ids, for acting as it.
+func localIDs(c Conn) (*session.User, userIDs, error) {
+	u, err := c.LocalAccount()
+	if err != nil {
+		return nil, userIDs{}, fmt.Errorf("no local account to act as: %w", err)
+	}
+	ids, err := idsOf(u)
+	return u, ids, err
 }

@@ -17,6 +17,17 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b 
 // *net.TCPConn, *net.UnixConn and ssh.Channel.
 type closeWriter interface{ CloseWrite() error }
 
+// accept accepts nch for conn, or closes conn when the client is gone.
+func accept(nch ssh.NewChannel, conn net.Conn) (ssh.Channel, bool) {
+	ch, reqs, err := nch.Accept()
+	if err != nil {
+		conn.Close()
+		return nil, false
+	}
+	go ssh.DiscardRequests(reqs)
+	return ch, true
+}
+
 // pipe copies between the forwarded channel and conn both ways until both
 // directions have ended, then closes both. Each direction's end is passed
 // on as EOF (CloseWrite), so half-closed protocols work; when ctx ends (the

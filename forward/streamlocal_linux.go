@@ -112,22 +112,14 @@ func DirectStreamLocal(ctx context.Context, c Conn, nch ssh.NewChannel) {
 		nch.Reject(ssh.ConnectionFailed, "connect to "+m.Path+" failed")
 		return
 	}
-	ch, reqs, err := nch.Accept()
-	if err != nil {
-		conn.Close()
-		return
+	if ch, ok := accept(nch, conn); ok {
+		pipe(ctx, c, ch, conn)
 	}
-	go ssh.DiscardRequests(reqs)
-	pipe(ctx, c, ch, conn)
 }
 
 // dialUserSocket connects to the socket at p as the local user.
 func dialUserSocket(c Conn, p string) (net.Conn, error) {
-	u, err := c.LocalAccount()
-	if err != nil {
-		return nil, err
-	}
-	ids, err := idsOf(u)
+	u, ids, err := localIDs(c)
 	if err != nil {
 		return nil, err
 	}
@@ -250,11 +242,7 @@ func (l *userSocketListener) Close() error {
 // listenUserSocket makes a listening socket at p as the local user, mode
 // 0600, as described at the top of this file.
 func listenUserSocket(c Conn, p string) (*userSocketListener, error) {
-	u, err := c.LocalAccount()
-	if err != nil {
-		return nil, err
-	}
-	ids, err := idsOf(u)
+	u, ids, err := localIDs(c)
 	if err != nil {
 		return nil, err
 	}

@@ -66,12 +66,10 @@ func DirectTCPIP(ctx context.Context, c Conn, nch ssh.NewChannel) {
 		nch.Reject(ssh.ConnectionFailed, "connect to "+target+" failed")
 		return
 	}
-	ch, reqs, err := nch.Accept()
-	if err != nil {
-		conn.Close()
+	ch, ok := accept(nch, conn)
+	if !ok {
 		return
 	}
-	go ssh.DiscardRequests(reqs)
 	log := logger(c, LocalPort, target).With("dialed", conn.RemoteAddr().String())
 	log.Info("forward start")
 	up, down := pipe(ctx, c, ch, conn)
