@@ -18,7 +18,7 @@ import (
 // and, where they happen:
 //
 //	check started / approved / denied    conn (started) peer node local_user rule ...
-//	forward start / end / refused        conn peer user local_user rule kind target (bytes_up bytes_down, reason)
+//	forward start / end / refused        conn peer addr user local_user rule kind target (bytes_up bytes_down, reason; package forward)
 //	access revoked / access expired      conn peer reason or rule
 //
 // conn ties a conn's events together; session (conn-N) a session's, and is

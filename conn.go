@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/sshmesh/sshmesh/forward"
 	"github.com/sshmesh/sshmesh/policy"
 	"github.com/sshmesh/sshmesh/session"
 )
@@ -44,9 +45,9 @@ type serverConn struct {
 	sessionSeq atomic.Int64
 	revoked    atomic.Bool // set once watchPeers has revoked the conn
 
+	fwd forward.State // what port, socket and agent forwarding hold; closed when the conn ends
+
 	mu          sync.Mutex
-	fwd         *forwardState // port, socket and agent forwarding; see forward.go
-	fwdClosed   bool          // closeForwards has run
 	sessions    int
 	open        map[*Session]struct{}
 	ssh         *ssh.ServerConn
@@ -132,7 +133,7 @@ func (c *serverConn) serve() {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if !c.registeredChannel(ctx, nch) && !c.openChannel(ctx, nch) {
+				if !c.dispatchChannel(ctx, nch) {
 					nch.Reject(ssh.UnknownChannelType, "channel type "+nch.ChannelType()+" is not supported")
 				}
 			}()
@@ -140,7 +141,7 @@ func (c *serverConn) serve() {
 	}
 	c.setCloseReason("client disconnected")
 	cancel()
-	c.closeForwards()
+	c.fwd.Close()
 	wg.Wait()
 	c.mu.Lock()
 	reason := c.closeReason
@@ -219,13 +220,13 @@ func (c *serverConn) closeIfIdle() {
 	}
 }
 
-// globalRequests answers conn-level requests: forwarding requests go to
-// globalRequest; keepalive@openssh.com and anything unknown get a failure
-// reply, which is what OpenSSH clients expect (any reply proves the server
-// is alive).
+// globalRequests answers conn-level requests: registered and forwarding
+// requests go to their handlers (dispatchRequest); keepalive@openssh.com and
+// anything unknown get a failure reply, which is what OpenSSH clients expect
+// (any reply proves the server is alive).
 func (c *serverConn) globalRequests(ctx context.Context, reqs <-chan *ssh.Request) {
 	for req := range reqs {
-		if c.registeredRequest(ctx, req) || c.globalRequest(ctx, req) {
+		if c.dispatchRequest(ctx, req) {
 			continue
 		}
 		if req.WantReply {

@@ -39,4 +39,8 @@
 // [Server.GlobalRequests] serve channel types and global requests of an
 // embedder's, with the conn as a typed [ConnInfo]. They run only for
 // authenticated conns, and a registered name replaces a built-in one.
+// Port, socket and agent forwarding are such features: package forward's
+// handlers, which the server registers by default after the maps, serve a
+// ConnInfo too; [Server.Forwarding] or the policy's rule decides what they
+// may do.
 package sshmesh

@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -24,6 +25,7 @@ import (
 	"golang.org/x/crypto/ssh/agent"
 
 	"github.com/sshmesh/sshmesh"
+	"github.com/sshmesh/sshmesh/forward"
 	"github.com/sshmesh/sshmesh/internal/testkit"
 	"github.com/sshmesh/sshmesh/policy"
 	"github.com/sshmesh/sshmesh/sshmeshtest"
@@ -129,6 +131,38 @@ func TestForwardLocalPort(t *testing.T) {
 	}
 	if l := log.String(); !strings.Contains(l, `msg="forwarding refused"`) || !strings.Contains(l, "rule=ssh[4] kind=direct-tcpip target=127.0.0.1:"+fmt.Sprint(other.port())) {
 		t.Errorf("log does not name the rule and target of the refusal:\n%s", l)
+	}
+}
+
+// TestForwardRegisteredLikeAnEmbedders: forwarding's handlers take the
+// ConnInfo every registered handler gets, so an embedder can wrap one in
+// Server.Channels, and the policy still decides inside it.
+func TestForwardRegisteredLikeAnEmbedders(t *testing.T) {
+	allowed, other := newEchoServer(t), newEchoServer(t)
+	var calls atomic.Int32
+	ts := startServer(t, &sshmesh.Server{
+		Policy: forwardPolicy([]string{fmt.Sprintf("127.0.0.1:%d", allowed.port())}, nil, false),
+		Channels: map[string]sshmesh.ChannelHandler{
+			"direct-tcpip": func(ctx context.Context, conn sshmesh.ConnInfo, nch ssh.NewChannel) {
+				calls.Add(1)
+				forward.DirectTCPIP(ctx, conn, nch)
+			},
+		},
+	})
+	cl := ts.dial(t, forwardUser)
+	c, err := cl.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", allowed.port()))
+	if err != nil {
+		t.Fatalf("dial through the wrapped handler: %v", err)
+	}
+	if got := roundTrip(t, c, "hello"); got != "hello" {
+		t.Errorf("echo: got %q", got)
+	}
+	c.Close()
+	if _, err := cl.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", other.port())); err == nil {
+		t.Errorf("dial outside the policy's patterns through the wrapped handler succeeded")
+	}
+	if n := calls.Load(); n != 2 {
+		t.Errorf("the registered handler served %d channels, want 2", n)
 	}
 }
 

@@ -98,13 +98,14 @@ type Server struct {
 	Subsystems map[string]Handler
 
 	// Channels serve channel types other than "session" by type, before
-	// the built-in forwarding ones (which they replace, with the policy's
-	// forwarding rules for them). nil means only the built-in ones.
+	// the built-in forwarding ones of package forward (which they replace,
+	// with the policy's forwarding rules for them). nil means only the
+	// built-in ones.
 	Channels map[string]ChannelHandler
 
 	// GlobalRequests answer conn-level requests by type, before the
-	// built-in forwarding ones (which they replace). nil means only the
-	// built-in ones; anything else gets a failure reply.
+	// built-in forwarding ones of package forward (which they replace).
+	// nil means only the built-in ones; anything else gets a failure reply.
 	GlobalRequests map[string]RequestHandler
 
 	// Forwarding decides port, socket and agent forwarding by code. nil

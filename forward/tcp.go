@@ -1,4 +1,4 @@
-package sshmesh
+package forward
 
 import (
 	"context"
@@ -20,10 +20,10 @@ import (
 // channel, like a TCP connect timeout.
 const forwardDialTimeout = 15 * time.Second
 
-// directTCPIP serves a direct-tcpip channel: the target is resolved once,
-// each resolved address checked, and only checked addresses dialed from the
-// server's host network.
-func (c *serverConn) directTCPIP(ctx context.Context, nch ssh.NewChannel) {
+// DirectTCPIP serves a direct-tcpip channel (ssh -L, -D): the target is
+// resolved once, each resolved address checked, and only checked addresses
+// dialed from the server's host network.
+func DirectTCPIP(ctx context.Context, c Conn, nch ssh.NewChannel) {
 	var p struct {
 		Host       string
 		Port       uint32
@@ -39,11 +39,11 @@ func (c *serverConn) directTCPIP(ctx context.Context, nch ssh.NewChannel) {
 	defer cancel()
 	addrs, err := resolve(dctx, p.Host)
 	if err != nil {
-		c.srv.logger().Info("forwarding failed", c.forwardAttrs(LocalPort, target, "err", err)...)
+		logger(c, LocalPort, target).Info("forwarding failed", "err", err)
 		nch.Reject(ssh.ConnectionFailed, "cannot resolve "+p.Host)
 		return
 	}
-	allowed, err := c.allowResolved(ctx, LocalPort, p.Host, addrs, uint16(p.Port))
+	allowed, err := allowResolved(ctx, c, LocalPort, p.Host, addrs, uint16(p.Port))
 	if err != nil {
 		nch.Reject(ssh.Prohibited, fmt.Sprintf("port forwarding to %s: %v", target, err))
 		return
@@ -52,7 +52,7 @@ func (c *serverConn) directTCPIP(ctx context.Context, nch ssh.NewChannel) {
 	var d net.Dialer
 	// The socket is the local user's, as sshd's (its session process
 	// dials): see asLocalUser.
-	err = c.asLocalUser(func() error {
+	err = asLocalUser(c, func() error {
 		var err error
 		for _, a := range allowed {
 			if conn, err = d.DialContext(dctx, "tcp", a.String()); err == nil {
@@ -62,20 +62,18 @@ func (c *serverConn) directTCPIP(ctx context.Context, nch ssh.NewChannel) {
 		return err
 	})
 	if err != nil {
-		c.srv.logger().Info("forwarding failed", c.forwardAttrs(LocalPort, target, "err", err)...)
+		logger(c, LocalPort, target).Info("forwarding failed", "err", err)
 		nch.Reject(ssh.ConnectionFailed, "connect to "+target+" failed")
 		return
 	}
-	ch, reqs, err := nch.Accept()
-	if err != nil {
-		conn.Close()
+	ch, ok := accept(nch, conn)
+	if !ok {
 		return
 	}
-	go ssh.DiscardRequests(reqs)
-	log := c.srv.logger()
-	log.Info("forward start", c.forwardAttrs(LocalPort, target, "dialed", conn.RemoteAddr().String())...)
-	up, down := c.pipe(ctx, ch, conn)
-	log.Info("forward end", c.forwardAttrs(LocalPort, target, "dialed", conn.RemoteAddr().String(), "bytes_up", up, "bytes_down", down)...)
+	log := logger(c, LocalPort, target).With("dialed", conn.RemoteAddr().String())
+	log.Info("forward start")
+	up, down := pipe(ctx, c, ch, conn)
+	log.Info("forward end", "bytes_up", up, "bytes_down", down)
 }
 
 // resolve returns host's addresses: host itself when it is an address
@@ -124,43 +122,44 @@ func bindAddrs(ctx context.Context, host string) ([]netip.Addr, error) {
 	return resolve(ctx, host)
 }
 
-// tcpipForward serves tcpip-forward (ssh -R): it listens where the rule
-// allows and opens a forwarded-tcpip channel to the client per conn.
-func (c *serverConn) tcpipForward(ctx context.Context, payload []byte) (bool, []byte) {
+// TCPIPForward serves tcpip-forward (ssh -R): it listens where the rule
+// allows and opens a forwarded-tcpip channel to the client per conn. Ports
+// below 1024 need a root session, as in sshd.
+func TCPIPForward(ctx context.Context, c Conn, req *ssh.Request) (bool, []byte) {
 	var m tcpipForwardMsg
-	if ssh.Unmarshal(payload, &m) != nil || m.Port > 65535 {
+	if ssh.Unmarshal(req.Payload, &m) != nil || m.Port > 65535 {
 		return false, nil
 	}
 	target := net.JoinHostPort(m.Addr, strconv.Itoa(int(m.Port)))
-	if m.Port != 0 && m.Port < 1024 && c.localUID != "0" {
-		c.forwardRefused(RemotePort, target, "ports below 1024 need a root session")
+	if m.Port != 0 && m.Port < 1024 && !rootSession(c) {
+		refused(c, RemotePort, target, "ports below 1024 need a root session")
 		return false, nil
 	}
 	rctx, cancel := context.WithTimeout(ctx, forwardDialTimeout)
 	defer cancel()
 	addrs, err := bindAddrs(rctx, m.Addr)
 	if err != nil {
-		c.srv.logger().Info("forwarding failed", c.forwardAttrs(RemotePort, target, "err", err)...)
+		logger(c, RemotePort, target).Info("forwarding failed", "err", err)
 		return false, nil
 	}
-	st := c.forwards(ctx)
+	st := c.ForwardState().open(ctx)
 	if st == nil {
 		return false, nil
 	}
-	allowed, err := c.allowResolved(ctx, RemotePort, m.Addr, addrs, uint16(m.Port))
+	allowed, err := allowResolved(ctx, c, RemotePort, m.Addr, addrs, uint16(m.Port))
 	if err != nil {
 		return false, nil
 	}
 	// Only the first allowed address is bound: "localhost" is 127.0.0.1
 	// alone (sshd would add ::1).
 	var ln net.Listener
-	err = c.asLocalUser(func() error {
+	err = asLocalUser(c, func() error {
 		var err error
 		ln, err = net.Listen("tcp", allowed[0].String())
 		return err
 	})
 	if err != nil {
-		c.srv.logger().Info("forwarding failed", c.forwardAttrs(RemotePort, target, "err", err)...)
+		logger(c, RemotePort, target).Info("forwarding failed", "err", err)
 		return false, nil
 	}
 	port := uint32(ln.Addr().(*net.TCPAddr).Port)
@@ -168,10 +167,10 @@ func (c *serverConn) tcpipForward(ctx context.Context, payload []byte) (bool, []
 		ln.Close()
 		return false, nil
 	}
-	c.srv.logger().Info("remote forward listening", c.forwardAttrs(RemotePort, target, "listen", ln.Addr().String())...)
+	logger(c, RemotePort, target).Info("remote forward listening", "listen", ln.Addr().String())
 	go func() {
 		defer st.wg.Done()
-		c.serveRemote(st, ln, m.Addr, port)
+		serveRemote(c, st, ln, m.Addr, port)
 	}()
 	if m.Port == 0 {
 		return true, ssh.Marshal(struct{ Port uint32 }{port})
@@ -181,7 +180,7 @@ func (c *serverConn) tcpipForward(ctx context.Context, payload []byte) (bool, []
 
 // serveRemote accepts on ln until it is closed, forwarding each conn to the
 // client as a forwarded-tcpip channel for addr:port (as the client asked).
-func (c *serverConn) serveRemote(st *forwardState, ln net.Listener, addr string, port uint32) {
+func serveRemote(c Conn, st *State, ln net.Listener, addr string, port uint32) {
 	defer ln.Close()
 	for {
 		conn, err := ln.Accept()
@@ -203,35 +202,22 @@ func (c *serverConn) serveRemote(st *forwardState, ln net.Listener, addr string,
 				OriginAddr string
 				OriginPort uint32
 			}{addr, port, ra.Addr().Unmap().String(), uint32(ra.Port())})
-			c.openToClient(st, "forwarded-tcpip", payload, conn, remoteKey(addr, port))
+			openToClient(c, st, "forwarded-tcpip", payload, conn, remoteKey(addr, port))
 		}()
 	}
 }
 
-// openToClient opens a channel of type kind to the client and pipes conn
-// through it.
-func (c *serverConn) openToClient(st *forwardState, kind string, payload []byte, conn net.Conn, target string) {
-	sc := c.sshConn()
-	if sc == nil {
-		conn.Close()
-		return
+// CancelTCPIPForward serves cancel-tcpip-forward.
+func CancelTCPIPForward(ctx context.Context, c Conn, req *ssh.Request) (bool, []byte) {
+	var m tcpipForwardMsg
+	if ssh.Unmarshal(req.Payload, &m) != nil {
+		return false, nil
 	}
-	ch, reqs, err := sc.OpenChannel(kind, payload)
-	if err != nil {
-		c.srv.logger().Info("client refused forwarded channel", "peer", c.peer.Key.String(), "kind", kind, "target", target, "err", err)
-		conn.Close()
-		return
-	}
-	go ssh.DiscardRequests(reqs)
-	c.pipe(st.ctx, ch, conn)
+	return c.ForwardState().removeListener(remoteKey(m.Addr, m.Port)), nil
 }
 
-// cancelTCPIPForward serves cancel-tcpip-forward.
-func (c *serverConn) cancelTCPIPForward(payload []byte) bool {
-	var m tcpipForwardMsg
-	if ssh.Unmarshal(payload, &m) != nil {
-		return false
-	}
-	st := c.currentForwards()
-	return st != nil && st.removeListener(remoteKey(m.Addr, m.Port))
+// rootSession reports whether the conn's local account is root.
+func rootSession(c Conn) bool {
+	u, err := c.LocalAccount()
+	return err == nil && u.Uid == "0"
 }

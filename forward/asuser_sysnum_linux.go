@@ -1,6 +1,6 @@
 //go:build linux && !(386 || arm)
 
-package sshmesh
+package forward
 
 import "syscall"
 

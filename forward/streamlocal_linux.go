@@ -1,4 +1,4 @@
-package sshmesh
+package forward
 
 import (
 	"context"
@@ -89,14 +89,9 @@ func openSocketParent(p string, u *session.User) (dirfd int, name string, err er
 	return fd, name, nil
 }
 
-// socketUser looks up the conn's local user for socket forwarding.
-func (c *serverConn) socketUser() (*session.User, error) {
-	return c.localAccount()
-}
-
-// directStreamLocal serves direct-streamlocal@openssh.com (ssh -L to a
+// DirectStreamLocal serves direct-streamlocal@openssh.com (ssh -L to a
 // Unix socket).
-func (c *serverConn) directStreamLocal(ctx context.Context, nch ssh.NewChannel) {
+func DirectStreamLocal(ctx context.Context, c Conn, nch ssh.NewChannel) {
 	var m struct {
 		Path      string
 		Reserved0 string
@@ -107,32 +102,24 @@ func (c *serverConn) directStreamLocal(ctx context.Context, nch ssh.NewChannel) 
 		return
 	}
 	p := path.Clean(m.Path)
-	if c.allowForward(ctx, ForwardRequest{Kind: LocalSocket, Path: p}) != nil {
-		nch.Reject(ssh.Prohibited, "socket forwarding to "+m.Path+": "+errNotAllowed.Error())
+	if allow(ctx, c, Target{Kind: LocalSocket, Path: p}) != nil {
+		nch.Reject(ssh.Prohibited, "socket forwarding to "+m.Path+": "+ErrNotAllowed.Error())
 		return
 	}
-	conn, err := c.dialUserSocket(p)
+	conn, err := dialUserSocket(c, p)
 	if err != nil {
-		c.forwardRefused(LocalSocket, p, err.Error())
+		refused(c, LocalSocket, p, err.Error())
 		nch.Reject(ssh.ConnectionFailed, "connect to "+m.Path+" failed")
 		return
 	}
-	ch, reqs, err := nch.Accept()
-	if err != nil {
-		conn.Close()
-		return
+	if ch, ok := accept(nch, conn); ok {
+		pipe(ctx, c, ch, conn)
 	}
-	go ssh.DiscardRequests(reqs)
-	c.pipe(ctx, ch, conn)
 }
 
 // dialUserSocket connects to the socket at p as the local user.
-func (c *serverConn) dialUserSocket(p string) (net.Conn, error) {
-	u, err := c.socketUser()
-	if err != nil {
-		return nil, err
-	}
-	ids, err := idsOf(u)
+func dialUserSocket(c Conn, p string) (net.Conn, error) {
+	u, ids, err := localIDs(c)
 	if err != nil {
 		return nil, err
 	}
@@ -169,32 +156,32 @@ func (c *serverConn) dialUserSocket(p string) (net.Conn, error) {
 // cancel.
 type streamLocalMsg struct{ Path string }
 
-// streamLocalForward serves streamlocal-forward@openssh.com (ssh -R on a
+// StreamLocalForward serves streamlocal-forward@openssh.com (ssh -R on a
 // Unix socket).
-func (c *serverConn) streamLocalForward(ctx context.Context, payload []byte) bool {
+func StreamLocalForward(ctx context.Context, c Conn, req *ssh.Request) (bool, []byte) {
 	var m streamLocalMsg
-	if ssh.Unmarshal(payload, &m) != nil || m.Path == "" {
-		return false
+	if ssh.Unmarshal(req.Payload, &m) != nil || m.Path == "" {
+		return false, nil
 	}
 	p := path.Clean(m.Path)
-	if c.allowForward(ctx, ForwardRequest{Kind: RemoteSocket, Path: p}) != nil {
-		return false
+	if allow(ctx, c, Target{Kind: RemoteSocket, Path: p}) != nil {
+		return false, nil
 	}
-	st := c.forwards(ctx)
+	st := c.ForwardState().open(ctx)
 	if st == nil {
-		return false
+		return false, nil
 	}
-	ln, err := c.listenUserSocket(p)
+	ln, err := listenUserSocket(c, p)
 	if err != nil {
-		c.forwardRefused(RemoteSocket, p, err.Error())
-		return false
+		refused(c, RemoteSocket, p, err.Error())
+		return false, nil
 	}
 	key := "unix:" + m.Path
 	if !st.addListener(key, ln) {
 		ln.Close()
-		return false
+		return false, nil
 	}
-	c.srv.logger().Info("remote forward listening", c.forwardAttrs(RemoteSocket, p)...)
+	logger(c, RemoteSocket, p).Info("remote forward listening")
 	go func() {
 		defer st.wg.Done()
 		defer ln.Close()
@@ -207,21 +194,20 @@ func (c *serverConn) streamLocalForward(ctx context.Context, payload []byte) boo
 			go func() {
 				defer st.wg.Done()
 				payload := ssh.Marshal(struct{ Path, Reserved string }{m.Path, ""})
-				c.openToClient(st, "forwarded-streamlocal@openssh.com", payload, conn, p)
+				openToClient(c, st, "forwarded-streamlocal@openssh.com", payload, conn, p)
 			}()
 		}
 	}()
-	return true
+	return true, nil
 }
 
-// cancelStreamLocalForward serves cancel-streamlocal-forward@openssh.com.
-func (c *serverConn) cancelStreamLocalForward(payload []byte) bool {
+// CancelStreamLocalForward serves cancel-streamlocal-forward@openssh.com.
+func CancelStreamLocalForward(ctx context.Context, c Conn, req *ssh.Request) (bool, []byte) {
 	var m streamLocalMsg
-	if ssh.Unmarshal(payload, &m) != nil {
-		return false
+	if ssh.Unmarshal(req.Payload, &m) != nil {
+		return false, nil
 	}
-	st := c.currentForwards()
-	return st != nil && st.removeListener("unix:"+m.Path)
+	return c.ForwardState().removeListener("unix:" + m.Path), nil
 }
 
 // userSocketListener is a listening socket made for a user; Close removes
@@ -255,12 +241,8 @@ func (l *userSocketListener) Close() error {
 
 // listenUserSocket makes a listening socket at p as the local user, mode
 // 0600, as described at the top of this file.
-func (c *serverConn) listenUserSocket(p string) (*userSocketListener, error) {
-	u, err := c.socketUser()
-	if err != nil {
-		return nil, err
-	}
-	ids, err := idsOf(u)
+func listenUserSocket(c Conn, p string) (*userSocketListener, error) {
+	u, ids, err := localIDs(c)
 	if err != nil {
 		return nil, err
 	}

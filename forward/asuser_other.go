@@ -1,8 +1,8 @@
 //go:build !linux
 
-package sshmesh
+package forward
 
 // asLocalUser runs fn with the server's own rights: acting as another user
 // on a thread of its own needs Linux, and off Linux a server serves only
 // its own user.
-func (c *serverConn) asLocalUser(fn func() error) error { return fn() }
+func asLocalUser(c Conn, fn func() error) error { return fn() }

@@ -1,4 +1,4 @@
-package sshmesh
+package forward
 
 import (
 	"errors"
@@ -156,17 +156,23 @@ func setGroups(groups []uint32) error {
 // root server refuses when the local user is no account on this host
 // (there is no one to act as but root). A server that is not root runs fn
 // with its own rights, the only ones it has.
-func (c *serverConn) asLocalUser(fn func() error) error {
+func asLocalUser(c Conn, fn func() error) error {
 	if os.Geteuid() != 0 {
 		return fn()
 	}
-	u, err := c.localAccount()
-	if err != nil {
-		return fmt.Errorf("no local account to act as: %w", err)
-	}
-	ids, err := idsOf(u)
+	_, ids, err := localIDs(c)
 	if err != nil {
 		return err
 	}
 	return asUser(ids, fn)
+}
+
+// localIDs returns c's local account and its ids, for acting as it.
+func localIDs(c Conn) (*session.User, userIDs, error) {
+	u, err := c.LocalAccount()
+	if err != nil {
+		return nil, userIDs{}, fmt.Errorf("no local account to act as: %w", err)
+	}
+	ids, err := idsOf(u)
+	return u, ids, err
 }

@@ -1,4 +1,4 @@
-package sshmesh_test
+package forward
 
 import (
 	"os"
@@ -9,8 +9,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/sshmesh/sshmesh"
-	"github.com/sshmesh/sshmesh/sshmeshtest"
+	"github.com/sshmesh/sshmesh/internal/testkit"
+	"github.com/sshmesh/sshmesh/session"
 )
 
 // threadIDs returns the Uid, Gid, Groups and CapEff lines of a /proc status
@@ -34,13 +34,21 @@ func threadIDs(t *testing.T, status string) []string {
 // its groups, its real and saved uid still root's; once asUser returns, no
 // thread of the process has any of the user's ids.
 func TestAsUser(t *testing.T) {
-	sshmeshtest.NeedRoot(t)
+	testkit.NeedRoot(t)
 	nobody, err := user.Lookup("nobody")
 	if err != nil {
 		t.Fatal(err)
 	}
+	u, err := session.LookupUser("nobody")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := idsOf(u)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var got []string
-	if err := sshmesh.AsUser("nobody", func() error {
+	if err := asUser(ids, func() error {
 		got = threadIDs(t, "/proc/thread-self/status")
 		return nil
 	}); err != nil {

@@ -1,6 +1,7 @@
-package sshmesh
+package forward
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -124,40 +125,41 @@ func (a *agentSocket) Close() error {
 	return err
 }
 
-// agentRequest serves auth-agent-req@openssh.com: where the rule (or
-// Server.Forwarding) allows it, it makes the conn's agent socket (one per
-// conn, shared by its sessions) and puts SSH_AUTH_SOCK in this session's
-// environment.
-func (s *Session) agentRequest(started bool) bool {
-	c := s.conn
+// AgentRequest serves auth-agent-req@openssh.com, a session request:
+// where the server allows it, it makes the conn's agent socket (one per
+// conn, shared by its sessions) and returns its path, for SSH_AUTH_SOCK in
+// the session's environment. started tells whether the session's shell,
+// command or subsystem has started: then it is too late, and refused. ctx
+// is the session's.
+func AgentRequest(ctx context.Context, c Conn, started bool) (socket string, ok bool) {
 	if started {
-		c.forwardRefused(Agent, "", "requested after the session started")
-		return false
+		refused(c, Agent, "", "requested after the session started")
+		return "", false
 	}
-	if c.allowForward(s.life, ForwardRequest{Kind: Agent}) != nil {
-		return false
+	if allow(ctx, c, Target{Kind: Agent}) != nil {
+		return "", false
 	}
-	st := c.forwards(s.life)
+	st := c.ForwardState().open(ctx)
 	if st == nil {
-		return false
+		return "", false
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.closed {
-		return false
+		return "", false
 	}
 	if st.agent == nil {
-		u, err := c.localAccount()
+		u, err := c.LocalAccount()
 		var a *agentSocket
 		if err == nil {
 			a, err = newAgentSocket(u)
 		}
 		if err != nil {
-			c.srv.logger().Warn("agent forwarding failed", c.forwardAttrs(Agent, "", "err", err)...)
-			return false
+			logger(c, Agent, "").Warn("agent forwarding failed", "err", err)
+			return "", false
 		}
 		st.agent = a
-		c.srv.logger().Info("agent forwarding", c.forwardAttrs(Agent, a.path)...)
+		logger(c, Agent, a.path).Info("agent forwarding")
 		st.wg.Add(1)
 		go func() {
 			defer st.wg.Done()
@@ -173,11 +175,10 @@ func (s *Session) agentRequest(started bool) bool {
 				st.wg.Add(1)
 				go func() {
 					defer st.wg.Done()
-					c.openToClient(st, "auth-agent@openssh.com", nil, conn, a.path)
+					openToClient(c, st, "auth-agent@openssh.com", nil, conn, a.path)
 				}()
 			}
 		}()
 	}
-	s.extraEnv = append(s.extraEnv, "SSH_AUTH_SOCK="+st.agent.path)
-	return true
+	return st.agent.path, true
 }
