@@ -49,20 +49,7 @@ func TestForwardAgentAsUser(t *testing.T) {
 			uid, gid := peerCred(t, c)
 			got <- fmt.Sprintf("socket %v uid=%d gid=%d; listener uid=%d gid=%d", fi.Mode(), st.Uid, st.Gid, uid, gid)
 		})})
-	cl := ts.dial(t, "nobody")
-	if err := agent.ForwardToAgent(cl, keyring); err != nil {
-		t.Fatal(err)
-	}
-	sess, err := cl.NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := agent.RequestAgentForwarding(sess); err != nil {
-		t.Fatal(err)
-	}
-	if err := sess.Run(""); err != nil {
-		t.Fatal(err)
-	}
+	runWithAgent(t, ts, keyring)
 	u, g := nobody.Uid, nobody.Gid
 	if got, want := <-got, fmt.Sprintf("socket Srw------- uid=%s gid=%s; listener uid=%s gid=%s", u, g, u, g); got != want {
 		t.Errorf("agent socket: %s\nwant %s", got, want)

@@ -109,19 +109,7 @@ func TestForwardSocketsAsUser(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := fmt.Sprintf("uid=%s gid=%s\n", nobody.Uid, nobody.Gid)
-	dir, err := os.MkdirTemp("/tmp", "sshmesh-fwd-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
-	open, denied := filepath.Join(dir, "open"), filepath.Join(dir, "denied")
-	for _, d := range []string{open, denied} {
-		if err := os.Mkdir(d, 0o777); err != nil {
-			t.Fatal(err)
-		}
-		os.Chmod(d, 0o777)
-	}
+	dir, open, denied := testkit.SocketDirs(t, "sshmesh-fwd-test-")
 	newCredService(t, filepath.Join(open, "svc.sock"))
 	deniedSvc := newCredService(t, filepath.Join(denied, "svc.sock"))
 	aclDeny(t, denied, "nobody")

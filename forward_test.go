@@ -498,20 +498,7 @@ func TestForwardAgent(t *testing.T) {
 			}
 			got <- v
 		})})
-	cl := ts.dial(t, "nobody")
-	if err := agent.ForwardToAgent(cl, keyring); err != nil {
-		t.Fatal(err)
-	}
-	sess, err := cl.NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := agent.RequestAgentForwarding(sess); err != nil {
-		t.Fatal(err)
-	}
-	if err := sess.Run(""); err != nil {
-		t.Fatal(err)
-	}
+	cl := runWithAgent(t, ts, keyring)
 	v := <-got
 	if !strings.HasPrefix(v.Sock, "/tmp/sshmesh-agent-") || v.Keys != "test-key" || v.DirMode != 0o700 || v.DirUid != 65534 {
 		t.Errorf("agent: %+v; want a socket under /tmp/sshmesh-agent-*, key test-key, directory 0700 of nobody", v)
@@ -774,4 +761,25 @@ func tcpSocketUID(t *testing.T, port int) string {
 	}
 	t.Fatalf("no TCP socket on local port %d", port)
 	return ""
+}
+
+// runWithAgent logs in as nobody with keyring forwarded as the agent, runs
+// one session and returns the client.
+func runWithAgent(t *testing.T, ts *testServer, keyring agent.Agent) *ssh.Client {
+	t.Helper()
+	cl := ts.dial(t, "nobody")
+	if err := agent.ForwardToAgent(cl, keyring); err != nil {
+		t.Fatal(err)
+	}
+	sess, err := cl.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.RequestAgentForwarding(sess); err != nil {
+		t.Fatal(err)
+	}
+	if err := sess.Run(""); err != nil {
+		t.Fatal(err)
+	}
+	return cl
 }

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sshmesh/sshmesh/internal/testkit"
 	"github.com/sshmesh/sshmesh/policy"
 	"github.com/sshmesh/sshmesh/sshmeshtest"
 )
@@ -87,17 +88,7 @@ func TestStockSSHSocketForwardAsUser(t *testing.T) {
 	u := newLoginUser(t)
 	setfacl := sshmeshtest.NeedBinary(t, "setfacl", "acl")
 	want := fmt.Sprintf("uid=%d gid=%d", u.UID, u.GID)
-	dir, err := os.MkdirTemp("/tmp", "sshmesh-e2e-sock-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
-	open, denied := filepath.Join(dir, "open"), filepath.Join(dir, "denied")
-	for _, d := range []string{open, denied} {
-		os.Mkdir(d, 0o777)
-		os.Chmod(d, 0o777)
-	}
+	dir, open, denied := testkit.SocketDirs(t, "sshmesh-e2e-sock-")
 	credServe := func(c net.Conn) {
 		cred, err := fwdPeerCred(c)
 		if err != nil {
