@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/sshmesh/sshmesh/meshkey"
 	"github.com/sshmesh/sshmesh/netstack"
+	"github.com/sshmesh/sshmesh/policy"
 )
 
 // TestIdentity runs three real nodes: the source address of a mesh conn
@@ -297,3 +298,6 @@ func TestConnKnowsItsPeer(t *testing.T) {
 		t.Error("PeerCurrent still true after the peer was removed")
 	}
 }
+
+// A node answers policy.WhoIs's questions.
+var _ policy.AddrResolver = (*netstack.Node)(nil)

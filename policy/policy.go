@@ -241,3 +241,25 @@ type Decision struct {
 
 // Allowed reports whether the decision lets the login in (accept or check).
 func (d Decision) Allowed() bool { return d.Action == Accept || d.Action == Check }
+
+// AddrResolver names the peer that owns a remote address on the mesh; a
+// *netstack.Node is one (its WhoIs).
+type AddrResolver interface {
+	WhoIs(remoteAddr string) (meshkey.Public, bool)
+}
+
+// WhoIs answers "who is calling?" for any protocol on the mesh in one call:
+// the peer that owns remoteAddr ("ip:port" as net/http's
+// Request.RemoteAddr gives it), as peers proves it, with the node name,
+// owner and tags id gives it (a *Document does). ok is false when no peer
+// owns the address; a peer id does not name comes back with its Key only.
+func WhoIs(peers AddrResolver, id Identifier, remoteAddr string) (caller Identity, ok bool) {
+	key, ok := peers.WhoIs(remoteAddr)
+	if !ok {
+		return Identity{}, false
+	}
+	if named, known := id.Node(key); known {
+		return named, true
+	}
+	return Identity{Key: key}, true
+}

@@ -246,3 +246,31 @@ func TestRuleID(t *testing.T) {
 		})
 	}
 }
+
+// addrTable stands in for a mesh node's WhoIs (netstack's is tested with
+// real nodes there): it names the peer of each listed address.
+type addrTable map[string]meshkey.Public
+
+func (t addrTable) WhoIs(a string) (meshkey.Public, bool) { k, ok := t[a]; return k, ok }
+
+// TestWhoIs: one call names the caller of an address: the document's node,
+// the key alone for a peer the document does not name, nothing for an
+// address no peer owns.
+func TestWhoIs(t *testing.T) {
+	doc := loadFull(t)
+	peers := addrTable{"100.64.0.2:40000": aliceLaptop.Key, "100.64.0.9:1": testKey(99)}
+	for _, tc := range []struct {
+		addr string
+		want Identity
+		ok   bool
+	}{
+		{"100.64.0.2:40000", aliceLaptop, true},
+		{"100.64.0.9:1", Identity{Key: testKey(99)}, true},
+		{"100.64.0.7:1", Identity{}, false},
+	} {
+		got, ok := WhoIs(peers, doc, tc.addr)
+		if diff := cmp.Diff(tc.want, got, cmpopts.EquateEmpty()); diff != "" || ok != tc.ok {
+			t.Errorf("WhoIs(%s) = %v (-want +got):\n%s", tc.addr, ok, diff)
+		}
+	}
+}
