@@ -57,7 +57,11 @@ func decode(s, kind string) ([Size]byte, error) {
 	}
 	// 32 bytes are exactly 44 base64 characters with one '=' of padding.
 	if len(s) != base64.StdEncoding.EncodedLen(Size) {
-		return k, fmt.Errorf("meshkey: %s key is %d characters of text, want 44 (base64 of 32 bytes, as `wg genkey` prints)", kind, len(s))
+		tool := "wg genkey"
+		if kind == "public" {
+			tool = "wg pubkey"
+		}
+		return k, fmt.Errorf("meshkey: %s key is %d characters of text, want 44 (base64 of 32 bytes, as `%s` prints)", kind, len(s), tool)
 	}
 	b, err := base64.StdEncoding.Strict().DecodeString(s)
 	if err != nil {

@@ -194,7 +194,7 @@ Endpoint = 127.0.0.1:%d
 		return fmt.Errorf("the refused login did not show the policy's message (exit %d)", code)
 	}
 
-	step("Done: a keyless SSH login decided by the WireGuard identity. Next: README.md walks through the same with two machines.")
+	step("Done: a keyless SSH login decided by the WireGuard identity. Next: README.md walks through the same step by step, on one machine or two.")
 	return nil
 }
 

@@ -84,7 +84,11 @@ exits 1.
 		return exitError(1)
 	}
 	nodes, rules, tests := doc.Stats()
-	fmt.Fprintf(io.out, "%s: %s, %s, %s passed\n", pos[0], plural(nodes, "node"), plural(rules, "rule"), plural(tests, "test"))
+	ran := "no tests"
+	if tests > 0 {
+		ran = plural(tests, "test") + " passed"
+	}
+	fmt.Fprintf(io.out, "%s: %s, %s, %s\n", pos[0], plural(nodes, "node"), plural(rules, "rule"), ran)
 	return nil
 }
 
