@@ -95,8 +95,18 @@ func cmdNC(ctx context.Context, args []string, io stdio) error {
 	return pipe(hctx, conn, in, out)
 }
 
+// ncLinger bounds how long nc keeps its conn once ssh has gone (its
+// stdout broken, or SIGHUP): long enough for what ssh wrote last (its
+// DISCONNECT, queued behind up to a window of upload data) and our FIN to
+// reach the server over a slow, lossy path. nc's TCP lives in the process,
+// so what it still holds when it exits is lost, unlike a kernel socket's,
+// and the server is left with a silent conn until its keepalives give up.
+const ncLinger = 30 * time.Second
+
 // pipe copies in → conn and conn → out until conn's side ends (or ctx). EOF
-// on in half-closes conn, so the far side sees it.
+// on in half-closes conn, so the far side sees it. When out breaks (ssh has
+// exited), pipe keeps reading and discarding until the far side closes, or
+// for ncLinger.
 func pipe(ctx context.Context, conn net.Conn, in io.Reader, out io.Writer) error {
 	done := make(chan error, 2)
 	go func() {
@@ -109,7 +119,14 @@ func pipe(ctx context.Context, conn net.Conn, in io.Reader, out io.Writer) error
 		}
 	}()
 	go func() {
-		_, err := io.Copy(out, conn)
+		w := &trackedWriter{w: out}
+		_, err := io.Copy(w, conn)
+		if w.err != nil {
+			// ssh has gone; our side still has to reach the server.
+			conn.SetReadDeadline(time.Now().Add(ncLinger))
+			io.Copy(io.Discard, conn)
+			err = nil
+		}
 		done <- err
 	}()
 	select {
@@ -119,17 +136,32 @@ func pipe(ctx context.Context, conn net.Conn, in io.Reader, out io.Writer) error
 		}
 		return err
 	case <-ctx.Done():
-		// Send our FIN and give the far side a moment to answer with its
-		// own, so the conn ends cleanly before the node goes away.
+		// Send our FIN and give the far side time to answer with its own
+		// (after what we still hold), so the conn ends cleanly before the
+		// node goes away.
 		if cw, ok := conn.(interface{ CloseWrite() error }); ok {
 			cw.CloseWrite()
 		}
 		select {
 		case <-done:
-		case <-time.After(time.Second):
+		case <-time.After(ncLinger):
 		}
 		return nil
 	}
+}
+
+// trackedWriter remembers the first error its writer returned.
+type trackedWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (t *trackedWriter) Write(p []byte) (int, error) {
+	n, err := t.w.Write(p)
+	if err != nil && t.err == nil {
+		t.err = err
+	}
+	return n, err
 }
 
 // noticeWatcher receives check notices (package checkpage) on this node's
