@@ -47,7 +47,11 @@ const tcpRcvBufferMax = 2 * tcpBufferMax
 // offers "reno" (its default) and "cubic" (with HyStart), and no way to
 // plug in another without forking it (see doc.go, # Congestion control).
 // CUBIC is the kernel's default and grows the window far faster than Reno
-// once the bandwidth-delay product is large.
+// once the bandwidth-delay product is large. In this gVisor version its
+// window target (cubicState.getCwnd, tcp/cubic.go) grows with the cube of
+// the time since the last loss and is converted to int unclamped; upstream
+// later clamped it (RFC 9438). It would overflow only on a conn still
+// acking in congestion avoidance about a month after its last loss.
 const tcpCongestionControl = "cubic"
 
 // tcpMinRTO is the smallest retransmission timeout, Linux's (TCP_RTO_MIN,

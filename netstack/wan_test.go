@@ -137,6 +137,10 @@ func TestWANLossyBulk(t *testing.T) {
 		b.mu.Unlock()
 	}
 	t.Logf("%d MiB over 40 ms RTT, 1%% loss: %v (%.2f MiB/s)", n>>20, took.Round(time.Millisecond), float64(n)/(1<<20)/took.Seconds())
+	st := p.b.tun.s.Stats().TCP // the sender's loss recovery
+	t.Logf("sender: %d segments, %d retransmitted; recoveries: %d fast (%d SACK), %d by tail loss probe, %d timeouts; spurious: %d, %d after a timeout",
+		st.SegmentsSent.Value(), st.Retransmits.Value(), st.FastRecovery.Value(), st.SACKRecovery.Value(),
+		st.TLPRecovery.Value(), st.Timeouts.Value(), st.SpuriousRecovery.Value(), st.SpuriousRTORecovery.Value())
 	if took > bound {
 		t.Errorf("took %v, more than %v", took, bound)
 	}
