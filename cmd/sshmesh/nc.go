@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -104,16 +105,22 @@ func cmdNC(ctx context.Context, args []string, io stdio) error {
 const ncLinger = 30 * time.Second
 
 // pipe copies in → conn and conn → out until conn's side ends (or ctx). EOF
-// on in half-closes conn, so the far side sees it. When out breaks (ssh has
-// exited), pipe keeps reading and discarding until the far side closes, or
-// for ncLinger.
+// on in half-closes conn, so the far side sees it. When out breaks while
+// the far side still sends (ssh has exited mid-transfer), pipe keeps
+// reading and discarding until the far side closes, or for ncLinger.
 func pipe(ctx context.Context, conn net.Conn, in io.Reader, out io.Writer) error {
 	done := make(chan error, 2)
-	go func() {
-		_, err := io.Copy(conn, in)
+	var outBroken atomic.Bool
+	closeWrite := func() {
 		if cw, ok := conn.(interface{ CloseWrite() error }); ok {
 			cw.CloseWrite()
 		}
+	}
+	inDone := make(chan struct{})
+	go func() {
+		_, err := io.Copy(conn, in)
+		closeWrite()
+		close(inDone)
 		if err != nil {
 			done <- err
 		}
@@ -123,6 +130,7 @@ func pipe(ctx context.Context, conn net.Conn, in io.Reader, out io.Writer) error
 		_, err := io.Copy(w, conn)
 		if w.err != nil {
 			// ssh has gone; our side still has to reach the server.
+			outBroken.Store(true)
 			conn.SetReadDeadline(time.Now().Add(ncLinger))
 			io.Copy(io.Discard, conn)
 			err = nil
@@ -136,17 +144,31 @@ func pipe(ctx context.Context, conn net.Conn, in io.Reader, out io.Writer) error
 		}
 		return err
 	case <-ctx.Done():
-		// Send our FIN and give the far side time to answer with its own
-		// (after what we still hold), so the conn ends cleanly before the
-		// node goes away.
-		if cw, ok := conn.(interface{ CloseWrite() error }); ok {
-			cw.CloseWrite()
+		// ssh has gone. Let what it wrote last reach the far side, then
+		// our FIN, and give the far side a moment to answer with its own,
+		// so the conn ends cleanly before the node goes away. When ssh left
+		// mid-transfer, what we still hold (its DISCONNECT among it) may
+		// need longer to get there: up to ncLinger.
+		start := time.Now()
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		expired := func(now time.Time) bool {
+			return now.Sub(start) > time.Second && (!outBroken.Load() || now.Sub(start) > ncLinger)
 		}
-		select {
-		case <-done:
-		case <-time.After(ncLinger):
+		for waiting := inDone; ; {
+			select {
+			case <-waiting:
+				closeWrite()
+				waiting = nil
+			case <-done:
+				return nil
+			case now := <-tick.C:
+				if expired(now) {
+					closeWrite()
+					return nil
+				}
+			}
 		}
-		return nil
 	}
 }
 

@@ -24,6 +24,12 @@ func (brokenPipe) Write([]byte) (int, error) { return 0, syscall.EPIPE }
 // the process, so whatever it still holds when it exits is lost, and the
 // server would wait on a silent conn for its keepalives to give up.
 func TestPipeDeliversAfterClientGone(t *testing.T) {
+	t.Run("stdin ends", func(t *testing.T) { testPipeDelivers(t, false) })
+	// ssh also sends its ProxyCommand SIGHUP as it exits.
+	t.Run("SIGHUP", func(t *testing.T) { testPipeDelivers(t, true) })
+}
+
+func testPipeDelivers(t *testing.T, hup bool) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +56,12 @@ func TestPipeDeliversAfterClientGone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pipe(context.Background(), c, bytes.NewReader(upload), brokenPipe{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if hup {
+		time.AfterFunc(200*time.Millisecond, cancel)
+	}
+	pipe(ctx, c, bytes.NewReader(upload), brokenPipe{})
 	// nc exits and its node with it: nothing it still held is delivered
 	// (an abortive close models that on a kernel socket).
 	c.(*net.TCPConn).SetLinger(0)
