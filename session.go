@@ -75,6 +75,9 @@ type Session struct {
 	// during a write: outMu and errMu serialize stdout and stderr.
 	outMu, errMu sync.Mutex
 	ending       ending // how the session ended, for the audit log
+	// outClosed is set when the client said it reads no more output
+	// (eow@openssh.com); Write fails from then on.
+	outClosed atomic.Bool
 }
 
 // Read reads the client's stdin. It returns io.EOF when the client sends EOF.
@@ -88,8 +91,13 @@ func (s *Session) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Write writes to the client's stdout.
+// Write writes to the client's stdout. Once the client has said that it
+// reads no more of it (its own stdout closed, [ErrOutputClosed]), Write
+// fails, as a write to a closed pipe does.
 func (s *Session) Write(p []byte) (int, error) {
+	if s.outClosed.Load() {
+		return 0, ErrOutputClosed
+	}
 	s.outMu.Lock()
 	defer s.outMu.Unlock()
 	s.conn.touch()
@@ -100,6 +108,21 @@ func (s *Session) Write(p []byte) (int, error) {
 	s.bytesOut.Add(int64(n))
 	return n, err
 }
+
+// ErrOutputClosed is what [Session.Write] returns once the client has sent
+// eow@openssh.com: whatever reads the session's output on the client side
+// has gone (`ssh host producer | head -1`). The default [LoginHandler]
+// then closes the pipe from the command's stdout, so the command gets
+// SIGPIPE, as under sshd.
+//
+// OpenSSH's client sends eow@openssh.com only to servers whose version
+// string starts with "OpenSSH" (SSH_NEW_OPENSSH in its compat.c), which
+// this server's does not: it names itself, so that OpenSSH's bug
+// workarounds, scanners and audits are not misled. Against it an OpenSSH
+// client whose reader has gone keeps reading and discarding the output
+// until the command ends, and nothing it sends says so (it sends no EOF:
+// EOF on the session is the end of its stdin, which it still has).
+var ErrOutputClosed = errors.New("sshmesh: the client reads no more output (eow@openssh.com)")
 
 // errUnrecorded is what writes return once a session that must be
 // recorded could not be: nothing more reaches the client unrecorded.
@@ -383,6 +406,12 @@ func (s *Session) handleRequests(reqs <-chan *ssh.Request, handlerOf func(*Sessi
 				}
 				ok = true
 			}
+		case "eow@openssh.com":
+			// The client's stdout is gone (OpenSSH's chan_write_failed);
+			// sshd then stops reading the command's stdout
+			// (chan_rcvd_eow in its nchan.c).
+			s.outClosed.Store(true)
+			ok = true
 		case "break":
 			var b struct{ Ms uint32 }
 			if ssh.Unmarshal(req.Payload, &b) == nil {

@@ -54,8 +54,22 @@
 // kernel WireGuard, which trusts them). Received packets are not checked
 // again: WireGuard's AEAD has authenticated every byte, which is why the
 // kernel's WireGuard skips that check too. The device hands the stack one
-// peer's packets at a time. TCP runs with SACK, RACK loss detection and
-// receive buffer auto-tuning.
+// peer's packets at a time. TCP runs with SACK, RACK loss detection (with
+// tail loss probes), receive buffer auto-tuning up to a 2 MiB advertised
+// window (SSH's channel window), and CUBIC.
+//
+// # Congestion control
+//
+// gVisor offers two controllers, Reno (its default) and CUBIC, both
+// loss-based: at 1% random loss and 40 ms either holds about 12 packets
+// in flight (well under 1 MiB/s), as the kernel's CUBIC does; only a
+// model-based controller such as BBR keeps going. gVisor cannot take a
+// controller from outside: its interface (congestionControl in
+// tcp/snd.go) is unexported, the sender picks one in a closed switch
+// (sender.initCongestionControl, tcp/snd.go), and the names a stack
+// accepts are fixed in newProtocol (tcp/protocol.go). BBR would need a
+// fork of gVisor's tcp package, plus the delivery-rate sampling and
+// pacing BBR relies on, which that package does not have.
 //
 // wireguard-go keeps each packet it holds in a 64 KiB buffer of its own,
 // so a node lets at most a few hundred packets into its device in each

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"time"
 
 	"golang.zx2c4.com/wireguard/tun"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -23,18 +24,18 @@ import (
 
 const nicID = 1
 
-// tcpBufferMax caps each TCP connection's send and receive buffers.
-// gVisor's default ceiling is 4 MiB. 2 MiB is what SSH's own channel
-// window (2 MiB in OpenSSH and x/crypto/ssh) lets one session have in
-// flight anyway, so it costs an SSH session nothing, even over a long
-// round trip (20 MB/s at 100 ms). What part of a window waits inside the
-// WireGuard device, 64 KiB of its buffers per packet, is bounded
-// separately (flightLimit), not by the window.
+// tcpBufferMax caps each TCP connection's send buffer and the window its
+// receive side advertises. 2 MiB is what SSH's own channel window (2 MiB
+// in OpenSSH and x/crypto/ssh) lets one session have in flight anyway, so
+// it costs an SSH session nothing, even over a long round trip (20 MB/s
+// at 100 ms). What part of a window waits inside the WireGuard device,
+// 64 KiB of its buffers per packet, is bounded separately (flightLimit),
+// not by the window.
 const tcpBufferMax = 2 << 20
 
 // rcvBufferInitial is each TCP connection's receive buffer until its
 // application reads: gVisor's auto-tuning (moderate receive buffer) grows
-// it, up to tcpBufferMax, from what the application copied out in each
+// it, up to tcpRcvBufferMax, from what the application copied out in each
 // round trip, so a conn that is read grows its window within a few round
 // trips and bulk throughput does not change (netstack's BenchmarkMeshTCP).
 // A conn nobody reads keeps it: a peer that opens conns and writes into
@@ -44,6 +45,31 @@ const tcpBufferMax = 2 << 20
 // queued conns are not read until they start. (gVisor's default is 1 MiB:
 // 1,000 queued conns held about 800 MiB.)
 const rcvBufferInitial = 32 << 10
+
+// tcpRcvBufferMax caps each TCP connection's receive buffer. gVisor
+// advertises only half of the free receive buffer and keeps the other
+// half for the segments' bookkeeping (rcvAdvWndScale = 1, wndFromSpace
+// and selectWindowLocked in gvisor's tcp/endpoint.go), so a 2 MiB buffer
+// gives a 1 MiB window: 21 MiB/s at 42 ms, measured in issue 30. Twice
+// tcpBufferMax lets auto-tuning (which grows the buffer only as fast as
+// the reader takes the data) reach the 2 MiB window; the memory it holds
+// is still bounded by what the sender has in flight.
+const tcpRcvBufferMax = 2 * tcpBufferMax
+
+// tcpCongestionControl is the in-process TCP's congestion control: gVisor
+// offers "reno" (its default) and "cubic" (with HyStart), and no way to
+// plug in another without forking it (see doc.go, # Congestion control).
+// CUBIC is the kernel's default and grows the window far faster than Reno
+// once the bandwidth-delay product is large. In this gVisor version its
+// window target (cubicState.getCwnd, tcp/cubic.go) grows with the cube of
+// the time since the last loss and is converted to int unclamped; upstream
+// later clamped it (RFC 9438). It would overflow only on a conn still
+// acking in congestion avoidance about a month after its last loss.
+const tcpCongestionControl = "cubic"
+
+// tcpMinRTO is the smallest retransmission timeout, Linux's (TCP_RTO_MIN,
+// 200 ms); gVisor's default happens to be the same, set here on purpose.
+const tcpMinRTO = 200 * time.Millisecond
 
 // stackOptions are the options newStack applies.
 type stackOptions struct {
@@ -74,14 +100,19 @@ func newStack(addrs []netip.Addr, o stackOptions) (*linkDevice, *meshStack, erro
 	// Set explicitly, not left to gVisor's defaults: SACK and RACK loss
 	// detection (without RACK, a lost segment stalls a stream for an RTO;
 	// tailscale/tailscale#20893 saw uploads 5× slower), receive buffer
-	// auto-tuning from a small start (rcvBufferInitial), and buffer
-	// ceilings (tcpBufferMax).
+	// auto-tuning from a small start (rcvBufferInitial), buffer ceilings
+	// (tcpBufferMax, tcpRcvBufferMax), CUBIC and the minimum RTO. The rest
+	// matches Linux already: initial window 10 segments (tcp.InitialCwnd),
+	// maximum RTO 120 s (tcp.MaxRTO), and tail loss probes, which gVisor
+	// sends whenever RACK is on (tcp/rack.go).
 	sack := tcpip.TCPSACKEnabled(true)
 	rack := tcpip.TCPRACKLossDetection
 	moderate := tcpip.TCPModerateReceiveBufferOption(true)
 	snd := tcpip.TCPSendBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: tcpBufferMax, Max: tcpBufferMax}
-	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: rcvBufferInitial, Max: tcpBufferMax}
-	for _, opt := range []tcpip.SettableTransportProtocolOption{&sack, &rack, &moderate, &snd, &rcv} {
+	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: rcvBufferInitial, Max: tcpRcvBufferMax}
+	cc := tcpip.CongestionControlOption(tcpCongestionControl)
+	minRTO := tcpip.TCPMinRTOOption(tcpMinRTO)
+	for _, opt := range []tcpip.SettableTransportProtocolOption{&sack, &rack, &moderate, &snd, &rcv, &cc, &minRTO} {
 		if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, opt); err != nil {
 			return fail("set TCP option %T: %v", opt, err)
 		}

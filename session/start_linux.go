@@ -196,7 +196,14 @@ func start(ctx context.Context, r Request, cfg config) (_ *Process, err error) {
 			p.output.Add(1)
 			go func() {
 				defer p.output.Done()
-				_, _ = io.Copy(w, pr)
+				if _, err := io.Copy(w, pr); err != nil {
+					// Output can no longer be delivered (the client
+					// closed its stdout, or the channel went away):
+					// close the pipe, so the child's next write gets
+					// EPIPE or SIGPIPE instead of blocking once the
+					// pipe is full.
+					pr.Close()
+				}
 			}()
 		}
 		if r.Stdin == nil {

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -95,21 +96,45 @@ func cmdNC(ctx context.Context, args []string, io stdio) error {
 	return pipe(hctx, conn, in, out)
 }
 
+// ncLinger bounds how long nc keeps its conn once ssh has gone (its
+// stdout broken, or SIGHUP): long enough for what ssh wrote last (its
+// DISCONNECT, queued behind up to a window of upload data) and our FIN to
+// reach the server over a slow, lossy path. nc's TCP lives in the process,
+// so what it still holds when it exits is lost, unlike a kernel socket's,
+// and the server is left with a silent conn until its keepalives give up.
+const ncLinger = 30 * time.Second
+
 // pipe copies in → conn and conn → out until conn's side ends (or ctx). EOF
-// on in half-closes conn, so the far side sees it.
+// on in half-closes conn, so the far side sees it. When out breaks while
+// the far side still sends (ssh has exited mid-transfer), pipe keeps
+// reading and discarding until the far side closes, or for ncLinger.
 func pipe(ctx context.Context, conn net.Conn, in io.Reader, out io.Writer) error {
 	done := make(chan error, 2)
-	go func() {
-		_, err := io.Copy(conn, in)
+	var outBroken atomic.Bool
+	closeWrite := func() {
 		if cw, ok := conn.(interface{ CloseWrite() error }); ok {
 			cw.CloseWrite()
 		}
+	}
+	inDone := make(chan struct{})
+	go func() {
+		_, err := io.Copy(conn, in)
+		closeWrite()
+		close(inDone)
 		if err != nil {
 			done <- err
 		}
 	}()
 	go func() {
-		_, err := io.Copy(out, conn)
+		w := &trackedWriter{w: out}
+		_, err := io.Copy(w, conn)
+		if w.err != nil {
+			// ssh has gone; our side still has to reach the server.
+			outBroken.Store(true)
+			conn.SetReadDeadline(time.Now().Add(ncLinger))
+			io.Copy(io.Discard, conn)
+			err = nil
+		}
 		done <- err
 	}()
 	select {
@@ -119,17 +144,46 @@ func pipe(ctx context.Context, conn net.Conn, in io.Reader, out io.Writer) error
 		}
 		return err
 	case <-ctx.Done():
-		// Send our FIN and give the far side a moment to answer with its
-		// own, so the conn ends cleanly before the node goes away.
-		if cw, ok := conn.(interface{ CloseWrite() error }); ok {
-			cw.CloseWrite()
+		// ssh has gone. Let what it wrote last reach the far side, then
+		// our FIN, and give the far side a moment to answer with its own,
+		// so the conn ends cleanly before the node goes away. When ssh left
+		// mid-transfer, what we still hold (its DISCONNECT among it) may
+		// need longer to get there: up to ncLinger.
+		start := time.Now()
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		expired := func(now time.Time) bool {
+			return now.Sub(start) > time.Second && (!outBroken.Load() || now.Sub(start) > ncLinger)
 		}
-		select {
-		case <-done:
-		case <-time.After(time.Second):
+		for waiting := inDone; ; {
+			select {
+			case <-waiting:
+				closeWrite()
+				waiting = nil
+			case <-done:
+				return nil
+			case now := <-tick.C:
+				if expired(now) {
+					closeWrite()
+					return nil
+				}
+			}
 		}
-		return nil
 	}
+}
+
+// trackedWriter remembers the first error its writer returned.
+type trackedWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (t *trackedWriter) Write(p []byte) (int, error) {
+	n, err := t.w.Write(p)
+	if err != nil && t.err == nil {
+		t.err = err
+	}
+	return n, err
 }
 
 // noticeWatcher receives check notices (package checkpage) on this node's
