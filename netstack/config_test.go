@@ -139,7 +139,7 @@ func TestParseConfigBad(t *testing.T) {
 		{"bad preshared key", iface + "[Peer]\nPublicKey = " + pubText + "\nPresharedKey = " + pskText[:43] + "\n",
 			`server.conf:5: PresharedKey: meshkey: preshared key is 43 characters of text, want 44 (base64 of 32 bytes, as ` + "`wg genkey`" + ` prints)`, 5, "PresharedKey"},
 		{"bad public key", iface + "[Peer]\nPublicKey = abc\n",
-			`server.conf:4: PublicKey: meshkey: public key is 3 characters of text, want 44 (base64 of 32 bytes, as ` + "`wg genkey`" + ` prints)`, 4, "PublicKey"},
+			`server.conf:4: PublicKey: meshkey: public key is 3 characters of text, want 44 (base64 of 32 bytes, as ` + "`wg pubkey`" + ` prints)`, 4, "PublicKey"},
 		{"peer without key", iface + "[Peer]\nAllowedIPs = 10.0.0.1/32\n",
 			`server.conf:3: PublicKey: missing in [Peer]`, 3, "PublicKey"},
 		{"no private key", "[Interface]\nListenPort = 1\n",
