@@ -142,7 +142,7 @@ func startServe(t *testing.T, log *sshmeshtest.Buffer, setup func(*exec.Cmd), ar
 			t.Logf("serve log:\n%s", log.String())
 		}
 	})
-	log.WaitFor(t, "sshmesh: serving SSH as node")
+	log.WaitFor(t, "serving SSH") // a plain line, or a JSON event on stderr
 	return cmd
 }
 

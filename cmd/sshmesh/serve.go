@@ -24,7 +24,7 @@ import (
 	"github.com/sshmesh/sshmesh/policy"
 )
 
-func cmdServe(ctx context.Context, args []string, io stdio) error {
+func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 	fs := newFlags("serve", "--wg CONF --policy FILE [--hostkey PATH] [--port 22]", io)
 	wgPath := fs.String("wg", "", "wg-quick `file` of this node (required); its peers are re-read on SIGHUP")
 	policyPath := fs.String("policy", "", "policy `file` (HuJSON; required); re-read with --wg on SIGHUP")
@@ -47,6 +47,15 @@ func cmdServe(ctx context.Context, args []string, io stdio) error {
 	logger, err := newLogger(*logFormat, io)
 	if err != nil {
 		return err
+	}
+	if *logFormat == "json" {
+		// The error that ends serve is an event too, not a plain line.
+		defer func() {
+			if err != nil && !errors.Is(err, errUsage) {
+				logger.Error("serve failed", "err", err)
+				err = exitError(1)
+			}
+		}()
 	}
 	if err := checkMemoryLimit(*memLimit); err != nil {
 		return err
@@ -109,8 +118,14 @@ func cmdServe(ctx context.Context, args []string, io stdio) error {
 	defer setMemoryLimit(*memLimit)()
 	addrs := node.Addresses()
 	knownHosts := sshmesh.KnownHostsLine(hostKey.PublicKey(), uint16(*port), addrs...)
-	fmt.Fprintf(io.out, "sshmesh: serving SSH as node %q on %s port %d\n", id.Name(), joinAddrs(addrs), *port)
-	fmt.Fprintf(io.out, "known_hosts: %s\n", knownHosts)
+	if *logFormat == "json" {
+		// Every line is an event, for log shippers that parse them all.
+		logger.Info("serving SSH", "node", id.Name(), "key", node.PublicKey().String(), "addrs", addrs, "port", *port)
+		logger.Info("known_hosts", "line", knownHosts)
+	} else {
+		fmt.Fprintf(io.out, "sshmesh: serving SSH as node %q on %s port %d\n", id.Name(), joinAddrs(addrs), *port)
+		fmt.Fprintf(io.out, "known_hosts: %s\n", knownHosts)
+	}
 
 	rl := &meshReload{wgPath: *wgPath, policyPath: *policyPath, started: cfg, node: node, pol: pol, srv: srv, logger: logger}
 	hup := make(chan os.Signal, 1)
