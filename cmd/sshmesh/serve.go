@@ -133,17 +133,22 @@ func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 	defer signal.Stop(hup)
 	go func() {
 		for range hup {
+			notify(logger, sdReloading())
 			rl.reload()
+			notify(logger, "READY=1")
 		}
 	}()
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	// The mesh is up and the SSH listener takes conns (Listen returned).
+	notify(logger, "READY=1")
 	select {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
 	}
+	notify(logger, "STOPPING=1")
 	logger.Info("shutting down: waiting up to 10s for open sessions")
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -191,6 +196,13 @@ func serveCheckPage(node *netstack.Node, pol *reloadable, port uint16, timeout t
 
 func (r *reloadable) Evaluate(ctx context.Context, req policy.Request) (policy.Decision, error) {
 	return r.doc.Load().Evaluate(ctx, req)
+}
+
+// notify tells systemd state (see sdNotify); a failure is logged only.
+func notify(logger *slog.Logger, state string) {
+	if err := sdNotify(state); err != nil {
+		logger.Warn("systemd notification failed", "err", err)
+	}
 }
 
 func newLogger(format string, io stdio) (*slog.Logger, error) {

@@ -4,13 +4,17 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"regexp"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/sshmesh/sshmesh/sshmeshtest"
 )
@@ -113,5 +117,64 @@ func TestServeJSONLog(t *testing.T) {
 		if msgs[m] == nil {
 			t.Errorf("no %q event; got %v", m, msgs)
 		}
+	}
+}
+
+// TestServeNotify runs serve as systemd's Type=notify would: with
+// NOTIFY_SOCKET naming a unixgram socket the test reads. READY=1 comes once
+// the mesh and the SSH listener are up (a login works then), a SIGHUP
+// brings RELOADING=1 (with MONOTONIC_USEC) then READY=1, also when the
+// reload fails, and SIGINT STOPPING=1.
+func TestServeNotify(t *testing.T) {
+	f := newServiceFixture(t)
+	sockDir, err := os.MkdirTemp("", "sd") // short: a socket path has ~100 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	sock := filepath.Join(sockDir, "notify")
+	pc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	next := func() string {
+		t.Helper()
+		pc.SetReadDeadline(time.Now().Add(20 * time.Second))
+		buf := make([]byte, 4096)
+		n, err := pc.Read(buf)
+		if err != nil {
+			t.Fatalf("no notification: %v", err)
+		}
+		return string(buf[:n])
+	}
+	reloading := regexp.MustCompile(`^RELOADING=1\nMONOTONIC_USEC=[1-9][0-9]*$`)
+	if runtime.GOOS != "linux" { // systemd's clock is read on Linux only
+		reloading = regexp.MustCompile(`^RELOADING=1$`)
+	}
+	var log sshmeshtest.Buffer
+	cmd := startServe(t, &log, func(c *exec.Cmd) { c.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock) }, f.serveArgs()...)
+	if got := next(); got != "READY=1" {
+		t.Fatalf("first notification %q; want READY=1", got)
+	}
+	if _, errOut, code := stockSSH(t, f.clientConf, f.login, "true"); code != 0 {
+		t.Errorf("login after READY=1: exit %d, %s", code, errOut)
+	}
+	for _, pol := range []string{f.pol, `{"ssh": [`} { // a good reload, then a bad one
+		os.WriteFile(f.polPath, []byte(pol), 0o600)
+		cmd.Process.Signal(syscall.SIGHUP)
+		if got := next(); !reloading.MatchString(got) {
+			t.Errorf("on SIGHUP: %q; want RELOADING=1 and MONOTONIC_USEC", got)
+		}
+		if got := next(); got != "READY=1" {
+			t.Errorf("after the reload: %q; want READY=1", got)
+		}
+	}
+	if !strings.Contains(log.String(), "msg=reloaded") || !strings.Contains(log.String(), "reload failed") {
+		t.Errorf("the log lacks a reload:\n%s", log.String())
+	}
+	cmd.Process.Signal(os.Interrupt)
+	if got := next(); got != "STOPPING=1" {
+		t.Errorf("on SIGINT: %q; want STOPPING=1", got)
 	}
 }
