@@ -130,7 +130,9 @@ func LoadConfig(path string) (Config, []string, error) {
 // without a length means a single host. The keys wg-quick uses only for the
 // OS (DNS, Table, PreUp, PostUp, PreDown, PostDown, SaveConfig, FwMark) are
 // ignored, with a warning "file:line: ..." each. Anything else unknown or
-// malformed is a *[ConfigError] naming file, line and key.
+// malformed is a *[ConfigError] naming file, line and key; so are a prefix
+// in two peers' AllowedIPs and a peer listed twice, which [New] would
+// refuse.
 func ParseConfig(r io.Reader, name string) (Config, []string, error) {
 	p := parser{name: name, cfg: new(Config)}
 	sc := bufio.NewScanner(r)
@@ -166,6 +168,12 @@ type parser struct {
 	interfaceLine int
 	peer          *Peer // the [Peer] being read
 	peerLine      int
+	// owner maps each AllowedIPs prefix (masked) read so far to the line
+	// of the [Peer] that has it, and peerAt each PublicKey to its line:
+	// a prefix in two peers, or a peer listed twice, is an error at the
+	// second one's line, as [New] and [Node.SetPeers] would refuse it.
+	owner  map[netip.Prefix]int
+	peerAt map[meshkey.Public]int
 }
 
 func (p *parser) errorf(key, format string, args ...any) error {
@@ -289,6 +297,13 @@ func (p *parser) peerKey(key, value string) error {
 		if err != nil {
 			return p.wrap(key, err)
 		}
+		if at, dup := p.peerAt[k]; dup && at != p.peerLine {
+			return p.errorf(key, "peer %s is also the [Peer] at line %d", k.Short(), at)
+		}
+		if p.peerAt == nil {
+			p.peerAt = make(map[meshkey.Public]int)
+		}
+		p.peerAt[k] = p.peerLine
 		p.peer.PublicKey = k
 	case "presharedkey":
 		k, err := meshkey.ParsePrivate(value) // never echoes the key
@@ -302,6 +317,14 @@ func (p *parser) peerKey(key, value string) error {
 			if err != nil {
 				return p.errorf(key, "%q is not an IP prefix", s)
 			}
+			m := pfx.Masked()
+			if at, dup := p.owner[m]; dup && at != p.peerLine {
+				return p.errorf(key, "%v is also in the [Peer] at line %d; WireGuard routes a prefix to one peer", m, at)
+			}
+			if p.owner == nil {
+				p.owner = make(map[netip.Prefix]int)
+			}
+			p.owner[m] = p.peerLine
 			p.peer.AllowedIPs = append(p.peer.AllowedIPs, pfx)
 			return nil
 		})

@@ -142,7 +142,7 @@ func startServe(t *testing.T, log *sshmeshtest.Buffer, setup func(*exec.Cmd), ar
 			t.Logf("serve log:\n%s", log.String())
 		}
 	})
-	log.WaitFor(t, "sshmesh: serving SSH as node")
+	log.WaitFor(t, "serving SSH") // a plain line, or a JSON event on stderr
 	return cmd
 }
 
@@ -202,7 +202,7 @@ func TestServe(t *testing.T) {
 	// SIGHUP with a broken file: reported, the old policy kept.
 	os.WriteFile(polPath, []byte(`{"ssh": [`), 0o600)
 	cmd.Process.Signal(syscall.SIGHUP)
-	log.WaitFor(t, "policy reload failed")
+	log.WaitFor(t, "reload failed")
 	if _, errOut, code := stockSSH(t, clientConf, login+"@"+server.Addr.String(), "exit 3"); code != 3 {
 		t.Errorf("after a bad reload the old policy should hold: exit %d, %s", code, errOut)
 	}
@@ -222,7 +222,7 @@ func TestServe(t *testing.T) {
 	}
 	os.WriteFile(polPath, []byte(strings.Replace(pol, `"users": ["nobody"]`, `"users": ["nobody", "`+login+`"]`, 1)), 0o600)
 	cmd.Process.Signal(syscall.SIGHUP)
-	log.WaitFor(t, "policy reloaded")
+	log.WaitFor(t, "msg=reloaded")
 	ended := make(chan error, 1)
 	go func() { ended <- open.Wait() }()
 	select {

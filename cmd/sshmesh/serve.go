@@ -24,10 +24,10 @@ import (
 	"github.com/sshmesh/sshmesh/policy"
 )
 
-func cmdServe(ctx context.Context, args []string, io stdio) error {
+func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 	fs := newFlags("serve", "--wg CONF --policy FILE [--hostkey PATH] [--port 22]", io)
-	wgPath := fs.String("wg", "", "wg-quick `file` of this node (required)")
-	policyPath := fs.String("policy", "", "policy `file` (HuJSON; required); re-read on SIGHUP")
+	wgPath := fs.String("wg", "", "wg-quick `file` of this node (required); its peers are re-read on SIGHUP")
+	policyPath := fs.String("policy", "", "policy `file` (HuJSON; required); re-read with --wg on SIGHUP")
 	stateDir := fs.String("state", defaultStateDir(), "`dir` for the host key and other state")
 	hostKeyPath := fs.String("hostkey", "", "host key `file` (OpenSSH format; made if missing; default STATE/ssh_host_ed25519_key)")
 	port := fs.Uint("port", 22, "SSH `port` on the mesh addresses")
@@ -48,6 +48,15 @@ func cmdServe(ctx context.Context, args []string, io stdio) error {
 	if err != nil {
 		return err
 	}
+	if *logFormat == "json" {
+		// The error that ends serve is an event too, not a plain line.
+		defer func() {
+			if err != nil && !errors.Is(err, errUsage) {
+				logger.Error("serve failed", "err", err)
+				err = exitError(1)
+			}
+		}()
+	}
 	if err := checkMemoryLimit(*memLimit); err != nil {
 		return err
 	}
@@ -58,20 +67,24 @@ func cmdServe(ctx context.Context, args []string, io stdio) error {
 		*hostKeyPath = filepath.Join(*stateDir, "ssh_host_ed25519_key")
 	}
 
-	doc, err := policy.Load(*policyPath)
+	cfg, warnings, err := netstack.LoadConfig(*wgPath)
 	if err != nil {
 		return err
 	}
-	node, err := startNode(*wgPath, io.err, logger)
+	for _, w := range warnings {
+		logger.Warn("wg-quick file: "+w, "file", *wgPath)
+	}
+	doc, err := loadPolicy(*policyPath, cfg.PrivateKey.Public())
+	if err != nil {
+		return err
+	}
+	cfg.Logger = logger
+	node, err := netstack.New(cfg)
 	if err != nil {
 		return err
 	}
 	defer node.Close()
-	self := node.PublicKey()
-	id, ok := doc.Node(self)
-	if !ok {
-		return fmt.Errorf("%s: this node's key %s is not among the policy's nodes; add it under \"nodes\" so rules can name it", *policyPath, self)
-	}
+	id, _ := doc.Node(node.PublicKey())
 	pol := &reloadable{}
 	pol.doc.Store(doc)
 
@@ -104,30 +117,38 @@ func cmdServe(ctx context.Context, args []string, io stdio) error {
 
 	defer setMemoryLimit(*memLimit)()
 	addrs := node.Addresses()
-	fmt.Fprintf(io.out, "sshmesh: serving SSH as node %q on %s port %d\n", id.Name(), joinAddrs(addrs), *port)
-	fmt.Fprintf(io.out, "known_hosts: %s\n", sshmesh.KnownHostsLine(hostKey.PublicKey(), uint16(*port), addrs...))
+	knownHosts := sshmesh.KnownHostsLine(hostKey.PublicKey(), uint16(*port), addrs...)
+	if *logFormat == "json" {
+		// Every line is an event, for log shippers that parse them all.
+		logger.Info("serving SSH", "node", id.Name(), "key", node.PublicKey().String(), "addrs", addrs, "port", *port)
+		logger.Info("known_hosts", "line", knownHosts)
+	} else {
+		fmt.Fprintf(io.out, "sshmesh: serving SSH as node %q on %s port %d\n", id.Name(), joinAddrs(addrs), *port)
+		fmt.Fprintf(io.out, "known_hosts: %s\n", knownHosts)
+	}
 
+	rl := &meshReload{wgPath: *wgPath, policyPath: *policyPath, started: cfg, node: node, pol: pol, srv: srv, logger: logger}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	go func() {
 		for range hup {
-			if pol.reload(*policyPath, self, logger) {
-				// Re-evaluate open conns: the ones the new policy refuses end.
-				if n := srv.SetPolicy(pol); n > 0 {
-					logger.Info("policy reload ended conns it no longer allows", "conns", n)
-				}
-			}
+			notify(logger, sdReloading())
+			rl.reload()
+			notify(logger, "READY=1")
 		}
 	}()
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	// The mesh is up and the SSH listener takes conns (Listen returned).
+	notify(logger, "READY=1")
 	select {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
 	}
+	notify(logger, "STOPPING=1")
 	logger.Info("shutting down: waiting up to 10s for open sessions")
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -177,22 +198,11 @@ func (r *reloadable) Evaluate(ctx context.Context, req policy.Request) (policy.D
 	return r.doc.Load().Evaluate(ctx, req)
 }
 
-// reload reads the policy file again and reports whether it took it; a
-// bad file is reported and the old policy kept.
-func (r *reloadable) reload(path string, self meshkey.Public, logger *slog.Logger) bool {
-	doc, err := policy.Load(path)
-	if err == nil {
-		if _, ok := doc.Node(self); !ok {
-			err = fmt.Errorf("%s: this node's key %s is not among the policy's nodes", path, self)
-		}
+// notify tells systemd state (see sdNotify); a failure is logged only.
+func notify(logger *slog.Logger, state string) {
+	if err := sdNotify(state); err != nil {
+		logger.Warn("systemd notification failed", "err", err)
 	}
-	if err != nil {
-		logger.Error("policy reload failed; keeping the previous policy", "file", path, "err", err)
-		return false
-	}
-	logger.Info("policy reloaded", "file", path)
-	r.doc.Store(doc)
-	return true
 }
 
 func newLogger(format string, io stdio) (*slog.Logger, error) {

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/sshmesh/sshmesh"
+	"github.com/sshmesh/sshmesh/meshkey"
+	"github.com/sshmesh/sshmesh/netstack"
+	"github.com/sshmesh/sshmesh/policy"
+)
+
+// meshReload re-reads serve's wg-quick file and policy together (on
+// SIGHUP) and applies both or neither: the peers through
+// netstack.Node.SetPeers, which leaves unchanged peers and their sessions
+// alone, then the policy through Server.SetPolicy. A removed peer's conns
+// end. A bad file, or a change to what the running node cannot take live
+// ([Interface]: PrivateKey, Address, ListenPort, MTU), is logged with its
+// file and line and changes nothing.
+type meshReload struct {
+	wgPath, policyPath string
+	started            netstack.Config // as the node was started: its [Interface] is fixed
+	node               *netstack.Node
+	pol                *reloadable
+	srv                *sshmesh.Server
+	logger             *slog.Logger
+}
+
+// reload applies the files as they are now and reports whether it did.
+func (r *meshReload) reload() bool {
+	cfg, warnings, err := netstack.LoadConfig(r.wgPath)
+	if err == nil {
+		err = r.sameInterface(cfg)
+	}
+	var doc *policy.Document
+	if err == nil {
+		for _, w := range warnings {
+			r.logger.Warn("wg-quick file: "+w, "file", r.wgPath)
+		}
+		doc, err = loadPolicy(r.policyPath, r.node.PublicKey())
+	}
+	if err == nil {
+		before := r.node.Peers()
+		if err = r.node.SetPeers(cfg.Peers); err == nil {
+			r.pol.doc.Store(doc)
+			r.applied(before, cfg.Peers)
+			return true
+		}
+		err = fmt.Errorf("%s: %w", r.wgPath, err)
+	}
+	var args []any
+	var ce *netstack.ConfigError
+	var pe *policy.Error
+	switch {
+	case errors.As(err, &ce):
+		args = append(args, "file", ce.File, "line", ce.Line)
+	case errors.As(err, &pe):
+		args = append(args, "file", pe.File, "line", pe.Line)
+	}
+	args = append(args, "err", err)
+	r.logger.Error("reload failed; the previous peers and policy stay in force", args...)
+	return false
+}
+
+// applied re-evaluates open conns under the new policy, ends the conns of
+// the peers that left and logs what changed.
+func (r *meshReload) applied(before, after []netstack.Peer) {
+	had := make(map[meshkey.Public]netstack.Peer, len(before))
+	for _, p := range before {
+		had[p.PublicKey] = p
+	}
+	var added, changed int
+	for _, p := range after {
+		old, ok := had[p.PublicKey]
+		switch {
+		case !ok:
+			added++
+			r.logger.Info("peer added", "peer", p.PublicKey.String())
+		case old.Endpoint != p.Endpoint || !slices.Equal(old.AllowedIPs, maskAll(p.AllowedIPs)) ||
+			old.PresharedKey != p.PresharedKey || old.PersistentKeepalive != p.PersistentKeepalive:
+			changed++
+			r.logger.Info("peer changed", "peer", p.PublicKey.String())
+		}
+		delete(had, p.PublicKey)
+	}
+	ended := 0
+	for k := range had {
+		// The server's peer watcher would find these too; this is at once.
+		ended += r.srv.ClosePeer(k, "peer removed from the mesh")
+	}
+	if n := r.srv.SetPolicy(r.pol); n > 0 {
+		r.logger.Info("policy reload ended conns it no longer allows", "conns", n)
+	}
+	r.logger.Info("reloaded", "wg", r.wgPath, "policy", r.policyPath,
+		"peers", len(after), "added", added, "removed", len(had), "changed", changed, "conns_ended", ended)
+}
+
+func maskAll(ps []netip.Prefix) []netip.Prefix {
+	out := make([]netip.Prefix, len(ps))
+	for i, p := range ps {
+		out[i] = p.Masked()
+	}
+	return out
+}
+
+// sameInterface refuses a file whose [Interface] differs from the one the
+// node runs with: the node's key, addresses, UDP socket and MTU are fixed
+// for its life, so such a change needs a restart.
+func (r *meshReload) sameInterface(cfg netstack.Config) error {
+	key := ""
+	switch {
+	case cfg.PrivateKey != r.started.PrivateKey:
+		key = "PrivateKey"
+	case !slices.Equal(cfg.Addresses, r.started.Addresses):
+		key = "Address"
+	case cfg.ListenPort != r.started.ListenPort:
+		key = "ListenPort"
+	case cfg.MTU != r.started.MTU:
+		key = "MTU"
+	default:
+		return nil
+	}
+	return &netstack.ConfigError{File: r.wgPath, Line: keyLine(r.wgPath, key), Key: key,
+		Err: errors.New("changed; the running node cannot take it live: restart sshmesh serve to apply it")}
+}
+
+// keyLine returns the line of the first key named key in path, or 0.
+func keyLine(path, key string) int {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line, _, _ := strings.Cut(sc.Text(), "#")
+		k, _, ok := strings.Cut(line, "=")
+		if ok && strings.EqualFold(strings.TrimSpace(k), key) {
+			return n
+		}
+	}
+	return 0
+}
+
+// loadPolicy loads the policy at path, which must name this node.
+func loadPolicy(path string, self meshkey.Public) (*policy.Document, error) {
+	doc, err := policy.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := doc.Node(self); !ok {
+		return nil, fmt.Errorf("%s: this node's key %s is not among the policy's nodes; add it under \"nodes\" so rules can name it", path, self)
+	}
+	return doc, nil
+}
