@@ -66,11 +66,14 @@ type Session struct {
 	// (not subject to acceptEnv), e.g. SSH_AUTH_SOCK.
 	extraEnv []string
 
-	started  time.Time // when the handler started (server clock)
-	bytesIn  atomic.Int64
-	bytesOut atomic.Int64
-	rec      *recorder // nil unless the rule records
-	stderr   io.Writer
+	started time.Time // when the handler started (server clock)
+	// startedAt is when the handler started, in unix nanos of the real
+	// clock, stored once kind, raw and pty are final (Server.Conns).
+	startedAt atomic.Int64
+	bytesIn   atomic.Int64
+	bytesOut  atomic.Int64
+	rec       *recorder // nil unless the rule records
+	stderr    io.Writer
 	// x/crypto's channel allows one writer per stream and no CloseWrite
 	// during a write: outMu and errMu serialize stdout and stderr.
 	outMu, errMu sync.Mutex
@@ -449,6 +452,7 @@ func (s *Session) serve(h Handler, done chan<- struct{}) {
 	c := s.conn
 	log := s.log()
 	s.started = c.srv.now()
+	s.startedAt.Store(time.Now().UnixNano())
 	term := ""
 	if s.pty != nil {
 		term = s.pty.Term

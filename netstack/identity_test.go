@@ -301,3 +301,32 @@ func TestConnKnowsItsPeer(t *testing.T) {
 
 // A node answers policy.WhoIs's questions.
 var _ policy.AddrResolver = (*netstack.Node)(nil)
+
+// TestPeerStatus: a node reports its peers as wg show would: the one that
+// connected with its endpoint, a handshake and traffic; the one that never
+// wrote as dormant.
+func TestPeerStatus(t *testing.T) {
+	ka, kb, kc := newKey(t), newKey(t), newKey(t)
+	a := newNode(t, netstack.Config{PrivateKey: ka, Addresses: []netip.Prefix{pfx("10.0.0.1/32")}, Peers: []netstack.Peer{
+		{PublicKey: kb.Public(), AllowedIPs: []netip.Prefix{pfx("10.0.0.2/32")}},
+		{PublicKey: kc.Public(), AllowedIPs: []netip.Prefix{pfx("10.0.0.3/32")}},
+	}})
+	b := newNode(t, netstack.Config{PrivateKey: kb, Addresses: []netip.Prefix{pfx("10.0.0.2/32")},
+		Peers: []netstack.Peer{{PublicKey: ka.Public(), AllowedIPs: []netip.Prefix{pfx("10.0.0.1/32")}, Endpoint: endpointOf(a)}}})
+	if err := b.WaitHandshake(testCtx(t, 10*time.Second), ka.Public()); err != nil {
+		t.Fatal(err)
+	}
+	st, err := a.PeerStatus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st) != 2 {
+		t.Fatalf("PeerStatus: %+v", st)
+	}
+	if p := st[0]; p.PublicKey != kb.Public() || p.Dormant || p.LastHandshake.IsZero() || p.RxBytes == 0 || p.Endpoint != endpointOf(b) {
+		t.Errorf("the peer that connected: %+v", p)
+	}
+	if p := st[1]; p.PublicKey != kc.Public() || !p.Dormant || !p.LastHandshake.IsZero() || p.Endpoint.IsValid() {
+		t.Errorf("the dormant peer: %+v", p)
+	}
+}

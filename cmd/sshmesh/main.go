@@ -6,6 +6,7 @@
 //	sshmesh keygen                      print a new private key (like wg genkey)
 //	sshmesh pubkey                      private key on stdin → public key (like wg pubkey)
 //	sshmesh serve --wg CONF --policy FILE [--hostkey PATH] [--port 22]
+//	sshmesh status [--state DIR] [--json]   peers, conns and sessions of a running serve
 //	sshmesh nc --wg CONF HOST PORT      stdin/stdout ↔ HOST:PORT over the mesh (ProxyCommand)
 //	sshmesh proxy --wg CONF --socks5 127.0.0.1:PORT   SOCKS5 (CONNECT only) into the mesh, for this user only
 //	sshmesh policy check FILE
@@ -51,6 +52,7 @@ func commands() []command {
 		{"keygen", "print a new WireGuard private key", cmdKeygen},
 		{"pubkey", "read a private key on stdin, print its public key", cmdPubkey},
 		{"serve", "serve SSH on a mesh address", cmdServe},
+		{"status", "show a running serve's peers, conns and sessions", cmdStatus},
 		{"nc", "connect stdin/stdout to HOST PORT over the mesh (for ssh ProxyCommand)", cmdNC},
 		{"proxy", "a SOCKS5 proxy (CONNECT only, on loopback) into the mesh", cmdProxy},
 		{"policy", "check or explain a policy document", cmdPolicy},

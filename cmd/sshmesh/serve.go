@@ -139,6 +139,11 @@ func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 		}
 	}()
 
+	statusCtx, stopStatus := context.WithCancel(ctx)
+	defer stopStatus()
+	if err := serveStatus(statusCtx, *stateDir, func() (statusReport, error) { return report(node, srv, pol, int(*port)) }, logger); err != nil {
+		return err
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	// The mesh is up and the SSH listener takes conns (Listen returned).
