@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -127,6 +128,9 @@ func TestStockSSHWithGoHandler(t *testing.T) {
 // fails.
 func startServe(t *testing.T, log *sshmeshtest.Buffer, setup func(*exec.Cmd), args ...string) *exec.Cmd {
 	t.Helper()
+	if !slices.Contains(args, "--state") {
+		args = append(args, "--state", t.TempDir()) // not the machine's /var/lib/sshmesh
+	}
 	cmd := exec.Command(binPath, append([]string{"serve"}, args...)...)
 	cmd.Stdout, cmd.Stderr = log, log
 	if setup != nil {
