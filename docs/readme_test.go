@@ -108,6 +108,24 @@ func TestREADMEWalkthrough(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	if root {
+		// The walkthrough's serve keeps its state (the status socket) in
+		// root's default state dir; what it made there goes when the test
+		// ends (it is killed, so it cannot remove its socket itself).
+		const state = "/var/lib/sshmesh"
+		_, err := os.Stat(state)
+		existed := err == nil
+		_, err = os.Stat(filepath.Join(state, "control.sock"))
+		sockExisted := err == nil
+		t.Cleanup(func() {
+			switch {
+			case !existed:
+				os.RemoveAll(state)
+			case !sockExisted:
+				os.Remove(filepath.Join(state, "control.sock"))
+			}
+		})
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var cmd *exec.Cmd
