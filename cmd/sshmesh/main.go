@@ -8,6 +8,7 @@
 //	sshmesh serve --wg CONF --policy FILE [--hostkey PATH] [--port 22]
 //	sshmesh nc --wg CONF HOST PORT      stdin/stdout ↔ HOST:PORT over the mesh (ProxyCommand)
 //	sshmesh known-hosts --wg CONF MESH-ADDR [NAME]   host keys over the mesh, as known_hosts lines (KnownHostsCommand)
+//	sshmesh ssh-config --wg CONF [--policy FILE]    Host blocks for ~/.ssh/config (Include)
 //	sshmesh proxy --wg CONF --socks5 127.0.0.1:PORT   SOCKS5 (CONNECT only) into the mesh, for this user only
 //	sshmesh policy check FILE
 //	sshmesh policy explain FILE --src NODE --dst NODE --user NAME
@@ -54,6 +55,7 @@ func commands() []command {
 		{"serve", "serve SSH on a mesh address", cmdServe},
 		{"nc", "connect stdin/stdout to HOST PORT over the mesh (for ssh ProxyCommand)", cmdNC},
 		{"known-hosts", "print a mesh node's SSH host keys, fetched over the mesh (for ssh KnownHostsCommand)", cmdKnownHosts},
+		{"ssh-config", "print ssh_config Host blocks for the mesh nodes of a wg-quick file", cmdSSHConfig},
 		{"proxy", "a SOCKS5 proxy (CONNECT only, on loopback) into the mesh", cmdProxy},
 		{"policy", "check or explain a policy document", cmdPolicy},
 		{"replay", "play back a session recording (asciicast v2)", cmdReplay},
