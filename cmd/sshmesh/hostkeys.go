@@ -31,6 +31,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -62,11 +63,12 @@ func serveHostKeys(node *netstack.Node, port uint16, keys []ssh.PublicKey, logge
 	for _, k := range keys {
 		answer = append(answer, ssh.MarshalAuthorizedKey(k)...)
 	}
+	sl := &stoppableListener{Listener: ln}
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
-				if !errors.Is(err, net.ErrClosed) {
+				if !sl.stopped.Load() {
 					logger.Error("host key answers stopped", "err", err)
 				}
 				return
@@ -80,7 +82,19 @@ func serveHostKeys(node *netstack.Node, port uint16, keys []ssh.PublicKey, logge
 			}()
 		}
 	}()
-	return ln, nil
+	return sl, nil
+}
+
+// stoppableListener tells its accept loop that Close was called (the
+// stack's listener then returns no net.ErrClosed).
+type stoppableListener struct {
+	net.Listener
+	stopped atomic.Bool
+}
+
+func (l *stoppableListener) Close() error {
+	l.stopped.Store(true)
+	return l.Listener.Close()
 }
 
 // fetchHostKeys asks the node at mesh address addr for its host keys and
