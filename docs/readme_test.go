@@ -148,7 +148,7 @@ func TestREADMEWalkthrough(t *testing.T) {
 	if runErr != nil {
 		t.Errorf("the walkthrough failed: %v\n%s", runErr, log)
 	}
-	for _, want := range []string{"hello from ", "hello again, over wg-quick"} {
+	for _, want := range []string{"hello from ", "hello by name, host key vouched for by the mesh", "hello again, over wg-quick"} {
 		if want == "hello again, over wg-quick" && !root {
 			continue
 		}

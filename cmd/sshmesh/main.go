@@ -8,6 +8,8 @@
 //	sshmesh serve --wg CONF --policy FILE [--hostkey PATH] [--port 22]
 //	sshmesh status [--state DIR] [--json]   peers, conns and sessions of a running serve
 //	sshmesh nc --wg CONF HOST PORT      stdin/stdout ↔ HOST:PORT over the mesh (ProxyCommand)
+//	sshmesh known-hosts --wg CONF MESH-ADDR [NAME]   host keys over the mesh, as known_hosts lines (KnownHostsCommand)
+//	sshmesh ssh-config --wg CONF [--policy FILE]    Host blocks for ~/.ssh/config (Include)
 //	sshmesh proxy --wg CONF --socks5 127.0.0.1:PORT   SOCKS5 (CONNECT only) into the mesh, for this user only
 //	sshmesh policy check FILE
 //	sshmesh policy explain FILE --src NODE --dst NODE --user NAME
@@ -54,6 +56,8 @@ func commands() []command {
 		{"serve", "serve SSH on a mesh address", cmdServe},
 		{"status", "show a running serve's peers, conns and sessions", cmdStatus},
 		{"nc", "connect stdin/stdout to HOST PORT over the mesh (for ssh ProxyCommand)", cmdNC},
+		{"known-hosts", "print a mesh node's SSH host keys, fetched over the mesh (for ssh KnownHostsCommand)", cmdKnownHosts},
+		{"ssh-config", "print ssh_config Host blocks for the mesh nodes of a wg-quick file", cmdSSHConfig},
 		{"proxy", "a SOCKS5 proxy (CONNECT only, on loopback) into the mesh", cmdProxy},
 		{"policy", "check or explain a policy document", cmdPolicy},
 		{"replay", "play back a session recording (asciicast v2)", cmdReplay},
@@ -103,7 +107,7 @@ func run(ctx context.Context, args []string, io stdio) int {
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: sshmesh COMMAND [flags] [args]\n\ncommands:")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nRun 'sshmesh COMMAND --help' for a command's flags.")
 }

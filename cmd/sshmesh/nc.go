@@ -75,6 +75,10 @@ func cmdNC(ctx context.Context, args []string, io stdio) error {
 		return explainDialError(node, *wgPath, fs.Arg(0), fs.Arg(1), *timeout, err)
 	}
 	defer conn.Close()
+	if a, err := netip.ParseAddr(fs.Arg(0)); err == nil {
+		// For `sshmesh known-hosts`, which ssh runs while we are up.
+		defer offerHostKeys(node, a.Unmap(), logger)()
+	}
 	if notices != nil {
 		defer notices.track(conn)()
 	}

@@ -32,6 +32,7 @@ func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 	hostKeyPath := fs.String("hostkey", "", "host key `file` (OpenSSH format; made if missing; default STATE/ssh_host_ed25519_key)")
 	port := fs.Uint("port", 22, "SSH `port` on the mesh addresses")
 	checkPort := fs.Uint("check-port", checkpage.DefaultPort, "`port` of the check-mode approval page on the mesh addresses (0: no check mode, check rules refuse)")
+	hostKeysPort := fs.Uint("hostkeys-port", DefaultHostKeysPort, "`port` on the mesh addresses that answers with the SSH host keys, for `sshmesh known-hosts` (0: off)")
 	checkTimeout := fs.Duration("check-timeout", sshmesh.DefaultCheckTimeout, "how long a login waits for its check approval")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	recordDir := fs.String("record", "", "`dir` for session recordings (asciicast v2) of rules that say \"record\": true")
@@ -102,7 +103,7 @@ func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 		}
 	}
 	srv := &sshmesh.Server{Policy: pol, HostKeys: []ssh.Signer{hostKey}, Logger: logger, RecordDir: *recordDir, RecordInput: *recordInput}
-	if *checkPort > 65535 {
+	if *checkPort > 65535 || *hostKeysPort > 65535 {
 		fs.Usage()
 		return errUsage
 	}
@@ -113,6 +114,14 @@ func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 		}
 		defer checker.Close()
 		srv.Checker = checker
+	}
+
+	if *hostKeysPort != 0 {
+		hk, err := serveHostKeys(node, uint16(*hostKeysPort), []ssh.PublicKey{hostKey.PublicKey()}, logger)
+		if err != nil {
+			return err
+		}
+		defer hk.Close()
 	}
 
 	defer setMemoryLimit(*memLimit)()
