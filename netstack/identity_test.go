@@ -316,6 +316,11 @@ func TestPeerStatus(t *testing.T) {
 	if err := b.WaitHandshake(testCtx(t, 10*time.Second), ka.Public()); err != nil {
 		t.Fatal(err)
 	}
+	// The responder counts the handshake once the initiator's first
+	// packet after it arrives.
+	if err := a.WaitHandshake(testCtx(t, 10*time.Second), kb.Public()); err != nil {
+		t.Fatal(err)
+	}
 	st, err := a.PeerStatus()
 	if err != nil {
 		t.Fatal(err)
