@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"os/user"
@@ -20,30 +19,13 @@ import (
 // the policy, with their handshake) and a live session with its caller,
 // login and local user; another local user cannot read it.
 func TestServeStatus(t *testing.T) {
-	m := sshmeshtest.NewMesh(t, 2)
-	server, client := m.Nodes[0], m.Nodes[1]
-	server.Node.Close()
-	client.Node.Close()
-	dir := t.TempDir()
-	serverConf := server.WriteWGQuick(t, filepath.Join(dir, "server.conf"))
-	clientConf := client.WriteWGQuick(t, filepath.Join(dir, "client.conf"))
-	me, err := user.Current()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pol := fmt.Sprintf(`{
-  "nodes": {"srv": {"key": %q, "tags": ["tag:server"]}, "laptop": {"key": %q, "owner": "%s@example.com"}},
-  "tagOwners": {"tag:server": ["%s@example.com"]},
-  "ssh": [{"action": "accept", "src": ["laptop"], "dst": ["tag:server"], "users": ["root", "="]}],
-}`, server.Key.Public(), client.Key.Public(), me.Username, me.Username)
-	polPath := filepath.Join(dir, "policy.hujson")
-	os.WriteFile(polPath, []byte(pol), 0o600)
-	state := filepath.Join(dir, "state")
+	f := newServiceFixture(t)
+	state := filepath.Join(f.dir, "state")
 	var log sshmeshtest.Buffer
-	startServe(t, &log, nil, "--wg", serverConf, "--policy", polPath, "--state", state, "--port", "22")
+	startServe(t, &log, nil, f.serveArgs("--state", state)...)
 
 	open := exec.Command(sshmeshtest.NeedBinary(t, "ssh", "openssh-client"),
-		append(append(meshClientOptions(clientConf), noAgent...), me.Username+"@"+server.Addr.String(), "echo open; sleep 60")...)
+		append(append(meshClientOptions(f.clientConf), noAgent...), f.login, "echo open; sleep 60")...)
 	out, _ := open.StdoutPipe()
 	if err := open.Start(); err != nil {
 		t.Fatal(err)
@@ -68,6 +50,7 @@ func TestServeStatus(t *testing.T) {
 		t.Fatalf("conns: %+v", r.Conns)
 	}
 	c := r.Conns[0]
+	me, _ := user.Current()
 	if c.Node != "laptop" || c.User != me.Username || c.LocalUser != me.Username || c.Rule != "ssh[0]" ||
 		len(c.Sessions) != 1 || c.Sessions[0].Kind != "exec" || c.Sessions[0].Command != "echo open; sleep 60" {
 		t.Errorf("conn: %+v", c)
