@@ -33,7 +33,9 @@ type PeerConn interface {
 	PeerCurrent() bool
 }
 
-// Peer is who is on the other end of a mesh conn, as WireGuard proved it.
+// Peer is who is on the other end of a mesh conn, as WireGuard proved it:
+// the caller (netstack.Peer, by contrast, is an entry of a node's peer
+// set, as a wg-quick [Peer] section is).
 type Peer struct {
 	Key  meshkey.Public // the caller's WireGuard public key
 	Addr netip.AddrPort // the caller's mesh address and port

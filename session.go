@@ -42,7 +42,9 @@ type Pty = session.Pty
 // Signal is an SSH signal name, without "SIG": "TERM", "INT", "HUP", ...
 type Signal string
 
-// Session is one SSH session channel. It reads the client's stdin
+// Session is one SSH session channel, as a Handler sees it (package
+// session, by contrast, is the OS side: the processes a login runs). It
+// reads the client's stdin
 // ([Session.Read]) and writes its stdout ([Session.Write]); everything else
 // the client asked for is here too. Methods are safe for concurrent use.
 type Session struct {
