@@ -12,7 +12,7 @@ import (
 //	conn accepted   conn peer node owner addr
 //	auth decision   conn peer node owner addr user local_user action rule rule_pos message
 //	session start   conn session peer user local_user kind command pty term recorded
-//	session end     conn session peer local_user exit_status signal duration bytes_in bytes_out
+//	session end     conn session peer local_user exit_status signal duration_s bytes_in bytes_out
 //	conn closed     conn peer addr user local_user reason
 //
 // and, where they happen:

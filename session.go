@@ -472,7 +472,7 @@ func (s *Session) serve(h Handler, done chan<- struct{}) {
 		}
 		s.rec.close(s)
 		attrs := []any{"local_user", c.decision.LocalUser,
-			"duration", c.srv.now().Sub(s.started).Round(time.Millisecond), "bytes_in", s.bytesIn.Load(), "bytes_out", s.bytesOut.Load()}
+			"duration_s", c.srv.now().Sub(s.started).Round(time.Millisecond).Seconds(), "bytes_in", s.bytesIn.Load(), "bytes_out", s.bytesOut.Load()}
 		attrs = append(attrs, s.ending.attr()...)
 		log.Info("session end", attrs...)
 	}()

@@ -75,7 +75,7 @@ func TestAuditEvents(t *testing.T) {
 		if ev["conn"] != conn {
 			t.Errorf("event %q has conn %v, want %s", ev["msg"], ev["conn"], conn)
 		}
-		for _, k := range []string{"time", "addr", "duration"} {
+		for _, k := range []string{"time", "addr", "duration_s"} {
 			delete(ev, k)
 		}
 		if _, ok := ev["bytes_in"]; ok {

@@ -69,7 +69,10 @@ func cmdNC(ctx context.Context, args []string, io stdio) error {
 	}
 	dctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
+	dialed := make(chan struct{})
+	go dialProgress(node, fs.Arg(0), fs.Arg(1), min(3*time.Second, *timeout/4), dialed, io.err)
 	conn, err := node.Dial(dctx, "tcp", net.JoinHostPort(fs.Arg(0), fs.Arg(1)))
+	close(dialed)
 	debug.SetGCPercent(gcPercent)
 	if err != nil {
 		return explainDialError(node, *wgPath, fs.Arg(0), fs.Arg(1), *timeout, err)
@@ -329,6 +332,41 @@ func openBrowser(url string) error {
 		}
 	}
 	return err
+}
+
+// dialProgress tells the user, on stderr (which ssh shows), what a dial
+// that has not finished after delay waits for: the WireGuard handshake
+// with the peer at its endpoint, or, with WireGuard up, the TCP port. It
+// says it once, unless dialed is closed first.
+func dialProgress(node *netstack.Node, host, port string, delay time.Duration, dialed <-chan struct{}, stderr io.Writer) {
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-dialed:
+		return
+	case <-t.C:
+	}
+	addr, err := netip.ParseAddr(host)
+	if err != nil {
+		return
+	}
+	peer, ok := node.PeerForAddr(addr)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if node.WaitHandshake(ctx, peer) == nil {
+		fmt.Fprintf(stderr, "sshmesh nc: WireGuard is up with %s; still waiting for TCP port %s to answer...\n", host, port)
+		return
+	}
+	endpoint := "no endpoint"
+	for _, p := range node.Peers() {
+		if p.PublicKey == peer && p.Endpoint.IsValid() {
+			endpoint = "endpoint " + p.Endpoint.String()
+		}
+	}
+	fmt.Fprintf(stderr, "sshmesh nc: still waiting for a WireGuard handshake with %s (peer %s, %s)...\n", host, peer.Short(), endpoint)
 }
 
 // explainDialError turns a failed mesh dial into advice: whether WireGuard

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"syscall"
 
 	"github.com/sshmesh/sshmesh/netstack"
@@ -29,6 +30,9 @@ func startNodeAs(path string, warn io.Writer, logger *slog.Logger, anyPort bool)
 	cfg, warnings, err := netstack.LoadConfig(path)
 	if err != nil {
 		return nil, err
+	}
+	if w := othersCanRead(path); w != "" {
+		warnings = append(warnings, w)
 	}
 	for _, w := range warnings {
 		fmt.Fprintf(warn, "warning: %s\n", w)
@@ -55,4 +59,15 @@ func portBusy(port uint16) bool {
 	}
 	c.Close()
 	return false
+}
+
+// othersCanRead returns a warning when the wg-quick file at path, which
+// holds a private key, can be read by other users (as wg-quick warns), or
+// "".
+func othersCanRead(path string) string {
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm()&0o077 == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%s is readable by other users (mode %04o) and holds a private key: chmod 600 %s", path, fi.Mode().Perm(), path)
 }

@@ -75,6 +75,9 @@ func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 	for _, w := range warnings {
 		logger.Warn("wg-quick file: "+w, "file", *wgPath)
 	}
+	if w := othersCanRead(*wgPath); w != "" {
+		logger.Warn("wg-quick file: "+w, "file", *wgPath)
+	}
 	doc, err := loadPolicy(*policyPath, cfg.PrivateKey.Public())
 	if err != nil {
 		return err
