@@ -32,6 +32,10 @@ type compiler struct {
 	dstSum     []ownerSummary            // by principal: owners of the untagged nodes it covers as dst
 	groupState map[string]int            // 1 expanding, 2 done
 	nodeOff    map[meshkey.Public]string // key → node name, for duplicates
+	// declared holds every name under "nodes", compiled or not: a rule
+	// naming a node whose entry had an error is not reported again as
+	// naming an undefined node.
+	declared map[string]bool
 }
 
 func newCompiler(file string, data []byte) *compiler {
@@ -39,6 +43,7 @@ func newCompiler(file string, data []byte) *compiler {
 		decoder:    decoder{file: file, lines: newLines(data)},
 		doc:        &Document{file: file, byKey: map[meshkey.Public]int32{}, byName: map[string]int32{}, groups: map[string][]string{}, userRules: map[string][]int32{}},
 		principals: map[string]int32{},
+		declared:   map[string]bool{},
 		owners:     map[string]bool{},
 		tagOwners:  map[string]bool{},
 		rawGroups:  map[string][]strAt{},
@@ -87,9 +92,9 @@ func (c *compiler) document(v *hujson.Value) {
 	if m, ok := top["tagOwners"]; ok {
 		c.checkTagOwners(m.val)
 	}
-	if len(c.errs) > 0 {
-		return // rules would only repeat the same problems
-	}
+	// Go on after errors: every problem is reported in one pass. A node
+	// whose entry had an error is left out, and naming it is not reported
+	// again (see declared).
 	c.summarize()
 	if m, ok := top["ssh"]; ok {
 		c.rules(m.val)
@@ -173,6 +178,7 @@ func (c *compiler) nodes(v *hujson.Value) {
 	}
 	for _, m := range ms {
 		field := join("nodes", m.key)
+		c.declared[m.key] = true
 		if !validName(m.key) {
 			c.errorf(m.keyOff, field, "a node name is letters, digits, . _ - (no : or @)")
 			continue

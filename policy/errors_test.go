@@ -115,9 +115,44 @@ func TestParseErrorsAll(t *testing.T) {
 		t.Fatal("Parse succeeded")
 	}
 	lines := strings.Split(err.Error(), "\n")
-	if len(lines) != 2 || !strings.Contains(lines[0], `nodes.bob-lap.owner: "bob" is not an email address`) ||
-		!strings.Contains(lines[1], `tagOwners.tag:server[0]: undefined group "group:dev"`) {
-		t.Errorf("Parse error:\n%v\nwant two lines, the owner then the group", err)
+	if len(lines) != 3 || !strings.Contains(lines[0], `nodes.bob-lap.owner: "bob" is not an email address`) ||
+		!strings.Contains(lines[1], `tagOwners.tag:server[0]: undefined group "group:dev"`) ||
+		!strings.Contains(lines[2], `ssh[0].src[0]: undefined group "group:dev"`) {
+		t.Errorf("Parse error:\n%v\nwant three lines: the owner, then each place naming the group", err)
+	}
+}
+
+// TestParseErrorsAllSections: problems in nodes do not hide those in the
+// rules, and a rule naming a node whose entry is broken is not reported
+// again as naming an undefined one.
+func TestParseErrorsAllSections(t *testing.T) {
+	doc := withKeys(`{
+  "nodes": {
+    "srv": {"key": "KEY1", "tags": ["tag:server"], "colour": "red"},
+    "lap": {"key": "KEY2", "owner": "ann@example.com"},
+  },
+  "tagOwners": {"tag:server": ["ann@example.com"]},
+  "ssh": [
+    {"action": "allow", "src": ["lap"], "dst": ["srv"], "users": ["x"]},
+    {"action": "accept", "src": ["nosuchnode"], "dst": ["srv"], "users": ["x"]},
+  ],
+}`)
+	_, err := Parse([]byte(doc), "p.hujson")
+	if err == nil {
+		t.Fatal("Parse succeeded")
+	}
+	got := err.Error()
+	for _, want := range []string{
+		`p.hujson:3:92: nodes.srv: unknown key "colour"`,
+		`p.hujson:8:16: ssh[0].action: "allow" is not accept, check or reject`,
+		`p.hujson:9:34: ssh[1].src[0]: undefined node "nosuchnode"`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("Parse error:\n%s\nlacks %s", got, want)
+		}
+	}
+	if strings.Contains(got, `undefined node "srv"`) {
+		t.Errorf("a broken node reported again as undefined:\n%s", got)
 	}
 }
 

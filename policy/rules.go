@@ -68,6 +68,7 @@ func (c *compiler) rule(v *hujson.Value, field string) {
 		return
 	}
 	m := get["action"]
+	badAction := false
 	switch s, _ := c.str(m.val, join(field, "action")); s {
 	case "accept":
 		r.action = Accept
@@ -80,7 +81,10 @@ func (c *compiler) rule(v *hujson.Value, field string) {
 		if len(c.errs) == nerr {
 			c.errorf(m.val.StartOffset, join(field, "action"), "%q is not accept, check or reject", s)
 		}
-		return
+		// Go on: src, dst and users may have problems of their own. The
+		// options are not checked (which ones a rule may have depends on
+		// its action), and the rule is not kept.
+		badAction = true
 	}
 	r.dec.Action = r.action
 	c.ruleSrc(&r, get["src"], join(field, "src"))
@@ -96,6 +100,9 @@ func (c *compiler) rule(v *hujson.Value, field string) {
 		}
 	}
 	for _, m := range ms {
+		if badAction {
+			break
+		}
 		c.ruleOption(&r, m, join(field, m.key))
 	}
 	if len(c.errs) > nerr {
@@ -173,7 +180,7 @@ func (c *compiler) ruleSrc(r *rule, m member, field string) {
 			r.srcP = append(r.srcP, c.principal(sel))
 		default:
 			if _, ok := c.doc.byName[sel]; !ok {
-				c.errorf(s.off, s.field, "undefined node %q", sel)
+				c.undefinedNode(s.off, s.field, sel, "")
 				continue
 			}
 			r.srcP = append(r.srcP, c.principal(sel))
@@ -214,7 +221,7 @@ func (c *compiler) ruleDst(r *rule, m member, field string) {
 			r.dstP = append(r.dstP, c.principal(sel))
 		default:
 			if _, ok := c.doc.byName[sel]; !ok {
-				c.errorf(s.off, s.field, "undefined node %q", sel)
+				c.undefinedNode(s.off, s.field, sel, "")
 				continue
 			}
 			r.dstP = append(r.dstP, c.principal(sel))
@@ -390,7 +397,7 @@ func (c *compiler) tests(v *hujson.Value) {
 				}
 				n, ok := c.doc.byName[s]
 				if !ok {
-					c.errorf(m.val.StartOffset, f, "undefined node %q (tests name nodes)", s)
+					c.undefinedNode(m.val.StartOffset, f, s, " (tests name nodes)")
 					continue
 				}
 				if m.key == "src" {
@@ -432,4 +439,13 @@ func (c *compiler) tests(v *hujson.Value) {
 			c.doc.tests = append(c.doc.tests, t)
 		}
 	}
+}
+
+// undefinedNode reports a reference to a node the document does not
+// define, unless its entry is there with an error (reported already).
+func (c *compiler) undefinedNode(off int, field, name, note string) {
+	if c.declared[name] {
+		return
+	}
+	c.errorf(off, field, "undefined node %q%s", name, note)
 }
