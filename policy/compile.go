@@ -32,24 +32,27 @@ type compiler struct {
 	dstSum     []ownerSummary            // by principal: owners of the untagged nodes it covers as dst
 	groupState map[string]int            // 1 expanding, 2 done
 	nodeOff    map[meshkey.Public]string // key → node name, for duplicates
-	// declared holds every name under "nodes", compiled or not: a rule
-	// naming a node whose entry had an error is not reported again as
-	// naming an undefined node.
-	declared map[string]bool
+	// declared holds every name under "nodes", compiled or not, and
+	// declaredOwners every owner they give: a rule naming a node (or the
+	// owner of a node) whose entry had an error is not reported again as
+	// naming an undefined one.
+	declared       map[string]bool
+	declaredOwners map[string]bool
 }
 
 func newCompiler(file string, data []byte) *compiler {
 	return &compiler{
-		decoder:    decoder{file: file, lines: newLines(data)},
-		doc:        &Document{file: file, byKey: map[meshkey.Public]int32{}, byName: map[string]int32{}, groups: map[string][]string{}, userRules: map[string][]int32{}},
-		principals: map[string]int32{},
-		declared:   map[string]bool{},
-		owners:     map[string]bool{},
-		tagOwners:  map[string]bool{},
-		rawGroups:  map[string][]strAt{},
-		groupOff:   map[string]int{},
-		groupState: map[string]int{},
-		nodeOff:    map[meshkey.Public]string{},
+		decoder:        decoder{file: file, lines: newLines(data)},
+		doc:            &Document{file: file, byKey: map[meshkey.Public]int32{}, byName: map[string]int32{}, groups: map[string][]string{}, userRules: map[string][]int32{}},
+		principals:     map[string]int32{},
+		declared:       map[string]bool{},
+		declaredOwners: map[string]bool{},
+		owners:         map[string]bool{},
+		tagOwners:      map[string]bool{},
+		rawGroups:      map[string][]strAt{},
+		groupOff:       map[string]int{},
+		groupState:     map[string]int{},
+		nodeOff:        map[meshkey.Public]string{},
 	}
 }
 
@@ -227,6 +230,7 @@ func (c *compiler) nodes(v *hujson.Value) {
 					bad = true
 					continue
 				}
+				c.declaredOwners[strings.ToLower(s)] = true
 				n.id.Owner = strings.ToLower(s)
 				n.localpart, _, _ = strings.Cut(n.id.Owner, "@")
 			case "tags":

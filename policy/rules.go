@@ -174,7 +174,9 @@ func (c *compiler) ruleSrc(r *rule, m member, field string) {
 				continue
 			}
 			if !c.owners[sel] {
-				c.errorf(s.off, s.field, "no node is owned by %q", sel)
+				if !c.declaredOwners[sel] { // else its node's entry has an error, reported
+					c.errorf(s.off, s.field, "no node is owned by %q", sel)
+				}
 				continue
 			}
 			r.srcP = append(r.srcP, c.principal(sel))
