@@ -69,10 +69,14 @@ func cmdNC(ctx context.Context, args []string, io stdio) error {
 	}
 	dctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	dialed := make(chan struct{})
-	go dialProgress(node, fs.Arg(0), fs.Arg(1), min(3*time.Second, *timeout/4), dialed, io.err)
+	dialed, progressDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(progressDone)
+		dialProgress(node, fs.Arg(0), fs.Arg(1), min(3*time.Second, *timeout/4), dialed, io.err)
+	}()
 	conn, err := node.Dial(dctx, "tcp", net.JoinHostPort(fs.Arg(0), fs.Arg(1)))
 	close(dialed)
+	<-progressDone // it writes stderr; from here on, only this goroutine does
 	debug.SetGCPercent(gcPercent)
 	if err != nil {
 		return explainDialError(node, *wgPath, fs.Arg(0), fs.Arg(1), *timeout, err)
