@@ -26,23 +26,12 @@ import (
 func TestSSHConfigKnownHosts(t *testing.T) {
 	sshBin := sshmeshtest.NeedBinary(t, "ssh", "openssh-client")
 	bash := sshmeshtest.NeedBinary(t, "bash", "bash")
-	m := sshmeshtest.NewMesh(t, 2)
-	server, client := m.Nodes[0], m.Nodes[1]
-	server.Node.Close()
-	client.Node.Close()
-	dir := t.TempDir()
-	serverConf := server.WriteWGQuick(t, filepath.Join(dir, "server.conf"))
-	clientConf := client.WriteWGQuick(t, filepath.Join(dir, "client.conf"))
+	f := newServiceFixture(t) // the client may log in as this user
+	dir, serverConf, clientConf, polPath := f.dir, f.serverConf, f.clientConf, f.polPath
 	me, err := user.Current()
 	if err != nil {
 		t.Fatal(err)
 	}
-	polPath := filepath.Join(dir, "policy.hujson")
-	os.WriteFile(polPath, []byte(fmt.Sprintf(`{
-  "nodes": {"srv": {"key": %q, "tags": ["tag:server"]}, "laptop": {"key": %q, "owner": "me@example.com"}},
-  "tagOwners": {"tag:server": ["me@example.com"]},
-  "ssh": [{"action": "accept", "src": ["laptop"], "dst": ["tag:server"], "users": [%q]}],
-}`, server.Key.Public(), client.Key.Public(), me.Username)), 0o600)
 
 	cfg, errOut, code := tool{}.run(t, binPath, "ssh-config", "--wg", clientConf, "--policy", polPath, "--sshmesh", binPath)
 	if code != 0 {
