@@ -2,10 +2,12 @@ package netstack
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"strconv"
@@ -123,8 +125,8 @@ func LoadConfig(path string) (Config, []string, error) {
 // name is used in messages (usually the file's path).
 //
 // [Interface] takes PrivateKey, Address, ListenPort and MTU; [Peer] takes
-// PublicKey, PresharedKey, AllowedIPs, Endpoint (IP:port or [IPv6]:port; no
-// host names) and PersistentKeepalive (seconds or "off"). Keys are
+// PublicKey, PresharedKey, AllowedIPs, Endpoint (IP:port, [IPv6]:port, or
+// host:port, the name resolved once while parsing, as `wg setconf` does) and PersistentKeepalive (seconds or "off"). Keys are
 // case-insensitive, "#" starts a comment, Address and AllowedIPs take
 // comma-separated lists and may repeat, and an address or allowed IP
 // without a length means a single host. The keys wg-quick uses only for the
@@ -394,7 +396,9 @@ func parsePrefix(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
-// parseEndpoint parses IP:port or [IPv6]:port.
+// parseEndpoint parses IP:port, [IPv6]:port or HOST:port. A host name is
+// resolved once, now (wg-quick's `wg setconf` does the same): the node
+// keeps the address, and a reload resolves the name again.
 func parseEndpoint(s string) (netip.AddrPort, error) {
 	ap, err := netip.ParseAddrPort(s)
 	if err == nil {
@@ -406,11 +410,33 @@ func parseEndpoint(s string) (netip.AddrPort, error) {
 		}
 		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
 	}
-	host, _, found := strings.Cut(s, ":")
-	if found && host != "" && !strings.ContainsAny(host, "[]") {
-		if _, aerr := netip.ParseAddr(host); aerr != nil && !strings.Contains(s, "::") {
-			return netip.AddrPort{}, fmt.Errorf("%q: host names are not supported; give IP:port or [IPv6]:port", s)
+	host, portText, found := strings.Cut(s, ":")
+	if !found || host == "" || strings.ContainsAny(host, "[]:") || strings.Contains(portText, ":") {
+		return netip.AddrPort{}, fmt.Errorf("%q is not IP:port, [IPv6]:port or host:port", s)
+	}
+	port, perr := strconv.ParseUint(portText, 10, 16)
+	if perr != nil || port == 0 {
+		return netip.AddrPort{}, fmt.Errorf("%q: port %q is not a number from 1 to 65535", s, portText)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
+	defer cancel()
+	addrs, rerr := lookupHost(ctx, host)
+	if rerr != nil {
+		return netip.AddrPort{}, fmt.Errorf("%q: cannot resolve host %q: %v", s, host, rerr)
+	}
+	for _, a := range addrs {
+		if a = a.Unmap(); a.IsValid() && a.Zone() == "" {
+			return netip.AddrPortFrom(a, uint16(port)), nil
 		}
 	}
-	return netip.AddrPort{}, fmt.Errorf("%q is not IP:port or [IPv6]:port", s)
+	return netip.AddrPort{}, fmt.Errorf("%q: host %q has no address", s, host)
+}
+
+// resolveTimeout bounds the look-up of an Endpoint's host name.
+const resolveTimeout = 10 * time.Second
+
+// lookupHost resolves an Endpoint's host name (tests replace it, so that
+// no test asks a DNS server).
+var lookupHost = func(ctx context.Context, host string) ([]netip.Addr, error) {
+	return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
 }

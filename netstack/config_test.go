@@ -105,6 +105,7 @@ persistentkeepalive = off
 }
 
 func TestParseConfigBad(t *testing.T) {
+	netstack.StubResolver(t, nil)
 	iface := "[Interface]\nPrivateKey = " + privText + "\n"
 	// A private key one character short: its text must not be echoed.
 	shortPriv := privText[:20] + privText[21:]
@@ -150,12 +151,14 @@ func TestParseConfigBad(t *testing.T) {
 			`server.conf:1: PrivateKey: missing in [Interface]`, 1, "PrivateKey"},
 		{"no interface", "# nothing\n",
 			`server.conf: no [Interface] section`, 0, ""},
-		{"endpoint host name", iface + "[Peer]\nPublicKey = " + pubText + "\nEndpoint = vpn.example.com:51820\n",
-			`server.conf:5: Endpoint: "vpn.example.com:51820": host names are not supported; give IP:port or [IPv6]:port`, 5, "Endpoint"},
+		{"endpoint host unknown", iface + "[Peer]\nPublicKey = " + pubText + "\nEndpoint = vpn.example.com:51820\n",
+			`server.conf:5: Endpoint: "vpn.example.com:51820": cannot resolve host "vpn.example.com": no such host (test resolver)`, 5, "Endpoint"},
+		{"endpoint host bad port", iface + "[Peer]\nPublicKey = " + pubText + "\nEndpoint = vpn.example.com:wg\n",
+			`server.conf:5: Endpoint: "vpn.example.com:wg": port "wg" is not a number from 1 to 65535`, 5, "Endpoint"},
 		{"endpoint without port", iface + "[Peer]\nPublicKey = " + pubText + "\nEndpoint = 10.0.0.1\n",
-			`server.conf:5: Endpoint: "10.0.0.1" is not IP:port or [IPv6]:port`, 5, "Endpoint"},
+			`server.conf:5: Endpoint: "10.0.0.1" is not IP:port, [IPv6]:port or host:port`, 5, "Endpoint"},
 		{"endpoint v6 without brackets", iface + "[Peer]\nPublicKey = " + pubText + "\nEndpoint = fd00::1:51820\n",
-			`server.conf:5: Endpoint: "fd00::1:51820" is not IP:port or [IPv6]:port`, 5, "Endpoint"},
+			`server.conf:5: Endpoint: "fd00::1:51820" is not IP:port, [IPv6]:port or host:port`, 5, "Endpoint"},
 		{"endpoint port 0", iface + "[Peer]\nPublicKey = " + pubText + "\nEndpoint = 10.0.0.1:0\n",
 			`server.conf:5: Endpoint: "10.0.0.1:0" has port 0`, 5, "Endpoint"},
 		{"bad keepalive", iface + "[Peer]\nPublicKey = " + pubText + "\nPersistentKeepalive = 1m\n",
@@ -194,6 +197,25 @@ func TestParseConfigBad(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestEndpointHostName: a host name in Endpoint is resolved once, while
+// the file is parsed (as `wg setconf` does); the node keeps the address.
+func TestEndpointHostName(t *testing.T) {
+	netstack.StubResolver(t, map[string][]netip.Addr{
+		"vpn.example.com": {netip.MustParseAddr("::ffff:127.0.0.9"), netip.MustParseAddr("::1")},
+		"v6.example.com":  {netip.MustParseAddr("::1")},
+	})
+	for host, want := range map[string]string{"vpn.example.com": "127.0.0.9:51820", "v6.example.com": "[::1]:51820"} {
+		text := "[Interface]\nPrivateKey = " + privText + "\n[Peer]\nPublicKey = " + pubText + "\nEndpoint = " + host + ":51820\n"
+		cfg, _, err := netstack.ParseConfig(strings.NewReader(text), "server.conf")
+		if err != nil {
+			t.Fatalf("%s: %v", host, err)
+		}
+		if got := cfg.Peers[0].Endpoint.String(); got != want {
+			t.Errorf("%s resolved to %s, want %s (the first address, unmapped)", host, got, want)
+		}
 	}
 }
 

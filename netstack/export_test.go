@@ -1,5 +1,12 @@
 package netstack
 
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"testing"
+)
+
 // GROMerged is how many received packets n's link has merged into others,
 // for the external tests.
 func GROMerged(n *Node) uint64 { return groMerged(n) }
@@ -25,4 +32,18 @@ func DualStack(n *Node) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.dual
+}
+
+// StubResolver makes host names in Endpoint resolve through hosts (a
+// missing name fails with "no such host (test resolver)") until tb ends,
+// so that no test asks a DNS server.
+func StubResolver(tb testing.TB, hosts map[string][]netip.Addr) {
+	old := lookupHost
+	lookupHost = func(_ context.Context, host string) ([]netip.Addr, error) {
+		if a, ok := hosts[host]; ok {
+			return a, nil
+		}
+		return nil, errors.New("no such host (test resolver)")
+	}
+	tb.Cleanup(func() { lookupHost = old })
 }
