@@ -167,6 +167,9 @@ func (e Explanation) String() string {
 	if !d.Expires.IsZero() {
 		fmt.Fprintf(&b, "  rule expires: %s\n", d.Expires.Format(time.RFC3339))
 	}
+	if d.Allowed() {
+		writeGrants(&b, d)
+	}
 	if len(e.Steps) > 0 {
 		b.WriteString("rules tried:\n")
 	}
@@ -178,4 +181,32 @@ func (e Explanation) String() string {
 		fmt.Fprintf(&b, "  %s (%s) %s: %s\n", st.Rule, st.Pos, st.Action, what)
 	}
 	return b.String()
+}
+
+// writeGrants lists what an allowing decision's rule grants beyond the
+// login itself: session limits, environment, forwarding and recording,
+// each line only when the rule grants it.
+func writeGrants(b *strings.Builder, d Decision) {
+	if d.SessionDuration > 0 {
+		fmt.Fprintf(b, "  sessions end after: %s\n", d.SessionDuration)
+	}
+	if len(d.AcceptEnv) > 0 {
+		fmt.Fprintf(b, "  environment the client may set: %s\n", strings.Join(d.AcceptEnv, " "))
+	}
+	if d.AgentForward {
+		b.WriteString("  agent forwarding (ssh -A): allowed\n")
+	}
+	if len(d.LocalForward) > 0 {
+		fmt.Fprintf(b, "  local forwarding (ssh -L, -D) to: %s\n", strings.Join(d.LocalForward, " "))
+	}
+	if len(d.RemoteForward) > 0 {
+		fmt.Fprintf(b, "  remote forwarding (ssh -R) on: %s\n", strings.Join(d.RemoteForward, " "))
+	}
+	if d.Record {
+		onFailure := d.OnRecordingFailure
+		if onFailure == "" {
+			onFailure = "fail-open"
+		}
+		fmt.Fprintf(b, "  recorded: yes (%s)\n", onFailure)
+	}
 }

@@ -148,3 +148,40 @@ func TestPolicyExplain(t *testing.T) {
 		})
 	}
 }
+
+// TestPolicyExplainGrants: explain lists what an allowing rule grants
+// beyond the login (forwarding, environment, recording, session cap), and
+// nothing of it when the rule grants none.
+func TestPolicyExplainGrants(t *testing.T) {
+	plain := writePolicy(t, nil)
+	granting := writePolicy(t, func(doc string) string {
+		return strings.Replace(doc, `"users": ["autogroup:nonroot"]}`, `"users": ["autogroup:nonroot"],
+      "sessionDuration": "8h", "acceptEnv": ["LANG", "LC_*"], "agentForward": true,
+      "localForward": ["localhost:5432"], "remoteForward": ["localhost:8080"],
+      "record": true, "onRecordingFailure": "fail-closed"}`, 1)
+	})
+	grants := []string{
+		"sessions end after: 8h0m0s",
+		"environment the client may set: LANG LC_*",
+		"agent forwarding (ssh -A): allowed",
+		"local forwarding (ssh -L, -D) to: localhost:5432",
+		"remote forwarding (ssh -R) on: localhost:8080",
+		"recorded: yes (fail-closed)",
+	}
+	code, out, errs := runCLI("policy", "explain", granting, "--src", "lap", "--dst", "srv", "--user", "deploy")
+	if code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", code, errs)
+	}
+	for _, w := range grants {
+		if !strings.Contains(out, w) {
+			t.Errorf("stdout:\n%s\ndoes not contain %q", out, w)
+		}
+	}
+	_, out, _ = runCLI("policy", "explain", plain, "--src", "lap", "--dst", "srv", "--user", "deploy")
+	for _, w := range grants {
+		head, _, _ := strings.Cut(w, ":")
+		if strings.Contains(out, head) {
+			t.Errorf("a rule granting nothing: stdout:\n%s\ncontains %q", out, head)
+		}
+	}
+}
