@@ -299,10 +299,11 @@ func (s *Server) serveWeb(ws *websocket.Conn, nc net.Conn, peer Peer, user strin
 	c := &serverConn{srv: s, nc: webNetConn{nc}, peer: peer, id: newID(), accepted: time.Now()}
 	c.logger = s.logger().With("conn", c.id, "peer", peer.Key.String(), "via", "web")
 	c.lastActive.Store(c.accepted.UnixNano())
-	ch := newWebChannel(ws)
+	ch := newWebChannel(ws, func() { c.heard.Store(time.Now().UnixNano()) })
 	defer nc.Close()
-	if !s.addWebConn(c) {
-		ch.send(webMsg{T: "refused", Text: "the server is shutting down"})
+	if why := s.addWebConn(c); why != "" {
+		c.log().Warn("web terminal refused", "addr", peer.Addr.String(), "reason", why)
+		ch.send(webMsg{T: "refused", Text: why})
 		ch.Close()
 		return
 	}
@@ -358,20 +359,30 @@ func (s *Server) serveWeb(ws *websocket.Conn, nc net.Conn, peer Peer, user strin
 }
 
 // addWebConn counts c among the server's conns (Shutdown waits for it,
-// Close closes it), unless the server is closing.
-func (s *Server) addWebConn(c *serverConn) bool {
+// Close closes it) with a startup slot, as an SSH conn until its login is
+// decided (MaxStartups, MaxStartupsPerPeer: a page cannot hold more
+// logins waiting for a check than an ssh client can). It returns why not
+// when the server is closing or the slots are taken; a web terminal does
+// not queue for a slot.
+func (s *Server) addWebConn(c *serverConn) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return false
+		return "the server is shutting down"
 	}
 	if s.perPeer == nil {
 		s.perPeer = make(map[[32]byte]int)
 		s.conns = make(map[*serverConn]struct{})
 		s.queued = make(map[[32]byte][]*serverConn)
 	}
+	if !s.canStart(c.peer.Key) {
+		return "too many logins waiting on this server (MaxStartups); try again later"
+	}
+	c.startup = true
+	s.startups++
+	s.perPeer[c.peer.Key]++
 	s.conns[c] = struct{}{}
-	return true
+	return ""
 }
 
 // webNetConn is the HTTP conn under a web terminal, as serverConn.nc:
@@ -408,12 +419,13 @@ type webChannel struct {
 	win    *Window       // the latest size the page sent, until requests takes over
 	wins   chan Window   // the page's sizes once the session runs
 	gone   chan struct{} // closed when the WebSocket's reading ends
+	heard  func()        // called for every message from the page (keepalives)
 	closed sync.Once
 }
 
-func newWebChannel(ws *websocket.Conn) *webChannel {
+func newWebChannel(ws *websocket.Conn, heard func()) *webChannel {
 	r, w := io.Pipe()
-	return &webChannel{ws: ws, in: r, inW: w, gone: make(chan struct{})}
+	return &webChannel{ws: ws, in: r, inW: w, gone: make(chan struct{}), heard: heard}
 }
 
 // send writes a control message to the page.
@@ -437,6 +449,7 @@ func (c *webChannel) readLoop() {
 		if err != nil {
 			return
 		}
+		c.heard()
 		if typ == websocket.MessageBinary {
 			if _, err := c.inW.Write(b); err != nil {
 				return

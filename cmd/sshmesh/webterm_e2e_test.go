@@ -32,21 +32,23 @@ const webURL = "http://100.64.0.1:8022/"
 // alice's browser node and bob's.
 type webWorld struct {
 	dir, aliceConf, bobConf, recordDir string
+	sshConf                            string // alice's other node, for the stock ssh client
 	shots                              string // where screenshots go: $SSHMESH_SCREENSHOTS, else dir
 	serveLog                           *sshmeshtest.Buffer
 }
 
-func startWebWorld(t *testing.T) *webWorld {
+func startWebWorld(t testing.TB) *webWorld {
 	t.Helper()
 	sshmeshtest.NeedRoot(t) // logs in as root and nobody
 	sshmeshtest.NeedBinary(t, "chromium", "chromium")
-	m := sshmeshtest.NewMesh(t, 3)
+	m := sshmeshtest.NewMesh(t, 4)
 	for _, n := range m.Nodes {
 		n.Node.Close() // the processes below run these nodes
 	}
-	srvN, alice, bob := m.Nodes[0], m.Nodes[1], m.Nodes[2]
+	srvN, alice, bob, aliceSSH := m.Nodes[0], m.Nodes[1], m.Nodes[2], m.Nodes[3]
 	dir := t.TempDir()
 	w := &webWorld{dir: dir,
+		sshConf:   aliceSSH.WriteWGQuick(t, filepath.Join(dir, "alice-ssh.conf")),
 		aliceConf: alice.WriteWGQuick(t, filepath.Join(dir, "alice.conf")),
 		bobConf:   bob.WriteWGQuick(t, filepath.Join(dir, "bob.conf")),
 		recordDir: filepath.Join(dir, "casts"),
@@ -61,14 +63,16 @@ func startWebWorld(t *testing.T) *webWorld {
     "srv": {"key": %q, "tags": ["tag:server"]},
     "alice-web": {"key": %q, "owner": "alice@example.com"},
     "bob-web": {"key": %q, "owner": "bob@example.com"},
+    "alice-ssh": {"key": %q, "owner": "alice@example.com"},
   },
   "tagOwners": {"tag:server": ["alice@example.com"]},
   "ssh": [
     {"action": "reject", "src": ["alice-web"], "dst": ["tag:server"], "users": ["daemon"], "message": "no daemons from the browser"},
     {"action": "accept", "src": ["alice-web"], "dst": ["tag:server"], "users": ["root"], "record": true},
     {"action": "check", "src": ["alice-web"], "dst": ["tag:server"], "users": ["nobody"], "checkPeriod": "1h"},
+    {"action": "accept", "src": ["alice-ssh"], "dst": ["tag:server"], "users": ["root"], "record": true},
   ],
-}`, srvN.Key.Public(), alice.Key.Public(), bob.Key.Public())
+}`, srvN.Key.Public(), alice.Key.Public(), bob.Key.Public(), aliceSSH.Key.Public())
 	polPath := filepath.Join(dir, "policy.hujson")
 	if err := os.WriteFile(polPath, []byte(pol), 0o600); err != nil {
 		t.Fatal(err)
@@ -81,7 +85,7 @@ func startWebWorld(t *testing.T) *webWorld {
 }
 
 // webBrowser starts Chromium on the mesh as the node of conf.
-func webBrowser(t *testing.T, conf string, width, height int) (context.Context, string) {
+func webBrowser(t testing.TB, conf string, width, height int) (context.Context, string) {
 	t.Helper()
 	socks, _ := startCheckProxy(t, conf)
 	return browsertest.Start(t, browsertest.Options{Proxy: socks, Width: width, Height: height}), socks
