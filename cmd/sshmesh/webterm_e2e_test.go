@@ -238,6 +238,15 @@ func TestWebTerminal(t *testing.T) {
 	webWaitScreen(t, alice, regexp.MustCompile(`(?m)^web-42$`))
 	webWaitScreen(t, alice, regexp.MustCompile(`(?m)^ütf-8 ✓$`))
 
+	// Text pasted (inserted into xterm.js's textarea, as the browser's
+	// paste and a phone's keyboard do) reaches the shell once.
+	webDo(t, alice, "focus", chromedp.Focus(".xterm-helper-textarea"))
+	if _, err := chromedp.Call(alice, input.InsertText, input.InsertTextParams{Text: "echo pasted-$((2+3))"}); err != nil {
+		t.Fatalf("paste: %v", err)
+	}
+	webType(t, alice, "\r")
+	webWaitScreen(t, alice, regexp.MustCompile(`(?m)^pasted-5$`))
+
 	// The window's size is the PTY's, and a resize reaches it.
 	webType(t, alice, "echo size $(stty size)\r")
 	first := webWaitScreen(t, alice, sttySizeRE)

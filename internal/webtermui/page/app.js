@@ -59,6 +59,20 @@
     const enc = new TextEncoder();
     let opened = false;
     const send = (data) => { if (opened && ws.readyState === WebSocket.OPEN) ws.send(data); };
+    // Ctrl+Shift+C copies the selection and Ctrl+Shift+V pastes, as in
+    // terminal emulators (Ctrl+C and Ctrl+V go to the program). The page is
+    // plain http on the mesh, where the async clipboard API is not
+    // offered: copy goes through xterm.js's copy event, paste through the
+    // browser's own paste into xterm.js's textarea.
+    term.attachCustomKeyEventHandler((e) => {
+      if (!e.ctrlKey || !e.shiftKey || e.altKey || e.metaKey) return true;
+      if (e.code === 'KeyC') {
+        if (e.type === 'keydown' && term.hasSelection()) document.execCommand('copy');
+        e.preventDefault();
+        return false;
+      }
+      return e.code !== 'KeyV';
+    });
     term.onData((d) => send(enc.encode(d)));
     term.onBinary((d) => send(Uint8Array.from(d, (c) => c.charCodeAt(0) & 255)));
     term.onResize(({ cols, rows }) => {
