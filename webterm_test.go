@@ -305,3 +305,53 @@ func TestWebTerminalRefusedLogin(t *testing.T) {
 		t.Errorf("refusal %q", e.Text)
 	}
 }
+
+// blockingChecker holds every check until its test ends, telling the page.
+type blockingChecker struct{ done chan struct{} }
+
+func (blockingChecker) CheckTimeout() time.Duration { return time.Minute }
+
+func (c blockingChecker) Check(ctx context.Context, r *sshmesh.CheckRequest) error {
+	r.SendBanner("Approve this login at http://example.invalid/check/x\r\n")
+	select {
+	case <-c.done:
+	case <-ctx.Done():
+	}
+	return &sshmesh.CheckRefusal{Message: "not approved"}
+}
+
+// TestWebTerminalStartupLimit: logins being decided (here, waiting for a
+// check) hold a startup slot as an ssh conn's do, so one page cannot
+// hold more of them than MaxStartupsPerPeer.
+func TestWebTerminalStartupLimit(t *testing.T) {
+	checker := blockingChecker{done: make(chan struct{})}
+	defer close(checker.done)
+	pol := policy.Func(func(ctx context.Context, r policy.Request) (policy.Decision, error) {
+		return policy.Decision{Action: policy.Check, LocalUser: r.User, Rule: "ssh[0]"}, nil
+	})
+	ws := startWebServer(t, &sshmesh.Server{Policy: pol, Checker: checker, MaxStartupsPerPeer: 2})
+	_, _, tok := ws.page(t, clientAddr, "")
+	for i := range 2 {
+		c, _, err := ws.dial(t, clientAddr, "http://"+ws.addr, "ann", tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e, _ := readUntil(t, c, "banner"); !strings.Contains(e.Text, "Approve this login") {
+			t.Errorf("login %d: banner %q", i, e.Text)
+		}
+	}
+	c, _, err := ws.dial(t, clientAddr, "http://"+ws.addr, "ann", tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, _ := readUntil(t, c, "refused"); !strings.Contains(e.Text, "too many logins waiting") {
+		t.Errorf("third login: %q", e.Text)
+	}
+	// Another peer has slots of its own.
+	_, _, tok2 := ws.page(t, client2Addr, "")
+	c2, _, err := ws.dial(t, client2Addr, "http://"+ws.addr, "ann", tok2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readUntil(t, c2, "banner")
+}
