@@ -83,9 +83,12 @@ func (s *Server) ServeWebTerminal(l net.Listener) error {
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, webConnKey{}, c)
 		},
-		ErrorLog: nil,
 	}
 	err := hs.Serve(l)
+	// Pages and idle keep-alive conns end with the listener; terminals
+	// (hijacked, so not the http.Server's) are the Server's conns, which
+	// Shutdown and Close end.
+	hs.Close()
 	if s.isClosed() {
 		return ErrServerClosed
 	}
