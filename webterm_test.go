@@ -355,3 +355,51 @@ func TestWebTerminalStartupLimit(t *testing.T) {
 	}
 	readUntil(t, c2, "banner")
 }
+
+// TestWebTerminalSessionDuration: the rule's sessionDuration ends a web
+// terminal as it ends an ssh session, with the reason on its screen.
+func TestWebTerminalSessionDuration(t *testing.T) {
+	pol := policy.Func(func(ctx context.Context, r policy.Request) (policy.Decision, error) {
+		return policy.Decision{Action: policy.Accept, LocalUser: r.User, Rule: "ssh[0]", SessionDuration: 300 * time.Millisecond}, nil
+	})
+	srv := &sshmesh.Server{Policy: pol, Handler: sshmesh.HandlerFunc(func(s *sshmesh.Session) { <-s.Done() })}
+	ws := startWebServer(t, srv)
+	_, _, tok := ws.page(t, clientAddr, "")
+	c, _, err := ws.dial(t, clientAddr, "http://"+ws.addr, "ann", tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readUntil(t, c, "open")
+	var out strings.Builder
+	for {
+		e, err := readEvent(t, c)
+		if err != nil {
+			break
+		}
+		out.WriteString(e.Output)
+	}
+	if !strings.Contains(out.String(), "session ended: the rule allows sessions of at most 300ms") {
+		t.Errorf("the terminal ended showing %q", out.String())
+	}
+}
+
+// TestWebTerminalShutdown: Shutdown waits for an open web terminal as for
+// an ssh session, and its deadline closes it.
+func TestWebTerminalShutdown(t *testing.T) {
+	srv := &sshmesh.Server{Handler: sshmesh.HandlerFunc(func(s *sshmesh.Session) { <-s.Done() })}
+	ws := startWebServer(t, srv)
+	_, _, tok := ws.page(t, clientAddr, "")
+	c, _, err := ws.dial(t, clientAddr, "http://"+ws.addr, "ann", tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readUntil(t, c, "open")
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := srv.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Shutdown with a terminal open: %v, want its deadline", err)
+	}
+	if _, err := readEvent(t, c); err == nil {
+		t.Error("the terminal is still open after Shutdown's deadline")
+	}
+}
