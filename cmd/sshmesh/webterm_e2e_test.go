@@ -270,6 +270,10 @@ func TestWebTerminal(t *testing.T) {
 	// A full-screen program draws.
 	webType(t, alice, "clear; top -n1\r")
 	webWaitScreen(t, alice, regexp.MustCompile(`(?m)^Tasks: +\d+ total`))
+	webDo(t, alice, "a phone's window", chromedp.EmulateViewport(390, 700))
+	webType(t, alice, "clear; echo size $(stty size)\r")
+	webWaitScreen(t, alice, regexp.MustCompile(`(?m)^size \d+ [2-4]\d$`)) // 20-49 columns
+	browsertest.Screenshot(t, alice, filepath.Join(w.shots, "phone.png"))
 	webDo(t, alice, "resize back", chromedp.EmulateViewport(1100, 700))
 	webType(t, alice, "clear; ls --color=always / | head -3; printf '\\033[1;32mgreen\\033[0m\\n'\r")
 	webWaitScreen(t, alice, regexp.MustCompile(`(?m)^green$`))
