@@ -22,7 +22,9 @@ import (
 //	access revoked / access expired      conn peer reason or rule
 //
 // conn ties a conn's events together; session (conn-N) a session's, and is
-// also in the session's environment as SSHMESH_SESSION_ID.
+// also in the session's environment as SSHMESH_SESSION_ID. Every event of a
+// web terminal's conn ([Server.ServeWebTerminal]) also has via=web; its
+// keepalives are WebSocket pings.
 
 // newID returns a short random id for a conn.
 func newID() string {

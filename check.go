@@ -64,7 +64,7 @@ func (e *CheckRefusal) Error() string { return "check refused: " + e.Message }
 // It returns nil to let the login in, or the auth error (with the banner
 // the client prints) to refuse it. attrs are the log attributes of the
 // decision.
-func (c *serverConn) check(d policy.Decision, req policy.Request, attrs []any) error {
+func (c *serverConn) check(d policy.Decision, req policy.Request, attrs []any, banner func(string) error) error {
 	s := c.srv
 	log := c.log()
 	if s.Checker == nil {
@@ -99,16 +99,11 @@ func (c *serverConn) check(d policy.Decision, req policy.Request, attrs []any) e
 	}()
 
 	r := &CheckRequest{
-		Decision: d,
-		User:     req.User,
-		Peer:     c.peer,
-		ConnID:   c.id,
-		SendBanner: func(msg string) error {
-			if c.preAuth == nil {
-				return errors.New("sshmesh: no pre-auth conn to send a banner on")
-			}
-			return c.preAuth.SendAuthBanner(msg)
-		},
+		Decision:   d,
+		User:       req.User,
+		Peer:       c.peer,
+		ConnID:     c.id,
+		SendBanner: banner,
 	}
 	log.Info("login waiting for a check", attrs...)
 	err := s.Checker.Check(ctx, r)

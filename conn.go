@@ -47,10 +47,13 @@ type serverConn struct {
 
 	fwd forward.State // what port, socket and agent forwarding hold; closed when the conn ends
 
-	mu          sync.Mutex
-	sessions    int
-	open        map[*Session]struct{}
-	ssh         *ssh.ServerConn
+	mu       sync.Mutex
+	sessions int
+	open     map[*Session]struct{}
+	ssh      *ssh.ServerConn // nil for a web terminal's conn
+	// link is the authenticated conn's transport: ssh, or a web terminal's
+	// WebSocket (webterm.go); nil until authenticated.
+	link        connLink
 	closeReason string
 	refusal     string // why the last login attempt was refused (refuse)
 }
@@ -100,6 +103,7 @@ func (c *serverConn) serve() {
 	s.authenticated(c)
 	c.mu.Lock()
 	c.ssh = sconn
+	c.link = sconn
 	c.mu.Unlock()
 	if !c.decision.Expires.IsZero() {
 		c.expires.Store(c.decision.Expires.UnixNano())
@@ -235,9 +239,17 @@ func (c *serverConn) globalRequests(ctx context.Context, reqs <-chan *ssh.Reques
 	}
 }
 
+// connLink is what the conn's watchdog and revocation need of its
+// transport: an *ssh.ServerConn, or a web terminal's WebSocket.
+type connLink interface {
+	// SendRequest sends a conn-level request; watch sends keepalives.
+	SendRequest(name string, wantReply bool, payload []byte) (bool, []byte, error)
+	Close() error
+}
+
 // watch sends keepalives, enforces the idle timeout, the rule's expiry and
 // the sessions' duration limit, until ctx ends.
-func (c *serverConn) watch(ctx context.Context, sconn *ssh.ServerConn) {
+func (c *serverConn) watch(ctx context.Context, sconn connLink) {
 	s := c.srv
 	interval := durationOr(s.KeepAliveInterval, 30*time.Second)
 	tick := time.Duration(0)
@@ -328,15 +340,34 @@ func (h heardConn) Read(p []byte) (int, error) {
 // authNone decides a login attempt: the caller's identity is the conn's
 // mesh peer, the decision the policy's for the login name asked for.
 func (c *serverConn) authNone(meta ssh.ConnMetadata) (*ssh.Permissions, error) {
+	banner := func(msg string) error {
+		if c.preAuth == nil {
+			return errors.New("sshmesh: no pre-auth conn to send a banner on")
+		}
+		return c.preAuth.SendAuthBanner(msg)
+	}
+	if err := c.decide(meta.User(), banner); err != nil {
+		return nil, err
+	}
+	return &ssh.Permissions{}, nil
+}
+
+// decide decides a login as user, for ssh (authNone) and the web terminal
+// alike: the policy's decision for the conn's peer, a check when the rule
+// asks for one (its messages go to banner), the account lookups and the
+// per-peer conn limit. It returns nil when the login may go on, with the
+// conn's request, decision and identity set; otherwise the refusal, an
+// *ssh.BannerError whose Message is for the client.
+func (c *serverConn) decide(user string, banner func(string) error) error {
 	s := c.srv
 	log := c.log()
-	req := policy.Request{Key: c.peer.Key, Addr: c.peer.Addr, Self: c.peer.Self, User: meta.User()}
+	req := policy.Request{Key: c.peer.Key, Addr: c.peer.Addr, Self: c.peer.Self, User: user}
 	acct, err := lookupAccount(req.User)
 	if err != nil {
 		// Not an unknown name: the host could not answer. Whether the name
 		// is root is unknown, so nothing is decided.
 		c.log().Error("auth decision: cannot look up the login's account; refused", "user", req.User, "err", err)
-		return nil, c.refuse("cannot look up the account "+req.User, "access denied")
+		return c.refuse("cannot look up the account "+req.User, "access denied")
 	}
 	req.RootUser = req.User == "root" || acct != nil && acct.Uid == "0"
 	ctx, cancel := context.WithTimeout(context.Background(), s.loginGraceTime())
@@ -344,14 +375,14 @@ func (c *serverConn) authNone(meta ssh.ConnMetadata) (*ssh.Permissions, error) {
 	d, err := s.currentPolicy().Evaluate(ctx, req)
 	if err != nil {
 		c.log().Error("auth decision", "user", req.User, "action", "reject", "err", err)
-		return nil, c.refuse("the policy failed to decide", "access denied")
+		return c.refuse("the policy failed to decide", "access denied")
 	}
 	attrs := []any{"node", d.Caller.Node, "owner", d.Caller.Owner, "addr", c.peer.Addr.String(),
 		"user", req.User, "local_user", d.LocalUser, "action", d.Action.String(), "rule", d.Rule, "rule_pos", d.RulePos, "message", d.Message}
 	switch {
 	case d.Action == policy.Check:
-		if err := c.check(d, req, attrs); err != nil {
-			return nil, err
+		if err := c.check(d, req, attrs, banner); err != nil {
+			return err
 		}
 	case d.Action != policy.Accept:
 		log.Info("auth decision", attrs...)
@@ -363,10 +394,10 @@ func (c *serverConn) authNone(meta ssh.ConnMetadata) (*ssh.Permissions, error) {
 		if d.Rule != "" {
 			why = "rule " + d.Rule + " rejects " + req.User
 		}
-		return nil, c.refuse(why, msg)
+		return c.refuse(why, msg)
 	case d.LocalUser == "":
 		log.Error("auth decision: policy accepted without a local user; refused", attrs...)
-		return nil, c.refuse("the policy accepted without a local user", "access denied")
+		return c.refuse("the policy accepted without a local user", "access denied")
 	default:
 		log.Info("auth decision", attrs...)
 	}
@@ -375,14 +406,14 @@ func (c *serverConn) authNone(meta ssh.ConnMetadata) (*ssh.Permissions, error) {
 	// key exchange. Serve only the key that still owns the address.
 	if !c.peer.stillOwns() {
 		log.Warn("login refused: the conn's address no longer belongs to its peer", attrs...)
-		return nil, c.refuse("the conn's address no longer belongs to its peer", "access denied")
+		return c.refuse("the conn's address no longer belongs to its peer", "access denied")
 	}
 	// The local account as it is now, kept for the session and the
 	// forwards: they act as exactly this uid, or not at all.
 	if d.LocalUser != req.User {
 		if acct, err = lookupAccount(d.LocalUser); err != nil {
 			log.Error("login refused: cannot look up the local account", append(attrs, "err", err)...)
-			return nil, c.refuse("cannot look up the account "+d.LocalUser, "access denied")
+			return c.refuse("cannot look up the account "+d.LocalUser, "access denied")
 		}
 	}
 	if acct != nil {
@@ -390,7 +421,7 @@ func (c *serverConn) authNone(meta ssh.ConnMetadata) (*ssh.Permissions, error) {
 	}
 	if !s.reserveConn(c) {
 		log.Warn("login refused: too many conns from this peer (MaxConnsPerPeer)", attrs...)
-		return nil, c.refuse("too many conns from this peer (MaxConnsPerPeer)", "too many connections from this node")
+		return c.refuse("too many conns from this peer (MaxConnsPerPeer)", "too many connections from this node")
 	}
 	if d.Caller.Key.IsZero() {
 		d.Caller.Key = c.peer.Key
@@ -398,7 +429,7 @@ func (c *serverConn) authNone(meta ssh.ConnMetadata) (*ssh.Permissions, error) {
 	c.request = req
 	c.decision = d
 	c.identity = Identity{Identity: d.Caller, Addr: c.peer.Addr, User: req.User}
-	return &ssh.Permissions{}, nil
+	return nil
 }
 
 // lookupAccount returns the local account name, nil when the host has no

@@ -109,7 +109,7 @@ func (s *Server) authenticatedConns() []*serverConn {
 	var out []*serverConn
 	for c := range s.conns {
 		c.mu.Lock()
-		ok := c.ssh != nil
+		ok := c.link != nil
 		c.mu.Unlock()
 		if ok {
 			out = append(out, c)
@@ -127,7 +127,7 @@ func (c *serverConn) revoke(message string) {
 	for s := range c.open {
 		sessions = append(sessions, s)
 	}
-	sconn := c.ssh
+	sconn := c.link
 	c.mu.Unlock()
 	done := make(chan struct{}, len(sessions))
 	for _, s := range sessions {

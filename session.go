@@ -68,7 +68,7 @@ type Session struct {
 	// (not subject to acceptEnv), e.g. SSH_AUTH_SOCK.
 	extraEnv []string
 
-	started time.Time // when the handler started (server clock)
+	started time.Time // when the handler started (server clock); written under conn.mu
 	// startedAt is when the handler started, in unix nanos of the real
 	// clock, stored once kind, raw and pty are final (Server.Conns).
 	startedAt atomic.Int64
@@ -453,7 +453,9 @@ func (s *Session) serve(h Handler, done chan<- struct{}) {
 	defer close(done)
 	c := s.conn
 	log := s.log()
+	c.mu.Lock() // enforceDeadlines reads started under c.mu
 	s.started = c.srv.now()
+	c.mu.Unlock()
 	s.startedAt.Store(time.Now().UnixNano())
 	term := ""
 	if s.pty != nil {

@@ -139,6 +139,8 @@ type Server struct {
 	done       chan struct{}             // closed when the last conn ends after Shutdown
 	policy     atomic.Pointer[policyBox] // set by SetPolicy
 	onShutdown []func()
+	webKeyOnce sync.Once // webKey is made at the first page token
+	webKey     [32]byte  // signs the web terminal's page tokens (webterm.go)
 }
 
 // RegisterOnShutdown registers f to be called, in its own goroutine, when

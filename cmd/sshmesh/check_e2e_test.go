@@ -152,7 +152,7 @@ func (s *checkSSH) running(d time.Duration) bool {
 
 // startCheckProxy runs `sshmesh proxy` for the node in conf and returns its
 // SOCKS5 address and its output.
-func startCheckProxy(t *testing.T, conf string) (string, *sshmeshtest.Buffer) {
+func startCheckProxy(t testing.TB, conf string) (string, *sshmeshtest.Buffer) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -126,7 +126,7 @@ func TestStockSSHWithGoHandler(t *testing.T) {
 // command first), waits until it serves, and stops it with SIGINT at the
 // end of the test. Its stdout and stderr go to log, shown when the test
 // fails.
-func startServe(t *testing.T, log *sshmeshtest.Buffer, setup func(*exec.Cmd), args ...string) *exec.Cmd {
+func startServe(t testing.TB, log *sshmeshtest.Buffer, setup func(*exec.Cmd), args ...string) *exec.Cmd {
 	t.Helper()
 	if !slices.Contains(args, "--state") {
 		args = append(args, "--state", t.TempDir()) // not the machine's /var/lib/sshmesh

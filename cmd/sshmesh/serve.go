@@ -33,6 +33,7 @@ func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 	port := fs.Uint("port", 22, "SSH `port` on the mesh addresses")
 	checkPort := fs.Uint("check-port", checkpage.DefaultPort, "`port` of the check-mode approval page on the mesh addresses (0: no check mode, check rules refuse)")
 	hostKeysPort := fs.Uint("hostkeys-port", DefaultHostKeysPort, "`port` on the mesh addresses that answers with the SSH host keys, for `sshmesh known-hosts` (0: off)")
+	webPort := fs.Uint("web-port", 0, "`port` of the web terminal on the mesh addresses: a login shell in the browser, decided, checked, recorded and audited as ssh (0: off; 8022 is a good choice)")
 	checkTimeout := fs.Duration("check-timeout", sshmesh.DefaultCheckTimeout, "how long a login waits for its check approval")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	recordDir := fs.String("record", "", "`dir` for session recordings (asciicast v2) of rules that say \"record\": true")
@@ -106,7 +107,7 @@ func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 		}
 	}
 	srv := &sshmesh.Server{Policy: pol, HostKeys: []ssh.Signer{hostKey}, Logger: logger, RecordDir: *recordDir, RecordInput: *recordInput}
-	if *checkPort > 65535 || *hostKeysPort > 65535 {
+	if *checkPort > 65535 || *hostKeysPort > 65535 || *webPort > 65535 {
 		fs.Usage()
 		return errUsage
 	}
@@ -127,6 +128,18 @@ func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 		defer hk.Close()
 	}
 
+	if *webPort != 0 {
+		wln, err := node.Listen("tcp", ":"+strconv.Itoa(int(*webPort)))
+		if err != nil {
+			return fmt.Errorf("--web-port %d: %w", *webPort, err)
+		}
+		go func() {
+			if err := srv.ServeWebTerminal(wln); err != nil && !errors.Is(err, sshmesh.ErrServerClosed) {
+				logger.Error("web terminal stopped", "err", err)
+			}
+		}()
+	}
+
 	defer setMemoryLimit(*memLimit)()
 	addrs := node.Addresses()
 	knownHosts := sshmesh.KnownHostsLine(hostKey.PublicKey(), uint16(*port), addrs...)
@@ -137,6 +150,9 @@ func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 	} else {
 		fmt.Fprintf(io.out, "sshmesh: serving SSH as node %q on %s port %d\n", id.Name(), joinAddrs(addrs), *port)
 		fmt.Fprintf(io.out, "known_hosts: %s\n", knownHosts)
+		if *webPort != 0 {
+			fmt.Fprintf(io.out, "sshmesh: web terminal at http://%s/\n", webHostPort(addrs, uint16(*webPort)))
+		}
 	}
 
 	rl := &meshReload{wgPath: *wgPath, policyPath: *policyPath, started: cfg, node: node, pol: pol, srv: srv, logger: logger}
@@ -209,6 +225,20 @@ func serveCheckPage(node *netstack.Node, pol *reloadable, port uint16, timeout t
 		}
 	}()
 	return checker, nil
+}
+
+// LoginNames lists the login names the current document spells out for a
+// caller on a node (policy.LoginNamer), for the web terminal's page.
+func (r *reloadable) LoginNames(caller, dst meshkey.Public) []string {
+	return r.doc.Load().LoginNames(caller, dst)
+}
+
+// webHostPort is the web terminal's host:port on the first mesh address.
+func webHostPort(addrs []netip.Addr, port uint16) string {
+	if len(addrs) == 0 {
+		return ":" + strconv.Itoa(int(port))
+	}
+	return netip.AddrPortFrom(addrs[0], port).String()
 }
 
 func (r *reloadable) Evaluate(ctx context.Context, req policy.Request) (policy.Decision, error) {

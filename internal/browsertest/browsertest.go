@@ -100,7 +100,7 @@ func Screenshot(tb testing.TB, bctx context.Context, path string) {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(bctx, 20*time.Second)
 	defer cancel()
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // 100: PNG; any other quality is JPEG
 	if err != nil {
 		tb.Fatalf("screenshot: %v", err)
 	}
