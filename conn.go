@@ -387,6 +387,17 @@ func (c *serverConn) authNone(meta ssh.ConnMetadata) (*ssh.Permissions, error) {
 	}
 	if acct != nil {
 		c.localUID = acct.Uid
+		// The host's own rules: nologin, expiry, PAM's account management.
+		err := session.CheckAccount(ctx, s.HostRules, session.Account{User: acct, Remote: c.peer.Addr})
+		var ce *session.ClientError
+		switch {
+		case errors.As(err, &ce):
+			log.Info("login refused by the host", append(attrs, "err", err)...)
+			return nil, c.refuse("the host refused the account: "+err.Error(), ce.Msg)
+		case err != nil:
+			log.Error("login refused: the host's account rules failed", append(attrs, "err", err)...)
+			return nil, c.refuse("the host's account rules failed", "access denied")
+		}
 	}
 	if !s.reserveConn(c) {
 		log.Warn("login refused: too many conns from this peer (MaxConnsPerPeer)", attrs...)

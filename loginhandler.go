@@ -36,6 +36,7 @@ func serveLogin(s *Session) {
 		Stdout:    s,
 		Stderr:    s.Stderr(),
 		Logger:    s.Logger(),
+		HostRules: s.conn.srv.HostRules,
 	}
 	if p, ok := s.Pty(); ok {
 		req.Pty = &p
