@@ -77,7 +77,7 @@ type Process struct {
 	pid       int         // the session's first process
 	pam       *pamSession // the PAM helper's pipes; nil without PAM
 	ptmx      *os.File    // nil without a Pty
-	tty       string   // "/dev/pts/N" or ""
+	tty       string      // "/dev/pts/N" or ""
 	subsystem bool
 	uid, gid  int // for Signal; -1 when the server does not switch user
 	log       *slog.Logger

@@ -288,4 +288,3 @@ func gids(list []string) ([]int, error) {
 	}
 	return out, nil
 }
-
