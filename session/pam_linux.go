@@ -170,6 +170,9 @@ func startPAMSession(ctx context.Context, h HostRules, cmd *exec.Cmd, u *User, r
 		ps.close()
 		return nil, nil, err
 	}
+	if rep.Warning != "" {
+		discardLogger(r.Logger).Info("session: PAM", "local_user", u.Name, "warning", rep.Warning)
+	}
 	return ps, rep.Env, nil
 }
 

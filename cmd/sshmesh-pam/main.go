@@ -177,10 +177,15 @@ func runSession(service, confDir, userName, uid, rhost, tty string) int {
 		return fail("The host's PAM session setup failed: "+err.Error()+".", fmt.Errorf("pam_open_session: %w", err))
 	}
 	defer tx.CloseSession(0)
+	// As sshd when PAM did not authenticate the user: a failing
+	// pam_setcred (a stack whose auth part is pam_deny, or none) is
+	// reported, not fatal.
+	warning := ""
 	if err := tx.SetCred(pam.EstablishCred); err != nil {
-		return fail("The host's PAM credentials setup failed: "+err.Error()+".", fmt.Errorf("pam_setcred: %w", err))
+		warning = "pam_setcred: " + err.Error()
+	} else {
+		defer tx.SetCred(pam.DeleteCred)
 	}
-	defer tx.SetCred(pam.DeleteCred)
 	keepNofileLimit(before)
 	envMap, err := tx.GetEnvList()
 	if err != nil {
@@ -190,7 +195,7 @@ func runSession(service, confDir, userName, uid, rhost, tty string) int {
 	for k, v := range envMap {
 		env = append(env, k+"="+v)
 	}
-	if err := report.Encode(pamproto.Report{Env: env}); err != nil {
+	if err := report.Encode(pamproto.Report{Env: env, Warning: warning}); err != nil {
 		return 1
 	}
 

@@ -18,7 +18,7 @@
 // lines on fd 3 and writes [Report] lines on fd 4:
 //
 //  1. pam_open_session, pam_setcred(PAM_ESTABLISH_CRED); then a Report
-//     with Env (pam_getenvlist) or Error.
+//     with Env (pam_getenvlist) and any Warning, or Error.
 //  2. A Spec from the server: the program, its arguments, its whole
 //     environment (built by package session, PAM's merged in by rule) and
 //     directory. The helper starts it as the user (uid, gid and the groups
@@ -51,6 +51,10 @@ type Spec struct {
 type Report struct {
 	// Env is PAM's environment after the session opened (step 1).
 	Env []string `json:"env,omitempty"`
+	// Warning is a step that failed without ending the session (step 1:
+	// pam_setcred, which sshd also lets fail when PAM did not
+	// authenticate).
+	Warning string `json:"warning,omitempty"`
 	// Pid is the started program's process id (step 2).
 	Pid int `json:"pid,omitempty"`
 	// Exited is set when the program ended; Status is its wait status
