@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
@@ -21,10 +22,11 @@ type accountConfig struct {
 	shadow string           // /etc/shadow
 	now    func() time.Time // the clock for expiry
 	pam    pamRunner
+	audit  func(auditLogin) error // sends auditd's USER_LOGIN record of a refusal
 }
 
 func systemAccountConfig() accountConfig {
-	return accountConfig{shadow: "/etc/shadow", now: time.Now, pam: systemPAM()}
+	return accountConfig{shadow: "/etc/shadow", now: time.Now, pam: systemPAM(), audit: sendAuditLogin}
 }
 
 // CheckAccount applies rules to a login before it is accepted, as sshd
@@ -43,6 +45,16 @@ func checkAccount(ctx context.Context, rules HostRules, a Account, cfg accountCo
 	if a.User == nil {
 		return errors.New("session: CheckAccount: Account.User is nil")
 	}
+	err := accountRules(ctx, rules, a, cfg)
+	if errors.Is(err, ErrAccountRefused) && os.Geteuid() == 0 {
+		// auditd's record of the failed login, as sshd's for a refusal.
+		sendAudit(cfg.audit, auditLogin{user: a.User.Name, addr: a.Remote.Addr(), terminal: "ssh"},
+			slog.New(slog.DiscardHandler))
+	}
+	return err
+}
+
+func accountRules(ctx context.Context, rules HostRules, a Account, cfg accountConfig) error {
 	if rules.PAMService != "" {
 		return cfg.pam.account(ctx, rules, a)
 	}

@@ -47,8 +47,9 @@ type config struct {
 	env     envConfig
 	records loginRecords
 	motd    string
-	lastlog string                // lastlog(5); "" skips it
-	current func() (*User, error) // the user the server runs as
+	lastlog string                 // lastlog(5); "" skips it
+	audit   func(auditLogin) error // sends auditd's USER_LOGIN record
+	current func() (*User, error)  // the user the server runs as
 }
 
 func systemConfig() config {
@@ -57,6 +58,7 @@ func systemConfig() config {
 		records: systemLoginRecords(),
 		motd:    "/etc/motd",
 		lastlog: "/var/log/lastlog",
+		audit:   sendAuditLogin,
 		current: currentUser,
 	}
 }
@@ -277,6 +279,9 @@ func start(ctx context.Context, r Request, cfg config) (_ *Process, err error) {
 	}
 	pid := p.pid
 	log.Debug("session started", "pid", pid, "tty", p.tty, "command", command, "pam", usePAM)
+	if cur.Uid == "0" {
+		sendAudit(cfg.audit, auditLogin{user: u.Name, addr: r.Remote.Addr(), terminal: p.tty, success: true}, log)
+	}
 
 	if p.ptmx != nil {
 		// sshd records every session with a terminal, shell or command.
