@@ -132,3 +132,28 @@ func TestLastLog(t *testing.T) {
 		t.Errorf("lastlog record %+v, %v", last, ok)
 	}
 }
+
+// TestUserRC: ~/.ssh/rc runs before the command, as the user, in the home
+// directory, with the session's environment and output, as sshd runs it;
+// with a terminal too; without it, the system's sshrc runs.
+func TestUserRC(t *testing.T) {
+	u := testUser(t)
+	cfg := testConfig(t)
+	cfg.sshrc = filepath.Join(u.Home, "system-sshrc") // where the user can read it
+	writeFile(t, cfg.sshrc, "echo system-rc\n")
+	if r := run(t, cfg, Request{User: u.Name, Command: "echo main"}); r.stdout != "system-rc\nmain\n" {
+		t.Errorf("without ~/.ssh/rc: stdout %q, stderr %q; want the system rc, then main", r.stdout, r.stderr)
+	}
+	if err := os.MkdirAll(filepath.Join(u.Home, ".ssh"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(u.Home, ".ssh", "rc"), `echo "rc $(id -un) $PWD $SSHMESH_E2E"; read x && echo "rc read $x"`+"\n")
+	r := run(t, cfg, Request{User: u.Name, Command: "echo main", Env: []string{"SSHMESH_E2E=1"}, Stdin: strings.NewReader("typed\n")})
+	if want := fmt.Sprintf("rc %s %s 1\nmain\n", u.Name, u.Home); r.stdout != want {
+		t.Errorf("~/.ssh/rc: stdout %q, want %q (stdin not given to rc)", r.stdout, want)
+	}
+	r = run(t, cfg, Request{User: u.Name, Command: "tty", Pty: &Pty{}})
+	if !regexp.MustCompile(`^rc \S+ \S+ \r\n/dev/pts/\d+\r\n$`).MatchString(r.stdout) {
+		t.Errorf("~/.ssh/rc with a terminal: stdout %q", r.stdout)
+	}
+}

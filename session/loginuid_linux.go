@@ -3,10 +3,8 @@ package session
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"runtime"
 )
 
@@ -15,14 +13,14 @@ import (
 // thread that forked it.
 const loginUIDFile = "/proc/thread-self/loginuid"
 
-// startAsLogin starts cmd as startInHome does, from a thread whose audit
-// login uid is uid, so the session's processes carry it in
+// startAsLogin calls start, which starts the session's processes, from a
+// thread whose audit login uid is uid, so the session's processes carry it in
 // /proc/PID/loginuid and auditd attributes what they do to the user, as
 // pam_loginuid does for sshd. The thread is never reused: its goroutine
 // ends locked to it, so Go ends the thread. Where the kernel has no audit
 // support or refuses (a container without CAP_AUDIT_CONTROL whose loginuid
 // is already set, an immutable loginuid) the session starts without it.
-func startAsLogin(cmd *exec.Cmd, home string, msg io.Writer, uid string, log *slog.Logger) error {
+func startAsLogin(uid string, start func() error, log *slog.Logger) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked, see above
@@ -33,7 +31,7 @@ func startAsLogin(cmd *exec.Cmd, home string, msg io.Writer, uid string, log *sl
 			}
 			log.Log(context.Background(), level, "session: audit login uid not set", "err", err)
 		}
-		errc <- startInHome(cmd, home, msg)
+		errc <- start()
 	}()
 	return <-errc
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -65,6 +66,17 @@ func TestPAMSession(t *testing.T) {
 	if err != nil || !st.IsDir() || fmt.Sprint(st.Sys().(*syscall.Stat_t).Uid) != u.Uid {
 		t.Errorf("pam_mkhomedir made no home owned by the user: %v", err)
 	}
+
+	// ~/.ssh/rc runs first, inside the PAM session too.
+	if err := os.MkdirAll(filepath.Join(u.Home, ".ssh"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(u.Home, ".ssh", "rc"), "echo rc $(id -un) $SSHMESH_PAM_TEST\n")
+	r = run(t, testConfig(t), Request{User: u.Name, HostRules: rules, Command: "echo main"})
+	if want := "rc " + u.Name + " from-pam-env\nmain\n"; r.stdout != want {
+		t.Errorf("~/.ssh/rc under PAM: stdout %q, stderr %q; want %q", r.stdout, r.stderr, want)
+	}
+	os.Remove(filepath.Join(u.Home, ".ssh", "rc"))
 
 	// With a terminal: it is the program's controlling terminal (tty_nr,
 	// field 7 of /proc/PID/stat, is not 0).

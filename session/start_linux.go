@@ -49,6 +49,7 @@ type config struct {
 	motd    string
 	lastlog string                 // lastlog(5); "" skips it
 	audit   func(auditLogin) error // sends auditd's USER_LOGIN record
+	sshrc   string                 // /etc/ssh/sshrc, run when ~/.ssh/rc is missing
 	current func() (*User, error)  // the user the server runs as
 }
 
@@ -59,6 +60,7 @@ func systemConfig() config {
 		motd:    "/etc/motd",
 		lastlog: "/var/log/lastlog",
 		audit:   sendAuditLogin,
+		sshrc:   "/etc/ssh/sshrc",
 		current: currentUser,
 	}
 }
@@ -258,7 +260,11 @@ func start(ctx context.Context, r Request, cfg config) (_ *Process, err error) {
 			noHomeMessage(msgOut, dir, err)
 			dir = "/"
 		}
-		p.pid, err = p.pam.startProgram(ctx, cmd, pamproto.Spec{Path: shell, Args: argv, Env: env, Dir: dir, Setctty: r.Pty != nil})
+		spec := pamproto.Spec{Path: shell, Args: argv, Env: env, Dir: dir, Setctty: r.Pty != nil}
+		if rc := userRC(u, cfg.sshrc); rc != "" {
+			spec.RC = rcArgs(shell, rc)
+		}
+		p.pid, err = p.pam.startProgram(ctx, cmd, spec)
 		if err != nil {
 			p.pam.close()
 			return nil, err
@@ -267,10 +273,16 @@ func start(ctx context.Context, r Request, cfg config) (_ *Process, err error) {
 		cmd.Env = env
 		markCloseOnExec(log)
 		resetIgnoredSignals()
+		start := func() error {
+			if rc := userRC(u, cfg.sshrc); rc != "" {
+				runRC(cmd, rcArgs(shell, rc), u.Home, log)
+			}
+			return startInHome(cmd, u.Home, msgOut)
+		}
 		if cur.Uid == "0" {
-			err = startAsLogin(cmd, u.Home, msgOut, u.Uid, log)
+			err = startAsLogin(u.Uid, start, log)
 		} else {
-			err = startInHome(cmd, u.Home, msgOut)
+			err = start()
 		}
 		if err != nil {
 			return nil, fmt.Errorf("session: start %s for %s: %w", shell, u.Name, err)

@@ -217,6 +217,13 @@ func runSession(service, confDir, userName, uid, rhost, tty string) int {
 	// Nothing of this process but 0, 1 and 2 reaches the program: not the
 	// pipes, not what PAM modules opened.
 	unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
+	if len(spec.RC) > 0 {
+		// The user's rc file first, as sshd runs it; its failure does not
+		// stop the session.
+		rc := &exec.Cmd{Path: spec.Path, Args: spec.RC, Env: spec.Env, Dir: spec.Dir,
+			Stdout: os.Stdout, Stderr: os.Stderr, SysProcAttr: &syscall.SysProcAttr{Setsid: true, Credential: cred}}
+		rc.Run()
+	}
 	if err := startInDir(cmd); err != nil {
 		return fail("The session could not be started.", fmt.Errorf("start %s: %w", spec.Path, err))
 	}

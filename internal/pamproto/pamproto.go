@@ -45,6 +45,9 @@ type Spec struct {
 	Env     []string `json:"env"`
 	Dir     string   `json:"dir"`
 	Setctty bool     `json:"setctty,omitempty"` // stdin is the terminal to control
+	// RC, when set, are the arguments with which Path runs the user's rc
+	// file (~/.ssh/rc) first, as the user, with stdin at EOF.
+	RC []string `json:"rc,omitempty"`
 }
 
 // Report is one step of the session helper.
