@@ -105,3 +105,30 @@ func TestPAMSession(t *testing.T) {
 		t.Errorf("exit %+v, want TERM", exit)
 	}
 }
+
+// TestPAMExampleStack: the example service file shipped in
+// docs/pam.d/sshmesh, with this host's common-account and common-session
+// (copied next to it, so the host's /etc/pam.d is only read), lets a user
+// in and runs a session. pam_systemd, where common-session has it, fails
+// quietly without systemd as PID 1 (it is optional there).
+func TestPAMExampleStack(t *testing.T) {
+	u := testUser(t)
+	helper := testkit.BuildPAMHelper(t)
+	dir := t.TempDir()
+	for _, f := range []string{"common-account", "common-session"} {
+		b, err := os.ReadFile("/etc/pam.d/" + f)
+		if err != nil {
+			testkit.SkipOrFail(t, "this host has no Debian-style /etc/pam.d/"+f)
+		}
+		writeFile(t, filepath.Join(dir, f), string(b))
+	}
+	writeFile(t, filepath.Join(dir, "sshmesh"), string(readFile(t, "../docs/pam.d/sshmesh")))
+	rules := HostRules{PAMService: "sshmesh", PAMHelper: helper, PAMConfDir: dir}
+	if err := CheckAccount(t.Context(), rules, Account{User: u, Remote: mustAddrPort("100.64.0.2:1")}); err != nil {
+		t.Fatalf("the example stack refuses a plain user: %v", err)
+	}
+	r := run(t, testConfig(t), Request{User: u.Name, HostRules: rules, Command: "id -un; cat /proc/self/loginuid"})
+	if want := u.Name + "\n" + u.Uid; r.stdout != want || r.exit.Code != 0 {
+		t.Errorf("session under the example stack: exit %d, stdout %q, stderr %q; want %q", r.exit.Code, r.stdout, r.stderr, want)
+	}
+}

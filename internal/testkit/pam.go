@@ -40,12 +40,7 @@ func NewPAMStack(tb testing.TB, allow, deny string) *PAMStack {
 		}
 	}
 	dir := tb.TempDir()
-	s := &PAMStack{Service: "sshmesh-test", Dir: dir, Helper: filepath.Join(dir, "sshmesh-pam"), Nologin: filepath.Join(dir, "nologin")}
-	build := exec.Command("go", "build", "-o", s.Helper, "github.com/sshmesh/sshmesh/cmd/sshmesh-pam")
-	build.Env = append(os.Environ(), "CGO_ENABLED=1")
-	if out, err := build.CombinedOutput(); err != nil {
-		SkipOrFail(tb, fmt.Sprintf("cannot build the PAM helper (needs cgo and libpam0g-dev): %v\n%s", err, out))
-	}
+	s := &PAMStack{Service: "sshmesh-test", Dir: dir, Helper: BuildPAMHelper(tb), Nologin: filepath.Join(dir, "nologin")}
 	files := map[string]string{
 		"access.conf":  "-:" + deny + ":ALL\n+:ALL:ALL\n",
 		"limits.conf":  allow + " - nofile 4321\n",
@@ -68,6 +63,20 @@ session  required  pam_env.so conffile=%[1]s/pam_env.conf envfile=%[1]s/environm
 		}
 	}
 	return s
+}
+
+// BuildPAMHelper builds cmd/sshmesh-pam for the test and returns its
+// path; it skips (or fails under CI) without root, cgo or the PAM headers.
+func BuildPAMHelper(tb testing.TB) string {
+	tb.Helper()
+	NeedRoot(tb)
+	helper := filepath.Join(tb.TempDir(), "sshmesh-pam")
+	build := exec.Command("go", "build", "-o", helper, "github.com/sshmesh/sshmesh/cmd/sshmesh-pam")
+	build.Env = append(os.Environ(), "CGO_ENABLED=1")
+	if out, err := build.CombinedOutput(); err != nil {
+		SkipOrFail(tb, fmt.Sprintf("cannot build the PAM helper (needs cgo and libpam0g-dev): %v\n%s", err, out))
+	}
+	return helper
 }
 
 func pamModuleExists(name string) bool {
