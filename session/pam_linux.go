@@ -215,8 +215,11 @@ func (ps *pamSession) next(ctx context.Context, cmd *exec.Cmd) (pamproto.Report,
 	return rep, nil
 }
 
-// startProgram sends the program to the helper and returns its pid.
-func (ps *pamSession) startProgram(ctx context.Context, cmd *exec.Cmd, spec pamproto.Spec) (int, error) {
+// startProgram sends the program to the helper and returns its pid. It
+// waits for the helper's answer whatever ctx says, which comes as soon as
+// the program started: a pid not read would leave the program running
+// unseen; once it is known, the session's context ends it as any other.
+func (ps *pamSession) startProgram(cmd *exec.Cmd, spec pamproto.Spec) (int, error) {
 	b, err := json.Marshal(spec)
 	if err != nil {
 		return 0, err
@@ -224,7 +227,7 @@ func (ps *pamSession) startProgram(ctx context.Context, cmd *exec.Cmd, spec pamp
 	if _, err := ps.spec.Write(append(b, '\n')); err != nil {
 		return 0, fmt.Errorf("session: PAM helper: %w", err)
 	}
-	rep, err := ps.next(ctx, cmd)
+	rep, err := ps.next(context.Background(), cmd)
 	if err != nil {
 		return 0, err
 	}

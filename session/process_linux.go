@@ -58,7 +58,8 @@ func (p *Process) TTY() string { return p.tty }
 // Wait waits until the session's first process has exited and its output
 // has been copied to Request.Stdout and Request.Stderr, and returns how it
 // ended. It may be called more than once and from several goroutines.
-// The error is always nil today; it is there for failures to reap.
+// The error is nil unless the PAM helper ended without reporting how
+// the program ended (then Exit has code 255).
 func (p *Process) Wait() (Exit, error) {
 	<-p.done
 	return p.exit, p.err

@@ -264,7 +264,7 @@ func start(ctx context.Context, r Request, cfg config) (_ *Process, err error) {
 		if rc := userRC(u, cfg.sshrc); rc != "" {
 			spec.RC = rcArgs(shell, rc)
 		}
-		p.pid, err = p.pam.startProgram(ctx, cmd, spec)
+		p.pid, err = p.pam.startProgram(cmd, spec)
 		if err != nil {
 			p.pam.close()
 			return nil, err

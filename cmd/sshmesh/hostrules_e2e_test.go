@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 	"github.com/sshmesh/sshmesh/internal/testkit"
 	"github.com/sshmesh/sshmesh/policy"
 	"github.com/sshmesh/sshmesh/session"
+	"github.com/sshmesh/sshmesh/sshmeshtest"
 )
 
 // These tests log in with the stock ssh client through `sshmesh nc` to a
@@ -133,4 +135,48 @@ func TestHostRulesPAM(t *testing.T) {
 	if !strings.Contains(ls.log.String(), "login refused by the host") {
 		t.Errorf("the refusals are not in the log:\n%s", ls.log.String())
 	}
+}
+
+// TestServePAM: `serve --pam --pam-service NAME` finds the sshmesh-pam
+// helper next to itself and runs /etc/pam.d/NAME for each login; without
+// the helper it refuses to start. (Refusals are TestHostRulesPAM's: the
+// fixture's policy lets only root in, whom pam_nologin lets in too.) The
+// service file is the test stack under
+// a name of its own in /etc/pam.d (serve has no flag for another PAM
+// directory), removed when the test ends.
+func TestServePAM(t *testing.T) {
+	f := newServiceFixture(t)
+	st := testkit.NewPAMStack(t, "root", "nobody")
+
+	// Without the helper: a clear error, before serving.
+	missing := filepath.Join(t.TempDir(), "no-such-helper")
+	out, err := exec.Command(binPath, append([]string{"serve", "--state", t.TempDir(), "--pam", "--pam-helper", missing}, f.serveArgs()...)...).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "serve --pam") || !strings.Contains(string(out), missing) {
+		t.Errorf("serve --pam without its helper: err %v, output %q; want an error naming the helper", err, out)
+	}
+
+	service := "sshmesh-e2e-" + strconv.Itoa(os.Getpid())
+	etc := filepath.Join("/etc/pam.d", service)
+	stack, err := os.ReadFile(filepath.Join(st.Dir, st.Service))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(etc, stack, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(etc) })
+	helper := filepath.Join(filepath.Dir(binPath), "sshmesh-pam")
+	if err := os.Link(st.Helper, helper); err != nil {
+		if b, rerr := os.ReadFile(st.Helper); rerr != nil || os.WriteFile(helper, b, 0o755) != nil {
+			t.Fatalf("cannot put the helper next to sshmesh: %v", err)
+		}
+	}
+	t.Cleanup(func() { os.Remove(helper) })
+
+	var log sshmeshtest.Buffer
+	startServe(t, &log, nil, f.serveArgs("--pam", "--pam-service", service)...)
+	if out, errOut, code := stockSSH(t, f.clientConf, "root@"+f.server.Addr.String(), `ulimit -n; echo "$SSHMESH_PAM_TEST"`); code != 0 || out != "4321\nfrom-pam-env\n" {
+		t.Errorf("ssh root@ through serve --pam: exit %d, stdout %q, stderr %q; want the PAM stack's limit and variable", code, out, errOut)
+	}
+
 }
