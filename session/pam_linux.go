@@ -225,6 +225,7 @@ func (ps *pamSession) startProgram(cmd *exec.Cmd, spec pamproto.Spec) (int, erro
 		return 0, err
 	}
 	if _, err := ps.spec.Write(append(b, '\n')); err != nil {
+		cmd.Wait() // it ended
 		return 0, fmt.Errorf("session: PAM helper: %w", err)
 	}
 	rep, err := ps.next(context.Background(), cmd)
