@@ -97,7 +97,8 @@ func TestHostRulesWithoutPAM(t *testing.T) {
 // TestHostRulesPAM: with PAM, the host's account rules refuse (pam_access
 // with PAM's reason, pam_nologin with its text; exit 255) and its session
 // rules apply (pam_limits' nofile in `ulimit -n`, pam_env's variable but not
-// a loader variable, pam_loginuid, pam_mkhomedir's new home), through the
+// a loader variable, pam_loginuid, the account's uid, gid and groups,
+// pam_mkhomedir's new home), through the
 // stock client. pam_systemd is not tested: see testkit.PAMStack.
 func TestHostRulesPAM(t *testing.T) {
 	u, denied, homeless := newLoginUser(t), newLoginUser(t), newLoginUser(t)
@@ -109,8 +110,8 @@ func TestHostRulesPAM(t *testing.T) {
 		s.HostRules = session.HostRules{PAMService: st.Service, PAMHelper: st.Helper, PAMConfDir: st.Dir}
 	})
 
-	out := ls.mustSSH(t, tool{}, u.Name+"@"+ls.host, `ulimit -n; echo "$SSHMESH_PAM_TEST [$LD_PRELOAD] $HOME"; cat /proc/self/loginuid; echo`)
-	want := "4321\nfrom-pam-env [] " + u.Home + "\n" + strconv.Itoa(u.UID) + "\n"
+	out := ls.mustSSH(t, tool{}, u.Name+"@"+ls.host, `ulimit -n; echo "$SSHMESH_PAM_TEST [$LD_PRELOAD] $HOME"; cat /proc/self/loginuid; echo; id`)
+	want := "4321\nfrom-pam-env [] " + u.Home + "\n" + strconv.Itoa(u.UID) + "\n" + u.ID + "\n"
 	if out != want {
 		t.Errorf("PAM session:\n got %q\nwant %q", out, want)
 	}
