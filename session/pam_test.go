@@ -53,6 +53,19 @@ func TestPAMSession(t *testing.T) {
 	if err := os.RemoveAll(u.Home); err != nil {
 		t.Fatal(err)
 	}
+	var limitBefore syscall.Rlimit
+	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &limitBefore)
+	loginUIDBefore, _ := os.ReadFile("/proc/self/loginuid")
+	defer func() {
+		// PAM ran in the helper: the server's own limits and loginuid
+		// are as they were.
+		var limit syscall.Rlimit
+		syscall.Getrlimit(syscall.RLIMIT_NOFILE, &limit)
+		loginUID, _ := os.ReadFile("/proc/self/loginuid")
+		if limit != limitBefore || string(loginUID) != string(loginUIDBefore) {
+			t.Errorf("the server's nofile limit went from %+v to %+v, its loginuid from %s to %s", limitBefore, limit, loginUIDBefore, loginUID)
+		}
+	}()
 	r := run(t, testConfig(t), Request{User: u.Name, HostRules: rules,
 		Command: `ulimit -n; echo "pam=$SSHMESH_PAM_TEST preload=$LD_PRELOAD home=$HOME"; cat /proc/self/loginuid; echo; pwd; id -u; exit 7`})
 	want := fmt.Sprintf("4321\npam=from-pam-env preload= home=%s\n%s\n%s\n%s\n", u.Home, u.Uid, u.Home, u.Uid)
