@@ -40,25 +40,64 @@ func (h HostRules) Validate() error {
 	return err
 }
 
-// helper finds the sshmesh-pam binary.
+// helper finds the sshmesh-pam binary, and checks that only root (or the
+// server's own user) could have put it there: it runs as root.
 func (h HostRules) helper() (string, error) {
-	if h.PAMHelper != "" {
-		if _, err := os.Stat(h.PAMHelper); err != nil {
-			return "", fmt.Errorf("session: HostRules.PAMHelper: %w", err)
-		}
-		return h.PAMHelper, nil
-	}
-	if exe, err := os.Executable(); err == nil {
-		p := filepath.Join(filepath.Dir(exe), helperName)
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
+	p := h.PAMHelper
+	if p == "" {
+		if exe, err := os.Executable(); err == nil {
+			if next := filepath.Join(filepath.Dir(exe), helperName); fileExists(next) {
+				p = next
+			}
 		}
 	}
-	p, err := exec.LookPath(helperName)
+	if p == "" {
+		var err error
+		if p, err = exec.LookPath(helperName); err != nil {
+			return "", fmt.Errorf("session: PAM needs the %s helper (go build ./cmd/sshmesh-pam with cgo), next to this program or in PATH: %w", helperName, err)
+		}
+	}
+	abs, err := filepath.Abs(p)
 	if err != nil {
-		return "", fmt.Errorf("session: PAM needs the %s helper (go build ./cmd/sshmesh-pam with cgo), next to this program or in PATH: %w", helperName, err)
+		return "", fmt.Errorf("session: PAM helper %s: %w", p, err)
 	}
-	return p, nil
+	if err := safePath(abs); err != nil {
+		return "", fmt.Errorf("session: PAM helper: %w", err)
+	}
+	return abs, nil
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// safePath checks, as sshd does for the programs it runs as root, that
+// path and every directory above it belong to root or to this process's
+// user and are writable by no one else (a directory with the sticky bit,
+// such as /tmp, may be: others cannot replace what they do not own there).
+func safePath(path string) error {
+	euid := uint32(os.Geteuid())
+	for p := path; ; p = filepath.Dir(p) {
+		st, err := os.Stat(p)
+		if err != nil {
+			return err
+		}
+		sys, ok := st.Sys().(*syscall.Stat_t)
+		if !ok {
+			return fmt.Errorf("%s: no owner", p)
+		}
+		if sys.Uid != 0 && sys.Uid != euid {
+			return fmt.Errorf("%s belongs to uid %d, not root", p, sys.Uid)
+		}
+		sticky := st.IsDir() && st.Mode()&os.ModeSticky != 0
+		if st.Mode().Perm()&0o022 != 0 && !sticky {
+			return fmt.Errorf("%s is writable by others (mode %v)", p, st.Mode().Perm())
+		}
+		if p == "/" {
+			return nil
+		}
+	}
 }
 
 // pamArgs are the helper's flags common to both modes.

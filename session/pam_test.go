@@ -145,3 +145,31 @@ func TestPAMExampleStack(t *testing.T) {
 		t.Errorf("session under the example stack: exit %d, stdout %q, stderr %q; want %q", r.exit.Code, r.stdout, r.stderr, want)
 	}
 }
+
+// TestPAMHelperSafePath: the helper, which runs as root, is refused when
+// someone else could have replaced it: a file or a directory above it
+// writable by others, or owned by another user.
+func TestPAMHelperSafePath(t *testing.T) {
+	testkit.NeedRoot(t)
+	dir := t.TempDir()
+	helper := filepath.Join(dir, "sshmesh-pam")
+	writeFile(t, helper, "#!/bin/sh\n")
+	os.Chmod(helper, 0o755)
+	if _, err := (HostRules{PAMService: "x", PAMHelper: helper}).helper(); err != nil {
+		t.Fatalf("a root-owned helper in a private directory: %v", err)
+	}
+	os.Chmod(helper, 0o757)
+	if _, err := (HostRules{PAMService: "x", PAMHelper: helper}).helper(); err == nil || !strings.Contains(err.Error(), "writable by others") {
+		t.Errorf("a world-writable helper: err %v", err)
+	}
+	os.Chmod(helper, 0o755)
+	os.Chmod(dir, 0o777)
+	if _, err := (HostRules{PAMService: "x", PAMHelper: helper}).helper(); err == nil || !strings.Contains(err.Error(), "writable by others") {
+		t.Errorf("a helper in a world-writable directory: err %v", err)
+	}
+	os.Chmod(dir, 0o700)
+	os.Chown(helper, 65534, 65534)
+	if _, err := (HostRules{PAMService: "x", PAMHelper: helper}).helper(); err == nil || !strings.Contains(err.Error(), "not root") {
+		t.Errorf("a helper owned by nobody: err %v", err)
+	}
+}
