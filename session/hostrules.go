@@ -36,7 +36,10 @@ type HostRules struct {
 
 	// PAMHelper is the path of the sshmesh-pam helper binary. "" means
 	// sshmesh-pam in the directory of the running executable, else in
-	// PATH.
+	// PATH. It runs as root, so it and every directory above it must
+	// belong to root (or the server's user) and be writable by no one else
+	// (sticky directories such as /tmp excepted), as sshd requires of the
+	// programs it runs.
 	PAMHelper string
 
 	// PAMConfDir is the directory of PAM service files. "" means PAM's own
