@@ -122,7 +122,7 @@ func TestPAMSession(t *testing.T) {
 // TestPAMExampleStack: the example service file shipped in
 // docs/pam.d/sshmesh, with this host's common-account and common-session
 // (copied next to it, so the host's /etc/pam.d is only read), lets a user
-// in and runs a session. pam_systemd, where common-session has it, fails
+// in and runs a session, and refuses an expired account. pam_systemd, where common-session has it, fails
 // quietly without systemd as PID 1 (it is optional there).
 func TestPAMExampleStack(t *testing.T) {
 	u := testUser(t)
@@ -139,6 +139,14 @@ func TestPAMExampleStack(t *testing.T) {
 	rules := HostRules{PAMService: "sshmesh", PAMHelper: helper, PAMConfDir: dir}
 	if err := CheckAccount(t.Context(), rules, Account{User: u, Remote: mustAddrPort("100.64.0.2:1")}); err != nil {
 		t.Fatalf("the example stack refuses a plain user: %v", err)
+	}
+	// common-account's pam_unix refuses an expired account, with its message.
+	expired := testUser(t)
+	command(t, "usermod", "--expiredate", "1", expired.Name)
+	err := CheckAccount(t.Context(), rules, Account{User: expired})
+	var ce *ClientError
+	if !errors.As(err, &ce) || !strings.Contains(ce.Msg, "expired") {
+		t.Errorf("an expired account under the example stack: %v, want pam_unix's refusal", err)
 	}
 	r := run(t, testConfig(t), Request{User: u.Name, HostRules: rules, Command: "id -un; cat /proc/self/loginuid"})
 	if want := u.Name + "\n" + u.Uid; r.stdout != want || r.exit.Code != 0 {
