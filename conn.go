@@ -53,6 +53,7 @@ type serverConn struct {
 	ssh         *ssh.ServerConn
 	closeReason string
 	refusal     string // why the last login attempt was refused (refuse)
+	notice      string // what the host's account check said when it allowed the login; shown once
 }
 
 func (c *serverConn) touch() { c.lastActive.Store(time.Now().UnixNano()) }
@@ -388,7 +389,10 @@ func (c *serverConn) authNone(meta ssh.ConnMetadata) (*ssh.Permissions, error) {
 	if acct != nil {
 		c.localUID = acct.Uid
 		// The host's own rules: nologin, expiry, PAM's account management.
-		err := session.CheckAccount(ctx, s.HostRules, session.Account{User: acct, Remote: c.peer.Addr})
+		notice, err := session.CheckAccount(ctx, s.HostRules, session.Account{User: acct, Remote: c.peer.Addr})
+		c.mu.Lock()
+		c.notice = notice
+		c.mu.Unlock()
 		var ce *session.ClientError
 		switch {
 		case errors.As(err, &ce):
@@ -437,6 +441,16 @@ func (c *serverConn) localAccount() (*session.User, error) {
 		return nil, fmt.Errorf("the account %q has uid %s now, %q at login", u.Name, u.Uid, c.localUID)
 	}
 	return u, nil
+}
+
+// takeNotice returns what the host's account check said, once: sshd shows
+// it with the conn's first interactive session.
+func (c *serverConn) takeNotice() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := c.notice
+	c.notice = ""
+	return n
 }
 
 // log returns the server's logger with the conn's id and peer, the keys

@@ -40,6 +40,9 @@ func serveLogin(s *Session) {
 	}
 	if p, ok := s.Pty(); ok {
 		req.Pty = &p
+		if req.Command == "" && req.Subsystem == "" {
+			req.Notice = s.conn.takeNotice()
+		}
 	}
 	// Until the session ends, not its Context: Shutdown's start asks Go
 	// handlers to finish, but leaves login sessions running until its

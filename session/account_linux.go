@@ -36,44 +36,47 @@ func systemAccountConfig() accountConfig {
 // refused; with rules.PAMService, PAM's account management decides
 // (pam_acct_mgmt). A refusal is a *ClientError wrapping ErrAccountRefused
 // whose Msg is the text for the client. Other errors mean the host could
-// not answer; the caller should refuse the login then too.
-func CheckAccount(ctx context.Context, rules HostRules, a Account) error {
+// not answer; the caller should refuse the login then too. When the login
+// is allowed, notice is what PAM said all the same (pam_nologin's text to
+// root, a password expiry warning), which sshd shows the client with its
+// first interactive session; "" without PAM.
+func CheckAccount(ctx context.Context, rules HostRules, a Account) (notice string, err error) {
 	return checkAccount(ctx, rules, a, systemAccountConfig())
 }
 
-func checkAccount(ctx context.Context, rules HostRules, a Account, cfg accountConfig) error {
+func checkAccount(ctx context.Context, rules HostRules, a Account, cfg accountConfig) (string, error) {
 	if a.User == nil {
-		return errors.New("session: CheckAccount: Account.User is nil")
+		return "", errors.New("session: CheckAccount: Account.User is nil")
 	}
-	err := accountRules(ctx, rules, a, cfg)
+	notice, err := accountRules(ctx, rules, a, cfg)
 	if errors.Is(err, ErrAccountRefused) && os.Geteuid() == 0 {
 		// auditd's record of the failed login, as sshd's for a refusal.
 		sendAudit(cfg.audit, auditLogin{user: a.User.Name, addr: a.Remote.Addr(), terminal: "ssh"},
 			slog.New(slog.DiscardHandler))
 	}
-	return err
+	return notice, err
 }
 
-func accountRules(ctx context.Context, rules HostRules, a Account, cfg accountConfig) error {
+func accountRules(ctx context.Context, rules HostRules, a Account, cfg accountConfig) (string, error) {
 	if rules.PAMService != "" {
 		return cfg.pam.account(ctx, rules, a)
 	}
 	if a.User.Uid != "0" {
 		for _, path := range rules.nologinFiles() {
 			if msg, ok := nologinText(path); ok {
-				return &ClientError{Msg: msg, Err: fmt.Errorf("%w: %s exists", ErrAccountRefused, path)}
+				return "", &ClientError{Msg: msg, Err: fmt.Errorf("%w: %s exists", ErrAccountRefused, path)}
 			}
 		}
 	}
 	expire, err := shadowExpiry(cfg.shadow, a.User.Name)
 	if err != nil {
-		return fmt.Errorf("session: account expiry of %s: %w", a.User.Name, err)
+		return "", fmt.Errorf("session: account expiry of %s: %w", a.User.Name, err)
 	}
 	if expire >= 0 && cfg.now().Unix()/86400 >= expire {
-		return &ClientError{Msg: "Your account has expired; please contact your system administrator.",
+		return "", &ClientError{Msg: "Your account has expired; please contact your system administrator.",
 			Err: fmt.Errorf("%w: account %s expired on day %d", ErrAccountRefused, a.User.Name, expire)}
 	}
-	return nil
+	return "", nil
 }
 
 // nologinText returns the text of the nologin file at path and whether it

@@ -144,7 +144,7 @@ func TestAuditUserLogin(t *testing.T) {
 
 	nologin := t.TempDir() + "/nologin"
 	writeFile(t, nologin, "closed")
-	err := CheckAccount(t.Context(), HostRules{Nologin: []string{nologin}}, Account{User: u, Remote: mustAddrPort("100.64.0.8:1")})
+	_, err := CheckAccount(t.Context(), HostRules{Nologin: []string{nologin}}, Account{User: u, Remote: mustAddrPort("100.64.0.8:1")})
 	if err == nil {
 		t.Fatal("nologin did not refuse")
 	}

@@ -52,7 +52,7 @@ erin:x:20000:0:99999:7::soon:
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := checkAccount(t.Context(), HostRules{Nologin: tt.nologin}, Account{User: &User{Name: tt.user, Uid: tt.uid}}, cfg)
+			_, err := checkAccount(t.Context(), HostRules{Nologin: tt.nologin}, Account{User: &User{Name: tt.user, Uid: tt.uid}}, cfg)
 			var ce *ClientError
 			switch {
 			case tt.wantErr:

@@ -32,7 +32,9 @@ func (p *Process) Break(ms uint32) error { return ErrUnsupported }
 func (p *Process) Signal(name string) error { return ErrUnsupported }
 
 // CheckAccount applies nothing: this platform has no sessions.
-func CheckAccount(ctx context.Context, rules HostRules, a Account) error { return nil }
+func CheckAccount(ctx context.Context, rules HostRules, a Account) (notice string, err error) {
+	return "", nil
+}
 
 // Validate reports an error when h asks for PAM, which needs Linux.
 func (h HostRules) Validate() error {

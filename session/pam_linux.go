@@ -114,11 +114,12 @@ type pamRunner struct{}
 
 func systemPAM() pamRunner { return pamRunner{} }
 
-// account runs pam_acct_mgmt for a in the helper.
-func (pamRunner) account(ctx context.Context, h HostRules, a Account) error {
+// account runs pam_acct_mgmt for a in the helper; notice is what PAM said
+// when it allowed the login.
+func (pamRunner) account(ctx context.Context, h HostRules, a Account) (notice string, err error) {
 	path, err := h.helper()
 	if err != nil {
-		return err
+		return "", err
 	}
 	args := h.pamArgs("account", a.User.Name)
 	if a.Remote.IsValid() {
@@ -126,18 +127,19 @@ func (pamRunner) account(ctx context.Context, h HostRules, a Account) error {
 	}
 	var out, errOut bytes.Buffer
 	cmd := &exec.Cmd{Path: path, Args: args, Env: helperEnv, Stdout: &out, Stderr: &errOut}
-	if err := runContext(ctx, cmd); err != nil {
+	err = runContext(ctx, cmd)
+	msg := strings.TrimSpace(out.String())
+	if len(msg) > maxPAMMessage {
+		msg = msg[:maxPAMMessage]
+	}
+	if err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) && ee.ExitCode() == pamproto.ExitRefused {
-			msg := strings.TrimSpace(out.String())
-			if len(msg) > maxPAMMessage {
-				msg = msg[:maxPAMMessage]
-			}
-			return &ClientError{Msg: msg, Err: fmt.Errorf("%w: PAM service %s: %s", ErrAccountRefused, h.PAMService, strings.TrimSpace(errOut.String()))}
+			return "", &ClientError{Msg: msg, Err: fmt.Errorf("%w: PAM service %s: %s", ErrAccountRefused, h.PAMService, strings.TrimSpace(errOut.String()))}
 		}
-		return fmt.Errorf("session: PAM account check: %w: %s", err, strings.TrimSpace(errOut.String()))
+		return "", fmt.Errorf("session: PAM account check: %w: %s", err, strings.TrimSpace(errOut.String()))
 	}
-	return nil
+	return msg, nil
 }
 
 // runContext runs cmd, killing it when ctx is done.

@@ -28,18 +28,27 @@ func TestPAMAccount(t *testing.T) {
 	allow, deny := testUser(t), testUser(t)
 	rules, st := newPAMStack(t, allow.Name, deny.Name)
 	ctx := t.Context()
-	if err := CheckAccount(ctx, rules, Account{User: allow, Remote: mustAddrPort("100.64.0.2:1")}); err != nil {
+	if _, err := CheckAccount(ctx, rules, Account{User: allow, Remote: mustAddrPort("100.64.0.2:1")}); err != nil {
 		t.Errorf("allowed user refused: %v", err)
 	}
-	err := CheckAccount(ctx, rules, Account{User: deny, Remote: mustAddrPort("100.64.0.2:1")})
+	_, err := CheckAccount(ctx, rules, Account{User: deny, Remote: mustAddrPort("100.64.0.2:1")})
 	var ce *ClientError
 	if !errors.As(err, &ce) || !errors.Is(err, ErrAccountRefused) || !strings.Contains(ce.Msg, "Permission denied") {
 		t.Errorf("pam_access: err %v, want a refusal with PAM's reason", err)
 	}
 	writeFile(t, st.Nologin, "PAM says: down for maintenance\n")
-	err = CheckAccount(ctx, rules, Account{User: allow})
+	_, err = CheckAccount(ctx, rules, Account{User: allow})
 	if !errors.As(err, &ce) || !strings.Contains(ce.Msg, "PAM says: down for maintenance") {
 		t.Errorf("pam_nologin: err %v, want the file's text", err)
+	}
+	// Root is let in, with the text as a notice.
+	root, err := LookupUser("root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	notice, err := CheckAccount(ctx, rules, Account{User: root})
+	if err != nil || !strings.Contains(notice, "PAM says: down for maintenance") {
+		t.Errorf("pam_nologin for root: notice %q, err %v; want let in with the text", notice, err)
 	}
 }
 
@@ -137,13 +146,13 @@ func TestPAMExampleStack(t *testing.T) {
 	}
 	writeFile(t, filepath.Join(dir, "sshmesh"), string(readFile(t, "../docs/pam.d/sshmesh")))
 	rules := HostRules{PAMService: "sshmesh", PAMHelper: helper, PAMConfDir: dir}
-	if err := CheckAccount(t.Context(), rules, Account{User: u, Remote: mustAddrPort("100.64.0.2:1")}); err != nil {
+	if _, err := CheckAccount(t.Context(), rules, Account{User: u, Remote: mustAddrPort("100.64.0.2:1")}); err != nil {
 		t.Fatalf("the example stack refuses a plain user: %v", err)
 	}
 	// common-account's pam_unix refuses an expired account, with its message.
 	expired := testUser(t)
 	command(t, "usermod", "--expiredate", "1", expired.Name)
-	err := CheckAccount(t.Context(), rules, Account{User: expired})
+	_, err := CheckAccount(t.Context(), rules, Account{User: expired})
 	var ce *ClientError
 	if !errors.As(err, &ce) || !strings.Contains(ce.Msg, "expired") {
 		t.Errorf("an expired account under the example stack: %v, want pam_unix's refusal", err)

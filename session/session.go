@@ -74,6 +74,11 @@ type Request struct {
 	// the caller to apply before the login is accepted.
 	HostRules HostRules
 
+	// Notice is shown to an interactive login (a login shell with a Pty)
+	// before its last login line, as sshd shows what PAM said during the
+	// account check: the notice [CheckAccount] returned. "" shows nothing.
+	Notice string
+
 	// Logger receives details the client must not see (utmp, chown and
 	// terminal mode failures). Nil discards them.
 	Logger *slog.Logger

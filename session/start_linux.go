@@ -244,6 +244,9 @@ func start(ctx context.Context, r Request, cfg config) (_ *Process, err error) {
 	// the motd is pam_motd's to show.
 	uid, _ := strconv.ParseUint(u.Uid, 10, 32)
 	if login && r.Pty != nil && !hushLogin(u.Home) {
+		if r.Notice != "" {
+			fmt.Fprintln(msgOut, strings.TrimRight(r.Notice, "\n"))
+		}
 		if last, ok := readLastlog(cfg.lastlog, uint32(uid)); ok {
 			printLastLogin(msgOut, last)
 		}

@@ -116,6 +116,10 @@ func account(service, confDir, user, rhost string) int {
 	defer tx.End()
 	err = tx.AcctMgmt(0)
 	if err == nil {
+		// What PAM said all the same, for the client (pam_nologin to root).
+		if len(msgs) > 0 {
+			fmt.Println(strings.Join(msgs, "\n"))
+		}
 		return 0
 	}
 	var perr pam.Error

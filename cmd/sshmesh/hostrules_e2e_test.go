@@ -34,16 +34,22 @@ func hostRulesPolicy(users ...string) policy.Policy {
 	})
 }
 
-// forgetLastlog clears uid's lastlog record at the end of the test, as
-// the user the test made is removed then too.
-func forgetLastlog(t *testing.T, uid int) {
+// keepLastlog puts uid's lastlog record back as it was at the end of the
+// test: logins through the default handler write the host's lastlog.
+func keepLastlog(t *testing.T, uid int) {
+	const size = 292 // glibc's struct lastlog
+	old := make([]byte, size)
+	if f, err := os.Open("/var/log/lastlog"); err == nil {
+		f.ReadAt(old, int64(uid)*size)
+		f.Close()
+	}
 	t.Cleanup(func() {
 		f, err := os.OpenFile("/var/log/lastlog", os.O_WRONLY, 0)
 		if err != nil {
 			return
 		}
 		defer f.Close()
-		f.WriteAt(make([]byte, 292), int64(uid)*292)
+		f.WriteAt(old, int64(uid)*size)
 	})
 }
 
@@ -58,7 +64,7 @@ func TestHostRulesWithoutPAM(t *testing.T) {
 	ls := startLoginServer(t, hostRulesPolicy(u.Name, expired.Name), func(s *sshmesh.Server) {
 		s.HostRules.Nologin = []string{nologin}
 	})
-	forgetLastlog(t, u.UID)
+	keepLastlog(t, u.UID)
 	target := u.Name + "@" + ls.host
 
 	if _, err := os.Stat("/proc/self/loginuid"); err == nil {
@@ -128,6 +134,13 @@ func TestHostRulesPAM(t *testing.T) {
 
 	if err := os.WriteFile(st.Nologin, []byte("e2e: PAM says the host is down\n"), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	// pam_nologin lets root in, and says why others are not: shown with
+	// the interactive login, as sshd shows it.
+	keepLastlog(t, 0)
+	out = ls.mustSSH(t, tool{stdin: strings.NewReader("exit 0\n")}, "-tt", "root@"+ls.host)
+	if !strings.Contains(out, "e2e: PAM says the host is down") {
+		t.Errorf("root's interactive login under pam_nologin: %q, want the file's text", out)
 	}
 	_, errOut, code = stockSSH(t, ls.conf, u.Name+"@"+ls.host, "true")
 	if code != 255 || !strings.Contains(errOut, "e2e: PAM says the host is down") {

@@ -6,9 +6,10 @@
 //
 //	sshmesh-pam account --service S [--confdir D] --user U --rhost ADDR
 //
-// runs pam_acct_mgmt with PAM_TTY "ssh" (as sshd). Exit 0: allowed. Exit
-// [ExitRefused]: refused, and stdout holds the text for the client. Any
-// other exit: the helper failed (stderr says why).
+// runs pam_acct_mgmt with PAM_TTY "ssh" (as sshd). Exit 0: allowed, and
+// stdout holds what PAM said all the same. Exit [ExitRefused]: refused, and
+// stdout holds the text for the client. Any other exit: the helper failed
+// (stderr says why).
 //
 // # Session
 //
