@@ -56,6 +56,7 @@ type serverConn struct {
 	link        connLink
 	closeReason string
 	refusal     string // why the last login attempt was refused (refuse)
+	notice      string // what the host's account check said when it allowed the login; shown once
 }
 
 func (c *serverConn) touch() { c.lastActive.Store(time.Now().UnixNano()) }
@@ -418,6 +419,20 @@ func (c *serverConn) decide(user string, banner func(string) error) error {
 	}
 	if acct != nil {
 		c.localUID = acct.Uid
+		// The host's own rules: nologin, expiry, PAM's account management.
+		notice, err := session.CheckAccount(ctx, s.HostRules, session.Account{User: acct, Remote: c.peer.Addr})
+		c.mu.Lock()
+		c.notice = notice
+		c.mu.Unlock()
+		var ce *session.ClientError
+		switch {
+		case errors.As(err, &ce):
+			log.Info("login refused by the host", append(attrs, "err", err)...)
+			return nil, c.refuse("the host refused the account: "+err.Error(), ce.Msg)
+		case err != nil:
+			log.Error("login refused: the host's account rules failed", append(attrs, "err", err)...)
+			return nil, c.refuse("the host's account rules failed", "access denied")
+		}
 	}
 	if !s.reserveConn(c) {
 		log.Warn("login refused: too many conns from this peer (MaxConnsPerPeer)", attrs...)
@@ -457,6 +472,16 @@ func (c *serverConn) localAccount() (*session.User, error) {
 		return nil, fmt.Errorf("the account %q has uid %s now, %q at login", u.Name, u.Uid, c.localUID)
 	}
 	return u, nil
+}
+
+// takeNotice returns what the host's account check said, once: sshd shows
+// it with the conn's first interactive session.
+func (c *serverConn) takeNotice() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := c.notice
+	c.notice = ""
+	return n
 }
 
 // log returns the server's logger with the conn's id and peer, the keys

@@ -36,9 +36,13 @@ func serveLogin(s *Session) {
 		Stdout:    s,
 		Stderr:    s.Stderr(),
 		Logger:    s.Logger(),
+		HostRules: s.conn.srv.HostRules,
 	}
 	if p, ok := s.Pty(); ok {
 		req.Pty = &p
+		if req.Command == "" && req.Subsystem == "" {
+			req.Notice = s.conn.takeNotice()
+		}
 	}
 	// Until the session ends, not its Context: Shutdown's start asks Go
 	// handlers to finish, but leaves login sessions running until its

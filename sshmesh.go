@@ -14,6 +14,7 @@ import (
 
 	"github.com/sshmesh/sshmesh/meshkey"
 	"github.com/sshmesh/sshmesh/policy"
+	"github.com/sshmesh/sshmesh/session"
 )
 
 // ErrServerClosed is returned by [Server.Serve] after [Server.Shutdown] or
@@ -123,6 +124,17 @@ type Server struct {
 	// recorded sessions. Off by default: input holds passwords.
 	RecordInput bool
 
+	// HostRules are the host's own rules for logins to local accounts, on
+	// top of the policy: before a login whose local user is an account of
+	// this host is accepted, [session.CheckAccount] applies them (nologin,
+	// account expiry, or PAM's account management), and a refusal shows
+	// the client the host's message. [LoginHandler] runs its sessions
+	// inside PAM sessions when PAMService is set. The zero value applies
+	// /etc/nologin and shadow expiry without PAM; see [session.HostRules].
+	// Logins whose local user is no account of the host (an appliance's
+	// Go handler) are not affected.
+	HostRules session.HostRules
+
 	// Now is the clock for rule expiry and session duration. nil means
 	// time.Now; tests set it.
 	Now func() time.Time
@@ -189,6 +201,9 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 	if len(s.HostKeys) == 0 {
 		return errors.New("sshmesh: Server.HostKeys is empty")
+	}
+	if err := s.HostRules.Validate(); err != nil {
+		return fmt.Errorf("sshmesh: Server.HostRules: %w", err)
 	}
 	if err := s.checkSelf(l); err != nil {
 		return err

@@ -35,9 +35,23 @@
 // pseudo-terminal that is its controlling terminal, owned by the user,
 // with the client's TERM, size and RFC 4254 terminal modes (see
 // [ParseModes]). Sessions with a terminal are recorded in utmp and wtmp,
-// so who(1) and last(1) show them with the client's mesh address; an
-// interactive login shell also prints /etc/motd unless ~/.hushlogin exists.
+// so who(1) and last(1) show them with the client's mesh address, and in
+// lastlog; an interactive login shell also prints sshd's "Last login: …"
+// line and /etc/motd unless ~/.hushlogin exists. ~/.ssh/rc (else
+// /etc/ssh/sshrc) runs before every session, as sshd runs it.
 // Without a Pty the child gets three pipes and stderr stays apart.
+//
+// # Host rules
+//
+// [HostRules] are the host's own rules on top of the caller's policy.
+// [CheckAccount] applies them before a login is accepted: /etc/nologin and
+// shadow expiry, or PAM's account management. Each session's processes
+// carry the user's audit login uid (/proc/PID/loginuid) and auditd gets a
+// USER_LOGIN record. With [HostRules.PAMService], each session runs inside
+// a PAM session (limits, pam_env's environment, logind, a home made on
+// first login), opened by the sshmesh-pam helper (cmd/sshmesh-pam, the
+// only part that needs cgo) rather than in the server, since PAM modules
+// change the process that calls them.
 //
 // # Ending
 //

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -69,8 +70,9 @@ type envParams struct {
 }
 
 // buildEnv builds the child's environment by rule, as sshd's
-// do_setup_env does, never from the server's own.
-func buildEnv(cfg envConfig, p envParams, clientEnv, extraEnv []string) []string {
+// do_setup_env does, never from the server's own. pamEnv is PAM's
+// (pam_getenvlist), nil without PAM.
+func buildEnv(cfg envConfig, p envParams, pamEnv, clientEnv, extraEnv []string) []string {
 	var e environ
 	u := p.user
 	for _, kv := range readLocale(cfg.locale) {
@@ -89,6 +91,17 @@ func buildEnv(cfg envConfig, p envParams, clientEnv, extraEnv []string) []string
 	}
 	if p.term != "" {
 		e.set("TERM", p.term)
+	}
+	// PAM's variables (pam_env, pam_systemd, ...), by their own rule: the
+	// host's configuration, but it may read the user's files.
+	pamEnv = slices.Clone(pamEnv)
+	slices.Sort(pamEnv)
+	for _, kv := range pamEnv {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || envrule.RefusedFromPAM(k, v) {
+			continue
+		}
+		e.set(k, v)
 	}
 	// The client's variables, minus what the environment rule refuses
 	// whatever a policy allows (the server asked policy.EnvAllowed already;

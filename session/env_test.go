@@ -49,7 +49,7 @@ func TestEnvRule(t *testing.T) {
 		dir := t.TempDir()
 		cfg := envConfig{loginDefs: filepath.Join(dir, "none"), locale: filepath.Join(dir, "none"), runUser: dir}
 		u := &User{Name: "alice", Uid: "1000", Home: "/home/alice", Shell: "/bin/sh"}
-		check(t, buildEnv(cfg, envParams{user: u, term: "xterm"}, client, nil))
+		check(t, buildEnv(cfg, envParams{user: u, term: "xterm"}, nil, client, nil))
 	})
 	t.Run("Start", func(t *testing.T) {
 		u := testUser(t)
@@ -75,7 +75,7 @@ func TestBuildEnv(t *testing.T) {
 		"ENV=/x", "PATH=/evil", "HOME=/evil", "USER=root", "SSH_CONNECTION=forged", "BASH_FUNC_ls%%=() { :; }",
 		"GLIBC_TUNABLES=x", "1BAD=x", "NOEQUALS", "EDITOR=vim", "COLORTERM=truecolor", "TERM=vt100",
 		"ld_preload=/x.so", "XDG_RUNTIME_DIR=/evil"}
-	got := buildEnv(cfg, p, client, []string{"SSHMESH_SESSION_ID=42", "HOME=/extra/wins"})
+	got := buildEnv(cfg, p, nil, client, []string{"SSHMESH_SESSION_ID=42", "HOME=/extra/wins"})
 	want := []string{
 		"LANG=de_DE.UTF-8",
 		"LC_TIME=C",
@@ -99,7 +99,7 @@ func TestBuildEnv(t *testing.T) {
 	}
 
 	root := &User{Name: "root", Uid: "0", Home: "/root", Shell: "/bin/sh"}
-	got = buildEnv(cfg, envParams{user: root}, nil, nil)
+	got = buildEnv(cfg, envParams{user: root}, nil, nil, nil)
 	if !contains(got, "PATH=/su/bin:/bin") || strings.Contains(strings.Join(got, " "), "TERM=") {
 		t.Errorf("root env %q, want ENV_SUPATH and no TERM without a pty", got)
 	}

@@ -35,6 +35,11 @@ func testConfig(t *testing.T) config {
 		t.Fatal(err)
 	}
 	cfg.motd = dir + "/motd"
+	cfg.sshrc = "" // not the host's /etc/ssh/sshrc
+	cfg.lastlog = dir + "/lastlog"
+	if err := os.WriteFile(cfg.lastlog, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	return cfg
 }
 

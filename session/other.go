@@ -30,3 +30,16 @@ func (p *Process) Break(ms uint32) error { return ErrUnsupported }
 
 // Signal returns ErrUnsupported.
 func (p *Process) Signal(name string) error { return ErrUnsupported }
+
+// CheckAccount applies nothing: this platform has no sessions.
+func CheckAccount(ctx context.Context, rules HostRules, a Account) (notice string, err error) {
+	return "", nil
+}
+
+// Validate reports an error when h asks for PAM, which needs Linux.
+func (h HostRules) Validate() error {
+	if h.PAMService != "" {
+		return ErrUnsupported
+	}
+	return nil
+}

@@ -37,6 +37,10 @@ func exitOf(ps *os.ProcessState) Exit {
 	if !ok {
 		return Exit{Code: ps.ExitCode()}
 	}
+	return exitOfStatus(ws)
+}
+
+func exitOfStatus(ws syscall.WaitStatus) Exit {
 	if ws.Signaled() {
 		return Exit{Code: 128 + int(ws.Signal()), Signal: signalName(ws.Signal()), CoreDumped: ws.CoreDump()}
 	}
@@ -45,7 +49,7 @@ func exitOf(ps *os.ProcessState) Exit {
 
 // Pid returns the process id of the session's first process, which leads
 // its process group and session.
-func (p *Process) Pid() int { return p.cmd.Process.Pid }
+func (p *Process) Pid() int { return p.pid }
 
 // TTY returns the path of the session's terminal ("/dev/pts/3"), or ""
 // without a Pty.
@@ -54,7 +58,8 @@ func (p *Process) TTY() string { return p.tty }
 // Wait waits until the session's first process has exited and its output
 // has been copied to Request.Stdout and Request.Stderr, and returns how it
 // ended. It may be called more than once and from several goroutines.
-// The error is always nil today; it is there for failures to reap.
+// The error is nil unless the PAM helper ended without reporting how
+// the program ended (then Exit has code 255).
 func (p *Process) Wait() (Exit, error) {
 	<-p.done
 	return p.exit, p.err
@@ -112,7 +117,7 @@ func (p *Process) Signal(name string) error {
 	if p.exited.Load() {
 		return os.ErrProcessDone
 	}
-	return killpgAs(p.uid, p.cmd.Process.Pid, sig)
+	return killpgAs(p.uid, p.pid, sig)
 }
 
 // killpgAs sends sig to process group pgid as uid (-1: as the server).
@@ -136,6 +141,10 @@ func killpgAs(uid, pgid int, sig syscall.Signal) error {
 	return err
 }
 
+// pamCloseGrace is how long the PAM helper gets to close its session
+// after the session was killed.
+const pamCloseGrace = 10 * time.Second
+
 // watch ends the session when ctx is done: SIGHUP to every process of the
 // session, then SIGKILL to those left, then stops waiting for output.
 func (p *Process) watch(ctx context.Context) {
@@ -145,7 +154,7 @@ func (p *Process) watch(ctx context.Context) {
 		return
 	case <-ctx.Done():
 	}
-	sid := p.cmd.Process.Pid
+	sid := p.pid
 	killSession(sid, syscall.SIGHUP)
 	waitSessionGone(sid, hangupGrace)
 	killSession(sid, syscall.SIGKILL)
@@ -156,6 +165,15 @@ func (p *Process) watch(ctx context.Context) {
 	case <-time.After(hangupGrace):
 		// Something outside the session holds the output open.
 		p.closeAll()
+	}
+	if p.pam != nil {
+		// The PAM helper closes its session once the program is gone; a
+		// module that hangs there must not hold the session forever.
+		select {
+		case <-p.done:
+		case <-time.After(pamCloseGrace):
+			p.cmd.Process.Kill()
+		}
 	}
 }
 

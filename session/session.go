@@ -68,6 +68,17 @@ type Request struct {
 	// /usr/libexec/sftp-server that exists.
 	SFTPServer string
 
+	// HostRules are the host's rules for the session: with PAMService
+	// set, the session runs inside a PAM session (see [HostRules]). The
+	// zero value uses no PAM. The account rules ([CheckAccount]) are for
+	// the caller to apply before the login is accepted.
+	HostRules HostRules
+
+	// Notice is shown to an interactive login (a login shell with a Pty)
+	// before its last login line, as sshd shows what PAM said during the
+	// account check: the notice [CheckAccount] returned. "" shows nothing.
+	Notice string
+
 	// Logger receives details the client must not see (utmp, chown and
 	// terminal mode failures). Nil discards them.
 	Logger *slog.Logger

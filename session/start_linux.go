@@ -20,6 +20,8 @@ import (
 
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
+
+	"github.com/sshmesh/sshmesh/internal/pamproto"
 )
 
 // Timings of the end of a session.
@@ -45,7 +47,10 @@ type config struct {
 	env     envConfig
 	records loginRecords
 	motd    string
-	current func() (*User, error) // the user the server runs as
+	lastlog string                 // lastlog(5); "" skips it
+	audit   func(auditLogin) error // sends auditd's USER_LOGIN record
+	sshrc   string                 // /etc/ssh/sshrc, run when ~/.ssh/rc is missing
+	current func() (*User, error)  // the user the server runs as
 }
 
 func systemConfig() config {
@@ -53,6 +58,9 @@ func systemConfig() config {
 		env:     systemEnvConfig(),
 		records: systemLoginRecords(),
 		motd:    "/etc/motd",
+		lastlog: "/var/log/lastlog",
+		audit:   sendAuditLogin,
+		sshrc:   "/etc/ssh/sshrc",
 		current: currentUser,
 	}
 }
@@ -69,9 +77,11 @@ func currentUser() (*User, error) {
 
 // Process is a running session.
 type Process struct {
-	cmd       *exec.Cmd
-	ptmx      *os.File // nil without a Pty
-	tty       string   // "/dev/pts/N" or ""
+	cmd       *exec.Cmd   // the session's first process, or the PAM helper that started it
+	pid       int         // the session's first process
+	pam       *pamSession // the PAM helper's pipes; nil without PAM
+	ptmx      *os.File    // nil without a Pty
+	tty       string      // "/dev/pts/N" or ""
 	subsystem bool
 	uid, gid  int // for Signal; -1 when the server does not switch user
 	log       *slog.Logger
@@ -112,6 +122,10 @@ func start(ctx context.Context, r Request, cfg config) (_ *Process, err error) {
 	}
 	if err := permitted(cur, u); err != nil {
 		return nil, err
+	}
+	usePAM := r.HostRules.PAMService != ""
+	if usePAM && cur.Uid != "0" {
+		return nil, errors.New("session: PAM sessions need a server running as root")
 	}
 	command := r.Command
 	if r.Subsystem != "" {
@@ -215,18 +229,74 @@ func start(ctx context.Context, r Request, cfg config) (_ *Process, err error) {
 			}()
 		}
 	}
-	cmd.Env = buildEnv(cfg.env, envParams{user: u, term: term, tty: p.tty, local: r.Local, peer: r.Remote}, r.Env, r.ExtraEnv)
+	var pamEnv []string
+	if usePAM {
+		markCloseOnExec(log)
+		resetIgnoredSignals()
+		p.pam, pamEnv, err = startPAMSession(ctx, r.HostRules, cmd, u, r, p.tty)
+		if err != nil {
+			return nil, err
+		}
+	}
+	env := buildEnv(cfg.env, envParams{user: u, term: term, tty: p.tty, local: r.Local, peer: r.Remote}, pamEnv, r.Env, r.ExtraEnv)
 
-	if login && r.Pty != nil {
-		printMotd(msgOut, cfg.motd, u.Home)
+	// sshd's PrintLastLog and PrintMotd, for interactive logins; with PAM
+	// the motd is pam_motd's to show.
+	uid, _ := strconv.ParseUint(u.Uid, 10, 32)
+	if login && r.Pty != nil && !hushLogin(u.Home) {
+		if r.Notice != "" {
+			fmt.Fprintln(msgOut, strings.TrimRight(r.Notice, "\n"))
+		}
+		if last, ok := readLastlog(cfg.lastlog, uint32(uid)); ok {
+			printLastLogin(msgOut, last)
+		}
+		if !usePAM {
+			printMotd(msgOut, cfg.motd)
+		}
 	}
-	markCloseOnExec(log)
-	resetIgnoredSignals()
-	if err := startInHome(cmd, u.Home, msgOut); err != nil {
-		return nil, fmt.Errorf("session: start %s for %s: %w", shell, u.Name, err)
+	if usePAM {
+		dir := u.Home
+		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+			if err == nil {
+				err = syscall.ENOTDIR
+			}
+			noHomeMessage(msgOut, dir, err)
+			dir = "/"
+		}
+		spec := pamproto.Spec{Path: shell, Args: argv, Env: env, Dir: dir, Setctty: r.Pty != nil}
+		if rc := userRC(u, cfg.sshrc); rc != "" {
+			spec.RC = rcArgs(shell, rc)
+		}
+		p.pid, err = p.pam.startProgram(cmd, spec)
+		if err != nil {
+			p.pam.close()
+			return nil, err
+		}
+	} else {
+		cmd.Env = env
+		markCloseOnExec(log)
+		resetIgnoredSignals()
+		start := func() error {
+			if rc := userRC(u, cfg.sshrc); rc != "" {
+				runRC(cmd, rcArgs(shell, rc), u.Home, log)
+			}
+			return startInHome(cmd, u.Home, msgOut)
+		}
+		if cur.Uid == "0" {
+			err = startAsLogin(u.Uid, start, log)
+		} else {
+			err = start()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("session: start %s for %s: %w", shell, u.Name, err)
+		}
+		p.pid = cmd.Process.Pid
 	}
-	pid := cmd.Process.Pid
-	log.Debug("session started", "pid", pid, "tty", p.tty, "command", command)
+	pid := p.pid
+	log.Debug("session started", "pid", pid, "tty", p.tty, "command", command, "pam", usePAM)
+	if cur.Uid == "0" {
+		sendAudit(cfg.audit, auditLogin{user: u.Name, addr: r.Remote.Addr(), terminal: p.tty, success: true}, log)
+	}
 
 	if p.ptmx != nil {
 		// sshd records every session with a terminal, shell or command.
@@ -238,6 +308,9 @@ func start(ctx context.Context, r Request, cfg config) (_ *Process, err error) {
 				level = slog.LevelDebug
 			}
 			log.Log(ctx, level, "session: login record", "err", err)
+		}
+		if err := writeLastlog(cfg.lastlog, uint32(uid), p.tty, r.Remote.Addr(), time.Now()); err != nil {
+			log.Warn("session: lastlog", "err", err)
 		}
 	}
 	if r.Pty != nil && r.Stdin != nil {
@@ -294,19 +367,24 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
+// noHomeMessage writes sshd's message for a home it cannot change into.
+func noHomeMessage(msg io.Writer, home string, err error) {
+	var errno syscall.Errno
+	text := err.Error()
+	if errors.As(err, &errno) {
+		text = errno.Error()
+	}
+	if text != "" {
+		text = strings.ToUpper(text[:1]) + text[1:]
+	}
+	fmt.Fprintf(msg, "Could not chdir to home directory %s: %s\n", home, text)
+}
+
 // startInHome starts cmd in home, or in "/" with sshd's message on msg
 // when the user cannot change into it.
 func startInHome(cmd *exec.Cmd, home string, msg io.Writer) error {
 	noHome := func(err error) {
-		var errno syscall.Errno
-		text := err.Error()
-		if errors.As(err, &errno) {
-			text = errno.Error()
-		}
-		if text != "" {
-			text = strings.ToUpper(text[:1]) + text[1:]
-		}
-		fmt.Fprintf(msg, "Could not chdir to home directory %s: %s\n", home, text)
+		noHomeMessage(msg, home, err)
 		cmd.Dir = "/"
 	}
 	st, err := os.Stat(home)
@@ -340,12 +418,15 @@ func startInHome(cmd *exec.Cmd, home string, msg io.Writer) error {
 	return nil
 }
 
-// printMotd copies /etc/motd to w, as sshd's PrintMotd, unless
-// ~/.hushlogin exists.
-func printMotd(w io.Writer, motd, home string) {
-	if _, err := os.Stat(filepath.Join(home, ".hushlogin")); err == nil {
-		return
-	}
+// hushLogin reports whether ~/.hushlogin exists, which silences the last
+// login and the motd, as with sshd.
+func hushLogin(home string) bool {
+	_, err := os.Stat(filepath.Join(home, ".hushlogin"))
+	return err == nil
+}
+
+// printMotd copies /etc/motd to w, as sshd's PrintMotd.
+func printMotd(w io.Writer, motd string) {
 	b, err := os.ReadFile(motd)
 	if err != nil {
 		return
@@ -447,7 +528,15 @@ func (p *Process) copyPty(w io.Writer) {
 
 // wait reaps the child, drains its output and ends the session.
 func (p *Process) wait(ctx context.Context, records loginRecords) {
-	_ = p.cmd.Wait()
+	var pamStatus syscall.WaitStatus
+	pamExited := false
+	if p.pam != nil {
+		// The helper reports the program's end, then closes the PAM
+		// session and exits.
+		pamStatus, pamExited = p.pam.waitExit()
+	} else {
+		_ = p.cmd.Wait()
+	}
 	p.exited.Store(true)
 	if p.ptmx != nil {
 		_ = p.ptmx.SetReadDeadline(time.Now().Add(drainIdle))
@@ -457,13 +546,26 @@ func (p *Process) wait(ctx context.Context, records loginRecords) {
 		<-p.killed // no process of the session is left when Wait returns
 	}
 	p.closeAll()
+	if p.pam != nil {
+		_ = p.cmd.Wait()
+		p.pam.close()
+	}
 	if p.tty != "" {
-		rec := newUtmp(utDeadProcess, p.cmd.Process.Pid, p.tty, "", netip.Addr{}, time.Now())
+		rec := newUtmp(utDeadProcess, p.pid, p.tty, "", netip.Addr{}, time.Now())
 		if err := records.record(rec); err != nil {
 			p.log.Warn("session: logout record", "err", err)
 		}
 	}
-	p.exit = exitOf(p.cmd.ProcessState)
+	switch {
+	case pamExited:
+		p.exit = exitOfStatus(pamStatus)
+	case p.pam != nil:
+		// The helper ended without reporting the program's end.
+		p.err = fmt.Errorf("session: PAM helper ended early: %v", p.cmd.ProcessState)
+		p.exit = Exit{Code: 255}
+	default:
+		p.exit = exitOf(p.cmd.ProcessState)
+	}
 	close(p.done)
 }
 

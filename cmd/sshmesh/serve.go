@@ -22,6 +22,7 @@ import (
 	"github.com/sshmesh/sshmesh/meshkey"
 	"github.com/sshmesh/sshmesh/netstack"
 	"github.com/sshmesh/sshmesh/policy"
+	"github.com/sshmesh/sshmesh/session"
 )
 
 func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
@@ -38,6 +39,9 @@ func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	recordDir := fs.String("record", "", "`dir` for session recordings (asciicast v2) of rules that say \"record\": true")
 	recordInput := fs.Bool("record-input", false, "also record what clients type in recorded sessions (it may hold passwords)")
+	pamOn := fs.Bool("pam", false, "run the host's PAM stack (account and session, no auth) for every login, as /etc/pam.d/SERVICE (see docs/pam.d/sshmesh); needs root and the sshmesh-pam helper next to this program or in PATH")
+	pamService := fs.String("pam-service", "sshmesh", "PAM `service` name for --pam")
+	pamHelper := fs.String("pam-helper", "", "`path` of the sshmesh-pam helper (default: next to this program, else in PATH)")
 	memLimit := fs.String("memory-limit", "auto", "memory `limit` for the Go runtime: auto (after every collection, the next is paced to come after "+strconv.Itoa(autoMemoryHeadroom>>20)+"MiB of new garbage or a quarter of the live heap, whichever is more, and memory goes back to the OS once a burst is over), a size such as 64MiB (a soft limit), or off; the GOMEMLIMIT variable, and GOGC for auto, win when set")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -107,6 +111,12 @@ func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 		}
 	}
 	srv := &sshmesh.Server{Policy: pol, HostKeys: []ssh.Signer{hostKey}, Logger: logger, RecordDir: *recordDir, RecordInput: *recordInput}
+	if *pamOn {
+		srv.HostRules = session.HostRules{PAMService: *pamService, PAMHelper: *pamHelper}
+		if err := srv.HostRules.Validate(); err != nil {
+			return fmt.Errorf("serve --pam: %w", err)
+		}
+	}
 	if *checkPort > 65535 || *hostKeysPort > 65535 || *webPort > 65535 {
 		fs.Usage()
 		return errUsage

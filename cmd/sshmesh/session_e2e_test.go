@@ -131,8 +131,9 @@ type loginServer struct {
 
 // startLoginServer serves pol with LoginHandler (Handler nil) on node 0 of
 // a three-node mesh: node 1 is the stock client's (`sshmesh nc`), node 2
-// stays up for x/crypto clients in this process.
-func startLoginServer(t *testing.T, pol policy.Policy) *loginServer {
+// stays up for x/crypto clients in this process. configure, if given,
+// adjusts the Server before it serves.
+func startLoginServer(t *testing.T, pol policy.Policy, configure ...func(*sshmesh.Server)) *loginServer {
 	t.Helper()
 	m := sshmeshtest.NewMesh(t, 3)
 	m.Nodes[1].Node.Close() // `sshmesh nc` brings this one up in each ssh
@@ -140,6 +141,9 @@ func startLoginServer(t *testing.T, pol policy.Policy) *loginServer {
 	ls.srv = &sshmesh.Server{
 		Policy: pol,
 		Logger: slog.New(slog.NewTextHandler(ls.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	for _, f := range configure {
+		f(ls.srv)
 	}
 	sshmeshtest.Serve(t, ls.server, ls.srv)
 	ls.conf = m.Nodes[1].WriteWGQuick(t, filepath.Join(t.TempDir(), "client.conf"))

@@ -84,6 +84,27 @@ func Refused(name, value string) bool {
 	return !ValidName(name) || Denied(name) || len(value) > MaxValue || strings.IndexByte(value, 0) >= 0
 }
 
+// pamSets are names on the list that PAM modules exist to set: pam_env
+// (PATH), pam_mail (MAIL), pam_systemd (XDG_RUNTIME_DIR), pam_tmpdir
+// (TMPDIR).
+var pamSets = []string{"PATH", "MAIL", "XDG_RUNTIME_DIR", "TMPDIR"}
+
+// RefusedFromPAM reports whether the host's PAM stack (pam_getenvlist) may
+// not set name to value in a session: the rule for clients, except for
+// the few names PAM modules exist to set (PATH, MAIL, XDG_RUNTIME_DIR,
+// TMPDIR). PAM can be configured to read the user's own files
+// (pam_env's user_readenv), so what changes how programs load stays
+// refused, and so do the names that say who the session is (USER, HOME,
+// SHELL, SSH_*, ...).
+func RefusedFromPAM(name, value string) bool {
+	for _, n := range pamSets {
+		if name == n {
+			return len(value) > MaxValue || strings.IndexByte(value, 0) >= 0
+		}
+	}
+	return Refused(name, value)
+}
+
 // Denied reports whether name is on the list, in any case.
 func Denied(name string) bool {
 	if DeniedPrefix(name) != "" {

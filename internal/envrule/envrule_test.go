@@ -27,3 +27,22 @@ func TestListTidy(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusedFromPAM: PAM may set the few session names its modules exist
+// to set, and nothing else the client rule refuses.
+func TestRefusedFromPAM(t *testing.T) {
+	for name, want := range map[string]bool{
+		"PATH": false, "MAIL": false, "XDG_RUNTIME_DIR": false, "TMPDIR": false,
+		"XDG_SESSION_ID": false, "LANG": false, "SSHMESH_PAM_TEST": false,
+		"LD_PRELOAD": true, "ld_preload": true, "BASH_ENV": true, "PYTHONPATH": true,
+		"HOME": true, "USER": true, "SHELL": true, "LOGNAME": true, "TERM": true,
+		"SSH_AUTH_SOCK": true, "Path": true, "1BAD": true, "": true,
+	} {
+		if got := RefusedFromPAM(name, "/x"); got != want {
+			t.Errorf("RefusedFromPAM(%q) = %v, want %v", name, got, want)
+		}
+	}
+	if !RefusedFromPAM("PATH", "/bin\x00/evil") || !RefusedFromPAM("PATH", strings.Repeat("x", MaxValue+1)) {
+		t.Error("a PATH with a NUL byte or over MaxValue passes")
+	}
+}
