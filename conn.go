@@ -428,10 +428,10 @@ func (c *serverConn) decide(user string, banner func(string) error) error {
 		switch {
 		case errors.As(err, &ce):
 			log.Info("login refused by the host", append(attrs, "err", err)...)
-			return nil, c.refuse("the host refused the account: "+err.Error(), ce.Msg)
+			return c.refuse("the host refused the account: "+err.Error(), ce.Msg)
 		case err != nil:
 			log.Error("login refused: the host's account rules failed", append(attrs, "err", err)...)
-			return nil, c.refuse("the host's account rules failed", "access denied")
+			return c.refuse("the host's account rules failed", "access denied")
 		}
 	}
 	if !s.reserveConn(c) {
