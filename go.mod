@@ -19,6 +19,7 @@ require (
 require (
 	github.com/chromedp/cdproto v0.159.0 // indirect
 	github.com/go-json-experiment/json v0.0.0-20260213210345-44df1a37e875 // indirect
+	github.com/go-webauthn/webauthn v0.18.2 // indirect
 	github.com/google/btree v1.1.2 // indirect
 	github.com/kr/fs v0.1.0 // indirect
 	golang.org/x/time v0.7.0 // indirect

@@ -55,6 +55,12 @@ func (c *Checker) describe(r *sshmesh.CheckRequest, period time.Duration) pageIn
 	}
 }
 
+// StateHeader is the response header in which the page says what became of
+// the check a request named: "pending", "approved", "denied", or "ended"
+// (no such check, or no longer). A local link (`sshmesh nc`) stops when the
+// check is no longer pending.
+const StateHeader = "Sshmesh-Check"
+
 type connKey struct{}
 
 // Serve serves the approval page on l until Close. l must be an
@@ -147,6 +153,7 @@ func (c *Checker) lookup(w http.ResponseWriter, r *http.Request) (*pending, poli
 	p := c.byToken[r.PathValue("token")]
 	c.mu.Unlock()
 	if p == nil {
+		w.Header().Set(StateHeader, "ended")
 		c.render(w, http.StatusNotFound, msgPage{Title: "No such check", Text: "This link is not (or no longer) valid: it was used already, or its login stopped waiting."})
 		return nil, policy.Identity{}, false
 	}
@@ -165,6 +172,7 @@ func (c *Checker) servePage(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	w.Header().Set(StateHeader, "pending")
 	c.render(w, http.StatusOK, checkPage{pageInfo: p.info, Visitor: v.Name(), CSRF: p.csrf, Remaining: shortDuration(time.Until(p.expires))})
 }
 
@@ -197,6 +205,7 @@ func (c *Checker) serveDecision(w http.ResponseWriter, r *http.Request) {
 	decided := c.finish(p, st)
 	c.mu.Unlock()
 	if !decided {
+		w.Header().Set(StateHeader, "ended")
 		c.render(w, http.StatusNotFound, msgPage{Title: "No such check", Text: "This check has ended already."})
 		return
 	}
@@ -205,10 +214,12 @@ func (c *Checker) serveDecision(w http.ResponseWriter, r *http.Request) {
 	if st == stateApproved {
 		c.logger().Info("check approved", append(attrs, "period", p.period)...)
 		c.save()
+		w.Header().Set(StateHeader, "approved")
 		c.render(w, http.StatusOK, msgPage{Title: "Approved", Text: "Login approved for " + p.info.Period + ". You can close this tab."})
 		return
 	}
 	c.logger().Info("check denied", attrs...)
+	w.Header().Set(StateHeader, "denied")
 	c.render(w, http.StatusOK, msgPage{Title: "Denied", Text: "Login denied. The ssh client has been told."})
 }
 

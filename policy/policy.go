@@ -220,6 +220,10 @@ type Decision struct {
 	AcceptEnv []string
 	// CheckPeriod is how long a check approval lasts (Check only).
 	CheckPeriod time.Duration
+	// CheckProof is what a check asks of the person (Check only): "" or
+	// [CheckProofPasskey], a passkey enrolled for the caller's owner;
+	// [CheckProofMesh], only a visit from a node of the caller's owner.
+	CheckProof string
 	// Expires is when the rule stops matching; sessions it admitted end then.
 	// Zero means never.
 	Expires time.Time

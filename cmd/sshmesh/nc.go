@@ -33,7 +33,7 @@ func cmdNC(ctx context.Context, args []string, io stdio) error {
 	// to complete the WireGuard handshake, since WireGuard retries every
 	// 5 s and drops an answer that comes after the retry.
 	timeout := fs.Duration("timeout", 2*time.Minute, "give up connecting (WireGuard handshake and TCP connect) after this long")
-	noBrowser := fs.Bool("no-browser", false, "do not open check approval pages in a browser ($BROWSER, else xdg-open/open); ssh still prints the URL")
+	noBrowser := fs.Bool("no-browser", false, "do not open check approval pages in a browser ($BROWSER, else xdg-open/open); nc still prints their local link")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -62,11 +62,12 @@ func cmdNC(ctx context.Context, args []string, io stdio) error {
 			node.StartHandshake(peer)
 		}
 	}
-	var notices *noticeWatcher
-	if !*noBrowser {
-		// Listen before dialing, so a notice cannot come first.
-		notices = watchNotices(node, openBrowser, io.err, logger)
+	// Listen before dialing, so a notice cannot come first.
+	open := openBrowser
+	if *noBrowser {
+		open = nil
 	}
+	notices := watchNotices(node, open, io.err, logger)
 	dctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	dialed, progressDone := make(chan struct{}), make(chan struct{})
@@ -198,10 +199,11 @@ func (t *trackedWriter) Write(p []byte) (int, error) {
 }
 
 // noticeWatcher receives check notices (package checkpage) on this node's
-// mesh addresses and opens their pages in the user's browser. It acts on a
-// notice only when it names one of this node's tracked conns by its source
-// port and comes from the peer that conn went to, and its URL is an
-// approval page on that peer; and it opens each URL once.
+// mesh addresses and serves each page on a local link (see localLink),
+// which it prints on stderr and opens in the user's browser (unless open is
+// nil). It acts on a notice only when it names one of this node's tracked
+// conns by its source port and comes from the peer that conn went to, and
+// its URL is an approval page on that peer; and on each URL once.
 type noticeWatcher struct {
 	node   *netstack.Node
 	open   func(url string) error
@@ -211,6 +213,7 @@ type noticeWatcher struct {
 	mu     sync.Mutex
 	conns  map[uint16]netip.AddrPort // tracked conns: local port → remote
 	opened map[string]bool
+	links  map[uint16][]*localLink // the local links of each tracked conn
 }
 
 // watchNotices listens on checkpage.NoticePort inside node's stack. It
@@ -223,7 +226,7 @@ func watchNotices(node *netstack.Node, open func(string) error, say io.Writer, l
 		return nil
 	}
 	w := &noticeWatcher{node: node, open: open, say: say, logger: logger,
-		conns: map[uint16]netip.AddrPort{}, opened: map[string]bool{}}
+		conns: map[uint16]netip.AddrPort{}, opened: map[string]bool{}, links: map[uint16][]*localLink{}}
 	go w.serve(ln)
 	return w
 }
@@ -240,8 +243,13 @@ func (w *noticeWatcher) track(conn net.Conn) (untrack func()) {
 	w.mu.Unlock()
 	return func() {
 		w.mu.Lock()
+		links := w.links[local.Port()]
 		delete(w.conns, local.Port())
+		delete(w.links, local.Port())
 		w.mu.Unlock()
+		for _, l := range links {
+			l.Close()
+		}
 	}
 }
 
@@ -291,9 +299,27 @@ func (w *noticeWatcher) handle(c net.Conn) error {
 	if seen {
 		return nil
 	}
+	// The page's mesh address is no use to a browser outside the mesh:
+	// hand it a loopback link that this node forwards.
+	link, err := startLocalLink(n.URL, w.node.Dial, w.logger)
+	if err != nil {
+		return err
+	}
+	w.mu.Lock()
+	if _, ok := w.conns[n.ConnPort]; !ok { // the conn ended meanwhile
+		w.mu.Unlock()
+		link.Close()
+		return nil
+	}
+	w.links[n.ConnPort] = append(w.links[n.ConnPort], link)
+	w.mu.Unlock()
+	fmt.Fprintf(w.say, "sshmesh: approve this login in this machine's browser at %s\n", link.URL)
+	if w.open == nil {
+		return nil
+	}
 	fmt.Fprintf(w.say, "sshmesh: opening the approval page in your browser\n")
-	if err := w.open(n.URL); err != nil {
-		fmt.Fprintf(w.say, "sshmesh: could not open a browser (%v); open the URL above yourself\n", err)
+	if err := w.open(link.URL); err != nil {
+		fmt.Fprintf(w.say, "sshmesh: could not open a browser (%v); open the link above yourself\n", err)
 	}
 	return nil
 }
