@@ -89,6 +89,15 @@ type Checker struct {
 	// a pending check does not count. 0 means 5.
 	NewChecksPerMinute int
 
+	// PasskeyFile holds the enrolled passkeys (JSON, written atomically,
+	// mode 0600). "" means none: checks of rules that ask for a passkey
+	// (the default) cannot be approved.
+	PasskeyFile string
+
+	// InviteDir holds the enrolment invitations that NewInvite makes. ""
+	// means none: no passkey can be enrolled on the page.
+	InviteDir string
+
 	// Now is the clock of approvals and rate limits. nil means time.Now.
 	Now func() time.Time
 
@@ -101,7 +110,8 @@ type Checker struct {
 	pending   map[approvalKey]*pending
 	byToken   map[string]*pending
 	buckets   map[meshkey.Public]*bucket
-	saveMu    sync.Mutex // serializes state file writes
+	passkeys  *passkeyStore // nil without PasskeyFile
+	saveMu    sync.Mutex    // serializes state file writes
 	srvMu     sync.Mutex
 	srvs      map[*http.Server]struct{}
 	closed    bool
@@ -142,10 +152,13 @@ type pending struct {
 	created time.Time // real time
 	expires time.Time // real time: the token dies then
 	period  time.Duration
+	proof   string // policy.CheckProofPasskey or policy.CheckProofMesh
 	info    pageInfo
 	done    chan struct{} // closed once the state is final
 	state   state         // guarded by Checker.mu
 	timer   *time.Timer
+	login   *ceremony // the passkey login under way; guarded by Checker.mu
+	enrol   *ceremony // the enrolment under way; guarded by Checker.mu
 }
 
 type state int
@@ -163,6 +176,9 @@ func (c *Checker) init() {
 		c.pending = make(map[approvalKey]*pending)
 		c.byToken = make(map[string]*pending)
 		c.buckets = make(map[meshkey.Public]*bucket)
+		if c.PasskeyFile != "" {
+			c.passkeys = &passkeyStore{path: c.PasskeyFile}
+		}
 		c.load()
 	})
 }
@@ -279,8 +295,12 @@ func (c *Checker) newPending(key approvalKey, r *sshmesh.CheckRequest, period ti
 		created: created,
 		expires: created.Add(timeout),
 		period:  period,
+		proof:   policy.CheckProofPasskey,
 		done:    make(chan struct{}),
 		info:    c.describe(r, period),
+	}
+	if r.Decision.CheckProof == policy.CheckProofMesh {
+		p.proof = policy.CheckProofMesh
 	}
 	c.pending[key] = p
 	c.byToken[token] = p

@@ -113,6 +113,10 @@ func (c *Checker) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /check/{token}", c.servePage)
 	mux.HandleFunc("POST /check/{token}", c.serveDecision)
+	mux.HandleFunc("POST /check/{token}/passkey/begin", c.servePasskeyBegin)
+	mux.HandleFunc("POST /check/{token}/passkey/finish", c.servePasskeyFinish)
+	mux.HandleFunc("POST /check/{token}/enrol/begin", c.serveEnrolBegin)
+	mux.HandleFunc("POST /check/{token}/enrol/finish", c.serveEnrolFinish)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		c.render(w, http.StatusNotFound, msgPage{Title: "Not found", Text: "There is nothing here. Approval pages live at the URL the ssh client printed."})
 	})
@@ -172,8 +176,27 @@ func (c *Checker) servePage(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	page := checkPage{pageInfo: p.info, Visitor: v.Name(), CSRF: p.csrf, Remaining: shortDuration(time.Until(p.expires)),
+		Passkey: p.proof != policy.CheckProofMesh, Enrol: c.InviteDir != ""}
+	if page.Passkey {
+		if c.passkeys != nil {
+			creds, err := c.passkeys.credentials(p.info.Caller.Owner)
+			if err != nil {
+				c.logger().Error("check page: passkeys unreadable", "err", err)
+			}
+			page.Enrolled = len(creds)
+		}
+		nonce, err := randomToken()
+		if err != nil {
+			c.render(w, http.StatusInternalServerError, msgPage{Title: "Error", Text: err.Error()})
+			return
+		}
+		page.Nonce = nonce
+		w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-"+nonce+
+			"'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	}
 	w.Header().Set(StateHeader, "pending")
-	c.render(w, http.StatusOK, checkPage{pageInfo: p.info, Visitor: v.Name(), CSRF: p.csrf, Remaining: shortDuration(time.Until(p.expires))})
+	c.render(w, http.StatusOK, page)
 }
 
 func (c *Checker) serveDecision(w http.ResponseWriter, r *http.Request) {
@@ -194,6 +217,11 @@ func (c *Checker) serveDecision(w http.ResponseWriter, r *http.Request) {
 	var st state
 	switch r.PostForm.Get("decision") {
 	case "approve":
+		if p.proof != policy.CheckProofMesh {
+			c.logger().Warn("check page: approval without a passkey refused", "peer", v.Key.String(), "rule", p.info.Rule)
+			c.render(w, http.StatusForbidden, msgPage{Title: "Forbidden", Text: "This login needs a passkey to be approved."})
+			return
+		}
 		st = stateApproved
 	case "deny":
 		st = stateDenied
@@ -201,26 +229,39 @@ func (c *Checker) serveDecision(w http.ResponseWriter, r *http.Request) {
 		c.render(w, http.StatusBadRequest, msgPage{Title: "Bad request", Text: "Approve or Deny?"})
 		return
 	}
+	c.decide(w, p, v, st, false)
+}
+
+// decide ends p with st, decided by visitor v, and answers the browser
+// (with JSON for the passkey API).
+func (c *Checker) decide(w http.ResponseWriter, p *pending, v policy.Identity, st state, asJSON bool) {
+	answer := func(code int, title, text string) {
+		if asJSON {
+			writeJSON(w, code, apiAnswer{Title: title, Text: text})
+			return
+		}
+		c.render(w, code, msgPage{Title: title, Text: text})
+	}
 	c.mu.Lock()
 	decided := c.finish(p, st)
 	c.mu.Unlock()
 	if !decided {
 		w.Header().Set(StateHeader, "ended")
-		c.render(w, http.StatusNotFound, msgPage{Title: "No such check", Text: "This check has ended already."})
+		answer(http.StatusNotFound, "No such check", "This check has ended already.")
 		return
 	}
 	attrs := []any{"peer", p.info.Caller.Key.String(), "node", p.info.CallerName, "local_user", p.key.LocalUser,
-		"rule", p.info.Rule, "by_peer", v.Key.String(), "by_node", v.Node, "by_owner", v.Owner}
+		"rule", p.info.Rule, "proof", p.proof, "by_peer", v.Key.String(), "by_node", v.Node, "by_owner", v.Owner}
 	if st == stateApproved {
 		c.logger().Info("check approved", append(attrs, "period", p.period)...)
 		c.save()
 		w.Header().Set(StateHeader, "approved")
-		c.render(w, http.StatusOK, msgPage{Title: "Approved", Text: "Login approved for " + p.info.Period + ". You can close this tab."})
+		answer(http.StatusOK, "Approved", "Login approved for "+p.info.Period+". You can close this tab.")
 		return
 	}
 	c.logger().Info("check denied", attrs...)
 	w.Header().Set(StateHeader, "denied")
-	c.render(w, http.StatusOK, msgPage{Title: "Denied", Text: "Login denied. The ssh client has been told."})
+	answer(http.StatusOK, "Denied", "Login denied. The ssh client has been told.")
 }
 
 type checkPage struct {
@@ -228,6 +269,10 @@ type checkPage struct {
 	Visitor   string
 	CSRF      string
 	Remaining string
+	Passkey   bool   // approval needs a passkey
+	Enrolled  int    // passkeys enrolled for the caller's owner
+	Enrol     bool   // the page takes enrolment codes
+	Nonce     string // the page script's CSP nonce
 }
 
 type msgPage struct {
@@ -276,11 +321,83 @@ td{padding:.2em 0}code{font-size:95%}button{font-size:1em;padding:.5em 1.5em;mar
 <tr><th>Rule</th><td id="rule"><code>{{.Rule}}</code>{{if .RulePos}} <span class="muted">{{.RulePos}}</span>{{end}}</td></tr>
 </table>
 <p>Approving lets this node log in as <code>{{.LocalUser}}</code> under this rule for {{.Period}} without asking again.</p>
+{{if .Passkey}}
+<p>This rule asks for a passkey of <code>{{.Caller.Owner}}</code>: approving takes a touch of your security key or your fingerprint.</p>
+<button id="approve" type="button">Approve with a passkey</button>
+<form method="post" style="display:inline">
+<input type="hidden" name="csrf" value="{{.CSRF}}">
+<button id="deny" type="submit" name="decision" value="deny">Deny</button>
+</form>
+<p id="status" role="status"></p>
+{{if .Enrol}}<details id="enrol-box"{{if not .Enrolled}} open{{end}}><summary>Enrol a passkey</summary>
+<p>{{if not .Enrolled}}No passkey is enrolled for <code>{{.Caller.Owner}}</code> yet. {{end}}Ask this server's admin for an enrolment code
+(<code>sshmesh passkey invite --owner {{.Caller.Owner}}</code>) and enter it here:</p>
+<input id="code" autocomplete="off" size="24"> <button id="enrol" type="button">Enrol a passkey</button>
+</details>{{else if not .Enrolled}}<p class="muted">No passkey is enrolled for <code>{{.Caller.Owner}}</code>, and this server takes no enrolment codes: ask its admin.</p>{{end}}
+<script nonce="{{.Nonce}}">
+(function(){
+const csrf = {{.CSRF}};
+const base = location.pathname;
+const status = document.getElementById("status");
+const say = t => { status.textContent = t; };
+const b64 = buf => btoa(String.fromCharCode(...new Uint8Array(buf))).replace(/\+/g,"-").replace(/\//g,"_").replace(/=+$/,"");
+const unb64 = s => Uint8Array.from(atob(s.replace(/-/g,"+").replace(/_/g,"/")), c => c.charCodeAt(0));
+async function call(path, body) {
+  const r = await fetch(base + path, {method: "POST", headers: {"Content-Type": "application/json", "Sshmesh-Csrf": csrf}, body: JSON.stringify(body || {})});
+  const j = await r.json();
+  if (!r.ok) throw new Error(j.error || ("HTTP " + r.status));
+  return j;
+}
+function done(j) {
+  document.body.innerHTML = "";
+  const h = document.createElement("h1"); h.id = "title"; h.textContent = j.title;
+  const p = document.createElement("p"); p.id = "text"; p.textContent = j.text;
+  document.body.append(h, p);
+}
+function cred(c) {
+  const r = c.response, out = {id: c.id, rawId: b64(c.rawId), type: c.type, response: {clientDataJSON: b64(r.clientDataJSON)}};
+  if (r.attestationObject) { out.response.attestationObject = b64(r.attestationObject); out.response.transports = r.getTransports ? r.getTransports() : []; }
+  if (r.authenticatorData) { out.response.authenticatorData = b64(r.authenticatorData); out.response.signature = b64(r.signature); if (r.userHandle) out.response.userHandle = b64(r.userHandle); }
+  return out;
+}
+if (!window.isSecureContext || !window.PublicKeyCredential) {
+  say("Passkeys need this page on the local link that sshmesh nc printed (http://localhost:…), in a browser with WebAuthn.");
+  document.getElementById("approve").disabled = true;
+  return;
+}
+document.getElementById("approve").onclick = async () => {
+  try {
+    say("Waiting for your passkey…");
+    const o = await call("/passkey/begin");
+    o.publicKey.challenge = unb64(o.publicKey.challenge);
+    (o.publicKey.allowCredentials || []).forEach(c => c.id = unb64(c.id));
+    const c = await navigator.credentials.get({publicKey: o.publicKey});
+    done(await call("/passkey/finish", cred(c)));
+  } catch (e) { say("Not approved: " + e.message); }
+};
+const enrol = document.getElementById("enrol");
+if (enrol) enrol.onclick = async () => {
+  try {
+    say("Enrolling…");
+    const o = await call("/enrol/begin", {code: document.getElementById("code").value});
+    o.publicKey.challenge = unb64(o.publicKey.challenge);
+    o.publicKey.user.id = unb64(o.publicKey.user.id);
+    (o.publicKey.excludeCredentials || []).forEach(c => c.id = unb64(c.id));
+    const c = await navigator.credentials.create({publicKey: o.publicKey});
+    const j = await call("/enrol/finish", cred(c));
+    say(j.text);
+    document.getElementById("enrol-box").open = false;
+  } catch (e) { say("Not enrolled: " + e.message); }
+};
+})();
+</script>
+{{else}}
 <form method="post">
 <input type="hidden" name="csrf" value="{{.CSRF}}">
 <button id="approve" type="submit" name="decision" value="approve">Approve</button>
 <button id="deny" type="submit" name="decision" value="deny">Deny</button>
 </form>
+{{end}}
 <p class="muted">You are {{.Visitor}}. The login waits {{.Remaining}} more.</p>
 </body></html>{{end}}
 `))

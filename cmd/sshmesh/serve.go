@@ -189,19 +189,23 @@ func (r *reloadable) Node(k meshkey.Public) (policy.Identity, bool) {
 }
 
 // serveCheckPage serves the built-in check approval page on the node's
-// mesh addresses; approvals persist in STATE/check-approvals.json.
+// mesh addresses; approvals persist in STATE/check-approvals.json,
+// passkeys in STATE/passkeys.json, enrolment invitations (`sshmesh passkey
+// invite`) in STATE/passkey-invites.
 func serveCheckPage(node *netstack.Node, pol *reloadable, port uint16, timeout time.Duration, stateDir string, logger *slog.Logger) (*checkpage.Checker, error) {
 	ln, err := node.Listen("tcp", ":"+strconv.Itoa(int(port)))
 	if err != nil {
 		return nil, fmt.Errorf("--check-port %d: %w", port, err)
 	}
 	checker := &checkpage.Checker{
-		Identify:  pol.Node,
-		Port:      port,
-		Timeout:   timeout,
-		StateFile: filepath.Join(stateDir, "check-approvals.json"),
-		Dial:      node.Dial,
-		Logger:    logger,
+		Identify:    pol.Node,
+		Port:        port,
+		Timeout:     timeout,
+		StateFile:   filepath.Join(stateDir, "check-approvals.json"),
+		PasskeyFile: filepath.Join(stateDir, passkeyFileName),
+		InviteDir:   filepath.Join(stateDir, inviteDirName),
+		Dial:        node.Dial,
+		Logger:      logger,
 	}
 	go func() {
 		if err := checker.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
