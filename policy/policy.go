@@ -70,7 +70,8 @@
 // matches the login is rejected. Options, carried in the [Decision]:
 // "message" (shown to the client), "expires" (RFC 3339; the rule stops
 // matching then), and, for accept and check rules only, "checkPeriod" (check
-// only; a Go duration, default 12h), "sessionDuration", "acceptEnv" (see
+// only; a Go duration, default 12h), "checkProof" (check only: "passkey",
+// the default, or "mesh"; see [Decision].CheckProof), "sessionDuration", "acceptEnv" (see
 // [EnvAllowed]), "agentForward", "localForward" and "remoteForward" (HOST:PORT
 // patterns, see [ForwardAllowed], or absolute unix socket path patterns such
 // as "/run/user/*/db.sock", see [SocketForwardAllowed]), "record" and "onRecordingFailure"
