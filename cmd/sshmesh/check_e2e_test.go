@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +17,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"golang.org/x/net/proxy"
 
 	"github.com/sshmesh/sshmesh/sshmeshtest"
 )
@@ -448,4 +452,76 @@ func waitCheckStderr(s *checkSSH, sub string) string {
 		}
 	}
 	return s.stderr.String()
+}
+
+// socksHTTP is an HTTP client whose conns go through the SOCKS5 proxy at
+// socks (a browser on the mesh, as that proxy's node).
+func socksHTTP(t *testing.T, socks string) *http.Client {
+	t.Helper()
+	d, err := proxy.SOCKS5("tcp", socks, nil, proxy.Direct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return d.(proxy.ContextDialer).DialContext(ctx, network, addr)
+		}}}
+}
+
+// approveVia approves the mesh-proof check at u with an HTTP client.
+func approveVia(t *testing.T, c *http.Client, u string) {
+	t.Helper()
+	resp, err := c.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindSubmatch(b)
+	if resp.StatusCode != 200 || m == nil {
+		t.Fatalf("GET %s: %d\n%s", u, resp.StatusCode, b)
+	}
+	resp, err = c.PostForm(u, url.Values{"csrf": {string(m[1])}, "decision": {"approve"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("approve: %d", resp.StatusCode)
+	}
+}
+
+// TestCheckSameKey: nc and a proxy with the same key. nc warns; the
+// README's set-up (approve through nc's local link) does not hang; and
+// when the proxy does take the laptop's traffic during a check, the server
+// says so instead of "client disconnected".
+func TestCheckSameKey(t *testing.T) {
+	sshmeshtest.NeedRoot(t)
+	w := startCheckWorld(t, "2m", "mesh")
+	laptopProxy, _ := startCheckProxy(t, w.laptopConf)
+	aliceProxy, _ := startCheckProxy(t, w.aliceConf)
+
+	s := startCheckSSH(t, w.laptopConf, nil, "--no-browser", "root@100.64.0.1", "echo checked-in; exit 7")
+	link := s.localLink(t)
+	if got := waitCheckStderr(s, "runs this node's key"); !strings.Contains(got, "another sshmesh process of yours runs this node's key: proxy laptop.conf (pid ") {
+		t.Errorf("nc did not warn about the proxy:\n%s", got)
+	}
+	approveVia(t, &http.Client{Timeout: 30 * time.Second}, link)
+	if code := s.wait(t); code != 7 || s.stdout.String() != "checked-in\n" {
+		t.Errorf("approved through the local link: exit %d, stdout %q, stderr:\n%s", code, s.stdout.String(), s.stderr.String())
+	}
+
+	// The set-up the README warns against: the proxy speaks to the server
+	// while nc's login waits (as a browser through it would), and the
+	// approval comes from elsewhere. The server's packets for nc's conn
+	// go to the proxy then.
+	s = startCheckSSH(t, w.laptopConf, nil, "--no-browser", "nobody@100.64.0.1", "true")
+	u := s.url(t)
+	c, err := socksHTTP(t, laptopProxy).Transport.(*http.Transport).DialContext(context.Background(), "tcp", "100.64.0.1:22")
+	if err != nil {
+		t.Fatalf("through the laptop's proxy: %v", err)
+	}
+	c.Close()
+	approveVia(t, socksHTTP(t, aliceProxy), u)
+	w.serveLog.WaitFor(t, "endpoint moved to another process with the same key")
 }

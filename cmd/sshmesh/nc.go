@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strconv"
@@ -54,6 +55,8 @@ func cmdNC(ctx context.Context, args []string, io stdio) error {
 		return err
 	}
 	defer node.Close()
+	others, release := holdKey(node.PublicKey(), "nc "+filepath.Base(*wgPath))
+	defer release()
 	// Start the WireGuard handshake now rather than when the first TCP
 	// segment reaches the device: it then overlaps setting up the notice
 	// listener and the dial. If it cannot start, the dial says why.
@@ -83,6 +86,9 @@ func cmdNC(ctx context.Context, args []string, io stdio) error {
 		return explainDialError(node, *wgPath, fs.Arg(0), fs.Arg(1), *timeout, err)
 	}
 	defer conn.Close()
+	if w := sameKeyWarning(others); w != "" {
+		fmt.Fprintf(io.err, "sshmesh nc: warning: %s\n", w)
+	}
 	if a, err := netip.ParseAddr(fs.Arg(0)); err == nil {
 		// For `sshmesh known-hosts`, which ssh runs while we are up.
 		defer offerHostKeys(node, a.Unmap(), logger)()

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"sync"
@@ -63,6 +64,11 @@ func cmdProxy(ctx context.Context, args []string, io stdio) error {
 		return err
 	}
 	defer node.Close()
+	others, release := holdKey(node.PublicKey(), "proxy "+filepath.Base(*wgPath))
+	defer release()
+	if w := sameKeyWarning(others); w != "" {
+		fmt.Fprintf(io.err, "sshmesh proxy: warning: %s\n", w)
+	}
 	ln, err := net.Listen("tcp", ap.String())
 	if err != nil {
 		return err
