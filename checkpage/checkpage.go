@@ -145,20 +145,21 @@ type approval struct {
 
 // pending is a check waiting for its decision.
 type pending struct {
-	key     approvalKey
-	token   string
-	csrf    string
-	url     string
-	created time.Time // real time
-	expires time.Time // real time: the token dies then
-	period  time.Duration
-	proof   string // policy.CheckProofPasskey or policy.CheckProofMesh
-	info    pageInfo
-	done    chan struct{} // closed once the state is final
-	state   state         // guarded by Checker.mu
-	timer   *time.Timer
-	login   *ceremony // the passkey login under way; guarded by Checker.mu
-	enrol   *ceremony // the enrolment under way; guarded by Checker.mu
+	key      approvalKey
+	token    string
+	csrf     string
+	url      string
+	created  time.Time // real time
+	expires  time.Time // real time: the token dies then
+	period   time.Duration
+	proof    string // policy.CheckProofPasskey or policy.CheckProofMesh
+	linkHost string // LinkHost of this server: the passkeys' relying party
+	info     pageInfo
+	done     chan struct{} // closed once the state is final
+	state    state         // guarded by Checker.mu
+	timer    *time.Timer
+	login    *ceremony // the passkey login under way; guarded by Checker.mu
+	enrol    *ceremony // the enrolment under way; guarded by Checker.mu
 }
 
 type state int
@@ -288,16 +289,17 @@ func (c *Checker) newPending(key approvalKey, r *sshmesh.CheckRequest, period ti
 	timeout := c.CheckTimeout()
 	created := time.Now()
 	p := &pending{
-		key:     key,
-		token:   token,
-		csrf:    csrf,
-		url:     c.pageURL(r.Peer.Local.Addr(), token),
-		created: created,
-		expires: created.Add(timeout),
-		period:  period,
-		proof:   policy.CheckProofPasskey,
-		done:    make(chan struct{}),
-		info:    c.describe(r, period),
+		key:      key,
+		token:    token,
+		csrf:     csrf,
+		url:      c.pageURL(r.Peer.Local.Addr(), token),
+		created:  created,
+		expires:  created.Add(timeout),
+		period:   period,
+		proof:    policy.CheckProofPasskey,
+		linkHost: LinkHost(r.Peer.Self),
+		done:     make(chan struct{}),
+		info:     c.describe(r, period),
 	}
 	if r.Decision.CheckProof == policy.CheckProofMesh {
 		p.proof = policy.CheckProofMesh

@@ -361,7 +361,7 @@ function cred(c) {
   return out;
 }
 if (!window.isSecureContext || !window.PublicKeyCredential) {
-  say("Passkeys need this page on the local link that sshmesh nc printed (http://localhost:…), in a browser with WebAuthn.");
+  say("Passkeys need this page on the local link that sshmesh nc printed (http://….localhost:…), in a browser with WebAuthn.");
   document.getElementById("approve").disabled = true;
   return;
 }

@@ -20,23 +20,26 @@ import (
 	"github.com/go-webauthn/webauthn/webauthn"
 
 	"github.com/sshmesh/sshmesh/internal/atomicfile"
+	"github.com/sshmesh/sshmesh/meshkey"
 )
 
 // Passkeys: a check whose rule asks for "checkProof": "passkey" (the
 // default) is approved only with a WebAuthn assertion from a passkey
 // enrolled for the caller's owner, verified with go-webauthn.
 //
-// The relying party is "localhost", and the origins accepted are
-// http://localhost:PORT, any port: WebAuthn needs a secure context, and the
-// one the person reaches without a mesh of their own is the local link of
-// `sshmesh nc` (http://localhost is a secure context; the mesh address is
-// not). Its port changes with every check, so the origin cannot be pinned;
-// the rpId cannot be an IP address. What the origin check still keeps out:
-// any page that is not on localhost cannot ask for a localhost assertion.
-// What it cannot keep out: another program on the same machine serving a
-// localhost page of its own, which could ask the person to touch the key
-// for a check of its choosing, if it can also reach the page (it needs a
-// node of the caller's owner: its key, or the person's own local link).
+// WebAuthn needs a secure context, and the one the person reaches without a
+// mesh of their own is the local link of `sshmesh nc`: http://HOST:PORT on
+// loopback, where HOST is LinkHost of the server's key, a name under
+// .localhost (browsers resolve every *.localhost name to loopback and treat
+// it as secure; the mesh address is not secure). The relying party ID is
+// that HOST, so a passkey is bound to one server: a page of another server
+// (whose link nc names after that server's key) or of any other localhost
+// program (http://localhost:3000) cannot ask for it, since a page may ask
+// only for its own host or a parent. The port changes with every check, so
+// it is not pinned: any port of HOST is accepted. What that leaves open: a
+// program of this machine that serves a page on HOST itself (the loopback
+// name is not owned by anyone), if it can also reach the server's page (it
+// needs a node of the caller's owner: its key, or the person's own link).
 //
 // Enrolment takes an invitation: a single-use code that the server's admin
 // makes with `sshmesh passkey invite --owner O` (see NewInvite) and gives
@@ -44,11 +47,16 @@ import (
 // code and creates a passkey; the code is used up then. Holding a node's
 // key alone, one can neither enrol a passkey nor approve with one.
 
+// LinkHost is the host name of a local link to the approval page of the
+// server with key server, and the relying party ID of its passkeys:
+// "s" and 12 hex digits of a digest of the key, under .localhost.
+func LinkHost(server meshkey.Public) string {
+	h := sha256.Sum256(append([]byte("sshmesh link host\x00"), server[:]...))
+	return "s" + hex.EncodeToString(h[:6]) + ".localhost"
+}
+
 // passkeyVersion is the format of the passkey file.
 const passkeyVersion = 1
-
-// passkeyRPID is the relying party of every passkey: see above.
-const passkeyRPID = "localhost"
 
 // passkeyFile is the JSON of Checker.PasskeyFile.
 type passkeyFile struct {
@@ -161,22 +169,23 @@ func (u passkeyUser) WebAuthnName() string                       { return u.owne
 func (u passkeyUser) WebAuthnDisplayName() string                { return u.owner }
 func (u passkeyUser) WebAuthnCredentials() []webauthn.Credential { return u.creds }
 
-// localOrigin reports whether origin is http://localhost:PORT, the origin
-// of an `sshmesh nc` local link.
-func localOrigin(origin string) bool {
+// linkOrigin reports whether origin is http://HOST:PORT, the origin of a
+// local link to this server's page (HOST is its LinkHost).
+func linkOrigin(origin, host string) bool {
 	u, err := url.Parse(origin)
-	if err != nil || u.Scheme != "http" || u.Hostname() != "localhost" || u.Path != "" || u.User != nil {
+	if err != nil || u.Scheme != "http" || u.Hostname() != host || u.Path != "" || u.User != nil {
 		return false
 	}
 	p, err := strconv.ParseUint(u.Port(), 10, 16)
 	return err == nil && p != 0
 }
 
-// relyingParty is go-webauthn for one ceremony, from origin.
-func relyingParty(origin string) (*webauthn.WebAuthn, error) {
+// relyingParty is go-webauthn for one ceremony of the server whose link
+// host is host, from origin.
+func relyingParty(host, origin string) (*webauthn.WebAuthn, error) {
 	return webauthn.New(&webauthn.Config{
-		RPID:          passkeyRPID,
-		RPDisplayName: "sshmesh",
+		RPID:          host,
+		RPDisplayName: "sshmesh " + host,
 		RPOrigins:     []string{origin},
 	})
 }

@@ -49,8 +49,6 @@ func api(t *testing.T, from netip.Addr, u, path, csrf, origin, body string) (int
 	return resp.StatusCode, m
 }
 
-const localOrigin = "http://localhost:41234"
-
 // TestPasskeyRuleHasNoButton: under a rule that asks for a passkey, the
 // plain approval is refused, even to a node of the caller's owner with the
 // right form token; the page says how to enrol; Deny still works.
@@ -81,6 +79,8 @@ func TestPasskeyRuleHasNoButton(t *testing.T) {
 // enrolled it says so; enrolment needs a live code for the caller's owner.
 func TestPasskeyAPIGuards(t *testing.T) {
 	w, invites := passkeyWorld(t)
+	host := checkpage.LinkHost(w.keys[serverAddr])
+	localOrigin := "http://" + host + ":41234"
 	l := w.login(aliceLap, "deploy")
 	u := l.url(t)
 	_, _, csrf := page(t, alicePhone, u)
@@ -95,7 +95,9 @@ func TestPasskeyAPIGuards(t *testing.T) {
 		{"wrong csrf", alicePhone, "/passkey/begin", "x" + csrf[1:], localOrigin, "{}", 403},
 		{"mesh origin", alicePhone, "/passkey/begin", csrf, "http://127.0.0.1", "{}", 403},
 		{"no origin", alicePhone, "/passkey/begin", csrf, "", "{}", 403},
-		{"https origin", alicePhone, "/passkey/begin", csrf, "https://localhost:41234", "{}", 403},
+		{"https origin", alicePhone, "/passkey/begin", csrf, "https://" + host + ":41234", "{}", 403},
+		{"plain localhost", alicePhone, "/passkey/begin", csrf, "http://localhost:41234", "{}", 403},
+		{"another server's link", alicePhone, "/passkey/begin", csrf, "http://s000000000000.localhost:41234", "{}", 403},
 		{"other owner", bobLap, "/passkey/begin", csrf, localOrigin, "{}", 403},
 		{"none enrolled", alicePhone, "/passkey/begin", csrf, localOrigin, "{}", 409},
 		{"finish without begin", alicePhone, "/passkey/finish", csrf, localOrigin, "{}", 400},
@@ -122,8 +124,8 @@ func TestPasskeyAPIGuards(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("good code: %d %v", code, m)
 	}
-	if rp, _ := m["publicKey"].(map[string]any)["rp"].(map[string]any); rp["id"] != "localhost" {
-		t.Errorf("relying party %v, want id localhost", rp)
+	if rp, _ := m["publicKey"].(map[string]any)["rp"].(map[string]any); rp["id"] != host {
+		t.Errorf("relying party %v, want id %s", rp, host)
 	}
 	// The directory of invitations holds digests, not the codes, 0600.
 	ents, _ := os.ReadDir(invites)

@@ -64,8 +64,8 @@ func (c *Checker) apiLookup(w http.ResponseWriter, r *http.Request) (*pending, p
 		return nil, v, "", false
 	}
 	origin := r.Header.Get("Origin")
-	if !localOrigin(origin) {
-		writeJSON(w, http.StatusForbidden, apiAnswer{Error: "Passkeys work on the local link that `sshmesh nc` prints (http://localhost:…), not here."})
+	if !linkOrigin(origin, p.linkHost) {
+		writeJSON(w, http.StatusForbidden, apiAnswer{Error: "Passkeys work on the local link that `sshmesh nc` prints (http://" + p.linkHost + ":…), not here."})
 		return nil, v, "", false
 	}
 	if c.passkeys == nil {
@@ -92,7 +92,7 @@ func (c *Checker) servePasskeyBegin(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusConflict, apiAnswer{Error: "No passkey is enrolled for " + owner + " yet: enrol one below first."})
 		return
 	}
-	rp, err := relyingParty(origin)
+	rp, err := relyingParty(p.linkHost, origin)
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, apiAnswer{Error: err.Error()})
 		return
@@ -127,7 +127,7 @@ func (c *Checker) servePasskeyFinish(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusInternalServerError, apiAnswer{Error: "The server cannot read its passkeys."})
 		return
 	}
-	rp, err := relyingParty(origin)
+	rp, err := relyingParty(p.linkHost, origin)
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, apiAnswer{Error: err.Error()})
 		return
@@ -170,7 +170,7 @@ func (c *Checker) serveEnrolBegin(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusInternalServerError, apiAnswer{Error: "The server cannot read its passkeys."})
 		return
 	}
-	rp, err := relyingParty(origin)
+	rp, err := relyingParty(p.linkHost, origin)
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, apiAnswer{Error: err.Error()})
 		return
@@ -205,7 +205,7 @@ func (c *Checker) serveEnrolFinish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	owner := p.info.Caller.Owner
-	rp, err := relyingParty(origin)
+	rp, err := relyingParty(p.linkHost, origin)
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, apiAnswer{Error: err.Error()})
 		return

@@ -365,7 +365,7 @@ func TestCheckOpensBrowser(t *testing.T) {
 	}
 }
 
-var localLinkRE = regexp.MustCompile(`approve this login in this machine's browser at (http://localhost:[0-9]+/check/[A-Za-z0-9_-]{22})\n`)
+var localLinkRE = regexp.MustCompile(`approve this login in this machine's browser at (http://s[0-9a-f]{12}\.localhost:[0-9]+/check/[A-Za-z0-9_-]{22})\n`)
 
 // localLink waits for nc's local approval link on ssh's stderr.
 func (s *checkSSH) localLink(t *testing.T) string {
@@ -426,7 +426,7 @@ func TestCheckLocalLink(t *testing.T) {
 		t.Errorf("approved ssh: exit %d, stdout %q, stderr:\n%s", code, s.stdout.String(), s.stderr.String())
 	}
 	// The link has stopped with its check (and nc with its conn).
-	if c, err := net.DialTimeout("tcp", "127.0.0.1"+strings.TrimPrefix(base, "http://localhost"), 2*time.Second); err == nil {
+	if c, err := net.DialTimeout("tcp", "127.0.0.1:"+base[strings.LastIndex(base, ":")+1:], 2*time.Second); err == nil {
 		c.Close()
 		t.Error("the local link still accepts conns after the check ended")
 	}
@@ -468,6 +468,20 @@ func socksHTTP(t *testing.T, socks string) *http.Client {
 		}}}
 }
 
+// loopbackHTTP is an HTTP client that reaches *.localhost names on
+// 127.0.0.1, as browsers do (Go's resolver does not).
+func loopbackHTTP() *http.Client {
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			host, port, _ := net.SplitHostPort(addr)
+			if strings.HasSuffix(host, ".localhost") {
+				addr = net.JoinHostPort("127.0.0.1", port)
+			}
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		}}}
+}
+
 // approveVia approves the mesh-proof check at u with an HTTP client.
 func approveVia(t *testing.T, c *http.Client, u string) {
 	t.Helper()
@@ -506,7 +520,7 @@ func TestCheckSameKey(t *testing.T) {
 	if got := waitCheckStderr(s, "runs this node's key"); !strings.Contains(got, "another sshmesh process of yours runs this node's key: proxy laptop.conf (pid ") {
 		t.Errorf("nc did not warn about the proxy:\n%s", got)
 	}
-	approveVia(t, &http.Client{Timeout: 30 * time.Second}, link)
+	approveVia(t, loopbackHTTP(), link)
 	if code := s.wait(t); code != 7 || s.stdout.String() != "checked-in\n" {
 		t.Errorf("approved through the local link: exit %d, stdout %q, stderr:\n%s", code, s.stdout.String(), s.stderr.String())
 	}

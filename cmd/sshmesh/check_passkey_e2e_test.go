@@ -143,7 +143,7 @@ func TestCheckPasskey(t *testing.T) {
 
 	// With the node's key (nc runs as the laptop) but another passkey, or
 	// none: no approval. The stranger's authenticator makes its own
-	// localhost credential and offers it for alice's challenge (after
+	// credential for this server's link host and offers it for alice's challenge (after
 	// trying an empty answer).
 	s = startCheckSSH(t, w.laptopConf, nil, "--no-browser", "nobody@100.64.0.1", "true")
 	link = s.localLink(t)
@@ -156,13 +156,13 @@ func TestCheckPasskey(t *testing.T) {
   const csrf = document.querySelector('input[name=csrf]').value;
   const b64 = buf => btoa(String.fromCharCode(...new Uint8Array(buf))).replace(/\+/g,"-").replace(/\//g,"_").replace(/=+$/,"");
   const unb64 = s => Uint8Array.from(atob(s.replace(/-/g,"+").replace(/_/g,"/")), c => c.charCodeAt(0));
-  await navigator.credentials.create({publicKey: {rp: {id: "localhost", name: "x"}, user: {id: new Uint8Array(32), name: "alice@example.com", displayName: "a"},
+  await navigator.credentials.create({publicKey: {rp: {id: location.hostname, name: "x"}, user: {id: new Uint8Array(32), name: "alice@example.com", displayName: "a"},
     challenge: new Uint8Array(32), pubKeyCredParams: [{type: "public-key", alg: -7}], authenticatorSelection: {residentKey: "required"}}});
   const call = async (p, b) => { const r = await fetch(location.pathname + p, {method: "POST", headers: {"Sshmesh-Csrf": csrf, "Content-Type": "application/json"}, body: JSON.stringify(b || {})}); return [r.status, await r.json()]; };
   await call("/passkey/begin");
   const [none] = await call("/passkey/finish", {});
   const [, o] = await call("/passkey/begin");
-  const c = await navigator.credentials.get({publicKey: {challenge: unb64(o.publicKey.challenge), rpId: "localhost", allowCredentials: []}});
+  const c = await navigator.credentials.get({publicKey: {challenge: unb64(o.publicKey.challenge), rpId: location.hostname, allowCredentials: []}});
   const r = c.response;
   const [status, j] = await call("/passkey/finish", {id: c.id, rawId: b64(c.rawId), type: c.type, response: {clientDataJSON: b64(r.clientDataJSON),
     authenticatorData: b64(r.authenticatorData), signature: b64(r.signature), userHandle: r.userHandle ? b64(r.userHandle) : undefined}});

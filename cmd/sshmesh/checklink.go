@@ -19,10 +19,12 @@ import (
 )
 
 // localLink serves one pending check's approval page to this machine's
-// browser: http://localhost:PORT/check/TOKEN on loopback, forwarded over
-// this process's own mesh node to the page on the server, as this node.
-// The browser needs no mesh of its own, and the page is a secure context
-// (http://localhost is one), which passkeys need.
+// browser: http://HOST:PORT/check/TOKEN on loopback, forwarded over this
+// process's own mesh node to the page on the server, as this node. HOST is
+// checkpage.LinkHost of the server's key, a name under .localhost, which
+// browsers resolve to loopback. The browser needs no mesh of its own, the
+// page is a secure context (which passkeys need), and its origin is the
+// server's own (so its passkeys are bound to that server).
 //
 // It forwards only that check: the exact path /check/TOKEN and what lies
 // under it (the page's own API), GET and POST only, and only requests whose
@@ -33,7 +35,7 @@ import (
 // server says the check has ended, when the conn it is for ends, or on
 // Close.
 type localLink struct {
-	URL string // http://localhost:PORT/check/TOKEN
+	URL string // http://HOST:PORT/check/TOKEN
 
 	ln       []net.Listener
 	srv      *http.Server
@@ -44,9 +46,9 @@ type localLink struct {
 	stopOnce sync.Once
 }
 
-// startLocalLink starts the link for the approval page at pageURL (as
-// checkpage.Notice.Validate accepts it), reached with dial.
-func startLocalLink(pageURL string, dial func(ctx context.Context, network, address string) (net.Conn, error), logger *slog.Logger) (*localLink, error) {
+// startLocalLink starts the link, named host, for the approval page at
+// pageURL (as checkpage.Notice.Validate accepts it), reached with dial.
+func startLocalLink(pageURL, host string, dial func(ctx context.Context, network, address string) (net.Conn, error), logger *slog.Logger) (*localLink, error) {
 	up, err := url.Parse(pageURL)
 	if err != nil {
 		return nil, err
@@ -65,15 +67,11 @@ func startLocalLink(pageURL string, dial func(ctx context.Context, network, addr
 		prefix: up.EscapedPath(),
 		owner:  uint32(os.Getuid()),
 		logger: logger,
-		hosts: map[string]bool{
-			"localhost:" + strconv.Itoa(port): true,
-			"127.0.0.1:" + strconv.Itoa(port): true,
-			"[::1]:" + strconv.Itoa(port):     true,
-		},
+		hosts:  map[string]bool{host + ":" + strconv.Itoa(port): true},
 	}
-	l.URL = "http://localhost:" + strconv.Itoa(port) + l.prefix
-	// Browsers may try ::1 first for localhost: serve it too when the same
-	// port is free there (else they fall back to 127.0.0.1).
+	l.URL = "http://" + host + ":" + strconv.Itoa(port) + l.prefix
+	// Browsers may try ::1 first for a .localhost name: serve it too when
+	// the same port is free there (else they fall back to 127.0.0.1).
 	if ln6, err := net.Listen("tcp", "[::1]:"+strconv.Itoa(port)); err == nil {
 		l.ln = append(l.ln, ln6)
 	}

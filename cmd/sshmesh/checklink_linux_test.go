@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -22,7 +23,8 @@ func TestLocalLinkOtherUser(t *testing.T) {
 	}
 	l, _ := startTestLink(t)
 	u := testkit.NewUser(t, testkit.UserOptions{})
-	cmd := exec.Command(curl, "-s", "-o", "/dev/null", "-w", "%{http_code}", l.URL)
+	host := strings.TrimPrefix(strings.TrimSuffix(l.URL, l.prefix), "http://")
+	cmd := exec.Command(curl, "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Host: "+host, "http://"+l.ln[0].Addr().String()+l.prefix)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(u.UID), Gid: uint32(u.GID)}}
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	out, err := cmd.Output()
@@ -32,7 +34,7 @@ func TestLocalLinkOtherUser(t *testing.T) {
 	if string(out) != "403" {
 		t.Errorf("another local user got %s, want 403", out)
 	}
-	if code, _ := linkDo(t, "GET", l.URL, "", ""); code != 200 {
+	if code, _ := linkDo(t, l, "GET", l.prefix, "", ""); code != 200 {
 		t.Errorf("the link's own user got %d", code)
 	}
 }

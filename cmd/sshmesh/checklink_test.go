@@ -14,7 +14,10 @@ import (
 	"github.com/sshmesh/sshmesh/checkpage"
 )
 
-const testToken = "AAAAAAAAAAAAAAAAAAAAAA"
+const (
+	testToken    = "AAAAAAAAAAAAAAAAAAAAAA"
+	testLinkHost = "s0123456789ab.localhost"
+)
 
 // startTestLink starts a local link to an upstream page that echoes the
 // path it got and says the check is pending, unless the path ends in /done.
@@ -33,7 +36,7 @@ func startTestLink(t *testing.T) (*localLink, *httptest.Server) {
 		var d net.Dialer
 		return d.DialContext(ctx, network, up.Listener.Addr().String())
 	}
-	l, err := startLocalLink("http://100.64.0.1/check/"+testToken, dial, slog.New(slog.DiscardHandler))
+	l, err := startLocalLink("http://100.64.0.1/check/"+testToken, testLinkHost, dial, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,9 +44,12 @@ func startTestLink(t *testing.T) (*localLink, *httptest.Server) {
 	return l, up
 }
 
-func linkDo(t *testing.T, method, u, host, origin string) (int, string) {
+// linkDo sends a request to the link l at path, with Host host ("": the
+// link's own) and Origin origin ("": none).
+func linkDo(t *testing.T, l *localLink, method, path, host, origin string) (int, string) {
 	t.Helper()
-	req, _ := http.NewRequest(method, u, nil)
+	req, _ := http.NewRequest(method, "http://"+l.ln[0].Addr().String()+path, nil)
+	req.Host = strings.TrimPrefix(strings.TrimSuffix(l.URL, l.prefix), "http://")
 	if host != "" {
 		req.Host = host
 	}
@@ -52,7 +58,7 @@ func linkDo(t *testing.T, method, u, host, origin string) (int, string) {
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, u, err)
+		t.Fatalf("%s %s: %v", method, path, err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
@@ -64,12 +70,11 @@ func linkDo(t *testing.T, method, u, host, origin string) (int, string) {
 // other paths, methods, hosts (DNS rebinding) and foreign origins.
 func TestLocalLinkForwardsOnlyItsCheck(t *testing.T) {
 	l, _ := startTestLink(t)
-	if !strings.HasPrefix(l.URL, "http://localhost:") || !strings.HasSuffix(l.URL, "/check/"+testToken) {
+	if !strings.HasPrefix(l.URL, "http://"+testLinkHost+":") || !strings.HasSuffix(l.URL, "/check/"+testToken) {
 		t.Fatalf("URL %s", l.URL)
 	}
-	base := strings.TrimSuffix(l.URL, "/check/"+testToken)
-	ip := strings.Replace(base, "localhost", "127.0.0.1", 1)
-	hostPort := strings.TrimPrefix(base, "http://")
+	hostPort := strings.TrimPrefix(strings.TrimSuffix(l.URL, "/check/"+testToken), "http://")
+	port := strings.Split(hostPort, ":")[1]
 	for _, c := range []struct {
 		method, path, host, origin string
 		code                       int
@@ -81,12 +86,16 @@ func TestLocalLinkForwardsOnlyItsCheck(t *testing.T) {
 		{"GET", "/", "", "", 404},
 		{"GET", "/check/" + testToken + "?a=b", "", "", 404},
 		{"DELETE", "/check/" + testToken, "", "", 405},
-		{"GET", "/check/" + testToken, "evil.example:" + strings.Split(hostPort, ":")[1], "", 421},
-		{"GET", "/check/" + testToken, "localhost:1", "", 421},
+		{"GET", "/check/" + testToken, "evil.example:" + port, "", 421},
+		{"GET", "/check/" + testToken, "localhost:" + port, "", 421},
+		{"GET", "/check/" + testToken, "127.0.0.1:" + port, "", 421},
+		{"GET", "/check/" + testToken, "s000000000000.localhost:" + port, "", 421},
+		{"GET", "/check/" + testToken, testLinkHost + ":1", "", 421},
 		{"POST", "/check/" + testToken, "", "http://evil.example", 403},
 		{"POST", "/check/" + testToken, "", "https://" + hostPort, 403},
+		{"POST", "/check/" + testToken, "", "http://localhost:" + port, 403},
 	} {
-		code, body := linkDo(t, c.method, ip+c.path, c.host, c.origin)
+		code, body := linkDo(t, l, c.method, c.path, c.host, c.origin)
 		if code != c.code {
 			t.Errorf("%s %s (Host %q, Origin %q): %d %q, want %d", c.method, c.path, c.host, c.origin, code, body, c.code)
 		}
@@ -100,7 +109,7 @@ func TestLocalLinkForwardsOnlyItsCheck(t *testing.T) {
 // longer pending, the link delivers that answer and stops.
 func TestLocalLinkStopsWithItsCheck(t *testing.T) {
 	l, _ := startTestLink(t)
-	if code, _ := linkDo(t, "POST", l.URL+"/done", "", ""); code != 200 {
+	if code, _ := linkDo(t, l, "POST", l.prefix+"/done", "", ""); code != 200 {
 		t.Fatalf("final answer: %d", code)
 	}
 	addr := l.ln[0].Addr().String()

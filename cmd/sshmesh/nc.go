@@ -307,7 +307,7 @@ func (w *noticeWatcher) handle(c net.Conn) error {
 	}
 	// The page's mesh address is no use to a browser outside the mesh:
 	// hand it a loopback link that this node forwards.
-	link, err := startLocalLink(n.URL, w.node.Dial, w.logger)
+	link, err := startLocalLink(n.URL, checkpage.LinkHost(from.Key), w.node.Dial, w.logger)
 	if err != nil {
 		return err
 	}

@@ -105,6 +105,6 @@ func sameKeyWarning(others []keyHolder) string {
 	}
 	return "another sshmesh process of yours runs this node's key: " + strings.Join(names, ", ") + ". " +
 		"A server follows whichever of them spoke last and sends everything there, so the other's connections to it can stall " +
-		"(a check login may hang after its approval). For check approvals, open the http://localhost link that nc prints: no proxy is needed. " +
+		"(a check login may hang after its approval). For check approvals, open the .localhost link that nc prints: no proxy is needed. " +
 		"For a browser on the mesh and parallel logins, give the proxy a key of its own, or share one ssh connection (ControlMaster)"
 }
