@@ -98,6 +98,10 @@ type Checker struct {
 	// means none: no passkey can be enrolled on the page.
 	InviteDir string
 
+	// OIDC is the identity provider of rules with "checkProof": "oidc". nil
+	// means none: such checks cannot be approved.
+	OIDC *OIDC
+
 	// Now is the clock of approvals and rate limits. nil means time.Now.
 	Now func() time.Time
 
@@ -160,6 +164,7 @@ type pending struct {
 	timer    *time.Timer
 	login    *ceremony // the passkey login under way; guarded by Checker.mu
 	enrol    *ceremony // the enrolment under way; guarded by Checker.mu
+	oidc     *oidcFlow // the identity provider sign-in under way; guarded by Checker.mu
 }
 
 type state int
@@ -247,7 +252,11 @@ func (c *Checker) Check(ctx context.Context, r *sshmesh.CheckRequest) error {
 
 	wait := time.Until(p.expires).Round(time.Second)
 	if r.SendBanner != nil {
-		if err := r.SendBanner(fmt.Sprintf("Approve this login at %s (waiting up to %s)\r\n", p.url, shortDuration(wait))); err != nil {
+		msg := fmt.Sprintf("Approve this login at %s (waiting up to %s)\r\n", p.url, shortDuration(wait))
+		if p.proof == policy.CheckProofPasskey {
+			msg += "It takes a passkey of " + d.Caller.Owner + ": with sshmesh nc, open the .localhost link it prints.\r\n"
+		}
+		if err := r.SendBanner(msg); err != nil {
 			return fmt.Errorf("checkpage: banner: %w", err)
 		}
 	}
@@ -301,8 +310,8 @@ func (c *Checker) newPending(key approvalKey, r *sshmesh.CheckRequest, period ti
 		done:     make(chan struct{}),
 		info:     c.describe(r, period),
 	}
-	if r.Decision.CheckProof == policy.CheckProofMesh {
-		p.proof = policy.CheckProofMesh
+	if pr := r.Decision.CheckProof; pr == policy.CheckProofMesh || pr == policy.CheckProofOIDC {
+		p.proof = pr
 	}
 	c.pending[key] = p
 	c.byToken[token] = p

@@ -55,6 +55,8 @@ type world struct {
 	// passkey makes check decisions ask for a passkey (the policy's
 	// default); else they ask for checkProof "mesh".
 	passkey atomic.Bool
+	// oidc makes them ask for a sign-in at the identity provider.
+	oidc atomic.Bool
 }
 
 // setCheckRule makes the policy's check decisions come from the rule
@@ -141,6 +143,9 @@ func (w *world) start(t testing.TB, identify func(meshkey.Public) (policy.Identi
 			proof := policy.CheckProofMesh
 			if w.passkey.Load() {
 				proof = ""
+			}
+			if w.oidc.Load() {
+				proof = policy.CheckProofOIDC
 			}
 			return policy.Decision{Action: policy.Check, LocalUser: r.User, Rule: rule[0], RuleID: rule[1], RulePos: "policy.hujson:7",
 				Caller: w.ids[r.Key], CheckPeriod: w.period, CheckProof: proof}, nil

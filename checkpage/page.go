@@ -117,6 +117,7 @@ func (c *Checker) handler() http.Handler {
 	mux.HandleFunc("POST /check/{token}/passkey/finish", c.servePasskeyFinish)
 	mux.HandleFunc("POST /check/{token}/enrol/begin", c.serveEnrolBegin)
 	mux.HandleFunc("POST /check/{token}/enrol/finish", c.serveEnrolFinish)
+	mux.HandleFunc("POST /check/{token}/oidc/start", c.serveOIDCStart)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		c.render(w, http.StatusNotFound, msgPage{Title: "Not found", Text: "There is nothing here. Approval pages live at the URL the ssh client printed."})
 	})
@@ -177,8 +178,11 @@ func (c *Checker) servePage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	page := checkPage{pageInfo: p.info, Visitor: v.Name(), CSRF: p.csrf, Remaining: shortDuration(time.Until(p.expires)),
-		Passkey: p.proof != policy.CheckProofMesh, Enrol: c.InviteDir != ""}
-	if page.Passkey {
+		Passkey: p.proof == policy.CheckProofPasskey, Enrol: c.InviteDir != "", OIDC: p.proof == policy.CheckProofOIDC}
+	if page.OIDC && c.OIDC != nil {
+		page.Issuer = c.OIDC.Issuer
+	}
+	if page.Passkey || page.OIDC {
 		if c.passkeys != nil {
 			creds, err := c.passkeys.credentials(p.info.Caller.Owner)
 			if err != nil {
@@ -273,6 +277,8 @@ type checkPage struct {
 	Enrolled  int    // passkeys enrolled for the caller's owner
 	Enrol     bool   // the page takes enrolment codes
 	Nonce     string // the page script's CSP nonce
+	OIDC      bool   // approval needs a sign-in at the identity provider
+	Issuer    string // the identity provider; "" when the server has none
 }
 
 type msgPage struct {
@@ -388,6 +394,34 @@ if (enrol) enrol.onclick = async () => {
     say(j.text);
     document.getElementById("enrol-box").open = false;
   } catch (e) { say("Not enrolled: " + e.message); }
+};
+})();
+</script>
+{{else if .OIDC}}
+<p>This rule asks you to sign in as <code>{{.Caller.Owner}}</code> at {{if .Issuer}}<code>{{.Issuer}}</code>{{else}}an identity provider, which this server does not have configured{{end}}.</p>
+<button id="approve" type="button"{{if not .Issuer}} disabled{{end}}>Sign in to approve</button>
+<form method="post" style="display:inline">
+<input type="hidden" name="csrf" value="{{.CSRF}}">
+<button id="deny" type="submit" name="decision" value="deny">Deny</button>
+</form>
+<p id="status" role="status"></p>
+<p id="signin" hidden>Open <a id="signin-link" target="_blank" rel="noopener noreferrer"></a> and enter the code <code id="user-code"></code>. The ssh login continues by itself once you have signed in.</p>
+<script nonce="{{.Nonce}}">
+(function(){
+const csrf = {{.CSRF}};
+document.getElementById("approve").onclick = async () => {
+  const status = document.getElementById("status");
+  try {
+    const r = await fetch(location.pathname + "/oidc/start", {method: "POST", headers: {"Sshmesh-Csrf": csrf}});
+    const j = await r.json();
+    if (!r.ok) throw new Error(j.error || ("HTTP " + r.status));
+    const a = document.getElementById("signin-link");
+    a.href = j.verification_uri_complete || j.verification_uri;
+    a.textContent = j.verification_uri;
+    document.getElementById("user-code").textContent = j.user_code;
+    document.getElementById("signin").hidden = false;
+    status.textContent = "";
+  } catch (e) { status.textContent = "Not started: " + e.message; }
 };
 })();
 </script>

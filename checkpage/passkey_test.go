@@ -56,6 +56,9 @@ func TestPasskeyRuleHasNoButton(t *testing.T) {
 	w, _ := passkeyWorld(t)
 	l := w.login(aliceLap, "deploy")
 	u := l.url(t)
+	if b := l.allBanners(); !strings.Contains(b, "It takes a passkey of alice@example.com: with sshmesh nc, open the .localhost link it prints.") {
+		t.Errorf("banner %q: want the passkey hint", b)
+	}
 	code, body, csrf := page(t, alicePhone, u)
 	if code != 200 || !strings.Contains(body, "Approve with a passkey") || !strings.Contains(body, "sshmesh passkey invite --owner alice@example.com") {
 		t.Fatalf("page %d:\n%s", code, body)

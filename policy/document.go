@@ -26,6 +26,9 @@ const (
 	// CheckProofMesh asks only for a visit from a node of the caller's
 	// owner: whoever holds that node's key can approve.
 	CheckProofMesh = "mesh"
+	// CheckProofOIDC asks for a sign-in at the server's identity provider
+	// whose verified email is the caller's owner.
+	CheckProofOIDC = "oidc"
 )
 
 // Document is a parsed, checked policy document (see the package doc for its

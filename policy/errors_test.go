@@ -64,7 +64,7 @@ func TestParseErrors(t *testing.T) {
 		{"onRecordingFailure", `"users": ["autogroup:nonroot"]}`, `"users": ["autogroup:nonroot"], "record": true, "onRecordingFailure": "ignore"}`, `"ignore"`, `ssh[0].onRecordingFailure: "ignore" is not fail-open or fail-closed`},
 		{"checkPeriod on accept", `"users": ["autogroup:nonroot"]}`, `"users": ["autogroup:nonroot"], "checkPeriod": "1h"}`, `"checkPeriod"`, `ssh[0].checkPeriod: only for check rules, not accept`},
 		{"checkProof on accept", `"users": ["autogroup:nonroot"]}`, `"users": ["autogroup:nonroot"], "checkProof": "mesh"}`, `"checkProof"`, `ssh[0].checkProof: only for check rules, not accept`},
-		{"bad checkProof", `"action": "accept"`, `"action": "check", "checkProof": "button"`, `"button"`, `ssh[0].checkProof: "button" is not passkey or mesh`},
+		{"bad checkProof", `"action": "accept"`, `"action": "check", "checkProof": "button"`, `"button"`, `ssh[0].checkProof: "button" is not passkey, oidc or mesh`},
 		{"options on reject", `"action": "accept"`, `"action": "reject", "agentForward": true`, `"agentForward"`, `ssh[0].agentForward: only for accept and check rules, not reject`},
 		{"bad action", `"action": "accept"`, `"action": "allow"`, `"allow"`, `ssh[0].action: "allow" is not accept, check or reject`},
 		{"person in dst", `"dst": ["tag:server"]`, `"dst": ["ann@example.com"]`, `"ann@example.com"], "users"`, `ssh[0].dst[0]: dst names nodes, not people`},

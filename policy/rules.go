@@ -302,10 +302,10 @@ func (c *compiler) ruleOption(r *rule, m member, field string) {
 		if allowOnly(Check) {
 			if s, ok := c.str(m.val, field); ok {
 				switch s {
-				case CheckProofPasskey, CheckProofMesh:
+				case CheckProofPasskey, CheckProofMesh, CheckProofOIDC:
 					d.CheckProof = s
 				default:
-					c.errorf(m.val.StartOffset, field, "%q is not passkey or mesh", s)
+					c.errorf(m.val.StartOffset, field, "%q is not passkey, oidc or mesh", s)
 				}
 			}
 		}

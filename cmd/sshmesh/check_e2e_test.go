@@ -37,9 +37,9 @@ type checkWorld struct {
 }
 
 // startCheckWorld starts it with a check rule for laptop and laptop2 that
-// asks for proof ("mesh" or "passkey"; "" leaves checkProof out), logins
-// waiting up to timeout.
-func startCheckWorld(t *testing.T, timeout, proof string) *checkWorld {
+// asks for proof ("mesh", "passkey", "oidc"; "" leaves checkProof out),
+// logins waiting up to timeout; serve gets serveArgs too.
+func startCheckWorld(t *testing.T, timeout, proof string, serveArgs ...string) *checkWorld {
 	t.Helper()
 	sshmeshtest.NeedBinary(t, "ssh", "openssh-client")
 	m := sshmeshtest.NewMesh(t, 5)
@@ -77,8 +77,8 @@ func startCheckWorld(t *testing.T, timeout, proof string) *checkWorld {
 		t.Fatal(err)
 	}
 	serveConf := srvN.WriteWGQuick(t, filepath.Join(dir, "server.conf"))
-	startServe(t, w.serveLog, nil, "--wg", serveConf, "--policy", polPath, "--state", filepath.Join(dir, "state"),
-		"--check-timeout", timeout)
+	startServe(t, w.serveLog, nil, append([]string{"--wg", serveConf, "--policy", polPath, "--state", filepath.Join(dir, "state"),
+		"--check-timeout", timeout}, serveArgs...)...)
 	return w
 }
 

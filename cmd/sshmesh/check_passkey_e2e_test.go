@@ -181,3 +181,38 @@ func TestCheckPasskey(t *testing.T) {
 		t.Fatalf("ssh ended without approval: exit %d\n%s", s.code, s.stderr.String())
 	}
 }
+
+// TestCheckOIDC: a rule with "checkProof": "oidc" on `serve
+// --oidc-issuer`: the page on nc's local link starts a device sign-in at
+// the provider, the person signs in there as the owner, and the waiting
+// ssh ends by itself. (Other emails: checkpage's TestOIDC.)
+func TestCheckOIDC(t *testing.T) {
+	sshmeshtest.NeedRoot(t)
+	sshmeshtest.NeedBinary(t, "chromium", "chromium")
+	idp := sshmeshtest.NewOIDCProvider(t)
+	w := startCheckWorld(t, "2m", "oidc", "--oidc-issuer", idp.URL, "--oidc-client-id", "sshmesh-e2e")
+	browser := startCheckChromium(t, "")
+	s := startCheckSSH(t, w.laptopConf, nil, "--no-browser", "root@100.64.0.1", "echo signed-in; exit 5")
+	link := s.localLink(t)
+	if code := chromeVisit(t, browser, link); code != 200 {
+		t.Fatalf("the local link answered %d", code)
+	}
+	ctx, cancel := context.WithTimeout(browser, 30*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, chromedp.Click("#approve"), chromedp.WaitVisible("#signin")); err != nil {
+		t.Fatalf("start the sign-in: %v", err)
+	}
+	code := chromeText(t, browser, "user-code")
+	if href, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById("signin-link").href`)); err != nil || !strings.HasPrefix(href, idp.URL) {
+		t.Errorf("sign-in link %q (%v), want one at %s", href, err, idp.URL)
+	}
+	if !s.running(300 * time.Millisecond) {
+		t.Fatalf("ssh ended before the sign-in: exit %d\n%s", s.code, s.stderr.String())
+	}
+	if err := idp.SignIn(code, "alice@example.com", true); err != nil {
+		t.Fatal(err)
+	}
+	if c := s.wait(t); c != 5 || s.stdout.String() != "signed-in\n" {
+		t.Errorf("signed-in ssh: exit %d, stdout %q, stderr:\n%s", c, s.stdout.String(), s.stderr.String())
+	}
+}

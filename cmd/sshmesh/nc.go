@@ -219,8 +219,13 @@ type noticeWatcher struct {
 	mu     sync.Mutex
 	conns  map[uint16]netip.AddrPort // tracked conns: local port → remote
 	opened map[string]bool
-	links  map[uint16][]*localLink // the local links of each tracked conn
+	links  map[uint16][]*localLink // the local link of each tracked conn
+	opens  map[uint16]int          // browsers opened for each tracked conn
 }
+
+// maxOpensPerConn bounds the browser tabs one conn's server can make us
+// open; more links are only printed.
+const maxOpensPerConn = 3
 
 // watchNotices listens on checkpage.NoticePort inside node's stack. It
 // returns nil (after logging why) when it cannot listen: browsers are a
@@ -232,7 +237,7 @@ func watchNotices(node *netstack.Node, open func(string) error, say io.Writer, l
 		return nil
 	}
 	w := &noticeWatcher{node: node, open: open, say: say, logger: logger,
-		conns: map[uint16]netip.AddrPort{}, opened: map[string]bool{}, links: map[uint16][]*localLink{}}
+		conns: map[uint16]netip.AddrPort{}, opened: map[string]bool{}, links: map[uint16][]*localLink{}, opens: map[uint16]int{}}
 	go w.serve(ln)
 	return w
 }
@@ -252,6 +257,7 @@ func (w *noticeWatcher) track(conn net.Conn) (untrack func()) {
 		links := w.links[local.Port()]
 		delete(w.conns, local.Port())
 		delete(w.links, local.Port())
+		delete(w.opens, local.Port())
 		w.mu.Unlock()
 		for _, l := range links {
 			l.Close()
@@ -317,10 +323,19 @@ func (w *noticeWatcher) handle(c net.Conn) error {
 		link.Close()
 		return nil
 	}
-	w.links[n.ConnPort] = append(w.links[n.ConnPort], link)
+	// One link per conn: a conn waits for one check at a time, so a new
+	// notice means the old check is over (and a server cannot make us
+	// listen on many ports).
+	old := w.links[n.ConnPort]
+	w.links[n.ConnPort] = []*localLink{link}
+	w.opens[n.ConnPort]++
+	open := w.open != nil && w.opens[n.ConnPort] <= maxOpensPerConn
 	w.mu.Unlock()
+	for _, l := range old {
+		l.Close()
+	}
 	fmt.Fprintf(w.say, "sshmesh: approve this login in this machine's browser at %s\n", link.URL)
-	if w.open == nil {
+	if !open {
 		return nil
 	}
 	fmt.Fprintf(w.say, "sshmesh: opening the approval page in your browser\n")
