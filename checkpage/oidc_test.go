@@ -51,7 +51,7 @@ func TestOIDC(t *testing.T) {
 	}
 	uc := start("")
 	mustSignIn(t, idp, uc, "bob@example.com", true) // somebody else
-	uc = start(uc)                              // a new sign-in once that one failed
+	uc = start(uc)                                  // a new sign-in once that one failed
 	if !l.waiting() {
 		t.Fatalf("bob's sign-in let the login in: %v", l.err)
 	}
