@@ -1,6 +1,6 @@
 // Package checkpage is sshmesh's built-in [sshmesh.Checker]: an approval
 // page served by the node itself, on its own mesh address, over the same
-// in-process stack as SSH. Nothing outside the mesh is involved.
+// in-process stack as SSH.
 //
 // # The flow
 //
@@ -9,11 +9,26 @@
 //	Approve this login at http://100.64.0.1/check/<token> (waiting up to 10m)
 //
 // and waits. The page shows who asks (node, owner, mesh address), to which
-// node, as which local user and under which rule, with Approve and Deny
-// buttons. Only a visitor whose own mesh identity (learnt from the conn, as
-// SSH learns it) has the same owner as the caller may decide; anyone else
-// gets 403 and nothing changes. Tokens are 128 random bits, single use, and
-// die with the wait.
+// node, as which local user and under which rule. Only a visitor whose own
+// mesh identity (learnt from the conn, as SSH learns it) has the same owner
+// as the caller may decide; anyone else gets 403 and nothing changes.
+// Tokens are 128 random bits, single use, and die with the wait.
+//
+// What approving takes is the rule's "checkProof" ([policy.Decision]
+// CheckProof): by default a passkey of the caller's owner (WebAuthn,
+// verified with go-webauthn; see [LinkHost] and [NewInvite]); "oidc", a
+// sign-in at the identity provider ([OIDC]) as the owner; "mesh", only the
+// visit, with an Approve button. Deny needs only the visit.
+//
+// # The local link
+//
+// A browser outside the mesh cannot reach the mesh address. `sshmesh nc`
+// and `sshmesh proxy` serve the page of their own conn's check on loopback,
+// at http://[LinkHost]:PORT/check/<token>, forwarded over their node; that
+// is also the secure context passkeys need. The page tells such a link
+// what became of its check in the [StateHeader] header, and keeps its own
+// API (passkeys, enrolment, sign-in) under the check's path, so a link
+// forwards that path and nothing else.
 //
 // # Approvals
 //
@@ -32,8 +47,8 @@
 //
 // When Dial is set, the node also sends the caller's node a [Notice] (to
 // [NoticePort] on the caller's mesh address) naming the conn by its source
-// port, so `sshmesh nc` and `sshmesh proxy` can open the page in the user's
-// browser. One notice per pending check: joiners get the banner only.
+// port, so `sshmesh nc` and `sshmesh proxy` can serve and open the page.
+// One notice per pending check: joiners get the banner only.
 package checkpage
 
 import (
