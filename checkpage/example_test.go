@@ -26,7 +26,7 @@ func Example() {
 		Identify:    doc.Node,
 		Timeout:     5 * time.Minute,
 		StateFile:   "/var/lib/sshmesh/check-approvals.json",
-		PasskeyFile: "/var/lib/sshmesh/passkeys.json",  // passkeys, the default proof
+		PasskeyFile: "/var/lib/sshmesh/passkeys.json",   // passkeys, the default proof
 		InviteDir:   "/var/lib/sshmesh/passkey-invites", // checkpage.NewInvite codes enrol them
 		Dial:        node.Dial,                          // notices let `sshmesh nc` serve the page locally
 	}
