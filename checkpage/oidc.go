@@ -129,6 +129,7 @@ func (c *Checker) serveOIDCStart(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	flow := &oidcFlow{VerificationURI: da.VerificationURI, VerificationURIComplete: da.VerificationURIComplete, UserCode: da.UserCode}
+	answer := *flow // flow.Error changes under c.mu from here on
 	c.mu.Lock()
 	p.oidc = flow
 	c.mu.Unlock()
@@ -163,7 +164,7 @@ func (c *Checker) serveOIDCStart(w http.ResponseWriter, r *http.Request) {
 			c.save()
 		}
 	}()
-	writeJSON(w, http.StatusOK, flow)
+	writeJSON(w, http.StatusOK, answer)
 }
 
 // oidcSignIn waits for the person to finish the device sign-in and returns
