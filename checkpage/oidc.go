@@ -34,22 +34,29 @@ type OIDC struct {
 	// HTTPClient talks to the provider; nil means http.DefaultClient.
 	HTTPClient *http.Client
 
-	once     sync.Once
-	provider *oidc.Provider
-	err      error
+	mu       sync.Mutex
+	provider *oidc.Provider // discovered; nil until it worked
 }
 
-// setup discovers the provider once.
+// setup discovers the provider, once it works (a failure is tried again at
+// the next sign-in).
 func (o *OIDC) setup(ctx context.Context) (*oidc.Provider, error) {
-	o.once.Do(func() {
-		ctx, cancel := context.WithTimeout(o.ctx(ctx), 30*time.Second)
-		defer cancel()
-		o.provider, o.err = oidc.NewProvider(ctx, o.Issuer)
-		if o.err == nil && o.provider.Endpoint().DeviceAuthURL == "" {
-			o.err = fmt.Errorf("%s offers no device authorization endpoint", o.Issuer)
-		}
-	})
-	return o.provider, o.err
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.provider != nil {
+		return o.provider, nil
+	}
+	ctx, cancel := context.WithTimeout(o.ctx(ctx), 30*time.Second)
+	defer cancel()
+	p, err := oidc.NewProvider(ctx, o.Issuer)
+	if err != nil {
+		return nil, err
+	}
+	if p.Endpoint().DeviceAuthURL == "" {
+		return nil, fmt.Errorf("%s offers no device authorization endpoint", o.Issuer)
+	}
+	o.provider = p
+	return p, nil
 }
 
 func (o *OIDC) ctx(ctx context.Context) context.Context {
