@@ -105,6 +105,9 @@ func (c *serverConn) check(d policy.Decision, req policy.Request, attrs []any, b
 		ConnID:     c.id,
 		SendBanner: banner,
 	}
+	// Remember where the client is, to explain a conn that breaks because
+	// another process with its key takes its traffic (see endpointMoved).
+	c.checkEndpoint = c.peerEndpoint()
 	log.Info("login waiting for a check", attrs...)
 	err := s.Checker.Check(ctx, r)
 	if err == nil {

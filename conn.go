@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -57,6 +58,46 @@ type serverConn struct {
 	closeReason string
 	refusal     string // why the last login attempt was refused (refuse)
 	notice      string // what the host's account check said when it allowed the login; shown once
+
+	// checkEndpoint is where the peer's packets came from when its login
+	// began to wait for a check (zero: no check, or not known).
+	checkEndpoint netip.AddrPort
+}
+
+// peerEndpoint is where the node last heard the conn's peer from, when its
+// transport knows (a netstack conn does), else zero.
+func (c *serverConn) peerEndpoint() netip.AddrPort {
+	for nc := net.Conn(c.nc); nc != nil; {
+		if pe, ok := nc.(interface{ PeerEndpoint() netip.AddrPort }); ok {
+			return pe.PeerEndpoint()
+		}
+		u, ok := nc.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		nc = u.NetConn()
+	}
+	return netip.AddrPort{}
+}
+
+// endpointMoved explains a conn that ended after its peer's endpoint moved
+// while the login waited for a check: the same address on another port is
+// another process with the same key (a second `sshmesh nc`, a proxy) that
+// took the peer's traffic; another address is the peer roaming. "" when
+// nothing moved, or nobody knows.
+func (c *serverConn) endpointMoved() string {
+	was := c.checkEndpoint
+	if !was.IsValid() {
+		return ""
+	}
+	now := c.peerEndpoint()
+	switch {
+	case !now.IsValid() || now == was:
+		return ""
+	case now.Addr() == was.Addr():
+		return fmt.Sprintf("endpoint moved to another process with the same key (from %s to %s): the conn's packets went there", was, now)
+	}
+	return fmt.Sprintf("client disconnected after its endpoint moved from %s to %s", was, now)
 }
 
 func (c *serverConn) touch() { c.lastActive.Store(time.Now().UnixNano()) }
@@ -92,6 +133,8 @@ func (c *serverConn) serve() {
 			reason = closedBy
 		case refused != "":
 			reason = "login refused: " + refused
+		case c.endpointMoved() != "":
+			reason = c.endpointMoved()
 		case errors.Is(err, io.EOF):
 			reason = "client closed before authentication"
 		case errors.As(err, &ne) && ne.Timeout():
@@ -143,6 +186,9 @@ func (c *serverConn) serve() {
 				}
 			}()
 		}
+	}
+	if moved := c.endpointMoved(); moved != "" {
+		c.setCloseReason(moved)
 	}
 	c.setCloseReason("client disconnected")
 	cancel()

@@ -162,6 +162,9 @@ func (c *Conn) NodeKey() meshkey.Public { return c.peer.Self }
 // PeerCurrent reports whether the conn's address still belongs to its peer.
 func (c *Conn) PeerCurrent() bool { return c.peer.stillOwns() }
 
+// NetConn returns the conn underneath.
+func (c *Conn) NetConn() net.Conn { return c.Conn }
+
 // PeerOf returns the peer of a [PeerConn] (a conn accepted from a
 // *netstack.Node's listener or from a [Listener]), looking through wrappers
 // that have a NetConn() net.Conn method (as crypto/tls conns do). ok is

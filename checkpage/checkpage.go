@@ -1,6 +1,6 @@
 // Package checkpage is sshmesh's built-in [sshmesh.Checker]: an approval
 // page served by the node itself, on its own mesh address, over the same
-// in-process stack as SSH. Nothing outside the mesh is involved.
+// in-process stack as SSH.
 //
 // # The flow
 //
@@ -9,11 +9,26 @@
 //	Approve this login at http://100.64.0.1/check/<token> (waiting up to 10m)
 //
 // and waits. The page shows who asks (node, owner, mesh address), to which
-// node, as which local user and under which rule, with Approve and Deny
-// buttons. Only a visitor whose own mesh identity (learnt from the conn, as
-// SSH learns it) has the same owner as the caller may decide; anyone else
-// gets 403 and nothing changes. Tokens are 128 random bits, single use, and
-// die with the wait.
+// node, as which local user and under which rule. Only a visitor whose own
+// mesh identity (learnt from the conn, as SSH learns it) has the same owner
+// as the caller may decide; anyone else gets 403 and nothing changes.
+// Tokens are 128 random bits, single use, and die with the wait.
+//
+// What approving takes is the rule's "checkProof" ([policy.Decision]
+// CheckProof): by default a passkey of the caller's owner (WebAuthn,
+// verified with go-webauthn; see [LinkHost] and [NewInvite]); "oidc", a
+// sign-in at the identity provider ([OIDC]) as the owner; "mesh", only the
+// visit, with an Approve button. Deny needs only the visit.
+//
+// # The local link
+//
+// A browser outside the mesh cannot reach the mesh address. `sshmesh nc`
+// and `sshmesh proxy` serve the page of their own conn's check on loopback,
+// at http://[LinkHost]:PORT/check/<token>, forwarded over their node; that
+// is also the secure context passkeys need. The page tells such a link
+// what became of its check in the [StateHeader] header, and keeps its own
+// API (passkeys, enrolment, sign-in) under the check's path, so a link
+// forwards that path and nothing else.
 //
 // # Approvals
 //
@@ -32,8 +47,8 @@
 //
 // When Dial is set, the node also sends the caller's node a [Notice] (to
 // [NoticePort] on the caller's mesh address) naming the conn by its source
-// port, so `sshmesh nc` and `sshmesh proxy` can open the page in the user's
-// browser. One notice per pending check: joiners get the banner only.
+// port, so `sshmesh nc` and `sshmesh proxy` can serve and open the page.
+// One notice per pending check: joiners get the banner only.
 package checkpage
 
 import (
@@ -89,6 +104,19 @@ type Checker struct {
 	// a pending check does not count. 0 means 5.
 	NewChecksPerMinute int
 
+	// PasskeyFile holds the enrolled passkeys (JSON, written atomically,
+	// mode 0600). "" means none: checks of rules that ask for a passkey
+	// (the default) cannot be approved.
+	PasskeyFile string
+
+	// InviteDir holds the enrolment invitations that NewInvite makes. ""
+	// means none: no passkey can be enrolled on the page.
+	InviteDir string
+
+	// OIDC is the identity provider of rules with "checkProof": "oidc". nil
+	// means none: such checks cannot be approved.
+	OIDC *OIDC
+
 	// Now is the clock of approvals and rate limits. nil means time.Now.
 	Now func() time.Time
 
@@ -101,7 +129,8 @@ type Checker struct {
 	pending   map[approvalKey]*pending
 	byToken   map[string]*pending
 	buckets   map[meshkey.Public]*bucket
-	saveMu    sync.Mutex // serializes state file writes
+	passkeys  *passkeyStore // nil without PasskeyFile
+	saveMu    sync.Mutex    // serializes state file writes
 	srvMu     sync.Mutex
 	srvs      map[*http.Server]struct{}
 	closed    bool
@@ -135,17 +164,22 @@ type approval struct {
 
 // pending is a check waiting for its decision.
 type pending struct {
-	key     approvalKey
-	token   string
-	csrf    string
-	url     string
-	created time.Time // real time
-	expires time.Time // real time: the token dies then
-	period  time.Duration
-	info    pageInfo
-	done    chan struct{} // closed once the state is final
-	state   state         // guarded by Checker.mu
-	timer   *time.Timer
+	key      approvalKey
+	token    string
+	csrf     string
+	url      string
+	created  time.Time // real time
+	expires  time.Time // real time: the token dies then
+	period   time.Duration
+	proof    string // policy.CheckProofPasskey or policy.CheckProofMesh
+	linkHost string // LinkHost of this server: the passkeys' relying party
+	info     pageInfo
+	done     chan struct{} // closed once the state is final
+	state    state         // guarded by Checker.mu
+	timer    *time.Timer
+	login    *ceremony // the passkey login under way; guarded by Checker.mu
+	enrol    *ceremony // the enrolment under way; guarded by Checker.mu
+	oidc     *oidcFlow // the identity provider sign-in under way; guarded by Checker.mu
 }
 
 type state int
@@ -163,6 +197,9 @@ func (c *Checker) init() {
 		c.pending = make(map[approvalKey]*pending)
 		c.byToken = make(map[string]*pending)
 		c.buckets = make(map[meshkey.Public]*bucket)
+		if c.PasskeyFile != "" {
+			c.passkeys = &passkeyStore{path: c.PasskeyFile}
+		}
 		c.load()
 	})
 }
@@ -230,7 +267,11 @@ func (c *Checker) Check(ctx context.Context, r *sshmesh.CheckRequest) error {
 
 	wait := time.Until(p.expires).Round(time.Second)
 	if r.SendBanner != nil {
-		if err := r.SendBanner(fmt.Sprintf("Approve this login at %s (waiting up to %s)\r\n", p.url, shortDuration(wait))); err != nil {
+		msg := fmt.Sprintf("Approve this login at %s (waiting up to %s)\r\n", p.url, shortDuration(wait))
+		if p.proof == policy.CheckProofPasskey {
+			msg += "It takes a passkey of " + d.Caller.Owner + ": with sshmesh nc, open the .localhost link it prints.\r\n"
+		}
+		if err := r.SendBanner(msg); err != nil {
 			return fmt.Errorf("checkpage: banner: %w", err)
 		}
 	}
@@ -272,15 +313,20 @@ func (c *Checker) newPending(key approvalKey, r *sshmesh.CheckRequest, period ti
 	timeout := c.CheckTimeout()
 	created := time.Now()
 	p := &pending{
-		key:     key,
-		token:   token,
-		csrf:    csrf,
-		url:     c.pageURL(r.Peer.Local.Addr(), token),
-		created: created,
-		expires: created.Add(timeout),
-		period:  period,
-		done:    make(chan struct{}),
-		info:    c.describe(r, period),
+		key:      key,
+		token:    token,
+		csrf:     csrf,
+		url:      c.pageURL(r.Peer.Local.Addr(), token),
+		created:  created,
+		expires:  created.Add(timeout),
+		period:   period,
+		proof:    policy.CheckProofPasskey,
+		linkHost: LinkHost(r.Peer.Self),
+		done:     make(chan struct{}),
+		info:     c.describe(r, period),
+	}
+	if pr := r.Decision.CheckProof; pr == policy.CheckProofMesh || pr == policy.CheckProofOIDC {
+		p.proof = pr
 	}
 	c.pending[key] = p
 	c.byToken[token] = p

@@ -11,7 +11,8 @@ import (
 )
 
 // A server whose "check" rules ask for approval on a page at
-// http://<mesh address>/check/<token>, with approvals kept in a state file.
+// http://<mesh address>/check/<token> (which `sshmesh nc` serves on its own
+// .localhost link), with passkeys and approvals kept in state files.
 func Example() {
 	var (
 		node *netstack.Node   // this node, started with netstack.New
@@ -22,10 +23,12 @@ func Example() {
 		return // (the example only shows the wiring)
 	}
 	checker := &checkpage.Checker{
-		Identify:  doc.Node,
-		Timeout:   5 * time.Minute,
-		StateFile: "/var/lib/sshmesh/check-approvals.json",
-		Dial:      node.Dial, // notices let `sshmesh nc` open the page
+		Identify:    doc.Node,
+		Timeout:     5 * time.Minute,
+		StateFile:   "/var/lib/sshmesh/check-approvals.json",
+		PasskeyFile: "/var/lib/sshmesh/passkeys.json",   // passkeys, the default proof
+		InviteDir:   "/var/lib/sshmesh/passkey-invites", // checkpage.NewInvite codes enrol them
+		Dial:        node.Dial,                          // notices let `sshmesh nc` serve the page locally
 	}
 	ln, err := node.Listen("tcp", ":80")
 	if err != nil {

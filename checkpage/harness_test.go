@@ -52,6 +52,11 @@ type world struct {
 	// checkRule is the rule the policy's check decisions name: its Rule
 	// and RuleID (nil: "ssh[0]" and no RuleID).
 	checkRule atomic.Pointer[[2]string]
+	// passkey makes check decisions ask for a passkey (the policy's
+	// default); else they ask for checkProof "mesh".
+	passkey atomic.Bool
+	// oidc makes them ask for a sign-in at the identity provider.
+	oidc atomic.Bool
 }
 
 // setCheckRule makes the policy's check decisions come from the rule
@@ -135,8 +140,15 @@ func (w *world) start(t testing.TB, identify func(meshkey.Public) (policy.Identi
 			if p := w.checkRule.Load(); p != nil {
 				rule = *p
 			}
+			proof := policy.CheckProofMesh
+			if w.passkey.Load() {
+				proof = ""
+			}
+			if w.oidc.Load() {
+				proof = policy.CheckProofOIDC
+			}
 			return policy.Decision{Action: policy.Check, LocalUser: r.User, Rule: rule[0], RuleID: rule[1], RulePos: "policy.hujson:7",
-				Caller: w.ids[r.Key], CheckPeriod: w.period}, nil
+				Caller: w.ids[r.Key], CheckPeriod: w.period, CheckProof: proof}, nil
 		}),
 		HostKeys:           []ssh.Signer{hostKey},
 		Checker:            w.checker,

@@ -71,7 +71,7 @@ func TestNoticeOverMesh(t *testing.T) {
 	t.Cleanup(func() { checker.Close() })
 	srv := &sshmesh.Server{
 		Policy: policy.Func(func(_ context.Context, r policy.Request) (policy.Decision, error) {
-			return policy.Decision{Action: policy.Check, LocalUser: "deploy", Rule: "ssh[0]", Caller: ids[r.Key], CheckPeriod: time.Hour}, nil
+			return policy.Decision{Action: policy.Check, LocalUser: "deploy", Rule: "ssh[0]", Caller: ids[r.Key], CheckPeriod: time.Hour, CheckProof: policy.CheckProofMesh}, nil
 		}),
 		Checker: checker,
 		Handler: sshmesh.HandlerFunc(func(s *sshmesh.Session) { s.Exit(0) }),

@@ -41,6 +41,24 @@ func (c *Conn) PeerCurrent() bool {
 	return ok && k == c.peer
 }
 
+// PeerEndpoint returns the UDP address the node's WireGuard last heard the
+// conn's peer from (zero if none). WireGuard follows a peer to where its
+// latest packets come from, so it changes when the peer roams, and when
+// another process with the same key (a second `sshmesh nc`, a proxy) talks
+// to this node: the conn's packets then go to that process.
+func (c *Conn) PeerEndpoint() netip.AddrPort {
+	sts, err := c.node.PeerStatus()
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	for _, st := range sts {
+		if st.PublicKey == c.peer {
+			return st.Endpoint
+		}
+	}
+	return netip.AddrPort{}
+}
+
 // CloseWrite shuts down the writing side of the TCP conn (the peer reads
 // EOF); the reading side stays open.
 func (c *Conn) CloseWrite() error {

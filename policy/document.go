@@ -18,6 +18,19 @@ import (
 // sets no checkPeriod.
 const DefaultCheckPeriod = 12 * time.Hour
 
+// What a check rule's "checkProof" asks of the person who approves.
+const (
+	// CheckProofPasskey, the default, asks for a WebAuthn assertion from a
+	// passkey enrolled for the caller's owner.
+	CheckProofPasskey = "passkey"
+	// CheckProofMesh asks only for a visit from a node of the caller's
+	// owner: whoever holds that node's key can approve.
+	CheckProofMesh = "mesh"
+	// CheckProofOIDC asks for a sign-in at the server's identity provider
+	// whose verified email is the caller's owner.
+	CheckProofOIDC = "oidc"
+)
+
 // Document is a parsed, checked policy document (see the package doc for its
 // format). It implements [Policy]: each node evaluates the same document with
 // itself as Request.Self.

@@ -63,6 +63,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad forward host", `"users": ["autogroup:nonroot"]}`, `"users": ["autogroup:nonroot"], "remoteForward": ["10.0.0.0/33:22"]}`, `"10.0.0.0/33:22"`, `ssh[0].remoteForward[0]: "10.0.0.0/33:22": bad CIDR prefix`},
 		{"onRecordingFailure", `"users": ["autogroup:nonroot"]}`, `"users": ["autogroup:nonroot"], "record": true, "onRecordingFailure": "ignore"}`, `"ignore"`, `ssh[0].onRecordingFailure: "ignore" is not fail-open or fail-closed`},
 		{"checkPeriod on accept", `"users": ["autogroup:nonroot"]}`, `"users": ["autogroup:nonroot"], "checkPeriod": "1h"}`, `"checkPeriod"`, `ssh[0].checkPeriod: only for check rules, not accept`},
+		{"checkProof on accept", `"users": ["autogroup:nonroot"]}`, `"users": ["autogroup:nonroot"], "checkProof": "mesh"}`, `"checkProof"`, `ssh[0].checkProof: only for check rules, not accept`},
+		{"bad checkProof", `"action": "accept"`, `"action": "check", "checkProof": "button"`, `"button"`, `ssh[0].checkProof: "button" is not passkey, oidc or mesh`},
 		{"options on reject", `"action": "accept"`, `"action": "reject", "agentForward": true`, `"agentForward"`, `ssh[0].agentForward: only for accept and check rules, not reject`},
 		{"bad action", `"action": "accept"`, `"action": "allow"`, `"allow"`, `ssh[0].action: "allow" is not accept, check or reject`},
 		{"person in dst", `"dst": ["tag:server"]`, `"dst": ["ann@example.com"]`, `"ann@example.com"], "users"`, `ssh[0].dst[0]: dst names nodes, not people`},

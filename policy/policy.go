@@ -70,7 +70,8 @@
 // matches the login is rejected. Options, carried in the [Decision]:
 // "message" (shown to the client), "expires" (RFC 3339; the rule stops
 // matching then), and, for accept and check rules only, "checkPeriod" (check
-// only; a Go duration, default 12h), "sessionDuration", "acceptEnv" (see
+// only; a Go duration, default 12h), "checkProof" (check only: "passkey",
+// the default, "oidc" or "mesh"; see [Decision].CheckProof), "sessionDuration", "acceptEnv" (see
 // [EnvAllowed]), "agentForward", "localForward" and "remoteForward" (HOST:PORT
 // patterns, see [ForwardAllowed], or absolute unix socket path patterns such
 // as "/run/user/*/db.sock", see [SocketForwardAllowed]), "record" and "onRecordingFailure"
@@ -220,6 +221,12 @@ type Decision struct {
 	AcceptEnv []string
 	// CheckPeriod is how long a check approval lasts (Check only).
 	CheckPeriod time.Duration
+	// CheckProof is what a check asks of the person (Check only): "" or
+	// [CheckProofPasskey], a passkey enrolled for the caller's owner;
+	// [CheckProofOIDC], a sign-in at the server's identity provider as the
+	// caller's owner; [CheckProofMesh], only a visit from a node of the
+	// caller's owner.
+	CheckProof string
 	// Expires is when the rule stops matching; sessions it admitted end then.
 	// Zero means never.
 	Expires time.Time

@@ -238,12 +238,30 @@ func TestRuleID(t *testing.T) {
 			{"users": ["deploy"],   "checkPeriod": "1h", "dst": ["tag:server"], "src": ["laptop"], "action": "check",}`, true},
 		{"users changed", `{"action": "check", "src": ["laptop"], "dst": ["tag:server"], "users": ["deploy", "ops"], "checkPeriod": "1h"}`, false},
 		{"period changed", `{"action": "check", "src": ["laptop"], "dst": ["tag:server"], "users": ["deploy"], "checkPeriod": "8h"}`, false},
+		{"proof changed", `{"action": "check", "src": ["laptop"], "dst": ["tag:server"], "users": ["deploy"], "checkPeriod": "1h", "checkProof": "mesh"}`, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := idOf(tc.rules); (got == base) != tc.same {
 				t.Errorf("RuleID %s vs %s: same = %v, want %v", got, base, got == base, tc.same)
 			}
 		})
+	}
+}
+
+// TestCheckProof: a check rule asks for a passkey unless it says
+// "checkProof": "mesh".
+func TestCheckProof(t *testing.T) {
+	const nodes = `"nodes": {"laptop": {"key": "KEY1", "owner": "ann@example.com"}, "srv": {"key": "KEY2", "tags": ["tag:server"]}},
+		"tagOwners": {"tag:server": ["ann@example.com"]},`
+	for _, tc := range []struct{ extra, want string }{{"", ""}, {`, "checkProof": "passkey"`, CheckProofPasskey}, {`, "checkProof": "mesh"`, CheckProofMesh}} {
+		doc, err := Parse([]byte(withKeys("{"+nodes+`"ssh": [{"action": "check", "src": ["laptop"], "dst": ["tag:server"], "users": ["deploy"]`+tc.extra+`}]}`)), "p.hujson")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := doc.Evaluate(context.Background(), Request{Key: testKey(1), Self: testKey(2), User: "deploy"})
+		if err != nil || d.Action != Check || d.CheckProof != tc.want {
+			t.Errorf("%q: %+v %v; want a check with CheckProof %q", tc.extra, d, err, tc.want)
+		}
 	}
 }
 

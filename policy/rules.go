@@ -13,7 +13,7 @@ import (
 )
 
 // ruleKeys are the keys a rule may have.
-var ruleKeys = []string{"action", "src", "dst", "users", "message", "checkPeriod", "expires",
+var ruleKeys = []string{"action", "src", "dst", "users", "message", "checkPeriod", "checkProof", "expires",
 	"sessionDuration", "acceptEnv", "agentForward", "localForward", "remoteForward", "record", "onRecordingFailure"}
 
 // rules reads "ssh".
@@ -297,6 +297,17 @@ func (c *compiler) ruleOption(r *rule, m member, field string) {
 	case "checkPeriod":
 		if allowOnly(Check) {
 			d.CheckPeriod = c.duration(m, field)
+		}
+	case "checkProof":
+		if allowOnly(Check) {
+			if s, ok := c.str(m.val, field); ok {
+				switch s {
+				case CheckProofPasskey, CheckProofMesh, CheckProofOIDC:
+					d.CheckProof = s
+				default:
+					c.errorf(m.val.StartOffset, field, "%q is not passkey, oidc or mesh", s)
+				}
+			}
 		}
 	case "sessionDuration":
 		if allowOnly(Accept, Check) {

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +17,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"golang.org/x/net/proxy"
 
 	"github.com/sshmesh/sshmesh/sshmeshtest"
 )
@@ -32,7 +36,10 @@ type checkWorld struct {
 	serveLog                                         *sshmeshtest.Buffer
 }
 
-func startCheckWorld(t *testing.T, timeout string) *checkWorld {
+// startCheckWorld starts it with a check rule for laptop and laptop2 that
+// asks for proof ("mesh", "passkey", "oidc"; "" leaves checkProof out),
+// logins waiting up to timeout; serve gets serveArgs too.
+func startCheckWorld(t *testing.T, timeout, proof string, serveArgs ...string) *checkWorld {
 	t.Helper()
 	sshmeshtest.NeedBinary(t, "ssh", "openssh-client")
 	m := sshmeshtest.NewMesh(t, 5)
@@ -48,6 +55,10 @@ func startCheckWorld(t *testing.T, timeout string) *checkWorld {
 		bobConf:     bob.WriteWGQuick(t, filepath.Join(dir, "bob.conf")),
 		serveLog:    &sshmeshtest.Buffer{},
 	}
+	proofJSON := ""
+	if proof != "" {
+		proofJSON = fmt.Sprintf(`, "checkProof": %q`, proof)
+	}
 	pol := fmt.Sprintf(`{
   "nodes": {
     "srv": {"key": %q, "tags": ["tag:server"]},
@@ -58,16 +69,16 @@ func startCheckWorld(t *testing.T, timeout string) *checkWorld {
   },
   "tagOwners": {"tag:server": ["alice@example.com"]},
   "ssh": [
-    {"action": "check", "src": ["laptop", "laptop2"], "dst": ["tag:server"], "users": ["root", "nobody"], "checkPeriod": "1h"},
+    {"action": "check", "src": ["laptop", "laptop2"], "dst": ["tag:server"], "users": ["root", "nobody"], "checkPeriod": "1h"%s},
   ],
-}`, srvN.Key.Public(), laptop.Key.Public(), alice.Key.Public(), bob.Key.Public(), laptop2.Key.Public())
+}`, srvN.Key.Public(), laptop.Key.Public(), alice.Key.Public(), bob.Key.Public(), laptop2.Key.Public(), proofJSON)
 	polPath := filepath.Join(dir, "policy.hujson")
 	if err := os.WriteFile(polPath, []byte(pol), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	serveConf := srvN.WriteWGQuick(t, filepath.Join(dir, "server.conf"))
-	startServe(t, w.serveLog, nil, "--wg", serveConf, "--policy", polPath, "--state", filepath.Join(dir, "state"),
-		"--check-timeout", timeout)
+	startServe(t, w.serveLog, nil, append([]string{"--wg", serveConf, "--policy", polPath, "--state", filepath.Join(dir, "state"),
+		"--check-timeout", timeout}, serveArgs...)...)
 	return w
 }
 
@@ -178,7 +189,8 @@ func startCheckProxy(t testing.TB, conf string) (string, *sshmeshtest.Buffer) {
 }
 
 // startCheckChromium starts headless Chromium whose traffic goes through the
-// SOCKS5 proxy at socks, and returns a chromedp context for it.
+// SOCKS5 proxy at socks (none when ""), and returns a chromedp context for
+// it.
 func startCheckChromium(t *testing.T, socks string) context.Context {
 	t.Helper()
 	path := sshmeshtest.NeedBinary(t, "chromium", "chromium")
@@ -194,7 +206,9 @@ func startCheckChromium(t *testing.T, socks string) context.Context {
 		chromedp.Flag("disable-sync", true),
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.Env("TMPDIR=" + t.TempDir()), // its scratch dirs go away with the test
-		chromedp.ProxyServer("socks5://" + socks),
+	}
+	if socks != "" {
+		opts = append(opts, chromedp.ProxyServer("socks5://"+socks))
 	}
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelC := chromedp.NewContext(actx)
@@ -247,7 +261,7 @@ func chromeClick(t *testing.T, bctx context.Context, sel string) string {
 func TestCheckInBrowser(t *testing.T) {
 	sshmeshtest.NeedRoot(t) // logs in as root and nobody
 	sshmeshtest.NeedBinary(t, "chromium", "chromium")
-	w := startCheckWorld(t, "2m")
+	w := startCheckWorld(t, "2m", "mesh")
 	aliceProxy, _ := startCheckProxy(t, w.aliceConf)
 	bobProxy, _ := startCheckProxy(t, w.bobConf)
 	aliceBrowser := startCheckChromium(t, aliceProxy)
@@ -310,11 +324,11 @@ func TestCheckInBrowser(t *testing.T) {
 	}
 }
 
-// TestCheckOpensBrowser: nc opens the banner's URL with $BROWSER, once, and
-// only its own conn's; a check that times out ends ssh with 255.
+// TestCheckOpensBrowser: nc opens a local link to its own conn's page with
+// $BROWSER, once, and only its own conn's.
 func TestCheckOpensBrowser(t *testing.T) {
 	sshmeshtest.NeedRoot(t)
-	w := startCheckWorld(t, "2m")
+	w := startCheckWorld(t, "2m", "mesh")
 	script := filepath.Join(w.dir, "browser.sh")
 	os.WriteFile(script, []byte("#!/bin/sh\necho \"$1\" >> \"$OPENED\"\n"), 0o755)
 	opened1, opened2 := filepath.Join(w.dir, "opened1"), filepath.Join(w.dir, "opened2")
@@ -325,7 +339,11 @@ func TestCheckOpensBrowser(t *testing.T) {
 	if u1 == u2 {
 		t.Fatal("two callers share a check")
 	}
-	for _, c := range []struct{ file, url string }{{opened1, u1}, {opened2, u2}} {
+	for _, c := range []struct {
+		file, url string
+		s         *checkSSH
+	}{{opened1, u1, s1}, {opened2, u2, s2}} {
+		link := c.s.localLink(t)
 		var got string
 		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 			b, _ := os.ReadFile(c.file)
@@ -335,8 +353,11 @@ func TestCheckOpensBrowser(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond) // a second open would land by now
 		b, _ := os.ReadFile(c.file)
-		if got = string(b); got != c.url+"\n" {
-			t.Errorf("%s: the browser got %q, want %q once", filepath.Base(c.file), got, c.url)
+		if got = string(b); got != link+"\n" {
+			t.Errorf("%s: the browser got %q, want %q once", filepath.Base(c.file), got, link)
+		}
+		if tokenOf(link) != tokenOf(c.url) {
+			t.Errorf("local link %s is not for the banner's check %s", link, c.url)
 		}
 	}
 	if !strings.Contains(s1.stderr.String(), "opening the approval page in your browser") {
@@ -344,9 +365,76 @@ func TestCheckOpensBrowser(t *testing.T) {
 	}
 }
 
+var localLinkRE = regexp.MustCompile(`approve this login in this machine's browser at (http://s[0-9a-f]{12}\.localhost:[0-9]+/check/[A-Za-z0-9_-]{22})\n`)
+
+// localLink waits for nc's local approval link on ssh's stderr.
+func (s *checkSSH) localLink(t *testing.T) string {
+	t.Helper()
+	if m := localLinkRE.FindStringSubmatch(waitCheckStderr(s, "machine's browser at")); m != nil {
+		return m[1]
+	}
+	t.Fatalf("no local approval link on ssh's stderr within 20 s:\n%s", s.stderr.String())
+	return ""
+}
+
+// tokenOf is the check token at the end of an approval page's URL.
+func tokenOf(u string) string { return u[strings.LastIndex(u, "/")+1:] }
+
+// TestCheckLocalLink: with only stock ssh and `sshmesh nc`, the person
+// approves in a browser that is on no mesh, through the link nc prints;
+// the link serves only that check and stops with it.
+func TestCheckLocalLink(t *testing.T) {
+	sshmeshtest.NeedRoot(t)
+	sshmeshtest.NeedBinary(t, "chromium", "chromium")
+	w := startCheckWorld(t, "2m", "mesh")
+	browser := startCheckChromium(t, "")
+	script := filepath.Join(w.dir, "browser.sh")
+	opened := filepath.Join(w.dir, "opened")
+	os.WriteFile(script, []byte("#!/bin/sh\necho \"$1\" >> \"$OPENED\"\n"), 0o755)
+
+	s := startCheckSSH(t, w.laptopConf, []string{"BROWSER=" + script, "OPENED=" + opened}, "", "root@100.64.0.1", "echo checked-in; exit 7")
+	link := s.localLink(t)
+	// The test plays $BROWSER: it opens what nc handed it.
+	var got string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && got == ""; time.Sleep(50 * time.Millisecond) {
+		b, _ := os.ReadFile(opened)
+		got = strings.TrimSpace(string(b))
+	}
+	if got != link {
+		t.Fatalf("$BROWSER got %q, want %q", got, link)
+	}
+	if code := chromeVisit(t, browser, link); code != 200 {
+		t.Fatalf("the local link answered %d", code)
+	}
+	for sel, want := range map[string]string{"caller": "laptop", "owner": "alice@example.com", "local-user": "root"} {
+		if got := chromeText(t, browser, sel); !strings.Contains(got, want) {
+			t.Errorf("#%s shows %q, want %q", sel, got, want)
+		}
+	}
+	// Another path on the link's port is not forwarded.
+	base := strings.TrimSuffix(link, "/check/"+tokenOf(link))
+	if code := chromeVisit(t, browser, base+"/check/AAAAAAAAAAAAAAAAAAAAAA"); code != 404 {
+		t.Errorf("another token through the link: %d, want 404", code)
+	}
+	if code := chromeVisit(t, browser, link); code != 200 {
+		t.Fatalf("the local link answered %d", code)
+	}
+	if title := chromeClick(t, browser, "approve"); title != "Approved" {
+		t.Errorf("after Approve the page says %q", title)
+	}
+	if code := s.wait(t); code != 7 || s.stdout.String() != "checked-in\n" {
+		t.Errorf("approved ssh: exit %d, stdout %q, stderr:\n%s", code, s.stdout.String(), s.stderr.String())
+	}
+	// The link has stopped with its check (and nc with its conn).
+	if c, err := net.DialTimeout("tcp", "127.0.0.1:"+base[strings.LastIndex(base, ":")+1:], 2*time.Second); err == nil {
+		c.Close()
+		t.Error("the local link still accepts conns after the check ended")
+	}
+}
+
 func TestCheckTimeout(t *testing.T) {
 	sshmeshtest.NeedRoot(t)
-	w := startCheckWorld(t, "2s")
+	w := startCheckWorld(t, "2s", "")
 	s := startCheckSSH(t, w.laptopConf, nil, "--no-browser", "root@100.64.0.1", "true")
 	if !strings.Contains(s.stderr.String()+waitCheckStderr(s, "waiting up to"), "waiting up to 2s") {
 		t.Errorf("banner:\n%s", s.stderr.String())
@@ -364,4 +452,90 @@ func waitCheckStderr(s *checkSSH, sub string) string {
 		}
 	}
 	return s.stderr.String()
+}
+
+// socksHTTP is an HTTP client whose conns go through the SOCKS5 proxy at
+// socks (a browser on the mesh, as that proxy's node).
+func socksHTTP(t *testing.T, socks string) *http.Client {
+	t.Helper()
+	d, err := proxy.SOCKS5("tcp", socks, nil, proxy.Direct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return d.(proxy.ContextDialer).DialContext(ctx, network, addr)
+		}}}
+}
+
+// loopbackHTTP is an HTTP client that reaches *.localhost names on
+// 127.0.0.1, as browsers do (Go's resolver does not).
+func loopbackHTTP() *http.Client {
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			host, port, _ := net.SplitHostPort(addr)
+			if strings.HasSuffix(host, ".localhost") {
+				addr = net.JoinHostPort("127.0.0.1", port)
+			}
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		}}}
+}
+
+// approveVia approves the mesh-proof check at u with an HTTP client.
+func approveVia(t *testing.T, c *http.Client, u string) {
+	t.Helper()
+	resp, err := c.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindSubmatch(b)
+	if resp.StatusCode != 200 || m == nil {
+		t.Fatalf("GET %s: %d\n%s", u, resp.StatusCode, b)
+	}
+	resp, err = c.PostForm(u, url.Values{"csrf": {string(m[1])}, "decision": {"approve"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("approve: %d", resp.StatusCode)
+	}
+}
+
+// TestCheckSameKey: nc and a proxy with the same key. nc warns; the
+// README's set-up (approve through nc's local link) does not hang; and
+// when the proxy does take the laptop's traffic during a check, the server
+// says so instead of "client disconnected".
+func TestCheckSameKey(t *testing.T) {
+	sshmeshtest.NeedRoot(t)
+	w := startCheckWorld(t, "2m", "mesh")
+	laptopProxy, _ := startCheckProxy(t, w.laptopConf)
+	aliceProxy, _ := startCheckProxy(t, w.aliceConf)
+
+	s := startCheckSSH(t, w.laptopConf, nil, "--no-browser", "root@100.64.0.1", "echo checked-in; exit 7")
+	link := s.localLink(t)
+	if got := waitCheckStderr(s, "runs this node's key"); !strings.Contains(got, "another sshmesh process of yours runs this node's key: proxy laptop.conf (pid ") {
+		t.Errorf("nc did not warn about the proxy:\n%s", got)
+	}
+	approveVia(t, loopbackHTTP(), link)
+	if code := s.wait(t); code != 7 || s.stdout.String() != "checked-in\n" {
+		t.Errorf("approved through the local link: exit %d, stdout %q, stderr:\n%s", code, s.stdout.String(), s.stderr.String())
+	}
+
+	// The set-up the README warns against: the proxy speaks to the server
+	// while nc's login waits (as a browser through it would), and the
+	// approval comes from elsewhere. The server's packets for nc's conn
+	// go to the proxy then.
+	s = startCheckSSH(t, w.laptopConf, nil, "--no-browser", "nobody@100.64.0.1", "true")
+	u := s.url(t)
+	c, err := socksHTTP(t, laptopProxy).Transport.(*http.Transport).DialContext(context.Background(), "tcp", "100.64.0.1:22")
+	if err != nil {
+		t.Fatalf("through the laptop's proxy: %v", err)
+	}
+	c.Close()
+	approveVia(t, socksHTTP(t, aliceProxy), u)
+	w.serveLog.WaitFor(t, "endpoint moved to another process with the same key")
 }

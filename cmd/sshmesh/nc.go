@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strconv"
@@ -33,7 +34,7 @@ func cmdNC(ctx context.Context, args []string, io stdio) error {
 	// to complete the WireGuard handshake, since WireGuard retries every
 	// 5 s and drops an answer that comes after the retry.
 	timeout := fs.Duration("timeout", 2*time.Minute, "give up connecting (WireGuard handshake and TCP connect) after this long")
-	noBrowser := fs.Bool("no-browser", false, "do not open check approval pages in a browser ($BROWSER, else xdg-open/open); ssh still prints the URL")
+	noBrowser := fs.Bool("no-browser", false, "do not open check approval pages in a browser ($BROWSER, else xdg-open/open); nc still prints their local link")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -54,6 +55,8 @@ func cmdNC(ctx context.Context, args []string, io stdio) error {
 		return err
 	}
 	defer node.Close()
+	others, release := holdKey(node.PublicKey(), "nc "+filepath.Base(*wgPath))
+	defer release()
 	// Start the WireGuard handshake now rather than when the first TCP
 	// segment reaches the device: it then overlaps setting up the notice
 	// listener and the dial. If it cannot start, the dial says why.
@@ -62,11 +65,12 @@ func cmdNC(ctx context.Context, args []string, io stdio) error {
 			node.StartHandshake(peer)
 		}
 	}
-	var notices *noticeWatcher
-	if !*noBrowser {
-		// Listen before dialing, so a notice cannot come first.
-		notices = watchNotices(node, openBrowser, io.err, logger)
+	// Listen before dialing, so a notice cannot come first.
+	open := openBrowser
+	if *noBrowser {
+		open = nil
 	}
+	notices := watchNotices(node, open, io.err, logger)
 	dctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	dialed, progressDone := make(chan struct{}), make(chan struct{})
@@ -82,6 +86,9 @@ func cmdNC(ctx context.Context, args []string, io stdio) error {
 		return explainDialError(node, *wgPath, fs.Arg(0), fs.Arg(1), *timeout, err)
 	}
 	defer conn.Close()
+	if w := sameKeyWarning(others); w != "" {
+		fmt.Fprintf(io.err, "sshmesh nc: warning: %s\n", w)
+	}
 	if a, err := netip.ParseAddr(fs.Arg(0)); err == nil {
 		// For `sshmesh known-hosts`, which ssh runs while we are up.
 		defer offerHostKeys(node, a.Unmap(), logger)()
@@ -198,10 +205,11 @@ func (t *trackedWriter) Write(p []byte) (int, error) {
 }
 
 // noticeWatcher receives check notices (package checkpage) on this node's
-// mesh addresses and opens their pages in the user's browser. It acts on a
-// notice only when it names one of this node's tracked conns by its source
-// port and comes from the peer that conn went to, and its URL is an
-// approval page on that peer; and it opens each URL once.
+// mesh addresses and serves each page on a local link (see localLink),
+// which it prints on stderr and opens in the user's browser (unless open is
+// nil). It acts on a notice only when it names one of this node's tracked
+// conns by its source port and comes from the peer that conn went to, and
+// its URL is an approval page on that peer; and on each URL once.
 type noticeWatcher struct {
 	node   *netstack.Node
 	open   func(url string) error
@@ -211,7 +219,13 @@ type noticeWatcher struct {
 	mu     sync.Mutex
 	conns  map[uint16]netip.AddrPort // tracked conns: local port → remote
 	opened map[string]bool
+	links  map[uint16][]*localLink // the local link of each tracked conn
+	opens  map[uint16]int          // browsers opened for each tracked conn
 }
+
+// maxOpensPerConn bounds the browser tabs one conn's server can make us
+// open; more links are only printed.
+const maxOpensPerConn = 3
 
 // watchNotices listens on checkpage.NoticePort inside node's stack. It
 // returns nil (after logging why) when it cannot listen: browsers are a
@@ -223,7 +237,7 @@ func watchNotices(node *netstack.Node, open func(string) error, say io.Writer, l
 		return nil
 	}
 	w := &noticeWatcher{node: node, open: open, say: say, logger: logger,
-		conns: map[uint16]netip.AddrPort{}, opened: map[string]bool{}}
+		conns: map[uint16]netip.AddrPort{}, opened: map[string]bool{}, links: map[uint16][]*localLink{}, opens: map[uint16]int{}}
 	go w.serve(ln)
 	return w
 }
@@ -240,8 +254,14 @@ func (w *noticeWatcher) track(conn net.Conn) (untrack func()) {
 	w.mu.Unlock()
 	return func() {
 		w.mu.Lock()
+		links := w.links[local.Port()]
 		delete(w.conns, local.Port())
+		delete(w.links, local.Port())
+		delete(w.opens, local.Port())
 		w.mu.Unlock()
+		for _, l := range links {
+			l.Close()
+		}
 	}
 }
 
@@ -291,9 +311,36 @@ func (w *noticeWatcher) handle(c net.Conn) error {
 	if seen {
 		return nil
 	}
+	// The page's mesh address is no use to a browser outside the mesh:
+	// hand it a loopback link that this node forwards.
+	link, err := startLocalLink(n.URL, checkpage.LinkHost(from.Key), w.node.Dial, w.logger)
+	if err != nil {
+		return err
+	}
+	w.mu.Lock()
+	if _, ok := w.conns[n.ConnPort]; !ok { // the conn ended meanwhile
+		w.mu.Unlock()
+		link.Close()
+		return nil
+	}
+	// One link per conn: a conn waits for one check at a time, so a new
+	// notice means the old check is over (and a server cannot make us
+	// listen on many ports).
+	old := w.links[n.ConnPort]
+	w.links[n.ConnPort] = []*localLink{link}
+	w.opens[n.ConnPort]++
+	open := w.open != nil && w.opens[n.ConnPort] <= maxOpensPerConn
+	w.mu.Unlock()
+	for _, l := range old {
+		l.Close()
+	}
+	fmt.Fprintf(w.say, "sshmesh: approve this login in this machine's browser at %s\n", link.URL)
+	if !open {
+		return nil
+	}
 	fmt.Fprintf(w.say, "sshmesh: opening the approval page in your browser\n")
-	if err := w.open(n.URL); err != nil {
-		fmt.Fprintf(w.say, "sshmesh: could not open a browser (%v); open the URL above yourself\n", err)
+	if err := w.open(link.URL); err != nil {
+		fmt.Fprintf(w.say, "sshmesh: could not open a browser (%v); open the link above yourself\n", err)
 	}
 	return nil
 }

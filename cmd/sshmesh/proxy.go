@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"sync"
@@ -37,7 +38,7 @@ func cmdProxy(ctx context.Context, args []string, io stdio) error {
 	fs := newFlags("proxy", "--wg CONF --socks5 127.0.0.1:PORT [--no-browser] [--any-local-user]", io)
 	wgPath := fs.String("wg", "", "wg-quick `file` of this (client) node (required)")
 	listen := fs.String("socks5", "127.0.0.1:1080", "loopback `address:port` of the SOCKS5 proxy")
-	noBrowser := fs.Bool("no-browser", false, "do not open check approval pages of ssh conns through the proxy in a browser")
+	noBrowser := fs.Bool("no-browser", false, "do not open check approval pages of ssh conns through the proxy in a browser; it still prints their local link")
 	anyUser := fs.Bool("any-local-user", false, "serve SOCKS5 clients of every local user, not only this user's: all of them then "+
 		"reach the mesh as this node. Only on Linux can the proxy tell who connects; elsewhere it starts only with this flag")
 	if err := parseFlags(fs, args); err != nil {
@@ -63,16 +64,23 @@ func cmdProxy(ctx context.Context, args []string, io stdio) error {
 		return err
 	}
 	defer node.Close()
+	others, release := holdKey(node.PublicKey(), "proxy "+filepath.Base(*wgPath))
+	defer release()
+	if w := sameKeyWarning(others); w != "" {
+		fmt.Fprintf(io.err, "sshmesh proxy: warning: %s\n", w)
+	}
 	ln, err := net.Listen("tcp", ap.String())
 	if err != nil {
 		return err
 	}
 	defer ln.Close()
 	p := &socksProxy{dial: node.Dial, logger: logger, owner: uint32(os.Getuid()), anyUser: *anyUser}
-	if !*noBrowser {
-		if w := watchNotices(node, openBrowser, io.err, logger); w != nil {
-			p.track = w.track
-		}
+	open := openBrowser
+	if *noBrowser {
+		open = nil
+	}
+	if w := watchNotices(node, open, io.err, logger); w != nil {
+		p.track = w.track
 	}
 	fmt.Fprintf(io.out, "sshmesh: SOCKS5 proxy on %s into the mesh as %s\n", ln.Addr(), joinAddrs(node.Addresses()))
 	go func() {

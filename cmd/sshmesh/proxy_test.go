@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -229,13 +230,45 @@ func TestNoticeWatcher(t *testing.T) {
 		}
 	}
 	time.Sleep(200 * time.Millisecond) // and the repeated one too
+	mu.Lock()
+	first := slices.Clone(opened)
+	mu.Unlock()
+	// A server that sends notice after notice for one conn gets one local
+	// link at a time, and at most maxOpensPerConn browser tabs.
+	for i := range 5 {
+		send(server, checkpage.Notice{ConnPort: port, URL: fmt.Sprintf("http://100.64.0.1/check/BBBBBBBBBBBBBBBBBBBBB%d", i)})
+	}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		w.mu.Lock()
+		done := w.opens[port] == 6 // every notice handled (they are, concurrently)
+		w.mu.Unlock()
+		if done {
+			break
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // the last link replaced the one before
+	w.mu.Lock()
+	links := len(w.links[port])
+	w.mu.Unlock()
+	mu.Lock()
+	tabs := len(opened)
+	mu.Unlock()
+	if links != 1 || tabs != maxOpensPerConn {
+		t.Errorf("after 6 notices for one conn: %d local links, %d tabs; want 1 and %d", links, tabs, maxOpensPerConn)
+	}
 	untrack()
 	send(server, checkpage.Notice{ConnPort: port, URL: "http://100.64.0.1/check/AAAAAAAAAAAAAAAAAAAAAA"}) // conn over
 	time.Sleep(500 * time.Millisecond)
+	// What opened first is nc's local link to the good page, named after
+	// the server's key, once.
+	want := "http://" + checkpage.LinkHost(server.Key.Public()) + ":"
+	if len(first) != 1 || !strings.HasPrefix(first[0], want) || !strings.HasSuffix(first[0], "/check/OHJC-FpjaLofxm8bbY6BVQ") {
+		t.Errorf("opened %q, want only a local link %s…/check/OHJC-FpjaLofxm8bbY6BVQ", first, want)
+	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(opened) != 1 || opened[0] != good {
-		t.Errorf("opened %q, want only %q", opened, good)
+	if len(opened) != maxOpensPerConn {
+		t.Errorf("a notice after the conn ended opened a tab: %q", opened)
 	}
 }
 

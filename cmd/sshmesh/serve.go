@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -36,6 +37,9 @@ func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 	hostKeysPort := fs.Uint("hostkeys-port", DefaultHostKeysPort, "`port` on the mesh addresses that answers with the SSH host keys, for `sshmesh known-hosts` (0: off)")
 	webPort := fs.Uint("web-port", 0, "`port` of the web terminal on the mesh addresses: a login shell in the browser, decided, checked, recorded and audited as ssh (0: off; 8022 is a good choice)")
 	checkTimeout := fs.Duration("check-timeout", sshmesh.DefaultCheckTimeout, "how long a login waits for its check approval")
+	oidcIssuer := fs.String("oidc-issuer", "", "issuer `URL` of the identity provider for check rules with \"checkProof\": \"oidc\" (device sign-in; the verified email must be the caller's owner)")
+	oidcClient := fs.String("oidc-client-id", "", "this server's client `id` at the --oidc-issuer")
+	oidcSecret := fs.String("oidc-client-secret-file", "", "`file` holding the client secret for --oidc-client-id (none: a public client)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	recordDir := fs.String("record", "", "`dir` for session recordings (asciicast v2) of rules that say \"record\": true")
 	recordInput := fs.Bool("record-input", false, "also record what clients type in recorded sessions (it may hold passwords)")
@@ -121,8 +125,22 @@ func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 		fs.Usage()
 		return errUsage
 	}
+	if (*oidcIssuer == "") != (*oidcClient == "") || (*oidcSecret != "" && *oidcIssuer == "") {
+		return errors.New("--oidc-issuer and --oidc-client-id go together (and --oidc-client-secret-file with them)")
+	}
+	var idp *checkpage.OIDC
+	if *oidcIssuer != "" {
+		idp = &checkpage.OIDC{Issuer: *oidcIssuer, ClientID: *oidcClient}
+		if *oidcSecret != "" {
+			b, err := os.ReadFile(*oidcSecret)
+			if err != nil {
+				return fmt.Errorf("--oidc-client-secret-file: %w", err)
+			}
+			idp.ClientSecret = strings.TrimSpace(string(b))
+		}
+	}
 	if *checkPort != 0 {
-		checker, err := serveCheckPage(node, pol, uint16(*checkPort), *checkTimeout, *stateDir, logger)
+		checker, err := serveCheckPage(node, pol, uint16(*checkPort), *checkTimeout, *stateDir, idp, logger)
 		if err != nil {
 			return err
 		}
@@ -215,19 +233,25 @@ func (r *reloadable) Node(k meshkey.Public) (policy.Identity, bool) {
 }
 
 // serveCheckPage serves the built-in check approval page on the node's
-// mesh addresses; approvals persist in STATE/check-approvals.json.
-func serveCheckPage(node *netstack.Node, pol *reloadable, port uint16, timeout time.Duration, stateDir string, logger *slog.Logger) (*checkpage.Checker, error) {
+// mesh addresses, with the identity provider idp (nil: none); approvals
+// persist in STATE/check-approvals.json,
+// passkeys in STATE/passkeys.json, enrolment invitations (`sshmesh passkey
+// invite`) in STATE/passkey-invites.
+func serveCheckPage(node *netstack.Node, pol *reloadable, port uint16, timeout time.Duration, stateDir string, idp *checkpage.OIDC, logger *slog.Logger) (*checkpage.Checker, error) {
 	ln, err := node.Listen("tcp", ":"+strconv.Itoa(int(port)))
 	if err != nil {
 		return nil, fmt.Errorf("--check-port %d: %w", port, err)
 	}
 	checker := &checkpage.Checker{
-		Identify:  pol.Node,
-		Port:      port,
-		Timeout:   timeout,
-		StateFile: filepath.Join(stateDir, "check-approvals.json"),
-		Dial:      node.Dial,
-		Logger:    logger,
+		Identify:    pol.Node,
+		Port:        port,
+		Timeout:     timeout,
+		StateFile:   filepath.Join(stateDir, "check-approvals.json"),
+		PasskeyFile: filepath.Join(stateDir, passkeyFileName),
+		InviteDir:   filepath.Join(stateDir, inviteDirName),
+		OIDC:        idp,
+		Dial:        node.Dial,
+		Logger:      logger,
 	}
 	go func() {
 		if err := checker.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
