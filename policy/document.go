@@ -22,7 +22,8 @@ const DefaultCheckPeriod = 12 * time.Hour
 // format). It implements [Policy]: each node evaluates the same document with
 // itself as Request.Self.
 //
-// Evaluation is precomputed at load: Evaluate looks the two keys up, then
+// Evaluation is precomputed at load: Evaluate looks the two keys up (on a
+// tailnet: the caller's login and tags, the server's tags or owner), then
 // walks only the rules that name the caller or the destination (by name,
 // owner, group, tag or autogroup), and does not allocate.
 //
@@ -33,14 +34,18 @@ type Document struct {
 	// time.Now.
 	Now func() time.Time
 
-	file   string
-	nodes  []node
+	file    string
+	tailnet bool // "identity": "tailnet": callers and servers come from Request.Caller and Request.Server
+	nodes   []node
 	byKey  map[meshkey.Public]int32
 	byName map[string]int32
 	groups map[string][]string // group → member emails, flattened and sorted
 	rules  []rule
 	tests  []test
 
+	// principals maps every name a rule uses (login, tag, autogroup, *,
+	// node name) to its id; a tailnet document names a caller with it.
+	principals map[string]int32
 	// By principal id (see compiler.principal): the rules whose src, or
 	// dst, names the principal, in document order.
 	srcRules  [][]int32
@@ -52,7 +57,8 @@ type Document struct {
 	wildUserRules []int32
 }
 
-// node is one entry of "nodes".
+// node is one entry of "nodes", or on a tailnet a caller or server as
+// Request.Caller or Request.Server describes it (see tailnetCaller).
 type node struct {
 	id        Identity
 	localpart string  // of the owner, for "=" and {localpart}; "" if tagged
@@ -77,10 +83,11 @@ type rule struct {
 
 // test is one entry of "tests".
 type test struct {
-	field    string
-	src, dst int32
-	at       time.Time // zero: now
-	want     []testCase
+	field            string
+	src, dst         node
+	srcName, dstName string    // as written, for errors
+	at               time.Time // zero: now
+	want             []testCase
 }
 
 type testCase struct {
@@ -136,8 +143,15 @@ func syntaxError(file string, err error) error {
 // rule matches. A Dst not in the document is an error: the server is not
 // part of this policy.
 //
+// A tailnet document (see [Document.IdentitySource]) decides on
+// Request.Caller and Request.Server instead of the keys, and fills
+// Decision.Caller from Request.Caller; without them it rejects with an error.
+//
 // The slices in the Decision are shared with the Document; do not modify them.
 func (doc *Document) Evaluate(_ context.Context, r Request) (Decision, error) {
+	if doc.tailnet {
+		return doc.evaluateTailnet(r)
+	}
 	di, ok := doc.byKey[r.Self]
 	if !ok {
 		return Decision{}, fmt.Errorf("policy: %s: the destination %s is not a node in the document", doc.file, r.Self.Short())
@@ -147,7 +161,84 @@ func (doc *Document) Evaluate(_ context.Context, r Request) (Decision, error) {
 		return Decision{Caller: Identity{Key: r.Key}}, nil
 	}
 	now := doc.now()
-	return doc.decision(si, doc.match(si, di, loginOf(r), now), r.User), nil
+	s := &doc.nodes[si]
+	return doc.decision(s.id, doc.match(s, &doc.nodes[di], loginOf(r), now), r.User), nil
+}
+
+// evaluateTailnet is Evaluate for a tailnet document.
+func (doc *Document) evaluateTailnet(r Request) (Decision, error) {
+	if r.Caller == nil || r.Server == nil {
+		return Decision{}, fmt.Errorf("policy: %s: a tailnet document needs the caller's and the server's identities from a tailnet (Request.Caller and Request.Server), and this request has none", doc.file)
+	}
+	var srcBuf, dstBuf [8]int32
+	s := doc.tailnetCaller(r.Caller, srcBuf[:0])
+	d := doc.tailnetServer(r.Server, dstBuf[:0])
+	return doc.decision(*r.Caller, doc.match(&s, &d, loginOf(r), doc.now()), r.User), nil
+}
+
+// tailnetParty is id as a tailnet document sees it: a node with tags is a
+// tagged node and belongs to no one, whatever owner the coordinator gives
+// it; owners are compared ignoring case.
+func tailnetParty(id *Identity) node {
+	n := node{id: Identity{Key: id.Key, Node: id.Node, Tags: id.Tags}}
+	if len(id.Tags) == 0 {
+		n.id.Owner = strings.ToLower(id.Owner)
+		n.localpart, _, _ = strings.Cut(n.id.Owner, "@")
+	}
+	return n
+}
+
+// tailnetCaller is a tailnet caller with the src principals that name it:
+// *, and its tags and autogroup:tagged, or its owner's login and
+// autogroup:member. buf holds them (it is appended to).
+func (doc *Document) tailnetCaller(id *Identity, buf []int32) node {
+	n := tailnetParty(id)
+	buf = doc.appendPrincipal(buf, anyone)
+	switch {
+	case len(n.id.Tags) > 0:
+		buf = doc.appendPrincipal(buf, autogroupTagged)
+		for _, t := range n.id.Tags {
+			buf = doc.appendPrincipal(buf, t)
+		}
+	case n.id.Owner != "":
+		buf = doc.appendPrincipal(buf, n.id.Owner)
+		buf = doc.appendPrincipal(buf, autogroupMember)
+	}
+	n.srcP = buf
+	return n
+}
+
+// tailnetServer is a tailnet server with the dst principals that name it:
+// *, and its tags, or its owner's login.
+func (doc *Document) tailnetServer(id *Identity, buf []int32) node {
+	n := tailnetParty(id)
+	buf = doc.appendPrincipal(buf, anyone)
+	for _, t := range n.id.Tags {
+		buf = doc.appendPrincipal(buf, t)
+	}
+	if n.id.Owner != "" {
+		buf = doc.appendPrincipal(buf, n.id.Owner)
+	}
+	n.dstP = buf
+	return n
+}
+
+// appendPrincipal appends the id of name, if a rule uses name.
+func (doc *Document) appendPrincipal(buf []int32, name string) []int32 {
+	if p, ok := doc.principals[name]; ok {
+		buf = append(buf, p)
+	}
+	return buf
+}
+
+// IdentitySource returns where the document's identities come from: "mesh"
+// (its own "nodes", by WireGuard key) or "tailnet" (the tailnet's
+// coordinator, through Request.Caller and Request.Server).
+func (doc *Document) IdentitySource() string {
+	if doc.tailnet {
+		return identityTailnet
+	}
+	return identityMesh
 }
 
 func (doc *Document) now() time.Time {
@@ -157,28 +248,32 @@ func (doc *Document) now() time.Time {
 	return time.Now()
 }
 
-// decision builds the Decision of rule ri (-1: none) for caller si.
-func (doc *Document) decision(si, ri int32, user string) Decision {
+// decision builds the Decision of rule ri (-1: none) for caller.
+func (doc *Document) decision(caller Identity, ri int32, user string) Decision {
 	if ri < 0 {
-		return Decision{Caller: doc.nodes[si].id}
+		return Decision{Caller: caller}
 	}
 	r := &doc.rules[ri]
 	d := r.dec
-	d.Caller = doc.nodes[si].id
+	d.Caller = caller
 	if r.action != Reject {
 		d.LocalUser = user
 	}
 	return d
 }
 
-// match returns the first rule that lets (or refuses) si into di as user
+// match returns the first rule that lets (or refuses) s into d as user
 // at now, or -1. Each rule is listed under the principals its src and dst
 // name and under the login names its users name; match walks whichever of
 // the three sides has the shortest lists: the rules naming the caller, the
 // rules naming the destination, or the rules naming the login.
-func (doc *Document) match(si, di int32, user login, now time.Time) int32 {
-	s, d := &doc.nodes[si], &doc.nodes[di]
+//
+// An accept or check rule never lets s into an untagged d of another owner
+// (see reaches), whatever the rule says: the safety rule again, at
+// evaluation.
+func (doc *Document) match(s, d *node, user login, now time.Time) int32 {
 	self := s.id.Owner != "" && s.id.Owner == d.id.Owner
+	reach := reaches(s, d)
 	best := int32(len(doc.rules))
 	srcN, dstN := 0, 0
 	for _, p := range s.srcP {
@@ -194,18 +289,18 @@ func (doc *Document) match(si, di int32, user login, now time.Time) int32 {
 	userN := len(named) + len(doc.wildUserRules)
 	switch {
 	case userN <= srcN && userN <= dstN:
-		best = doc.scan(named, best, s, d, self, user, now)
-		best = doc.scan(doc.wildUserRules, best, s, d, self, user, now)
+		best = doc.scan(named, best, s, d, self, reach, user, now)
+		best = doc.scan(doc.wildUserRules, best, s, d, self, reach, user, now)
 	case srcN <= dstN:
 		for _, p := range s.srcP {
-			best = doc.scan(doc.srcRules[p], best, s, d, self, user, now)
+			best = doc.scan(doc.srcRules[p], best, s, d, self, reach, user, now)
 		}
 	default:
 		for _, p := range d.dstP {
-			best = doc.scan(doc.dstRules[p], best, s, d, self, user, now)
+			best = doc.scan(doc.dstRules[p], best, s, d, self, reach, user, now)
 		}
 		if self {
-			best = doc.scan(doc.selfRules, best, s, d, self, user, now)
+			best = doc.scan(doc.selfRules, best, s, d, self, reach, user, now)
 		}
 	}
 	if best == int32(len(doc.rules)) {
@@ -215,14 +310,15 @@ func (doc *Document) match(si, di int32, user login, now time.Time) int32 {
 }
 
 // scan returns the first rule in the ascending list, before best, that
-// covers s and d and admits user at now; or best.
-func (doc *Document) scan(list []int32, best int32, s, d *node, self bool, user login, now time.Time) int32 {
+// covers s and d and admits user at now; or best. Unless reach, only a
+// reject rule may match.
+func (doc *Document) scan(list []int32, best int32, s, d *node, self, reach bool, user login, now time.Time) int32 {
 	for _, ri := range list {
 		if ri >= best {
 			break
 		}
 		r := &doc.rules[ri]
-		if overlaps(r.srcP, s.srcP) && (r.self && self || overlaps(r.dstP, d.dstP)) && r.admits(s, user, now) {
+		if (reach || r.action == Reject) && overlaps(r.srcP, s.srcP) && (r.self && self || overlaps(r.dstP, d.dstP)) && r.admits(s, user, now) {
 			return ri
 		}
 	}
@@ -238,6 +334,14 @@ func overlaps(ruleP, nodeP []int32) bool {
 		}
 	}
 	return false
+}
+
+// reaches reports whether an accept or check rule may let s into d at all:
+// d is tagged or has s's owner. On the mesh the safety rule at load makes
+// this hold for every pair a rule covers; on a tailnet, where the nodes are
+// not known at load, it is also where that rule is kept.
+func reaches(s, d *node) bool {
+	return len(d.id.Tags) > 0 || s.id.Owner != "" && s.id.Owner == d.id.Owner
 }
 
 // admits reports whether r, which covers the caller and destination, is
@@ -270,7 +374,7 @@ func (doc *Document) NodeByName(name string) (Identity, bool) {
 }
 
 // Stats returns how many nodes, ssh rules and test cases (one per listed
-// user of each test) the document has.
+// user of each test) the document has. A tailnet document has no nodes.
 func (doc *Document) Stats() (nodes, rules, tests int) {
 	for _, t := range doc.tests {
 		tests += len(t.want)
@@ -288,9 +392,8 @@ func (doc *Document) runTests(d *decoder) {
 		if at.IsZero() {
 			at = time.Now()
 		}
-		src, dst := &doc.nodes[t.src], &doc.nodes[t.dst]
 		for _, w := range t.want {
-			ri := doc.match(t.src, t.dst, loginNamed(w.user), at)
+			ri := doc.match(&t.src, &t.dst, loginNamed(w.user), at)
 			got := Reject
 			by := " (no rule matched)"
 			if ri >= 0 {
@@ -299,7 +402,7 @@ func (doc *Document) runTests(d *decoder) {
 			}
 			if got != w.action {
 				d.errorf(w.off, t.field, "%s → %s as %s: want %s, got %s%s",
-					src.id.Node, dst.id.Node, w.user, testVerb(w.action), testVerb(got), by)
+					t.srcName, t.dstName, w.user, testVerb(w.action), testVerb(got), by)
 			}
 		}
 	}

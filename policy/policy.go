@@ -148,6 +148,13 @@ type Request struct {
 	// sets it from the host's account database. A root account, "root"
 	// or not, is allowed only by a rule that names it explicitly.
 	RootUser bool
+	// Caller is the caller's identity as the transport's coordinator vouches
+	// for it (a tailnet's WhoIs: node name, user login as Owner, tags); nil on
+	// the file-based mesh, where the document's "nodes" name callers by Key.
+	Caller *Identity
+	// Server is the reached node's own identity as the coordinator vouches for
+	// it (its tags, or its owner); nil on the file-based mesh.
+	Server *Identity
 }
 
 // Action is what a decision does with the login.
@@ -177,7 +184,10 @@ func (a Action) String() string {
 }
 
 // Identity is what a policy knows about a mesh node. Only Key is certain to
-// be set; the rest is filled where the policy names the node.
+// be set; the rest is filled where the policy names the node. On a tailnet
+// the coordinator fills it (see Request.Caller): Key is the Tailscale node
+// key, Node the first label of the node's MagicDNS name, Owner the user's
+// login ("" for a tagged node) and Tags the node's tags.
 type Identity struct {
 	Key   meshkey.Public // WireGuard public key
 	Node  string         // node name, "" if the policy does not name it
