@@ -37,11 +37,11 @@ type Document struct {
 	file    string
 	tailnet bool // "identity": "tailnet": callers and servers come from Request.Caller and Request.Server
 	nodes   []node
-	byKey  map[meshkey.Public]int32
-	byName map[string]int32
-	groups map[string][]string // group → member emails, flattened and sorted
-	rules  []rule
-	tests  []test
+	byKey   map[meshkey.Public]int32
+	byName  map[string]int32
+	groups  map[string][]string // group → member emails, flattened and sorted
+	rules   []rule
+	tests   []test
 
 	// principals maps every name a rule uses (login, tag, autogroup, *,
 	// node name) to its id; a tailnet document names a caller with it.

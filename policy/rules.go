@@ -2,10 +2,10 @@ package policy
 
 import (
 	"cmp"
-	"fmt"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
