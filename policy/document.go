@@ -25,7 +25,8 @@ const DefaultCheckPeriod = 12 * time.Hour
 // Evaluation is precomputed at load: Evaluate looks the two keys up (on a
 // tailnet: the caller's login and tags, the server's tags or owner), then
 // walks only the rules that name the caller or the destination (by name,
-// owner, group, tag or autogroup), and does not allocate.
+// owner, group, tag or autogroup), and does not allocate (on a tailnet,
+// except to lowercase a login the coordinator spells with capitals).
 //
 // A Document is immutable once parsed and safe for concurrent use, except
 // for Now, which must be set before the Document is shared.
