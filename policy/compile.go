@@ -127,6 +127,7 @@ func (c *compiler) document(v *hujson.Value) {
 	if m, ok := top["ssh"]; ok {
 		c.rules(m.val)
 	}
+	c.doc.fixedPrincipals() // before the tests, which evaluate
 	if m, ok := top["tests"]; ok {
 		c.tests(m.val)
 	}

@@ -47,6 +47,9 @@ type Document struct {
 	// principals maps every name a rule uses (login, tag, autogroup, *,
 	// node name) to its id; a tailnet document names a caller with it.
 	principals map[string]int32
+	// The ids of *, autogroup:member and autogroup:tagged, or -1 where no
+	// rule uses them: every tailnet request needs them, without a lookup.
+	anyoneP, memberP, taggedP int32
 	// By principal id (see compiler.principal): the rules whose src, or
 	// dst, names the principal, in document order.
 	srcRules  [][]int32
@@ -177,43 +180,54 @@ func (doc *Document) evaluateTailnet(r Request) (Decision, error) {
 	return doc.decision(*r.Caller, doc.match(&s, &d, loginOf(r), doc.now()), r.User), nil
 }
 
-// tailnetParty is id as a tailnet document sees it: a node with tags is a
-// tagged node and belongs to no one, whatever owner the coordinator gives
-// it; owners are compared ignoring case.
-func tailnetParty(id *Identity) node {
-	n := node{id: Identity{Key: id.Key, Node: id.Node, Tags: id.Tags}}
-	if len(id.Tags) == 0 {
-		n.id.Owner = strings.ToLower(id.Owner)
-		n.localpart, _, _ = strings.Cut(n.id.Owner, "@")
+// owner is the owner of id as a tailnet document sees it: a node with tags
+// is a tagged node and belongs to no one, whatever owner the coordinator
+// gives it; owners are compared ignoring case.
+func owner(id *Identity) string {
+	if len(id.Tags) > 0 {
+		return ""
 	}
-	return n
+	return lower(id.Owner)
 }
 
-// tailnetCaller is a tailnet caller with the src principals that name it:
-// *, and its tags and autogroup:tagged, or its owner's login and
-// autogroup:member. buf holds them (it is appended to).
-func (doc *Document) tailnetCaller(id *Identity, buf []int32) node {
-	n := tailnetParty(id)
-	buf = doc.appendPrincipal(buf, anyone)
+// lower is strings.ToLower, quicker for the usual login that is lower case
+// already.
+func lower(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; 'A' <= c && c <= 'Z' || c >= 0x80 {
+			return strings.ToLower(s)
+		}
+	}
+	return s
+}
+
+// tailnetCaller is a tailnet caller (see owner) with the src principals
+// that name it: *, and its tags and autogroup:tagged, or its owner's login
+// and autogroup:member. Only the Owner and Tags of its id are set: they are
+// all a rule looks at. buf holds the principals (it is appended to).
+func (doc *Document) tailnetCaller(id *Identity, buf []int32) (n node) {
+	n.id.Owner, n.id.Tags = owner(id), id.Tags
+	n.localpart, _, _ = strings.Cut(n.id.Owner, "@")
+	buf = appendID(buf, doc.anyoneP)
 	switch {
 	case len(n.id.Tags) > 0:
-		buf = doc.appendPrincipal(buf, autogroupTagged)
+		buf = appendID(buf, doc.taggedP)
 		for _, t := range n.id.Tags {
 			buf = doc.appendPrincipal(buf, t)
 		}
 	case n.id.Owner != "":
 		buf = doc.appendPrincipal(buf, n.id.Owner)
-		buf = doc.appendPrincipal(buf, autogroupMember)
+		buf = appendID(buf, doc.memberP)
 	}
 	n.srcP = buf
 	return n
 }
 
-// tailnetServer is a tailnet server with the dst principals that name it:
-// *, and its tags, or its owner's login.
-func (doc *Document) tailnetServer(id *Identity, buf []int32) node {
-	n := tailnetParty(id)
-	buf = doc.appendPrincipal(buf, anyone)
+// tailnetServer is a tailnet server (see owner) with the dst principals
+// that name it: *, and its tags, or its owner's login.
+func (doc *Document) tailnetServer(id *Identity, buf []int32) (n node) {
+	n.id.Owner, n.id.Tags = owner(id), id.Tags
+	buf = appendID(buf, doc.anyoneP)
 	for _, t := range n.id.Tags {
 		buf = doc.appendPrincipal(buf, t)
 	}
@@ -230,6 +244,25 @@ func (doc *Document) appendPrincipal(buf []int32, name string) []int32 {
 		buf = append(buf, p)
 	}
 	return buf
+}
+
+// appendID appends principal id p unless it is -1 (unused).
+func appendID(buf []int32, p int32) []int32 {
+	if p >= 0 {
+		buf = append(buf, p)
+	}
+	return buf
+}
+
+// fixedPrincipals looks up, once, the principals every tailnet request uses.
+func (doc *Document) fixedPrincipals() {
+	id := func(name string) int32 {
+		if p, ok := doc.principals[name]; ok {
+			return p
+		}
+		return -1
+	}
+	doc.anyoneP, doc.memberP, doc.taggedP = id(anyone), id(autogroupMember), id(autogroupTagged)
 }
 
 // IdentitySource returns where the document's identities come from: "mesh"
