@@ -433,3 +433,31 @@ func TestTailnetExplain(t *testing.T) {
 		}
 	}
 }
+
+// TestPackageDocTailnetExample: the tailnet document in the package doc
+// loads and its tests pass.
+func TestPackageDocTailnetExample(t *testing.T) {
+	src, err := os.ReadFile("policy.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(src), "// # Tailnet documents\n")
+	var doc []string
+	for _, line := range strings.Split(section, "\n") {
+		if strings.HasPrefix(line, "//\t") {
+			doc = append(doc, strings.TrimPrefix(line, "//\t"))
+		} else if len(doc) > 0 {
+			break
+		}
+	}
+	if len(doc) == 0 {
+		t.Fatal("no example under # Tailnet documents")
+	}
+	d, err := Parse([]byte(strings.Join(doc, "\n")), "doc.hujson")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, rules, tests := d.Stats(); d.IdentitySource() != "tailnet" || rules != 3 || tests != 3 {
+		t.Errorf("the package doc's tailnet example: %s, %d rules, %d tests", d.IdentitySource(), rules, tests)
+	}
+}
