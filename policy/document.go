@@ -180,14 +180,27 @@ func (doc *Document) evaluateTailnet(r Request) (Decision, error) {
 	return doc.decision(*r.Caller, doc.match(&s, &d, loginOf(r), doc.now()), r.User), nil
 }
 
-// owner is the owner of id as a tailnet document sees it: a node with tags
-// is a tagged node and belongs to no one, whatever owner the coordinator
-// gives it; owners are compared ignoring case.
-func owner(id *Identity) string {
-	if len(id.Tags) > 0 {
-		return ""
+// tailnetOwner returns the owner of id as a tailnet document sees it, and
+// the principal of that login (-1 if no rule names it). A node with tags is
+// a tagged node and belongs to no one, whatever owner the coordinator gives
+// it; logins are compared ignoring case. Only a name with an '@' is a
+// login: a user the coordinator calls "tag:server" or "*" is named by no
+// rule.
+func (doc *Document) tailnetOwner(id *Identity) (string, int32) {
+	if len(id.Tags) > 0 || id.Owner == "" {
+		return "", -1
 	}
-	return lower(id.Owner)
+	o := id.Owner
+	p, ok := doc.principals[o] // the usual login is lower case already
+	if !ok || strings.IndexByte(o, '@') < 0 {
+		if o = lower(o); o == id.Owner {
+			return o, -1
+		}
+		if p, ok = doc.principals[o]; !ok || strings.IndexByte(o, '@') < 0 {
+			return o, -1
+		}
+	}
+	return o, p
 }
 
 // lower is strings.ToLower, quicker for the usual login that is lower case
@@ -201,47 +214,50 @@ func lower(s string) string {
 	return s
 }
 
-// tailnetCaller is a tailnet caller (see owner) with the src principals
-// that name it: *, and its tags and autogroup:tagged, or its owner's login
-// and autogroup:member. Only the Owner and Tags of its id are set: they are
-// all a rule looks at. buf holds the principals (it is appended to).
+// tailnetCaller is a tailnet caller (see tailnetOwner) with the src
+// principals that name it: *, and its tags and autogroup:tagged, or its
+// owner's login and autogroup:member. Only the Owner and Tags of its id are
+// set: they are all a rule looks at. buf holds the principals (it is
+// appended to).
 func (doc *Document) tailnetCaller(id *Identity, buf []int32) (n node) {
-	n.id.Owner, n.id.Tags = owner(id), id.Tags
+	var login int32
+	n.id.Owner, login = doc.tailnetOwner(id)
+	n.id.Tags = id.Tags
 	n.localpart, _, _ = strings.Cut(n.id.Owner, "@")
 	buf = appendID(buf, doc.anyoneP)
 	switch {
 	case len(n.id.Tags) > 0:
 		buf = appendID(buf, doc.taggedP)
-		for _, t := range n.id.Tags {
-			buf = doc.appendPrincipal(buf, t)
-		}
+		buf = doc.appendTags(buf, n.id.Tags)
 	case n.id.Owner != "":
-		buf = doc.appendPrincipal(buf, n.id.Owner)
+		buf = appendID(buf, login)
 		buf = appendID(buf, doc.memberP)
 	}
 	n.srcP = buf
 	return n
 }
 
-// tailnetServer is a tailnet server (see owner) with the dst principals
-// that name it: *, and its tags, or its owner's login.
+// tailnetServer is a tailnet server (see tailnetOwner) with the dst
+// principals that name it: *, and its tags, or its owner's login.
 func (doc *Document) tailnetServer(id *Identity, buf []int32) (n node) {
-	n.id.Owner, n.id.Tags = owner(id), id.Tags
+	var login int32
+	n.id.Owner, login = doc.tailnetOwner(id)
+	n.id.Tags = id.Tags
 	buf = appendID(buf, doc.anyoneP)
-	for _, t := range n.id.Tags {
-		buf = doc.appendPrincipal(buf, t)
-	}
-	if n.id.Owner != "" {
-		buf = doc.appendPrincipal(buf, n.id.Owner)
-	}
+	buf = doc.appendTags(buf, n.id.Tags)
+	buf = appendID(buf, login)
 	n.dstP = buf
 	return n
 }
 
-// appendPrincipal appends the id of name, if a rule uses name.
-func (doc *Document) appendPrincipal(buf []int32, name string) []int32 {
-	if p, ok := doc.principals[name]; ok {
-		buf = append(buf, p)
+// appendTags appends the ids of the tags a rule uses. Only a name that
+// starts with tag: is a tag: a coordinator's tag called "*" or
+// "autogroup:member" is named by no rule.
+func (doc *Document) appendTags(buf []int32, tags []string) []int32 {
+	for _, t := range tags {
+		if p, ok := doc.principals[t]; ok && strings.HasPrefix(t, "tag:") {
+			buf = append(buf, p)
+		}
 	}
 	return buf
 }

@@ -461,3 +461,50 @@ func TestPackageDocTailnetExample(t *testing.T) {
 		t.Errorf("the package doc's tailnet example: %s, %d rules, %d tests", d.IdentitySource(), rules, tests)
 	}
 }
+
+// TestTailnetNamesAreNotSelectors: a login or tag the coordinator reports
+// is only ever that login or tag: a user called "tag:server",
+// "autogroup:tagged" or "*", or a tag called "autogroup:member", gets
+// nothing that selector gives.
+func TestTailnetNamesAreNotSelectors(t *testing.T) {
+	doc, err := Parse([]byte(`{
+  "identity": "tailnet",
+  "tagOwners": {"tag:server": []},
+  "ssh": [
+    {"action": "accept", "src": ["tag:server"], "dst": ["tag:server"], "users": ["t"]},
+    {"action": "accept", "src": ["autogroup:tagged"], "dst": ["tag:server"], "users": ["g"]},
+    {"action": "accept", "src": ["autogroup:member"], "dst": ["tag:server"], "users": ["m"]},
+    {"action": "reject", "src": ["*"], "dst": ["*"], "users": ["*"], "message": "no"},
+  ],
+}`), "p.hujson")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := Identity{Tags: []string{"tag:server"}}
+	for _, caller := range []Identity{
+		{Owner: "tag:server"}, {Owner: "TAG:SERVER"}, {Owner: "autogroup:tagged"}, {Owner: "*"},
+		{Tags: []string{"autogroup:member"}}, {Tags: []string{"*"}},
+	} {
+		for _, user := range []string{"t", "g", "m"} {
+			d, err := doc.Evaluate(context.Background(), Request{User: user, Caller: &caller, Server: &srv})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := Reject
+			if user == "m" && caller.Owner != "" || user == "g" && len(caller.Tags) > 0 {
+				want = Accept // what it is: a member, or a tagged node
+			}
+			if d.Action != want {
+				t.Errorf("caller %+v as %s: %v by %s, want %v", caller, user, d.Action, d.Rule, want)
+			}
+		}
+	}
+	// And the same names as the server's.
+	alice := Identity{Owner: "alice@example.com"}
+	for _, server := range []Identity{{Owner: "tag:server"}, {Tags: []string{"*"}}} {
+		d, _ := doc.Evaluate(context.Background(), Request{User: "t", Caller: &alice, Server: &server})
+		if d.Allowed() {
+			t.Errorf("server %+v: %v by %s", server, d.Action, d.Rule)
+		}
+	}
+}
