@@ -50,6 +50,12 @@ type Document struct {
 	// The ids of *, autogroup:member and autogroup:tagged, or -1 where no
 	// rule uses them: every tailnet request needs them, without a lookup.
 	anyoneP, memberP, taggedP int32
+	// shortPrincipals is principals for the names shorter than 64 bytes
+	// (every usual login and tag) by shortKey, in a tailnet document: a key
+	// held in the map itself is compared without reading a string elsewhere
+	// in memory, which made a login's lookup cost more than a WireGuard
+	// key's on the mesh.
+	shortPrincipals map[shortKey]int32
 	// By principal id (see compiler.principal): the rules whose src, or
 	// dst, names the principal, in document order.
 	srcRules  [][]int32
@@ -191,16 +197,39 @@ func (doc *Document) tailnetOwner(id *Identity) (string, int32) {
 		return "", -1
 	}
 	o := id.Owner
-	p, ok := doc.principals[o] // the usual login is lower case already
-	if !ok || strings.IndexByte(o, '@') < 0 {
+	p := doc.principalID(o) // the usual login is lower case already
+	if p < 0 || strings.IndexByte(o, '@') < 0 {
 		if o = lower(o); o == id.Owner {
 			return o, -1
 		}
-		if p, ok = doc.principals[o]; !ok || strings.IndexByte(o, '@') < 0 {
+		if p = doc.principalID(o); p < 0 || strings.IndexByte(o, '@') < 0 {
 			return o, -1
 		}
 	}
 	return o, p
+}
+
+// shortKey is a name shorter than 64 bytes: its length, then its bytes.
+type shortKey [64]byte
+
+func makeShortKey(name string) (k shortKey) {
+	k[0] = byte(len(name))
+	copy(k[1:], name)
+	return k
+}
+
+// principalID returns the id of principal name, or -1 if no rule uses it.
+func (doc *Document) principalID(name string) int32 {
+	if len(name) < len(shortKey{}) {
+		if p, ok := doc.shortPrincipals[makeShortKey(name)]; ok {
+			return p
+		}
+		return -1
+	}
+	if p, ok := doc.principals[name]; ok {
+		return p
+	}
+	return -1
 }
 
 // lower is strings.ToLower, quicker for the usual login that is lower case
@@ -255,8 +284,8 @@ func (doc *Document) tailnetServer(id *Identity, buf []int32) (n node) {
 // "autogroup:member" is named by no rule.
 func (doc *Document) appendTags(buf []int32, tags []string) []int32 {
 	for _, t := range tags {
-		if p, ok := doc.principals[t]; ok && strings.HasPrefix(t, "tag:") {
-			buf = append(buf, p)
+		if strings.HasPrefix(t, "tag:") {
+			buf = appendID(buf, doc.principalID(t))
 		}
 	}
 	return buf
@@ -270,8 +299,17 @@ func appendID(buf []int32, p int32) []int32 {
 	return buf
 }
 
-// fixedPrincipals looks up, once, the principals every tailnet request uses.
+// fixedPrincipals looks up, once, the principals every tailnet request
+// uses, and fills shortPrincipals.
 func (doc *Document) fixedPrincipals() {
+	if doc.tailnet {
+		doc.shortPrincipals = make(map[shortKey]int32, len(doc.principals))
+		for name, p := range doc.principals {
+			if len(name) < len(shortKey{}) {
+				doc.shortPrincipals[makeShortKey(name)] = p
+			}
+		}
+	}
 	id := func(name string) int32 {
 		if p, ok := doc.principals[name]; ok {
 			return p

@@ -508,3 +508,30 @@ func TestTailnetNamesAreNotSelectors(t *testing.T) {
 		}
 	}
 }
+
+// TestTailnetLongNames: logins and tags of 64 bytes and more (kept apart
+// from the short ones, see Document.principalID) are named as any other.
+func TestTailnetLongNames(t *testing.T) {
+	long := strings.Repeat("a", 60) + "@example.com"
+	tag := "tag:" + strings.Repeat("t", 70)
+	doc, err := Parse([]byte(`{
+  "identity": "tailnet",
+  "tagOwners": {"`+tag+`": []},
+  "ssh": [
+    {"action": "accept", "src": ["`+strings.ToUpper(long)+`"], "dst": ["`+tag+`"], "users": ["deploy"]},
+    {"action": "accept", "src": ["`+long+`"], "dst": ["`+long+`"], "users": ["x"]},
+  ],
+  "tests": [{"src": "`+long+`", "dst": "`+tag+`", "accept": ["deploy"], "deny": ["x"]}],
+}`), "p.hujson")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caller, server := Identity{Owner: strings.ToUpper(long)}, Identity{Tags: []string{tag}}
+	if d, err := doc.Evaluate(context.Background(), Request{User: "deploy", Caller: &caller, Server: &server}); err != nil || d.Rule != "ssh[0]" {
+		t.Errorf("long login into a long tag: %v by %q, %v", d.Action, d.Rule, err)
+	}
+	own := Identity{Owner: long}
+	if d, err := doc.Evaluate(context.Background(), Request{User: "x", Caller: &caller, Server: &own}); err != nil || d.Rule != "ssh[1]" {
+		t.Errorf("long login into its own node by login: %v by %q, %v", d.Action, d.Rule, err)
+	}
+}
