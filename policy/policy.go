@@ -127,9 +127,12 @@
 //
 // Logins are written as the coordinator reports them (its LoginName).
 // headscale reports a user's email when the user has one, so give users
-// one (headscale users create alice --email alice@example.com). A login
-// need not own a node when the document is loaded; tags must still be
-// declared in "tagOwners".
+// one (headscale users create alice --email alice@example.com): a user
+// whose login has no '@' still owns its nodes (autogroup:member,
+// autogroup:self, "=") but no rule can name it. A login need not own a
+// node when the document is loaded; tags must still be declared in
+// "tagOwners". What the coordinator reports is only ever a login or a
+// tag: a user called "tag:server" or "*" gets nothing of those.
 //
 // "users" works as on the mesh: "=" and {localpart} take the local part
 // of the caller's login (alice@example.com → alice); a tagged caller has
