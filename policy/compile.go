@@ -10,13 +10,23 @@ import (
 
 // Principals: the names a selector can use for a node. A node's src
 // principals are its name, its owner, autogroup:member (if owned), its tags
-// and *; its dst principals are its name, its tags and *. A group is
-// expanded to its members' emails. The syntaxes do not overlap (node names
-// have no ':' or '@'), so the strings themselves are the keys.
+// and *; its dst principals are its name, its tags and *. On a tailnet a
+// caller's are *, its tags and autogroup:tagged, or its owner and
+// autogroup:member; a server's are *, its tags, or its owner (see
+// Document.tailnetCaller). A group is expanded to its members' emails. The
+// syntaxes do not overlap (node names have no ':' or '@'), so the strings
+// themselves are the keys.
 const (
 	anyone          = "*"
 	autogroupMember = "autogroup:member"
+	autogroupTagged = "autogroup:tagged"
 	self            = "autogroup:self"
+)
+
+// The values of the top-level "identity" key.
+const (
+	identityMesh    = "mesh"
+	identityTailnet = "tailnet"
 )
 
 // compiler turns the HuJSON tree into a Document.
@@ -41,10 +51,9 @@ type compiler struct {
 }
 
 func newCompiler(file string, data []byte) *compiler {
-	return &compiler{
+	c := &compiler{
 		decoder:        decoder{file: file, lines: newLines(data)},
-		doc:            &Document{file: file, byKey: map[meshkey.Public]int32{}, byName: map[string]int32{}, groups: map[string][]string{}, userRules: map[string][]int32{}},
-		principals:     map[string]int32{},
+		doc:            &Document{file: file, byKey: map[meshkey.Public]int32{}, byName: map[string]int32{}, groups: map[string][]string{}, userRules: map[string][]int32{}, principals: map[string]int32{}},
 		declared:       map[string]bool{},
 		declaredOwners: map[string]bool{},
 		owners:         map[string]bool{},
@@ -54,6 +63,8 @@ func newCompiler(file string, data []byte) *compiler {
 		groupState:     map[string]int{},
 		nodeOff:        map[meshkey.Public]string{},
 	}
+	c.principals = c.doc.principals
+	return c
 }
 
 // principal returns the id of name, creating it.
@@ -71,9 +82,10 @@ func (c *compiler) principal(name string) int32 {
 }
 
 // document compiles the whole tree. Parts are compiled in dependency order
-// (tags, nodes, groups, rules, tests) whatever their order in the file.
+// (identity, tags, nodes, groups, rules, tests) whatever their order in the
+// file.
 func (c *compiler) document(v *hujson.Value) {
-	ms, ok := c.object(v, "", "nodes", "groups", "tagOwners", "ssh", "tests")
+	ms, ok := c.object(v, "", "identity", "nodes", "groups", "tagOwners", "ssh", "tests")
 	if !ok {
 		return
 	}
@@ -81,12 +93,25 @@ func (c *compiler) document(v *hujson.Value) {
 	for _, m := range ms {
 		top[m.key] = m
 	}
+	if m, ok := top["identity"]; ok {
+		switch s, ok := c.str(m.val, "identity"); {
+		case !ok:
+		case s == identityTailnet:
+			c.doc.tailnet = true
+		case s != identityMesh:
+			c.errorf(m.val.StartOffset, "identity", "%q is not mesh (the document's own \"nodes\") or tailnet (identities from the tailnet's coordinator)", s)
+		}
+	}
 	if m, ok := top["tagOwners"]; ok {
 		c.declareTags(m.val)
 	}
-	if m, ok := top["nodes"]; ok {
+	m, haveNodes := top["nodes"]
+	switch {
+	case c.doc.tailnet && haveNodes:
+		c.errorf(m.keyOff, "nodes", "a tailnet document has no \"nodes\": the tailnet's coordinator says who is who (name callers by login, group:, tag: or autogroup:)")
+	case haveNodes:
 		c.nodes(m.val)
-	} else {
+	case !c.doc.tailnet:
 		c.errorf(v.StartOffset, "", "missing \"nodes\"")
 	}
 	if m, ok := top["groups"]; ok {
@@ -102,6 +127,7 @@ func (c *compiler) document(v *hujson.Value) {
 	if m, ok := top["ssh"]; ok {
 		c.rules(m.val)
 	}
+	c.doc.fixedPrincipals() // before the tests, which evaluate
 	if m, ok := top["tests"]; ok {
 		c.tests(m.val)
 	}

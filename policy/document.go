@@ -35,9 +35,11 @@ const (
 // format). It implements [Policy]: each node evaluates the same document with
 // itself as Request.Self.
 //
-// Evaluation is precomputed at load: Evaluate looks the two keys up, then
+// Evaluation is precomputed at load: Evaluate looks the two keys up (on a
+// tailnet: the caller's login and tags, the server's tags or owner), then
 // walks only the rules that name the caller or the destination (by name,
-// owner, group, tag or autogroup), and does not allocate.
+// owner, group, tag or autogroup), and does not allocate (on a tailnet,
+// except to lowercase a login the coordinator spells with capitals).
 //
 // A Document is immutable once parsed and safe for concurrent use, except
 // for Now, which must be set before the Document is shared.
@@ -46,14 +48,27 @@ type Document struct {
 	// time.Now.
 	Now func() time.Time
 
-	file   string
-	nodes  []node
-	byKey  map[meshkey.Public]int32
-	byName map[string]int32
-	groups map[string][]string // group → member emails, flattened and sorted
-	rules  []rule
-	tests  []test
+	file    string
+	tailnet bool // "identity": "tailnet": callers and servers come from Request.Caller and Request.Server
+	nodes   []node
+	byKey   map[meshkey.Public]int32
+	byName  map[string]int32
+	groups  map[string][]string // group → member emails, flattened and sorted
+	rules   []rule
+	tests   []test
 
+	// principals maps every name a rule uses (login, tag, autogroup, *,
+	// node name) to its id; a tailnet document names a caller with it.
+	principals map[string]int32
+	// The ids of *, autogroup:member and autogroup:tagged, or -1 where no
+	// rule uses them: every tailnet request needs them, without a lookup.
+	anyoneP, memberP, taggedP int32
+	// shortPrincipals is principals for the names shorter than 64 bytes
+	// (every usual login and tag) by shortKey, in a tailnet document: a key
+	// held in the map itself is compared without reading a string elsewhere
+	// in memory, which made a login's lookup cost more than a WireGuard
+	// key's on the mesh.
+	shortPrincipals map[shortKey]int32
 	// By principal id (see compiler.principal): the rules whose src, or
 	// dst, names the principal, in document order.
 	srcRules  [][]int32
@@ -65,7 +80,8 @@ type Document struct {
 	wildUserRules []int32
 }
 
-// node is one entry of "nodes".
+// node is one entry of "nodes", or on a tailnet a caller or server as
+// Request.Caller or Request.Server describes it (see tailnetCaller).
 type node struct {
 	id        Identity
 	localpart string  // of the owner, for "=" and {localpart}; "" if tagged
@@ -90,10 +106,11 @@ type rule struct {
 
 // test is one entry of "tests".
 type test struct {
-	field    string
-	src, dst int32
-	at       time.Time // zero: now
-	want     []testCase
+	field            string
+	src, dst         node
+	srcName, dstName string    // as written, for errors
+	at               time.Time // zero: now
+	want             []testCase
 }
 
 type testCase struct {
@@ -149,8 +166,15 @@ func syntaxError(file string, err error) error {
 // rule matches. A Dst not in the document is an error: the server is not
 // part of this policy.
 //
+// A tailnet document (see [Document.IdentitySource]) decides on
+// Request.Caller and Request.Server instead of the keys, and fills
+// Decision.Caller from Request.Caller; without them it rejects with an error.
+//
 // The slices in the Decision are shared with the Document; do not modify them.
 func (doc *Document) Evaluate(_ context.Context, r Request) (Decision, error) {
+	if doc.tailnet {
+		return doc.evaluateTailnet(r)
+	}
 	di, ok := doc.byKey[r.Self]
 	if !ok {
 		return Decision{}, fmt.Errorf("policy: %s: the destination %s is not a node in the document", doc.file, r.Self.Short())
@@ -160,7 +184,162 @@ func (doc *Document) Evaluate(_ context.Context, r Request) (Decision, error) {
 		return Decision{Caller: Identity{Key: r.Key}}, nil
 	}
 	now := doc.now()
-	return doc.decision(si, doc.match(si, di, loginOf(r), now), r.User), nil
+	s := &doc.nodes[si]
+	return doc.decision(s.id, doc.match(s, &doc.nodes[di], loginOf(r), now), r.User), nil
+}
+
+// evaluateTailnet is Evaluate for a tailnet document.
+func (doc *Document) evaluateTailnet(r Request) (Decision, error) {
+	if r.Caller == nil || r.Server == nil {
+		return Decision{}, fmt.Errorf("policy: %s: a tailnet document needs the caller's and the server's identities from a tailnet (Request.Caller and Request.Server), and this request has none", doc.file)
+	}
+	var srcBuf, dstBuf [8]int32
+	s := doc.tailnetCaller(r.Caller, srcBuf[:0])
+	d := doc.tailnetServer(r.Server, dstBuf[:0])
+	return doc.decision(*r.Caller, doc.match(&s, &d, loginOf(r), doc.now()), r.User), nil
+}
+
+// tailnetOwner returns the owner of id as a tailnet document sees it, and
+// the principal of that login (-1 if no rule names it). A node with tags is
+// a tagged node and belongs to no one, whatever owner the coordinator gives
+// it; logins are compared ignoring case. Only a name with an '@' is a
+// login: a user the coordinator calls "tag:server" or "*" is named by no
+// rule.
+func (doc *Document) tailnetOwner(id *Identity) (string, int32) {
+	if len(id.Tags) > 0 || id.Owner == "" {
+		return "", -1
+	}
+	o := id.Owner
+	p := doc.principalID(o) // the usual login is lower case already
+	if p < 0 || strings.IndexByte(o, '@') < 0 {
+		if o = lower(o); o == id.Owner {
+			return o, -1
+		}
+		if p = doc.principalID(o); p < 0 || strings.IndexByte(o, '@') < 0 {
+			return o, -1
+		}
+	}
+	return o, p
+}
+
+// shortKey is a name shorter than 64 bytes: its length, then its bytes.
+type shortKey [64]byte
+
+func makeShortKey(name string) (k shortKey) {
+	k[0] = byte(len(name))
+	copy(k[1:], name)
+	return k
+}
+
+// principalID returns the id of principal name, or -1 if no rule uses it.
+func (doc *Document) principalID(name string) int32 {
+	if len(name) < len(shortKey{}) {
+		if p, ok := doc.shortPrincipals[makeShortKey(name)]; ok {
+			return p
+		}
+		return -1
+	}
+	if p, ok := doc.principals[name]; ok {
+		return p
+	}
+	return -1
+}
+
+// lower is strings.ToLower, quicker for the usual login that is lower case
+// already.
+func lower(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; 'A' <= c && c <= 'Z' || c >= 0x80 {
+			return strings.ToLower(s)
+		}
+	}
+	return s
+}
+
+// tailnetCaller is a tailnet caller (see tailnetOwner) with the src
+// principals that name it: *, and its tags and autogroup:tagged, or its
+// owner's login and autogroup:member. Only the Owner and Tags of its id are
+// set: they are all a rule looks at. buf holds the principals (it is
+// appended to).
+func (doc *Document) tailnetCaller(id *Identity, buf []int32) (n node) {
+	var login int32
+	n.id.Owner, login = doc.tailnetOwner(id)
+	n.id.Tags = id.Tags
+	n.localpart, _, _ = strings.Cut(n.id.Owner, "@")
+	buf = appendID(buf, doc.anyoneP)
+	switch {
+	case len(n.id.Tags) > 0:
+		buf = appendID(buf, doc.taggedP)
+		buf = doc.appendTags(buf, n.id.Tags)
+	case n.id.Owner != "":
+		buf = appendID(buf, login)
+		buf = appendID(buf, doc.memberP)
+	}
+	n.srcP = buf
+	return n
+}
+
+// tailnetServer is a tailnet server (see tailnetOwner) with the dst
+// principals that name it: *, and its tags, or its owner's login.
+func (doc *Document) tailnetServer(id *Identity, buf []int32) (n node) {
+	var login int32
+	n.id.Owner, login = doc.tailnetOwner(id)
+	n.id.Tags = id.Tags
+	buf = appendID(buf, doc.anyoneP)
+	buf = doc.appendTags(buf, n.id.Tags)
+	buf = appendID(buf, login)
+	n.dstP = buf
+	return n
+}
+
+// appendTags appends the ids of the tags a rule uses. Only a name that
+// starts with tag: is a tag: a coordinator's tag called "*" or
+// "autogroup:member" is named by no rule.
+func (doc *Document) appendTags(buf []int32, tags []string) []int32 {
+	for _, t := range tags {
+		if strings.HasPrefix(t, "tag:") {
+			buf = appendID(buf, doc.principalID(t))
+		}
+	}
+	return buf
+}
+
+// appendID appends principal id p unless it is -1 (unused).
+func appendID(buf []int32, p int32) []int32 {
+	if p >= 0 {
+		buf = append(buf, p)
+	}
+	return buf
+}
+
+// fixedPrincipals looks up, once, the principals every tailnet request
+// uses, and fills shortPrincipals.
+func (doc *Document) fixedPrincipals() {
+	if doc.tailnet {
+		doc.shortPrincipals = make(map[shortKey]int32, len(doc.principals))
+		for name, p := range doc.principals {
+			if len(name) < len(shortKey{}) {
+				doc.shortPrincipals[makeShortKey(name)] = p
+			}
+		}
+	}
+	id := func(name string) int32 {
+		if p, ok := doc.principals[name]; ok {
+			return p
+		}
+		return -1
+	}
+	doc.anyoneP, doc.memberP, doc.taggedP = id(anyone), id(autogroupMember), id(autogroupTagged)
+}
+
+// IdentitySource returns where the document's identities come from: "mesh"
+// (its own "nodes", by WireGuard key) or "tailnet" (the tailnet's
+// coordinator, through Request.Caller and Request.Server).
+func (doc *Document) IdentitySource() string {
+	if doc.tailnet {
+		return identityTailnet
+	}
+	return identityMesh
 }
 
 func (doc *Document) now() time.Time {
@@ -170,28 +349,32 @@ func (doc *Document) now() time.Time {
 	return time.Now()
 }
 
-// decision builds the Decision of rule ri (-1: none) for caller si.
-func (doc *Document) decision(si, ri int32, user string) Decision {
+// decision builds the Decision of rule ri (-1: none) for caller.
+func (doc *Document) decision(caller Identity, ri int32, user string) Decision {
 	if ri < 0 {
-		return Decision{Caller: doc.nodes[si].id}
+		return Decision{Caller: caller}
 	}
 	r := &doc.rules[ri]
 	d := r.dec
-	d.Caller = doc.nodes[si].id
+	d.Caller = caller
 	if r.action != Reject {
 		d.LocalUser = user
 	}
 	return d
 }
 
-// match returns the first rule that lets (or refuses) si into di as user
+// match returns the first rule that lets (or refuses) s into d as user
 // at now, or -1. Each rule is listed under the principals its src and dst
 // name and under the login names its users name; match walks whichever of
 // the three sides has the shortest lists: the rules naming the caller, the
 // rules naming the destination, or the rules naming the login.
-func (doc *Document) match(si, di int32, user login, now time.Time) int32 {
-	s, d := &doc.nodes[si], &doc.nodes[di]
+//
+// An accept or check rule never lets s into an untagged d of another owner
+// (see reaches), whatever the rule says: the safety rule again, at
+// evaluation.
+func (doc *Document) match(s, d *node, user login, now time.Time) int32 {
 	self := s.id.Owner != "" && s.id.Owner == d.id.Owner
+	reach := reaches(s, d)
 	best := int32(len(doc.rules))
 	srcN, dstN := 0, 0
 	for _, p := range s.srcP {
@@ -207,18 +390,18 @@ func (doc *Document) match(si, di int32, user login, now time.Time) int32 {
 	userN := len(named) + len(doc.wildUserRules)
 	switch {
 	case userN <= srcN && userN <= dstN:
-		best = doc.scan(named, best, s, d, self, user, now)
-		best = doc.scan(doc.wildUserRules, best, s, d, self, user, now)
+		best = doc.scan(named, best, s, d, self, reach, user, now)
+		best = doc.scan(doc.wildUserRules, best, s, d, self, reach, user, now)
 	case srcN <= dstN:
 		for _, p := range s.srcP {
-			best = doc.scan(doc.srcRules[p], best, s, d, self, user, now)
+			best = doc.scan(doc.srcRules[p], best, s, d, self, reach, user, now)
 		}
 	default:
 		for _, p := range d.dstP {
-			best = doc.scan(doc.dstRules[p], best, s, d, self, user, now)
+			best = doc.scan(doc.dstRules[p], best, s, d, self, reach, user, now)
 		}
 		if self {
-			best = doc.scan(doc.selfRules, best, s, d, self, user, now)
+			best = doc.scan(doc.selfRules, best, s, d, self, reach, user, now)
 		}
 	}
 	if best == int32(len(doc.rules)) {
@@ -228,14 +411,15 @@ func (doc *Document) match(si, di int32, user login, now time.Time) int32 {
 }
 
 // scan returns the first rule in the ascending list, before best, that
-// covers s and d and admits user at now; or best.
-func (doc *Document) scan(list []int32, best int32, s, d *node, self bool, user login, now time.Time) int32 {
+// covers s and d and admits user at now; or best. Unless reach, only a
+// reject rule may match.
+func (doc *Document) scan(list []int32, best int32, s, d *node, self, reach bool, user login, now time.Time) int32 {
 	for _, ri := range list {
 		if ri >= best {
 			break
 		}
 		r := &doc.rules[ri]
-		if overlaps(r.srcP, s.srcP) && (r.self && self || overlaps(r.dstP, d.dstP)) && r.admits(s, user, now) {
+		if (reach || r.action == Reject) && overlaps(r.srcP, s.srcP) && (r.self && self || overlaps(r.dstP, d.dstP)) && r.admits(s, user, now) {
 			return ri
 		}
 	}
@@ -251,6 +435,14 @@ func overlaps(ruleP, nodeP []int32) bool {
 		}
 	}
 	return false
+}
+
+// reaches reports whether an accept or check rule may let s into d at all:
+// d is tagged or has s's owner. On the mesh the safety rule at load makes
+// this hold for every pair a rule covers; on a tailnet, where the nodes are
+// not known at load, it is also where that rule is kept.
+func reaches(s, d *node) bool {
+	return len(d.id.Tags) > 0 || s.id.Owner != "" && s.id.Owner == d.id.Owner
 }
 
 // admits reports whether r, which covers the caller and destination, is
@@ -283,7 +475,7 @@ func (doc *Document) NodeByName(name string) (Identity, bool) {
 }
 
 // Stats returns how many nodes, ssh rules and test cases (one per listed
-// user of each test) the document has.
+// user of each test) the document has. A tailnet document has no nodes.
 func (doc *Document) Stats() (nodes, rules, tests int) {
 	for _, t := range doc.tests {
 		tests += len(t.want)
@@ -301,9 +493,8 @@ func (doc *Document) runTests(d *decoder) {
 		if at.IsZero() {
 			at = time.Now()
 		}
-		src, dst := &doc.nodes[t.src], &doc.nodes[t.dst]
 		for _, w := range t.want {
-			ri := doc.match(t.src, t.dst, loginNamed(w.user), at)
+			ri := doc.match(&t.src, &t.dst, loginNamed(w.user), at)
 			got := Reject
 			by := " (no rule matched)"
 			if ri >= 0 {
@@ -312,7 +503,7 @@ func (doc *Document) runTests(d *decoder) {
 			}
 			if got != w.action {
 				d.errorf(w.off, t.field, "%s → %s as %s: want %s, got %s%s",
-					src.id.Node, dst.id.Node, w.user, testVerb(w.action), testVerb(got), by)
+					t.srcName, t.dstName, w.user, testVerb(w.action), testVerb(got), by)
 			}
 		}
 	}

@@ -99,3 +99,48 @@ func ExampleFunc() {
 	fmt.Println(d.Action, d.Message)
 	// Output: reject ask an admin for access
 }
+
+// A tailnet document names no nodes: the server passes the identities the
+// tailnet's coordinator vouches for (its WhoIs) as Request.Caller and
+// Request.Server, and rules name logins, groups, tags and autogroups.
+func ExampleParse_tailnet() {
+	doc, err := policy.Parse([]byte(`{
+  "identity": "tailnet",
+  "groups":    {"group:ops": ["alice@example.com"]},
+  "tagOwners": {"tag:server": ["group:ops"], "tag:ci": ["group:ops"]},
+  "ssh": [
+    {"action": "accept", "src": ["group:ops"], "dst": ["tag:server"], "users": ["autogroup:nonroot"]},
+    {"action": "accept", "src": ["tag:ci"], "dst": ["tag:server"], "users": ["deploy"]},
+    {"action": "check", "src": ["autogroup:member"], "dst": ["autogroup:self"], "users": ["="]},
+  ],
+  "tests": [
+    {"src": "alice@example.com", "dst": "tag:server", "accept": ["deploy"], "deny": ["root"]},
+    {"src": "tag:ci", "dst": "alice@example.com", "deny": ["deploy", "alice"]},
+  ],
+}`), "policy.hujson")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("identities from:", doc.IdentitySource())
+	alice := policy.Identity{Node: "alice-laptop", Owner: "alice@example.com"}
+	build := policy.Identity{Node: "build-1", Tags: []string{"tag:server"}}
+	ci := policy.Identity{Node: "ci-runner", Tags: []string{"tag:ci"}}
+	for _, r := range []policy.Request{
+		{Caller: &alice, Server: &build, User: "deploy"},
+		{Caller: &ci, Server: &build, User: "deploy"},
+		{Caller: &alice, Server: &alice, User: "alice"},
+		{Caller: &ci, Server: &alice, User: "alice"},
+	} {
+		d, err := doc.Evaluate(context.Background(), r)
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Printf("%s → %s as %s: %s %s\n", d.Caller.Node, r.Server.Node, r.User, d.Action, d.Rule)
+	}
+	// Output:
+	// identities from: tailnet
+	// alice-laptop → build-1 as deploy: accept ssh[0]
+	// ci-runner → build-1 as deploy: accept ssh[1]
+	// alice-laptop → alice-laptop as alice: check ssh[2]
+	// ci-runner → alice-laptop as alice: reject
+}

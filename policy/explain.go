@@ -33,7 +33,25 @@ type Step struct {
 // [Document.Now]): the decision, the rule that made it and where, and for
 // each rule above it why it did not match. It is the slow, rule-by-rule
 // reading of the document; its decision is always Evaluate's.
+//
+// In a tailnet document, which names no nodes, src and dst are what the
+// coordinator would say of them: a login ("alice@example.com", an untagged
+// node of that user) or tags ("tag:ci", or "tag:ci,tag:x" for a node with
+// several), so no live tailnet is needed. Explain then decides as Evaluate
+// does with Request.Caller and Request.Server set to those identities.
 func (doc *Document) Explain(src, dst, user string) (Explanation, error) {
+	if doc.tailnet {
+		sid, err := parseTailnetIdentity(src)
+		if err != nil {
+			return Explanation{}, fmt.Errorf("policy: %s: caller: %w; a tailnet document names no nodes", doc.file, err)
+		}
+		did, err := parseTailnetIdentity(dst)
+		if err != nil {
+			return Explanation{}, fmt.Errorf("policy: %s: destination: %w; a tailnet document names no nodes", doc.file, err)
+		}
+		s, d := doc.tailnetCaller(&sid, nil), doc.tailnetServer(&did, nil)
+		return doc.explain(sid, did, &s, &d, user), nil
+	}
 	si, ok := doc.byName[src]
 	if !ok {
 		return Explanation{}, fmt.Errorf("policy: %s: no node named %q", doc.file, src)
@@ -42,9 +60,15 @@ func (doc *Document) Explain(src, dst, user string) (Explanation, error) {
 	if !ok {
 		return Explanation{}, fmt.Errorf("policy: %s: no node named %q", doc.file, dst)
 	}
-	now := doc.now()
 	s, d := &doc.nodes[si], &doc.nodes[di]
-	e := Explanation{Src: s.id, Dst: d.id, User: user, At: now}
+	return doc.explain(s.id, d.id, s, d, user), nil
+}
+
+// explain is Explain for caller s and destination d, which are src and dst
+// as the document sees them.
+func (doc *Document) explain(src, dst Identity, s, d *node, user string) Explanation {
+	now := doc.now()
+	e := Explanation{Src: src, Dst: dst, User: user, At: now}
 	decided := int32(-1)
 	for i := range doc.rules {
 		r := &doc.rules[i]
@@ -57,6 +81,9 @@ func (doc *Document) Explain(src, dst, user string) (Explanation, error) {
 			if r.self {
 				st.Reason += "; autogroup:self covers only nodes of " + ownerOrNone(s.id.Owner)
 			}
+		case r.action != Reject && !reaches(s, d):
+			st.Reason = fmt.Sprintf("%s is an untagged node of %s, not the caller's: accept and check rules reach only tagged nodes and the caller's own",
+				describe(d.id), ownerOrNone(d.id.Owner))
 		case !r.expires.IsZero() && !now.Before(r.expires):
 			st.Reason = "expired at " + r.expires.Format(time.RFC3339)
 		case !r.users.match(loginNamed(user), s.localpart, r.action == Reject):
@@ -70,8 +97,8 @@ func (doc *Document) Explain(src, dst, user string) (Explanation, error) {
 			break
 		}
 	}
-	e.Decision = doc.decision(si, decided, user)
-	return e, nil
+	e.Decision = doc.decision(src, decided, user)
+	return e
 }
 
 func ownerOrNone(o string) string {
@@ -81,12 +108,33 @@ func ownerOrNone(o string) string {
 	return o
 }
 
-// describe names a node with its owner or tags: "lap (ann@example.com)".
+// describe names a node with its owner or tags: "lap (ann@example.com)";
+// a tailnet node Explain knows only by login or tags is "a node of
+// ann@example.com" or "a node tagged tag:ci".
 func describe(id Identity) string {
-	if id.Owner != "" {
+	switch {
+	case id.Node != "" && id.Owner != "":
 		return id.Node + " (" + id.Owner + ")"
+	case id.Node != "":
+		return id.Node + " (" + strings.Join(id.Tags, ", ") + ")"
+	case len(id.Tags) > 0:
+		return "a node tagged " + strings.Join(id.Tags, ", ")
+	case id.Owner != "":
+		return "a node of " + id.Owner
 	}
-	return id.Node + " (" + strings.Join(id.Tags, ", ") + ")"
+	return "a node with no owner and no tags"
+}
+
+// label names a node in one word: its name, else its owner's login or its
+// tags (a tailnet node as tests and Explain name it).
+func label(id Identity) string {
+	switch {
+	case id.Node != "":
+		return id.Node
+	case len(id.Tags) > 0:
+		return strings.Join(id.Tags, ",")
+	}
+	return id.Owner
 }
 
 // srcCovers reports whether a src selector of r names s, selector by
@@ -98,6 +146,10 @@ func (doc *Document) srcCovers(r *rule, s *node) bool {
 			return true
 		case sel == autogroupMember:
 			if s.id.Owner != "" {
+				return true
+			}
+		case sel == autogroupTagged:
+			if len(s.id.Tags) > 0 {
 				return true
 			}
 		case strings.HasPrefix(sel, "group:"):
@@ -135,6 +187,10 @@ func dstCovers(r *rule, s, d *node) bool {
 			if slices.Contains(d.id.Tags, sel) {
 				return true
 			}
+		case strings.Contains(sel, "@"): // tailnet: a server that person owns
+			if d.id.Owner == sel {
+				return true
+			}
 		default:
 			if d.id.Node == sel {
 				return true
@@ -149,7 +205,7 @@ func dstCovers(r *rule, s, d *node) bool {
 func (e Explanation) String() string {
 	var b strings.Builder
 	d := e.Decision
-	fmt.Fprintf(&b, "%s → %s as %s: %s", e.Src.Node, e.Dst.Node, e.User, d.Action)
+	fmt.Fprintf(&b, "%s → %s as %s: %s", label(e.Src), label(e.Dst), e.User, d.Action)
 	if d.Rule == "" {
 		b.WriteString(" (no rule matched: deny by default)\n")
 	} else {

@@ -33,7 +33,9 @@
 //	  ],
 //	}
 //
-// Every key is checked: unknown keys, duplicate keys and undefined names are
+// The optional top-level "identity" says who names the nodes: "mesh" (the
+// default: the document's own "nodes") or "tailnet" (the tailnet's
+// coordinator; see Tailnet documents). Every key is checked: unknown keys, duplicate keys and undefined names are
 // errors, each reported as "file:line:col: field: problem".
 //
 // # Nodes, groups and tags
@@ -86,6 +88,72 @@
 // untagged device is refused when the document is loaded, naming the rule
 // and one such pair. Loader environment variables (LD_PRELOAD, DYLD_*,
 // BASH_ENV, PATH, ...) are never accepted, whatever "acceptEnv" says.
+//
+// # Tailnet documents
+//
+// On a tailnet (headscale or Tailscale, joined through tsnet) the
+// coordinator says who is who, and the document says so with the
+// top-level key "identity":
+//
+//	{
+//	  "identity": "tailnet",           // "mesh", the default, uses "nodes"
+//	  "groups":    {"group:ops": ["alice@example.com", "bob@example.com"]},
+//	  "tagOwners": {"tag:server": ["group:ops"], "tag:prod": ["group:ops"], "tag:ci": ["group:ops"]},
+//	  "ssh": [
+//	    {"action": "accept", "src": ["group:ops"], "dst": ["tag:server"], "users": ["autogroup:nonroot"]},
+//	    {"action": "accept", "src": ["tag:ci"], "dst": ["tag:server"], "users": ["deploy"]},
+//	    {"action": "check", "src": ["autogroup:member"], "dst": ["autogroup:self"], "users": ["="]},
+//	  ],
+//	  "tests": [
+//	    {"src": "alice@example.com", "dst": "tag:server", "accept": ["deploy"], "deny": ["root"]},
+//	    {"src": "tag:ci", "dst": "tag:server,tag:prod", "accept": ["deploy"]},
+//	  ],
+//	}
+//
+// A tailnet document has no "nodes" (an error if present). It is
+// evaluated on Request.Caller and Request.Server, the identities the
+// coordinator vouches for (its WhoIs), not on the keys; without them
+// Evaluate rejects with an error. A node with tags is a tagged node and
+// belongs to no one, whatever owner the coordinator reports for it (as in
+// Tailscale); an untagged node belongs to its user, named by login
+// (compared ignoring case).
+//
+//   - "src" takes a login (alice@example.com: the untagged nodes of that
+//     user); group:NAME (logins); tag:NAME; autogroup:member (every
+//     untagged node with an owner); autogroup:tagged (every tagged node);
+//     or * (every node).
+//   - "dst" takes tag:NAME (a server with that tag); autogroup:self (a
+//     server of the caller's own user); a login (an untagged server that
+//     user owns); or * (every server; reject rules only, see below).
+//
+// Logins are written as the coordinator reports them (its LoginName).
+// headscale reports a user's email when the user has one, so give users
+// one (headscale users create alice --email alice@example.com): a user
+// whose login has no '@' still owns its nodes (autogroup:member,
+// autogroup:self, "=") but no rule can name it. A login need not own a
+// node when the document is loaded; tags must still be declared in
+// "tagOwners". What the coordinator reports is only ever a login or a
+// tag: a user called "tag:server" or "*" gets nothing of those.
+//
+// "users" works as on the mesh: "=" and {localpart} take the local part
+// of the caller's login (alice@example.com → alice); a tagged caller has
+// no owner, so it never matches "=", a template or autogroup:member.
+//
+// With no list of nodes, the safety rule is kept twice. At load, an accept
+// or check rule may name in dst only tags, autogroup:self, and a login
+// whose src is that same user alone (the login itself, or groups that hold
+// only that login): dst * and a login reached from any other source
+// (another login, a group with someone else, a tag, an autogroup, *) are
+// refused, naming the rule and the source. At evaluation, an accept or
+// check rule never lets a caller into an untagged server whose owner is not
+// the caller's own, whatever the rule says. Reject rules may name any
+// destination, * included.
+//
+// Tests name identities, not nodes: "src" and "dst" are a login (an
+// untagged node of that user) or tags ("tag:ci", or "tag:ci,tag:x" for a
+// node with several), and the tags must be declared. [Document.Explain]
+// and `sshmesh policy explain` take the same forms, so a tailnet document
+// is checked and explained without a live tailnet.
 //
 // # Tests
 //
@@ -149,6 +217,13 @@ type Request struct {
 	// sets it from the host's account database. A root account, "root"
 	// or not, is allowed only by a rule that names it explicitly.
 	RootUser bool
+	// Caller is the caller's identity as the transport's coordinator vouches
+	// for it (a tailnet's WhoIs: node name, user login as Owner, tags); nil on
+	// the file-based mesh, where the document's "nodes" name callers by Key.
+	Caller *Identity
+	// Server is the reached node's own identity as the coordinator vouches for
+	// it (its tags, or its owner); nil on the file-based mesh.
+	Server *Identity
 }
 
 // Action is what a decision does with the login.
@@ -178,7 +253,10 @@ func (a Action) String() string {
 }
 
 // Identity is what a policy knows about a mesh node. Only Key is certain to
-// be set; the rest is filled where the policy names the node.
+// be set; the rest is filled where the policy names the node. On a tailnet
+// the coordinator fills it (see Request.Caller): Key is the Tailscale node
+// key, Node the first label of the node's MagicDNS name, Owner the user's
+// login ("" for a tagged node) and Tags the node's tags.
 type Identity struct {
 	Key   meshkey.Public // WireGuard public key
 	Node  string         // node name, "" if the policy does not name it

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -109,7 +110,11 @@ func (c *compiler) rule(v *hujson.Value, field string) {
 		return
 	}
 	if r.action != Reject {
-		c.safety(&r, get["dst"], join(field, "dst"))
+		if c.doc.tailnet {
+			c.tailnetSafety(&r, get["dst"], join(field, "dst"))
+		} else {
+			c.safety(&r, get["dst"], join(field, "dst"))
+		}
 		if len(c.errs) > nerr {
 			return
 		}
@@ -144,10 +149,13 @@ func (c *compiler) ruleSrc(r *rule, m member, field string) {
 	for _, s := range sels {
 		sel := s.s
 		switch {
-		case sel == anyone, sel == autogroupMember:
+		case sel == anyone, sel == autogroupMember, sel == autogroupTagged && c.doc.tailnet:
 			r.srcP = append(r.srcP, c.principal(sel))
 		case sel == self:
 			c.errorf(s.off, s.field, "autogroup:self is only for dst")
+			continue
+		case strings.HasPrefix(sel, "autogroup:") && c.doc.tailnet:
+			c.errorf(s.off, s.field, "unknown autogroup %q (src takes autogroup:member or autogroup:tagged)", sel)
 			continue
 		case strings.HasPrefix(sel, "autogroup:"):
 			c.errorf(s.off, s.field, "unknown autogroup %q (src takes autogroup:member)", sel)
@@ -173,13 +181,16 @@ func (c *compiler) ruleSrc(r *rule, m member, field string) {
 				c.errorf(s.off, s.field, "%q is not an email address", s.s)
 				continue
 			}
-			if !c.owners[sel] {
+			if !c.owners[sel] && !c.doc.tailnet { // a tailnet's users are not known at load
 				if !c.declaredOwners[sel] { // else its node's entry has an error, reported
 					c.errorf(s.off, s.field, "no node is owned by %q", sel)
 				}
 				continue
 			}
 			r.srcP = append(r.srcP, c.principal(sel))
+		case c.doc.tailnet:
+			c.errorf(s.off, s.field, "%q is not a login (user@domain), group:, tag:, autogroup:member, autogroup:tagged or *: a tailnet document names no nodes", sel)
+			continue
 		default:
 			if _, ok := c.doc.byName[sel]; !ok {
 				c.undefinedNode(s.off, s.field, sel, "")
@@ -212,6 +223,16 @@ func (c *compiler) ruleDst(r *rule, m member, field string) {
 		case strings.HasPrefix(sel, "autogroup:"):
 			c.errorf(s.off, s.field, "unknown autogroup %q (dst takes autogroup:self)", sel)
 			continue
+		case c.doc.tailnet && strings.HasPrefix(sel, "group:"):
+			c.errorf(s.off, s.field, "dst names servers, not groups: use autogroup:self, a tag or a login (the servers that user owns) instead of %q", sel)
+			continue
+		case c.doc.tailnet && strings.Contains(sel, "@"):
+			sel = strings.ToLower(sel)
+			if !validEmail(sel) {
+				c.errorf(s.off, s.field, "%q is not an email address", s.s)
+				continue
+			}
+			r.dstP = append(r.dstP, c.principal(sel))
 		case strings.HasPrefix(sel, "group:"), strings.Contains(sel, "@"):
 			c.errorf(s.off, s.field, "dst names nodes, not people: use autogroup:self, a tag or a node name instead of %q", sel)
 			continue
@@ -221,6 +242,9 @@ func (c *compiler) ruleDst(r *rule, m member, field string) {
 				continue
 			}
 			r.dstP = append(r.dstP, c.principal(sel))
+		case c.doc.tailnet:
+			c.errorf(s.off, s.field, "%q is not tag:, a login (user@domain), autogroup:self or *: a tailnet document names no nodes", sel)
+			continue
 		default:
 			if _, ok := c.doc.byName[sel]; !ok {
 				c.undefinedNode(s.off, s.field, sel, "")
@@ -270,6 +294,38 @@ func (c *compiler) safety(r *rule, m member, field string) {
 	c.errorf(m.val.StartOffset, field,
 		"%s rule would let %s (%s) into %s, an untagged node of %s; accept and check rules may reach only tagged nodes and the caller's own (autogroup:self)",
 		r.action, nodes[s].id.Node, who, nodes[d].id.Node, nodes[d].id.Owner)
+}
+
+// tailnetSafety is the safety rule for a tailnet document, whose nodes are
+// not known at load: an accept or check rule may name in dst only tags,
+// autogroup:self, and a login whose src is that same person alone (the
+// login itself, or groups of that login only). dst * would reach every
+// person's untagged devices, and a login reached from anyone else would be
+// one person let into another's; both are refused. At evaluation, an
+// untagged server is reached only by its owner (see reaches).
+func (c *compiler) tailnetSafety(r *rule, m member, field string) {
+	for _, d := range r.dst {
+		switch {
+		case d == anyone:
+			c.errorf(m.val.StartOffset, field,
+				"%s rule with dst * would let %s into every person's untagged nodes; on a tailnet, accept and check rules may reach only tags, autogroup:self, or a login from that login alone",
+				r.action, strings.Join(r.src, ", "))
+			return
+		case strings.Contains(d, "@"):
+			for _, src := range r.src {
+				if src == d {
+					continue
+				}
+				if g, ok := c.doc.groups[src]; ok && !slices.ContainsFunc(g, func(e string) bool { return e != d }) {
+					continue
+				}
+				c.errorf(m.val.StartOffset, field,
+					"%s rule would let %s into %s, the untagged nodes of %s; accept and check rules may reach only tagged nodes and the caller's own (autogroup:self, or a login from that login alone)",
+					r.action, src, d, d)
+				return
+			}
+		}
+	}
 }
 
 // ruleOption compiles the optional keys of a rule.
@@ -399,7 +455,8 @@ func (c *compiler) tests(v *hujson.Value) {
 		if !ok {
 			continue
 		}
-		t := test{field: field, src: -1, dst: -1}
+		t := test{field: field}
+		var haveSrc, haveDst bool
 		for _, m := range ms {
 			f := join(field, m.key)
 			switch m.key {
@@ -408,15 +465,33 @@ func (c *compiler) tests(v *hujson.Value) {
 				if !ok {
 					continue
 				}
-				n, ok := c.doc.byName[s]
-				if !ok {
-					c.undefinedNode(m.val.StartOffset, f, s, " (tests name nodes)")
-					continue
+				var n node
+				if c.doc.tailnet {
+					id, err := parseTailnetIdentity(s)
+					if err == nil {
+						err = c.checkTags(id.Tags)
+					}
+					if err != nil {
+						c.errorf(m.val.StartOffset, f, "%w (tests in a tailnet document name a login or tags)", err)
+						continue
+					}
+					if m.key == "src" {
+						n = c.doc.tailnetCaller(&id, nil)
+					} else {
+						n = c.doc.tailnetServer(&id, nil)
+					}
+				} else {
+					i, ok := c.doc.byName[s]
+					if !ok {
+						c.undefinedNode(m.val.StartOffset, f, s, " (tests name nodes)")
+						continue
+					}
+					n = c.doc.nodes[i]
 				}
 				if m.key == "src" {
-					t.src = n
+					t.src, t.srcName, haveSrc = n, s, true
 				} else {
-					t.dst = n
+					t.dst, t.dstName, haveDst = n, s, true
 				}
 			case "at":
 				s, ok := c.str(m.val, f)
@@ -447,11 +522,46 @@ func (c *compiler) tests(v *hujson.Value) {
 		if len(t.want) == 0 {
 			c.errorf(els[i].StartOffset, field, "a test needs users in accept, check or deny")
 		}
-		if t.src >= 0 && t.dst >= 0 {
+		if haveSrc && haveDst {
 			slices.SortStableFunc(t.want, func(a, b testCase) int { return cmp.Compare(a.off, b.off) })
 			c.doc.tests = append(c.doc.tests, t)
 		}
 	}
+}
+
+// checkTags returns an error for the first tag the document does not
+// declare in tagOwners.
+func (c *compiler) checkTags(tags []string) error {
+	for _, t := range tags {
+		if !c.tagOwners[t] {
+			return fmt.Errorf("undefined tag %q", t)
+		}
+	}
+	return nil
+}
+
+// parseTailnetIdentity reads how tests and Explain name a tailnet node: a
+// login (an untagged node of that user; case is ignored) or one or more
+// tags separated by commas ("tag:ci" or "tag:ci,tag:x", a tagged node).
+func parseTailnetIdentity(s string) (Identity, error) {
+	if strings.HasPrefix(s, "tag:") {
+		var id Identity
+		for _, t := range strings.Split(s, ",") {
+			t = strings.TrimSpace(t)
+			switch {
+			case !strings.HasPrefix(t, "tag:") || !validName(t[4:]):
+				return Identity{}, fmt.Errorf("%q is not a tag (tag:NAME)", t)
+			case slices.Contains(id.Tags, t):
+				return Identity{}, fmt.Errorf("duplicate tag %q", t)
+			}
+			id.Tags = append(id.Tags, t)
+		}
+		return id, nil
+	}
+	if !validEmail(s) {
+		return Identity{}, fmt.Errorf("%q is not a login (user@domain) or tags (tag:a or tag:a,tag:b)", s)
+	}
+	return Identity{Owner: strings.ToLower(s)}, nil
 }
 
 // undefinedNode reports a reference to a node the document does not

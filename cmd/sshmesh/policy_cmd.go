@@ -18,6 +18,9 @@ func cmdPolicy(ctx context.Context, args []string, io stdio) error {
 
   check    parse FILE, run its embedded tests, list every problem (exit 1)
   explain  show how FILE decides one login, rule by rule
+
+In a tailnet document ("identity": "tailnet") NODE is a login
+(alice@example.com) or tags (tag:ci, or tag:ci,tag:x).
 `)
 	}
 	if len(args) == 0 {
@@ -88,7 +91,11 @@ exits 1.
 	if tests > 0 {
 		ran = plural(tests, "test") + " passed"
 	}
-	fmt.Fprintf(io.out, "%s: %s, %s, %s\n", pos[0], plural(nodes, "node"), plural(rules, "rule"), ran)
+	who := plural(nodes, "node")
+	if doc.IdentitySource() == "tailnet" {
+		who = "identities from a tailnet"
+	}
+	fmt.Fprintf(io.out, "%s: %s, %s, %s\n", pos[0], who, plural(rules, "rule"), ran)
 	return nil
 }
 
@@ -113,8 +120,8 @@ func plural(n int, what string) string {
 // cmdPolicyExplain implements `sshmesh policy explain FILE --src NODE --dst NODE --user NAME`.
 func cmdPolicyExplain(args []string, io stdio) error {
 	fs := newFlags("policy explain", "FILE --src NODE --dst NODE --user NAME", io)
-	src := fs.String("src", "", "the calling node, by name (required)")
-	dst := fs.String("dst", "", "the node logged into, by name (required)")
+	src := fs.String("src", "", "the calling node, by name; in a tailnet document a login or tags (required)")
+	dst := fs.String("dst", "", "the node logged into, by name; in a tailnet document a login or tags (required)")
 	user := fs.String("user", "", "the login name asked for, as in ssh NAME@host (required)")
 	fs.Usage = func() {
 		fmt.Fprint(io.err, `usage: sshmesh policy explain FILE --src NODE --dst NODE --user NAME
@@ -122,6 +129,11 @@ func cmdPolicyExplain(args []string, io stdio) error {
 Shows how the policy document FILE decides a login from node --src into node
 --dst as --user, now: the decision, the rule and line that made it, and why
 each rule above it did not match. Exits 0 whatever the decision.
+
+A tailnet document ("identity": "tailnet") names no nodes: give --src and
+--dst as the tailnet's coordinator would name them, a login
+(alice@example.com: an untagged node of that user) or tags (tag:ci, or
+tag:ci,tag:x for a node with several). No live tailnet is needed.
 
 `)
 		fs.PrintDefaults()

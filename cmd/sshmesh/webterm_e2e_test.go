@@ -69,7 +69,7 @@ func startWebWorld(t testing.TB) *webWorld {
   "ssh": [
     {"action": "reject", "src": ["alice-web"], "dst": ["tag:server"], "users": ["daemon"], "message": "no daemons from the browser"},
     {"action": "accept", "src": ["alice-web"], "dst": ["tag:server"], "users": ["root"], "record": true},
-    {"action": "check", "src": ["alice-web"], "dst": ["tag:server"], "users": ["nobody"], "checkPeriod": "1h"},
+    {"action": "check", "src": ["alice-web"], "dst": ["tag:server"], "users": ["nobody"], "checkPeriod": "1h", "checkProof": "mesh"},
     {"action": "accept", "src": ["alice-ssh"], "dst": ["tag:server"], "users": ["root"], "record": true},
   ],
 }`, srvN.Key.Public(), alice.Key.Public(), bob.Key.Public(), aliceSSH.Key.Public())
