@@ -148,6 +148,13 @@ type Request struct {
 	// sets it from the host's account database. A root account, "root"
 	// or not, is allowed only by a rule that names it explicitly.
 	RootUser bool
+	// Caller is the caller's identity as the transport's coordinator vouches
+	// for it (a tailnet's WhoIs: node name, user login as Owner, tags); nil on
+	// the file-based mesh, where the document's "nodes" name callers by Key.
+	Caller *Identity
+	// Server is the reached node's own identity as the coordinator vouches for
+	// it (its tags, or its owner); nil on the file-based mesh.
+	Server *Identity
 }
 
 // Action is what a decision does with the login.
