@@ -75,7 +75,7 @@ func loadTailnetPolicy(t *testing.T, alice, ci string) policy.Policy {
 }
 
 // tailnetFixture is a headscale tailnet with an sshmesh server node tagged
-// tag:server and tailscaled clients of alice, bob and a tag:ci machine.
+// tag:server and tailscaled clients: alice (two nodes), bob and a tag:ci machine.
 type tailnetFixture struct {
 	hs         *headscale
 	node       *tailnet.Node
@@ -83,6 +83,7 @@ type tailnetFixture struct {
 	log        *testkit.Buffer
 	host       string // the server's tailnet IPv4 address
 	alice, bob *tailscaled
+	aliceDesk  *tailscaled // alice's second node
 	ci         *tailscaled
 	aliceUser  *testkit.User
 	ciUser     *testkit.User
@@ -139,10 +140,14 @@ func newTailnetFixture(t *testing.T) *tailnetFixture {
 		}
 	})
 
-	// Three clients at once: each login takes a few seconds.
+	// The clients at once: each login takes a few seconds.
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
 	go func() { defer wg.Done(); f.alice = startTailscaled(t, tl, f.hs, "alice-laptop", f.hs.authKey(alice)) }()
+	go func() {
+		defer wg.Done()
+		f.aliceDesk = startTailscaled(t, tl, f.hs, "alice-desktop", f.hs.authKey(alice))
+	}()
 	go func() { defer wg.Done(); f.bob = startTailscaled(t, tl, f.hs, "bob-laptop", f.hs.authKey(bob)) }()
 	go func() { defer wg.Done(); f.ci = startTailscaled(t, tl, f.hs, "ci-runner", f.hs.authKey(0, "tag:ci")) }()
 	wg.Wait()
@@ -231,32 +236,56 @@ func TestTailnetStockSSH(t *testing.T) {
 		}
 	})
 	t.Run("removing alice's node from headscale ends her open session", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		args := append(append(sshOptions(f.alice), f.aliceUser.Name+"@"+f.host), "echo started; exec sleep 600")
-		cmd := exec.CommandContext(ctx, "ssh", args...)
-		out := &testkit.Buffer{}
-		cmd.Stdout, cmd.Stderr = out, out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		defer cmd.Wait()
-		defer cmd.Process.Kill()
-		out.WaitFor(t, "started")
-		removed := time.Now()
-		f.hs.run(nil, "nodes", "delete", "--force", "-i", f.hs.nodeID("alice-laptop"))
-		// Generous: the bound is for a loaded 2-core machine, not a goal.
-		waitFor(t, 60*time.Second, "the server to end alice's conn", func() error {
-			for _, c := range f.srv.Conns() {
-				if c.Identity.Owner == "alice@example.com" {
-					return errors.New("alice's conn is still open")
-				}
-			}
-			return nil
-		})
-		t.Logf("alice's session ended %v after her node was removed", time.Since(removed).Round(time.Millisecond))
-		if !strings.Contains(f.log.String(), "access revoked") {
-			t.Errorf("the server's log says nothing of revoking alice's access:\n%s", f.log.String())
-		}
+		f.revokedBy(t, f.alice, f.aliceUser.Name, "alice@example.com", "nodes", "delete", "--force", "-i", f.hs.nodeID("alice-laptop"))
 	})
+	t.Run("expiring alice's other node ends her session there", func(t *testing.T) {
+		f.revokedBy(t, f.aliceDesk, f.aliceUser.Name, "alice@example.com", "nodes", "expire", "-i", f.hs.nodeID("alice-desktop"))
+	})
+	t.Run("the ci node losing tag:ci ends its session", func(t *testing.T) {
+		f.revokedBy(t, f.ci, f.ciUser.Name, "tag:ci", "nodes", "tag", "-i", f.hs.nodeID("ci-runner"), "-t", "tag:other")
+	})
+}
+
+// revokedBy opens a session of who (an owner login or a tag) from d as
+// user, runs the headscale command that takes d's standing away, and waits
+// (generously) for the server to end the conn.
+func (f *tailnetFixture) revokedBy(t *testing.T, d *tailscaled, user, who string, headscaleCmd ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	args := append(append(sshOptions(d), user+"@"+f.host), "echo started; exec sleep 600")
+	cmd := exec.CommandContext(ctx, "ssh", args...)
+	out := &testkit.Buffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	out.WaitFor(t, "started")
+	open := func() bool {
+		for _, c := range f.srv.Conns() {
+			if c.Identity.Owner == who || slices.Contains(c.Identity.Tags, who) {
+				return true
+			}
+		}
+		return false
+	}
+	if !open() {
+		t.Fatalf("the server lists no conn of %s", who)
+	}
+	revokedBefore := strings.Count(f.log.String(), "access revoked")
+	start := time.Now()
+	f.hs.run(nil, headscaleCmd...)
+	// Generous: the bound is for a loaded 2-core machine, not a goal.
+	waitFor(t, 60*time.Second, "the server to end the conn of "+who, func() error {
+		if open() {
+			return errors.New("still open")
+		}
+		return nil
+	})
+	t.Logf("the session of %s ended %v after `headscale %s`", who, time.Since(start).Round(time.Millisecond), strings.Join(headscaleCmd, " "))
+	if strings.Count(f.log.String(), "access revoked") <= revokedBefore {
+		t.Errorf("the server's log says nothing of revoking the access of %s", who)
+	}
 }

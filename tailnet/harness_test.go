@@ -113,7 +113,7 @@ log:
   format: text
 policy:
   mode: file
-  path: ""
+  path: %[1]s/policy.hujson
 dns:
   magic_dns: true
   base_domain: tailnet.test
@@ -125,6 +125,17 @@ unix_socket_permission: "0700"
 logtail:
   enabled: false
 `
+
+// headscalePolicy is the coordinator's own policy: every node may reach
+// every other (sshmesh's policy decides SSH), and the tags the tests use.
+const headscalePolicy = `{
+  "tagOwners": {
+    "tag:server": ["alice@example.com"],
+    "tag:ci":     ["alice@example.com"],
+    "tag:other":  ["alice@example.com"],
+  },
+  "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
+}`
 
 // startHeadscale starts headscale on loopback ports of its own, stopped
 // when the test ends.
@@ -139,6 +150,9 @@ func startHeadscale(tb testing.TB, t tools) *headscale {
 	cfg := fmt.Sprintf(headscaleConfig, dir, port, freePort(tb, "tcp"), freePort(tb, "tcp"), freePort(tb, "udp"))
 	h := &headscale{tb: tb, bin: t.headscale, config: filepath.Join(dir, "config.yaml"), URL: "http://127.0.0.1:" + strconv.Itoa(port)}
 	if err := os.WriteFile(h.config, []byte(cfg), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "policy.hujson"), []byte(headscalePolicy), 0o600); err != nil {
 		tb.Fatal(err)
 	}
 	log, err := os.Create(filepath.Join(dir, "headscale.log"))
