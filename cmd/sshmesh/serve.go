@@ -25,6 +25,9 @@ import (
 )
 
 func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
+	if wantsTailnet(args) {
+		return serveTailnet(ctx, args, io)
+	}
 	fs := newFlags("serve", "--wg CONF --policy FILE [--hostkey PATH] [--port 22]", io)
 	wgPath := fs.String("wg", "", "wg-quick `file` of this node (required); its peers are re-read on SIGHUP")
 	policyPath := fs.String("policy", "", "policy `file` (HuJSON; required); re-read with --wg on SIGHUP")
@@ -37,6 +40,7 @@ func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	recordDir := fs.String("record", "", "`dir` for session recordings (asciicast v2) of rules that say \"record\": true")
 	recordInput := fs.Bool("record-input", false, "also record what clients type in recorded sessions (it may hold passwords)")
+	fs.Bool("tailnet", false, "serve on an existing tailnet (headscale or Tailscale) instead: runs sshmesh-tailnet serve with these arguments (see its --help)")
 	memLimit := fs.String("memory-limit", "auto", "memory `limit` for the Go runtime: auto (after every collection, the next is paced to come after "+strconv.Itoa(autoMemoryHeadroom>>20)+"MiB of new garbage or a quarter of the live heap, whichever is more, and memory goes back to the OS once a burst is over), a size such as 64MiB (a soft limit), or off; the GOMEMLIMIT variable, and GOGC for auto, win when set")
 	if err := parseFlags(fs, args); err != nil {
 		return err
