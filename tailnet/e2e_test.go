@@ -18,35 +18,39 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sshmesh/sshmesh"
+	"github.com/sshmesh/sshmesh/checkpage"
 	"github.com/sshmesh/sshmesh/internal/testkit"
+	"github.com/sshmesh/sshmesh/meshkey"
 	"github.com/sshmesh/sshmesh/policy"
 	"github.com/sshmesh/sshmesh/tailnet"
 )
 
 // tailnetPolicy is the e2e test's policy, a tailnet document (identity
 // "tailnet"): callers by login and tag, the server by its tag. ALICE and CI
-// are replaced by the local accounts made for the test.
+// and CHECKED are replaced by the local accounts made for the test.
 const tailnetPolicy = `{
   "identity": "tailnet",
   "tagOwners": {"tag:server": ["alice@example.com"], "tag:ci": ["alice@example.com"]},
   "ssh": [
     {"action": "accept", "src": ["alice@example.com"], "dst": ["tag:server"], "users": ["ALICE"]},
     {"action": "accept", "src": ["tag:ci"], "dst": ["tag:server"], "users": ["CI"]},
+    {"action": "check", "src": ["alice@example.com"], "dst": ["tag:server"], "users": ["CHECKED"], "checkPeriod": "1h"},
     {"action": "reject", "src": ["bob@example.com"], "dst": ["tag:server"], "users": ["*"],
      "message": "bob may not log in to tag:server"},
   ],
   "tests": [
     {"src": "alice@example.com", "dst": "tag:server", "accept": ["ALICE"], "deny": ["root", "CI"]},
     {"src": "tag:ci", "dst": "tag:server", "accept": ["CI"], "deny": ["ALICE"]},
-    {"src": "bob@example.com", "dst": "tag:server", "deny": ["ALICE", "CI"]},
+    {"src": "bob@example.com", "dst": "tag:server", "deny": ["ALICE", "CI", "CHECKED"]},
+    {"src": "alice@example.com", "dst": "tag:server", "check": ["CHECKED"]},
   ],
 }`
 
 // loadTailnetPolicy parses the document. Until the policy package reads
 // tailnet documents (the "identity" key), the same rules as a policy.Func
 // stand in, so the transport is tested either way.
-func loadTailnetPolicy(t *testing.T, alice, ci string) policy.Policy {
-	text := strings.NewReplacer("ALICE", alice, "CI", ci).Replace(tailnetPolicy)
+func loadTailnetPolicy(t *testing.T, alice, ci, checked string) policy.Policy {
+	text := strings.NewReplacer("ALICE", alice, "CI", ci, "CHECKED", checked).Replace(tailnetPolicy)
 	doc, err := policy.Parse([]byte(text), "tailnet-policy.hujson")
 	if err == nil {
 		return doc
@@ -67,8 +71,10 @@ func loadTailnetPolicy(t *testing.T, alice, ci string) policy.Policy {
 			return policy.Decision{Action: policy.Accept, LocalUser: alice, Rule: "ssh[0]", Caller: *r.Caller}, nil
 		case slices.Contains(r.Caller.Tags, "tag:ci") && r.User == ci:
 			return policy.Decision{Action: policy.Accept, LocalUser: ci, Rule: "ssh[1]", Caller: *r.Caller}, nil
+		case r.Caller.Owner == "alice@example.com" && r.User == checked:
+			return policy.Decision{Action: policy.Check, LocalUser: checked, Rule: "ssh[2]", RuleID: "check-rule", CheckPeriod: time.Hour, Caller: *r.Caller}, nil
 		case r.Caller.Owner == "bob@example.com":
-			return policy.Decision{Rule: "ssh[2]", Message: "bob may not log in to tag:server", Caller: *r.Caller}, nil
+			return policy.Decision{Rule: "ssh[3]", Message: "bob may not log in to tag:server", Caller: *r.Caller}, nil
 		}
 		return policy.Decision{Caller: *r.Caller}, nil
 	})
@@ -87,6 +93,7 @@ type tailnetFixture struct {
 	ci         *tailscaled
 	aliceUser  *testkit.User
 	ciUser     *testkit.User
+	checkUser  *testkit.User // alice's account behind a check rule
 }
 
 func newTailnetFixture(t *testing.T) *tailnetFixture {
@@ -95,6 +102,7 @@ func newTailnetFixture(t *testing.T) *tailnetFixture {
 	f := &tailnetFixture{log: &testkit.Buffer{}}
 	f.aliceUser = testkit.NewUser(t, testkit.UserOptions{})
 	f.ciUser = testkit.NewUser(t, testkit.UserOptions{})
+	f.checkUser = testkit.NewUser(t, testkit.UserOptions{})
 	f.hs = startHeadscale(t, tl)
 	alice := f.hs.createUser("alice", "alice@example.com")
 	bob := f.hs.createUser("bob", "bob@example.com")
@@ -122,11 +130,25 @@ func newTailnetFixture(t *testing.T) *tailnetFixture {
 		t.Fatal(err)
 	}
 	f.srv = &sshmesh.Server{
-		Policy:            loadTailnetPolicy(t, f.aliceUser.Name, f.ciUser.Name),
+		Policy:            loadTailnetPolicy(t, f.aliceUser.Name, f.ciUser.Name, f.checkUser.Name),
 		HostKeys:          []ssh.Signer{signer},
 		Logger:            f.log.Logger(),
 		KeepAliveInterval: 2 * time.Second,
 	}
+	checkLn, err := node.Listen("tcp", ":80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checker := &checkpage.Checker{
+		// The coordinator vouches for every visitor (tailnet.Conn).
+		Identify: func(meshkey.Public) (policy.Identity, bool) { return policy.Identity{}, false },
+		Timeout:  2 * time.Minute,
+		Dial:     node.Dial,
+		Logger:   f.log.Logger(),
+	}
+	go checker.Serve(checkLn)
+	t.Cleanup(func() { checker.Close() })
+	f.srv.Checker = checker
 	ln, err := node.Listen("tcp", ":22")
 	if err != nil {
 		t.Fatal(err)
@@ -234,6 +256,9 @@ func TestTailnetStockSSH(t *testing.T) {
 		if err != nil || !bytes.Equal(got, payload) {
 			t.Fatalf("sftp got %d bytes (%v), want the %d scp sent", len(got), err, len(payload))
 		}
+	})
+	t.Run("a check rule holds the login until alice approves in Chromium from her node", func(t *testing.T) {
+		f.checkInBrowser(t)
 	})
 	t.Run("removing alice's node from headscale ends her open session", func(t *testing.T) {
 		f.revokedBy(t, f.alice, f.aliceUser.Name, "alice@example.com", "nodes", "delete", "--force", "-i", f.hs.nodeID("alice-laptop"))

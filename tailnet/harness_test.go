@@ -258,6 +258,7 @@ type tailscaled struct {
 	tb     testing.TB
 	cli    string
 	socket string
+	socks  string // its SOCKS5 proxy into the tailnet, 127.0.0.1:PORT
 }
 
 // startTailscaled starts a tailscaled of its own (state, socket, no TUN,
@@ -269,13 +270,14 @@ func startTailscaled(tb testing.TB, t tools, h *headscale, hostname, authKey str
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { os.RemoveAll(dir) })
-	d := &tailscaled{tb: tb, cli: t.tailscale, socket: filepath.Join(dir, "tailscaled.sock")}
+	d := &tailscaled{tb: tb, cli: t.tailscale, socket: filepath.Join(dir, "tailscaled.sock"),
+		socks: "127.0.0.1:" + strconv.Itoa(freePort(tb, "tcp"))}
 	log, err := os.Create(filepath.Join(dir, "tailscaled.log"))
 	if err != nil {
 		tb.Fatal(err)
 	}
 	cmd := exec.Command(t.tailscaled, "--tun=userspace-networking", "--no-logs-no-support",
-		"--statedir="+filepath.Join(dir, "state"), "--socket="+d.socket, "--port=0")
+		"--statedir="+filepath.Join(dir, "state"), "--socket="+d.socket, "--port=0", "--socks5-server="+d.socks)
 	cmd.Env = append(os.Environ(), "TS_NO_LOGS_NO_SUPPORT=true", "TS_LOGS_DIR="+dir)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
