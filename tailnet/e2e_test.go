@@ -49,7 +49,7 @@ const tailnetPolicy = `{
 // loadTailnetPolicy parses the document. Until the policy package reads
 // tailnet documents (the "identity" key), the same rules as a policy.Func
 // stand in, so the transport is tested either way.
-func loadTailnetPolicy(t *testing.T, alice, ci, checked string) policy.Policy {
+func loadTailnetPolicy(t testing.TB, alice, ci, checked string) policy.Policy {
 	text := strings.NewReplacer("ALICE", alice, "CI", ci, "CHECKED", checked).Replace(tailnetPolicy)
 	doc, err := policy.Parse([]byte(text), "tailnet-policy.hujson")
 	if err == nil {
@@ -96,7 +96,7 @@ type tailnetFixture struct {
 	checkUser  *testkit.User // alice's account behind a check rule
 }
 
-func newTailnetFixture(t *testing.T) *tailnetFixture {
+func newTailnetFixture(t testing.TB) *tailnetFixture {
 	tl := needTools(t)
 	testkit.NeedBinary(t, "ssh", "openssh-client")
 	f := &tailnetFixture{log: &testkit.Buffer{}}

@@ -127,7 +127,8 @@ logtail:
 `
 
 // headscalePolicy is the coordinator's own policy: every node may reach
-// every other (sshmesh's policy decides SSH), and the tags the tests use.
+// every other (sshmesh's policy decides SSH on sshmesh's node), and the
+// tags the tests use.
 const headscalePolicy = `{
   "tagOwners": {
     "tag:server": ["alice@example.com"],
@@ -135,6 +136,9 @@ const headscalePolicy = `{
     "tag:other":  ["alice@example.com"],
   },
   "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
+  // For the benchmark's Tailscale SSH server (tailscaled --ssh), the same
+  // logins as sshmesh's policy allows.
+  "ssh": [{"action": "accept", "src": ["autogroup:member"], "dst": ["tag:server"], "users": ["autogroup:nonroot"]}],
 }`
 
 // startHeadscale starts headscale on loopback ports of its own, stopped
@@ -263,7 +267,7 @@ type tailscaled struct {
 
 // startTailscaled starts a tailscaled of its own (state, socket, no TUN,
 // no log upload) and logs it in to h with authKey as hostname.
-func startTailscaled(tb testing.TB, t tools, h *headscale, hostname, authKey string) *tailscaled {
+func startTailscaled(tb testing.TB, t tools, h *headscale, hostname, authKey string, upFlags ...string) *tailscaled {
 	tb.Helper()
 	dir, err := os.MkdirTemp("", "tailscaled-")
 	if err != nil {
@@ -296,7 +300,7 @@ func startTailscaled(tb testing.TB, t tools, h *headscale, hostname, authKey str
 		_, err := os.Stat(d.socket)
 		return err
 	})
-	d.run("up", "--login-server="+h.URL, "--authkey="+authKey, "--hostname="+hostname, "--accept-dns=false", "--timeout=90s")
+	d.run(append([]string{"up", "--login-server=" + h.URL, "--authkey=" + authKey, "--hostname=" + hostname, "--accept-dns=false", "--timeout=90s"}, upFlags...)...)
 	return d
 }
 
@@ -308,6 +312,11 @@ func (d *tailscaled) run(args ...string) string {
 		d.tb.Fatalf("tailscale %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return string(out)
+}
+
+// ip4 is d's own tailnet IPv4 address.
+func (d *tailscaled) ip4() string {
+	return strings.TrimSpace(d.run("ip", "-4"))
 }
 
 // proxyCommand is the ssh ProxyCommand that reaches %h:%p over d.
