@@ -58,24 +58,20 @@ const whoisTimeout = 10 * time.Second
 // admit names the caller of c and starts following it.
 func (n *Node) admit(c net.Conn) (*Conn, error) {
 	w := n.watch
-	tc := &Conn{Conn: c, watch: w, selfKey: w.selfKey}
-	gen := w.track(tc)
+	gen := w.generation()
 	ctx, cancel := context.WithTimeout(n.ctx, whoisTimeout)
 	defer cancel()
 	who, err := n.lc.WhoIs(ctx, c.RemoteAddr().String())
 	if err != nil {
-		w.untrack(tc)
 		return nil, fmt.Errorf("whois: %w", err)
 	}
 	id, err := identityOf(who, time.Now())
 	if err != nil {
-		w.untrack(tc)
 		return nil, err
 	}
-	tc.peer = id
-	tc.self = w.selfIdentity()
+	tc := &Conn{Conn: c, watch: w, selfKey: w.selfKey, peer: id, self: w.selfIdentity()}
 	tc.setExpiry(who.Node.KeyExpiry)
-	if w.generation() != gen {
+	if w.track(tc) != gen {
 		// The netmap changed while the caller was being named: ask again.
 		w.recheck(ctx, tc)
 	}

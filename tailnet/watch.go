@@ -183,7 +183,7 @@ func (w *watcher) recheck(ctx context.Context, c *Conn) {
 }
 
 // track adds c to the conns re-checked on each change and returns the
-// change count before it was added.
+// count of changes seen so far.
 func (w *watcher) track(c *Conn) uint64 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
