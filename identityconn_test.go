@@ -103,11 +103,11 @@ func TestIdentityConnVouchedIdentities(t *testing.T) {
 	if r.Key != caller.Key || r.Self != self.Key || r.Caller == nil || r.Caller.Owner != caller.Owner || r.Server == nil || r.Server.Node != "build-1" {
 		t.Fatalf("the policy was asked %+v; want the vouched caller and server", r)
 	}
+
+	sess := startBlockingOn(t, c) // its session runs: the server has the conn
 	if st := srv.Conns(); len(st) != 1 || st[0].Identity.Owner != "alice@example.com" || st[0].Identity.Node != "alice-laptop" {
 		t.Fatalf("conns %+v: want alice-laptop, owned by alice@example.com", st)
 	}
-
-	sess := startBlockingOn(t, c)
 	current.Store(false) // the coordinator no longer vouches for the caller
 	if !sess.endedWithin(10 * time.Second) {
 		t.Fatal("the session outlived its caller's standing")
