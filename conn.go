@@ -408,7 +408,8 @@ func (c *serverConn) authNone(meta ssh.ConnMetadata) (*ssh.Permissions, error) {
 func (c *serverConn) decide(user string, banner func(string) error) error {
 	s := c.srv
 	log := c.log()
-	req := policy.Request{Key: c.peer.Key, Addr: c.peer.Addr, Self: c.peer.Self, User: user}
+	req := policy.Request{Key: c.peer.Key, Addr: c.peer.Addr, Self: c.peer.Self, User: user,
+		Caller: c.peer.Identity, Server: c.peer.SelfIdentity}
 	acct, err := lookupAccount(req.User)
 	if err != nil {
 		// Not an unknown name: the host could not answer. Whether the name
@@ -423,6 +424,11 @@ func (c *serverConn) decide(user string, banner func(string) error) error {
 	if err != nil {
 		c.log().Error("auth decision", "user", req.User, "action", "reject", "err", err)
 		return c.refuse("the policy failed to decide", "access denied")
+	}
+	if d.Caller.Node == "" && d.Caller.Owner == "" && len(d.Caller.Tags) == 0 && req.Caller != nil {
+		// The policy said nothing about the caller (a policy.Func): the
+		// coordinator's word names it in the log and on the check page.
+		d.Caller = *req.Caller
 	}
 	attrs := []any{"node", d.Caller.Node, "owner", d.Caller.Owner, "addr", c.peer.Addr.String(),
 		"user", req.User, "local_user", d.LocalUser, "action", d.Action.String(), "rule", d.Rule, "rule_pos", d.RulePos, "message", d.Message}

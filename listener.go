@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/sshmesh/sshmesh/meshkey"
+	"github.com/sshmesh/sshmesh/policy"
 )
 
 // PeerResolver maps a mesh address to the WireGuard peer that owns it, with
@@ -33,6 +34,22 @@ type PeerConn interface {
 	PeerCurrent() bool
 }
 
+// IdentityConn is a [PeerConn] whose transport has a coordinator that
+// vouches for who is at each end: a tailnet (package
+// github.com/sshmesh/sshmesh/tailnet), whose control server knows every
+// node's name, user and tags. [Server.Serve] passes both identities to the
+// policy (policy.Request.Caller and Server), so a policy document can name
+// callers by login and tags instead of by key.
+type IdentityConn interface {
+	PeerConn
+	// PeerIdentity is the caller as the coordinator vouched for it when the
+	// conn was accepted (Key is PeerKey).
+	PeerIdentity() policy.Identity
+	// SelfIdentity is the node that accepted the conn, as the coordinator
+	// vouched for it then.
+	SelfIdentity() policy.Identity
+}
+
 // Peer is who is on the other end of a mesh conn, as WireGuard proved it:
 // the caller (netstack.Peer, by contrast, is an entry of a node's peer
 // set, as a wg-quick [Peer] section is).
@@ -44,6 +61,13 @@ type Peer struct {
 	// Self is the public key of the node that accepted the conn, when the
 	// listener knows it; zero otherwise.
 	Self meshkey.Public
+	// Identity is the caller as the transport's coordinator vouches for it
+	// (a tailnet's WhoIs: node name, login, tags), from an [IdentityConn];
+	// nil on the file-based mesh, where the policy names callers by Key.
+	Identity *policy.Identity
+	// SelfIdentity is the node that accepted the conn, as the coordinator
+	// vouches for it; nil on the file-based mesh.
+	SelfIdentity *policy.Identity
 
 	current func() bool // PeerConn.PeerCurrent of the conn; nil: always
 }
@@ -180,7 +204,12 @@ func PeerOf(c net.Conn) (p Peer, ok bool) {
 				return Peer{}, false
 			}
 			local, _ := addrPort(pc.LocalAddr())
-			return Peer{Key: pc.PeerKey(), Addr: remote, Local: local, Self: pc.NodeKey(), current: pc.PeerCurrent}, true
+			p := Peer{Key: pc.PeerKey(), Addr: remote, Local: local, Self: pc.NodeKey(), current: pc.PeerCurrent}
+			if ic, vouched := c.(IdentityConn); vouched {
+				caller, self := ic.PeerIdentity(), ic.SelfIdentity()
+				p.Identity, p.SelfIdentity = &caller, &self
+			}
+			return p, true
 		}
 		u, canUnwrap := c.(interface{ NetConn() net.Conn })
 		if !canUnwrap {

@@ -66,7 +66,9 @@ func (s *Server) SetPolicy(p policy.Policy) int {
 
 // watchPeers ends the conns whose peer left the mesh (its address no
 // longer resolves to its key, e.g. after netstack.Node.SetPeers removed
-// it), checking every peerCheckInterval until done is closed.
+// it) or, on a tailnet, whose caller the coordinator no longer vouches for
+// as at login (an [IdentityConn]'s PeerCurrent, which the transport flips
+// on netmap changes), checking every peerCheckInterval until done is closed.
 func (s *Server) watchPeers(done <-chan struct{}) {
 	t := time.NewTicker(peerCheckInterval)
 	defer t.Stop()
@@ -78,8 +80,12 @@ func (s *Server) watchPeers(done <-chan struct{}) {
 		}
 		for _, c := range s.authenticatedConns() {
 			if !c.peer.stillOwns() && !c.revoked.Swap(true) {
-				c.log().Info("access revoked", "reason", "peer removed from the mesh")
-				go c.revoke("peer removed from the mesh")
+				reason := "peer removed from the mesh"
+				if c.peer.Identity != nil {
+					reason = "access revoked: the coordinator no longer vouches for this node as at login (it left the tailnet, expired, or changed user or tags)"
+				}
+				c.log().Info("access revoked", "reason", reason)
+				go c.revoke(reason)
 			}
 		}
 	}

@@ -79,7 +79,9 @@ const DefaultPort = 80
 // fields before the first Check or Serve and do not change them after.
 type Checker struct {
 	// Identify returns what the policy knows about a mesh node: the page's
-	// visitors and this node. Required; (*policy.Document).Node is one.
+	// visitors and this node. Required; (*policy.Document).Node is one. On a
+	// tailnet the coordinator vouches for both (sshmesh.IdentityConn) and
+	// Identify is asked only about conns without that word.
 	Identify func(meshkey.Public) (policy.Identity, bool)
 
 	// Port is the TCP port the page is served on (the listener given to

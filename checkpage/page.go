@@ -35,7 +35,9 @@ func (c *Checker) describe(r *sshmesh.CheckRequest, period time.Duration) pageIn
 		caller.Key = r.Peer.Key
 	}
 	server := ""
-	if !r.Peer.Self.IsZero() {
+	if r.Peer.SelfIdentity != nil {
+		server = r.Peer.SelfIdentity.Name()
+	} else if !r.Peer.Self.IsZero() {
 		server = r.Peer.Self.Short()
 		if id, ok := c.Identify(r.Peer.Self); ok {
 			server = id.Name()
@@ -142,6 +144,10 @@ func (c *Checker) visitor(r *http.Request) (policy.Identity, bool) {
 	p, ok := sshmesh.PeerOf(conn)
 	if !ok {
 		return policy.Identity{}, false
+	}
+	if p.Identity != nil {
+		// A tailnet's coordinator vouches for the visitor (WhoIs).
+		return *p.Identity, true
 	}
 	id, ok := c.Identify(p.Key)
 	if !ok {

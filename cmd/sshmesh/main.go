@@ -6,6 +6,7 @@
 //	sshmesh keygen                      print a new private key (like wg genkey)
 //	sshmesh pubkey                      private key on stdin → public key (like wg pubkey)
 //	sshmesh serve --wg CONF --policy FILE [--hostkey PATH] [--port 22]
+//	sshmesh serve --tailnet --policy FILE [--control-url URL] [--auth-key-file F] [--tags T]   on a tailnet (runs sshmesh-tailnet)
 //	sshmesh status [--state DIR] [--json]   peers, conns and sessions of a running serve
 //	sshmesh nc --wg CONF HOST PORT      stdin/stdout ↔ HOST:PORT over the mesh (ProxyCommand)
 //	sshmesh known-hosts --wg CONF MESH-ADDR [NAME]   host keys over the mesh, as known_hosts lines (KnownHostsCommand)

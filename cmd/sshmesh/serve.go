@@ -27,6 +27,9 @@ import (
 )
 
 func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
+	if wantsTailnet(args) {
+		return serveTailnet(ctx, args, io)
+	}
 	fs := newFlags("serve", "--wg CONF --policy FILE [--hostkey PATH] [--port 22]", io)
 	wgPath := fs.String("wg", "", "wg-quick `file` of this node (required); its peers are re-read on SIGHUP")
 	policyPath := fs.String("policy", "", "policy `file` (HuJSON; required); re-read with --wg on SIGHUP")
@@ -46,6 +49,7 @@ func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 	pamOn := fs.Bool("pam", false, "run the host's PAM stack (account and session, no auth) for every login, as /etc/pam.d/SERVICE (see docs/pam.d/sshmesh); needs root and the sshmesh-pam helper next to this program or in PATH")
 	pamService := fs.String("pam-service", "sshmesh", "PAM `service` name for --pam")
 	pamHelper := fs.String("pam-helper", "", "`path` of the sshmesh-pam helper (default: next to this program, else in PATH)")
+	fs.Bool("tailnet", false, "serve on an existing tailnet (headscale or Tailscale) instead: runs sshmesh-tailnet serve with these arguments (see its --help)")
 	memLimit := fs.String("memory-limit", "auto", "memory `limit` for the Go runtime: auto (after every collection, the next is paced to come after "+strconv.Itoa(autoMemoryHeadroom>>20)+"MiB of new garbage or a quarter of the live heap, whichever is more, and memory goes back to the OS once a burst is over), a size such as 64MiB (a soft limit), or off; the GOMEMLIMIT variable, and GOGC for auto, win when set")
 	if err := parseFlags(fs, args); err != nil {
 		return err

@@ -1,0 +1,48 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+func TestServeTailnetNeedsItsProgram(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"serve", "--tailnet", "--policy", "p.hujson"}, stdio{strings.NewReader(""), &out, &errOut})
+	if code == 0 || !strings.Contains(errOut.String(), "needs the sshmesh-tailnet program") {
+		t.Fatalf("serve --tailnet without sshmesh-tailnet: exit %d, stderr %q; want an error naming the program", code, errOut.String())
+	}
+}
+
+func TestServeTailnetRunsItsProgram(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("a shell script stands in for the program")
+	}
+	dir := t.TempDir()
+	fake := "#!/bin/sh\necho \"$@\"\nexit 3\n"
+	if err := os.WriteFile(filepath.Join(dir, "sshmesh-tailnet"), []byte(fake), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir)
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"serve", "--tailnet", "--policy", "p.hujson", "--tags", "tag:server"}, stdio{strings.NewReader(""), &out, &errOut})
+	if code != 3 || out.String() != "serve --tailnet --policy p.hujson --tags tag:server\n" {
+		t.Fatalf("serve --tailnet: exit %d, stdout %q, stderr %q; want the program run with serve and the arguments, its exit status passed on", code, out.String(), errOut.String())
+	}
+}
+
+func TestWantsTailnet(t *testing.T) {
+	for args, want := range map[string]bool{
+		"--tailnet --policy p": true, "-tailnet": true, "--tailnet=true": true,
+		"--wg c --policy p": false, "-- --tailnet": false, "--tailnet=false": false,
+	} {
+		if got := wantsTailnet(strings.Fields(args)); got != want {
+			t.Errorf("wantsTailnet(%q) = %v, want %v", args, got, want)
+		}
+	}
+}
