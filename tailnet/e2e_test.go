@@ -34,7 +34,8 @@ const tailnetPolicy = `{
   "ssh": [
     {"action": "accept", "src": ["alice@example.com"], "dst": ["tag:server"], "users": ["ALICE"]},
     {"action": "accept", "src": ["tag:ci"], "dst": ["tag:server"], "users": ["CI"]},
-    {"action": "check", "src": ["alice@example.com"], "dst": ["tag:server"], "users": ["CHECKED"], "checkPeriod": "1h"},
+    {"action": "check", "src": ["alice@example.com"], "dst": ["tag:server"], "users": ["CHECKED"], "checkPeriod": "1h",
+     "checkProof": "mesh"}, // the test approves with the page's button
     {"action": "reject", "src": ["bob@example.com"], "dst": ["tag:server"], "users": ["*"],
      "message": "bob may not log in to tag:server"},
   ],
@@ -46,38 +47,14 @@ const tailnetPolicy = `{
   ],
 }`
 
-// loadTailnetPolicy parses the document. Until the policy package reads
-// tailnet documents (the "identity" key), the same rules as a policy.Func
-// stand in, so the transport is tested either way.
+// loadTailnetPolicy parses the document with the test's account names.
 func loadTailnetPolicy(t testing.TB, alice, ci, checked string) policy.Policy {
 	text := strings.NewReplacer("ALICE", alice, "CI", ci, "CHECKED", checked).Replace(tailnetPolicy)
 	doc, err := policy.Parse([]byte(text), "tailnet-policy.hujson")
-	if err == nil {
-		return doc
-	}
-	if !strings.Contains(err.Error(), "identity") {
+	if err != nil {
 		t.Fatalf("tailnet policy: %v", err)
 	}
-	t.Logf("the policy package does not read tailnet documents yet (%v): the same rules as a policy.Func", err)
-	return policy.Func(func(_ context.Context, r policy.Request) (policy.Decision, error) {
-		if r.Caller == nil || r.Server == nil {
-			return policy.Decision{}, errors.New("the document needs identities from a tailnet")
-		}
-		if !slices.Contains(r.Server.Tags, "tag:server") {
-			return policy.Decision{}, nil
-		}
-		switch {
-		case r.Caller.Owner == "alice@example.com" && r.User == alice:
-			return policy.Decision{Action: policy.Accept, LocalUser: alice, Rule: "ssh[0]", Caller: *r.Caller}, nil
-		case slices.Contains(r.Caller.Tags, "tag:ci") && r.User == ci:
-			return policy.Decision{Action: policy.Accept, LocalUser: ci, Rule: "ssh[1]", Caller: *r.Caller}, nil
-		case r.Caller.Owner == "alice@example.com" && r.User == checked:
-			return policy.Decision{Action: policy.Check, LocalUser: checked, Rule: "ssh[2]", RuleID: "check-rule", CheckPeriod: time.Hour, Caller: *r.Caller}, nil
-		case r.Caller.Owner == "bob@example.com":
-			return policy.Decision{Rule: "ssh[3]", Message: "bob may not log in to tag:server", Caller: *r.Caller}, nil
-		}
-		return policy.Decision{Caller: *r.Caller}, nil
-	})
+	return doc
 }
 
 // tailnetFixture is a headscale tailnet with an sshmesh server node tagged

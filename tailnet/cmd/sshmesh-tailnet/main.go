@@ -215,8 +215,8 @@ func loadPolicy(path string) (policy.Policy, error) {
 	if err != nil {
 		return nil, err
 	}
-	if src, ok := any(doc).(interface{ IdentitySource() string }); ok && src.IdentitySource() != "tailnet" {
-		return nil, fmt.Errorf("%s: the document names nodes by WireGuard key (\"identity\": %q); on a tailnet it must say \"identity\": \"tailnet\" and name callers by login and tag", path, src.IdentitySource())
+	if src := doc.IdentitySource(); src != "tailnet" {
+		return nil, fmt.Errorf("%s: the document names nodes by WireGuard key (\"identity\": %q); on a tailnet it must say \"identity\": \"tailnet\" and name callers by login and tag", path, src)
 	}
 	return doc, nil
 }
