@@ -73,8 +73,10 @@
 // only; a Go duration, default 12h), "sessionDuration", "acceptEnv" (see
 // [EnvAllowed]), "agentForward", "localForward" and "remoteForward" (HOST:PORT
 // patterns, see [ForwardAllowed], or absolute unix socket path patterns such
-// as "/run/user/*/db.sock", see [SocketForwardAllowed]), "record" and "onRecordingFailure"
-// (fail-open or fail-closed).
+// as "/run/user/*/db.sock", see [SocketForwardAllowed]), "record", "onRecordingFailure"
+// (fail-open or fail-closed) and "recorders" (node names and tags of
+// `sshmesh recorder` nodes the recording streams to instead of the
+// server's own directory; the first that accepts a session records it).
 //
 // # Safety
 //
@@ -237,6 +239,10 @@ type Decision struct {
 	Record bool
 	// OnRecordingFailure is "fail-open" (the default, "") or "fail-closed".
 	OnRecordingFailure string
+	// Recorders names the recorder nodes the sessions stream to (node
+	// names and tag:NAME, in order; see [Document.Nodes] to resolve them).
+	// Empty means the server's own recording directory.
+	Recorders []string
 }
 
 // Allowed reports whether the decision lets the login in (accept or check).
