@@ -54,18 +54,18 @@ const (
 // sender's claim; where the recording goes follows from the conn's mesh
 // identity, not from these fields.
 type Start struct {
-	Version   int              `json:"version"`             // 1
-	Session   string           `json:"session"`             // the session id: letters, digits, - _ . (not first)
-	Node      string           `json:"node,omitempty"`      // the sending node's name, as it says
-	Caller    string           `json:"caller"`              // who logged in: node name of the client
-	Owner     string           `json:"owner,omitempty"`     // the caller node's owner
-	User      string           `json:"user"`                // the login name asked for
-	LocalUser string           `json:"localUser"`           // the account the session ran as
-	Kind      string           `json:"kind"`                // shell, exec or subsystem
-	Command   string           `json:"command,omitempty"`   // exec command or subsystem name
-	Input     bool             `json:"input,omitempty"`     // input ("i") events may come
-	Header    asciicast.Header `json:"header"`              // the cast's header line
-	Rule      string           `json:"rule,omitempty"`      // the policy rule that let the session in
+	Version   int              `json:"version"`           // 1
+	Session   string           `json:"session"`           // the session id: letters, digits, - _ . (not first)
+	Node      string           `json:"node,omitempty"`    // the sending node's name, as it says
+	Caller    string           `json:"caller"`            // who logged in: node name of the client
+	Owner     string           `json:"owner,omitempty"`   // the caller node's owner
+	User      string           `json:"user"`              // the login name asked for
+	LocalUser string           `json:"localUser"`         // the account the session ran as
+	Kind      string           `json:"kind"`              // shell, exec or subsystem
+	Command   string           `json:"command,omitempty"` // exec command or subsystem name
+	Input     bool             `json:"input,omitempty"`   // input ("i") events may come
+	Header    asciicast.Header `json:"header"`            // the cast's header line
+	Rule      string           `json:"rule,omitempty"`    // the policy rule that let the session in
 }
 
 // writeFrame writes one frame.
