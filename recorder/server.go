@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -56,14 +57,20 @@ type Server struct {
 	// means 60 s.
 	IdleTimeout time.Duration
 
+	// Addrs are the recorder's mesh addresses: the page answers only
+	// requests whose Host names one of them (a web page elsewhere cannot
+	// rebind a name of its own to the recorder). Empty refuses the page.
+	Addrs []netip.Addr
+
 	// Now is the clock for dates and times. nil means time.Now.
 	Now func() time.Time
 
-	mu     sync.Mutex
-	ls     map[net.Listener]struct{}
-	conns  map[net.Conn]struct{}
-	closed bool
-	wg     sync.WaitGroup
+	mu      sync.Mutex
+	ls      map[net.Listener]struct{}
+	conns   map[net.Conn]struct{}
+	closed  bool
+	closeCh chan struct{}
+	wg      sync.WaitGroup
 }
 
 // Meta is what a recorder keeps beside each recording: who sent it (from
@@ -139,6 +146,13 @@ func (s *Server) Serve(l net.Listener) error {
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.closed = true
+	if s.closeCh != nil {
+		select {
+		case <-s.closeCh:
+		default:
+			close(s.closeCh)
+		}
+	}
 	for l := range s.ls {
 		l.Close()
 	}

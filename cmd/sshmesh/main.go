@@ -60,6 +60,7 @@ func commands() []command {
 		{"ssh-config", "print ssh_config Host blocks for the mesh nodes of a wg-quick file", cmdSSHConfig},
 		{"proxy", "a SOCKS5 proxy (CONNECT only, on loopback) into the mesh", cmdProxy},
 		{"policy", "check or explain a policy document", cmdPolicy},
+		{"recorder", "store session recordings streamed by servers, with a page to play them", cmdRecorder},
 		{"replay", "play back a session recording (asciicast v2)", cmdReplay},
 		{"demo", "show a keyless ssh login over an in-process mesh", cmdDemo},
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/sshmesh/sshmesh/meshkey"
 	"github.com/sshmesh/sshmesh/netstack"
 	"github.com/sshmesh/sshmesh/policy"
+	"github.com/sshmesh/sshmesh/recorder"
 )
 
 func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
@@ -37,6 +38,9 @@ func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	recordDir := fs.String("record", "", "`dir` for session recordings (asciicast v2) of rules that say \"record\": true")
 	recordInput := fs.Bool("record-input", false, "also record what clients type in recorded sessions (it may hold passwords)")
+	recorderPort := fs.Uint("recorder-port", recorder.DefaultPort, "stream `port` of the recorder nodes that rules name in \"recorders\"")
+	recorderTimeout := fs.Duration("recorder-timeout", 10*time.Second, "how long a recorder may take to accept a session or acknowledge what it was sent; past it a fail-closed session ends (254)")
+	recordKeepLocal := fs.Bool("record-keep-local", false, "with --record, also keep a local copy of the sessions streamed to recorders")
 	memLimit := fs.String("memory-limit", "auto", "memory `limit` for the Go runtime: auto (after every collection, the next is paced to come after "+strconv.Itoa(autoMemoryHeadroom>>20)+"MiB of new garbage or a quarter of the live heap, whichever is more, and memory goes back to the OS once a burst is over), a size such as 64MiB (a soft limit), or off; the GOMEMLIMIT variable, and GOGC for auto, win when set")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -105,10 +109,17 @@ func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 			return fmt.Errorf("--record: %w", err)
 		}
 	}
-	srv := &sshmesh.Server{Policy: pol, HostKeys: []ssh.Signer{hostKey}, Logger: logger, RecordDir: *recordDir, RecordInput: *recordInput}
-	if *checkPort > 65535 || *hostKeysPort > 65535 {
+	srv := &sshmesh.Server{Policy: pol, HostKeys: []ssh.Signer{hostKey}, Logger: logger, RecordInput: *recordInput}
+	if *checkPort > 65535 || *hostKeysPort > 65535 || *recorderPort == 0 || *recorderPort > 65535 {
 		fs.Usage()
 		return errUsage
+	}
+	srv.Recorder = &recorder.Client{
+		Dial:       node.Dial,
+		Resolve:    recorder.MeshResolver(func() []policy.Identity { return pol.doc.Load().Nodes() }, node.Peers, uint16(*recorderPort)),
+		Local:      sshmesh.DirRecorder{Dir: *recordDir},
+		KeepLocal:  *recordKeepLocal && *recordDir != "",
+		AckTimeout: *recorderTimeout,
 	}
 	if *checkPort != 0 {
 		checker, err := serveCheckPage(node, pol, uint16(*checkPort), *checkTimeout, *stateDir, logger)
