@@ -68,6 +68,11 @@ func newRig(t *testing.T, o rigOptions) *rig {
 		t.Fatal(err)
 	}
 	r.doc = doc
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("server log:\n%s\nrecorder log:\n%s", tail(r.serverLog.String(), 400), tail(r.recLog.String(), 100))
+		}
+	})
 	if !o.noServe {
 		senders := o.senders
 		if senders == nil {
@@ -363,6 +368,12 @@ func TestClaimedIdentity(t *testing.T) {
 	if typ, p, _ := recorder.ReadFrameForTest(c2); typ != 'N' || !strings.Contains(string(p), "session") {
 		t.Errorf("answer to a bad session id: %q %q, want refused", typ, p)
 	}
+}
+
+// tail returns the last n lines of s.
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 func mustJSON(t *testing.T, v any) []byte {
