@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -238,7 +240,7 @@ func (s *Server) serveConn(c net.Conn) {
 	close(stop)
 	<-syncDone
 	if err != nil {
-		log.Warn("recording stream failed", "err", err)
+		log.Warn("recording stream failed", "err", err, "bytes", rec.written)
 		w.frame(frameRefused, []byte(err.Error()))
 	}
 	if ferr := rec.finish(s.now(), complete, err); ferr != nil {
@@ -460,25 +462,47 @@ func (r *recording) finish(now time.Time, complete bool, cause error) error {
 	return err
 }
 
-// checkEvents checks that p is whole lines, each [time, "o"|"i"|"r", data],
-// and returns the last time.
+// checkEvents checks that p is whole lines, each an asciicast event as
+// json.Marshal writes it, [time,"o"|"i"|"r",data], and returns the last
+// time. It does not decode the data (json.Valid only scans it): the
+// recorder keeps the bytes as they came.
 func checkEvents(p []byte) (float64, error) {
 	if len(p) == 0 || p[len(p)-1] != '\n' {
 		return 0, errors.New("bad stream: a data frame must be whole event lines")
 	}
 	var last float64
 	for line := range bytes.Lines(p) {
-		var ev []json.RawMessage
-		if err := json.Unmarshal(line, &ev); err != nil || len(ev) != 3 {
-			return 0, errors.New("bad stream: an event is not [time, code, data]")
-		}
-		var t float64
-		var code, data string
-		if json.Unmarshal(ev[0], &t) != nil || json.Unmarshal(ev[1], &code) != nil || json.Unmarshal(ev[2], &data) != nil ||
-			(code != "o" && code != "i" && code != "r") || t < 0 {
-			return 0, errors.New("bad stream: an event is not [time, \"o\"|\"i\"|\"r\", data]")
+		t, err := checkEvent(bytes.TrimSuffix(line, []byte("\n")))
+		if err != nil {
+			return 0, err
 		}
 		last = t
 	}
 	return last, nil
+}
+
+var errBadEvent = errors.New(`bad stream: an event is not [time,"o"|"i"|"r",data]`)
+
+func checkEvent(line []byte) (float64, error) {
+	if len(line) < 2 || line[0] != '[' || line[len(line)-1] != ']' {
+		return 0, errBadEvent
+	}
+	body := line[1 : len(line)-1]
+	comma := bytes.IndexByte(body, ',')
+	if comma < 0 {
+		return 0, errBadEvent
+	}
+	t, err := strconv.ParseFloat(string(body[:comma]), 64)
+	if err != nil || t < 0 || math.IsInf(t, 0) || math.IsNaN(t) {
+		return 0, errBadEvent
+	}
+	rest := body[comma+1:]
+	if len(rest) < 6 || rest[0] != '"' || rest[2] != '"' || rest[3] != ',' || !bytes.ContainsRune([]byte("oir"), rune(rest[1])) {
+		return 0, errBadEvent
+	}
+	data := rest[4:]
+	if len(data) < 2 || data[0] != '"' || !json.Valid(data) {
+		return 0, errBadEvent
+	}
+	return t, nil
 }
