@@ -42,13 +42,18 @@ type rigOptions struct {
 	noServe   bool          // the recorder node runs no recorder
 	bound     time.Duration // the client's AckTimeout
 	handler   sshmesh.Handler
+	recording string // the rule's recording options; "" means record to tag:recorder
 }
 
-func newRig(t *testing.T, o rigOptions) *rig {
+func newRig(t testing.TB, o rigOptions) *rig {
 	t.Helper()
 	m := sshmeshtest.NewMesh(t, 4)
 	r := &rig{mesh: m, laptop: m.Nodes[0], srv: m.Nodes[1], recNd: m.Nodes[2], recDir: t.TempDir(), localDir: t.TempDir(),
 		serverLog: &testkit.Buffer{}, recLog: &testkit.Buffer{}}
+	recording := o.recording
+	if recording == "" {
+		recording = `"record": true, "recorders": ["tag:recorder"]`
+	}
 	fail := ""
 	if o.onFailure != "" {
 		fail = fmt.Sprintf(`, "onRecordingFailure": %q`, o.onFailure)
@@ -62,8 +67,8 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	  },
 	  "tagOwners": {"tag:server": ["ann@example.com"], "tag:recorder": ["ann@example.com"]},
 	  "ssh": [{"action": "accept", "src": ["ann@example.com"], "dst": ["tag:server"], "users": ["*"],
-	           "record": true, "recorders": ["tag:recorder"], "message": "recording is required here"%s}],
-	}`, m.Nodes[0].Key.Public(), m.Nodes[1].Key.Public(), m.Nodes[2].Key.Public(), m.Nodes[3].Key.Public(), fail)), "policy.hujson")
+	           %s, "message": "recording is required here"%s}],
+	}`, m.Nodes[0].Key.Public(), m.Nodes[1].Key.Public(), m.Nodes[2].Key.Public(), m.Nodes[3].Key.Public(), recording, fail)), "policy.hujson")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +127,7 @@ func (r *rig) session(t *testing.T) (*ssh.Session, io.WriteCloser, io.Reader, *b
 }
 
 // casts returns the recordings under dir.
-func casts(t *testing.T, dir string) []string {
+func casts(t testing.TB, dir string) []string {
 	t.Helper()
 	var out []string
 	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
@@ -161,7 +166,7 @@ func castOutput(t *testing.T, path string) (asciicast.Header, string) {
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for !cond() {
