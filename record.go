@@ -1,9 +1,7 @@
 package sshmesh
 
 import (
-	"errors"
 	"fmt"
-	"path/filepath"
 	"sync/atomic"
 
 	"github.com/sshmesh/sshmesh/asciicast"
@@ -17,8 +15,8 @@ import (
 
 // recorder writes one session's recording. A nil *recorder records nothing.
 type recorder struct {
-	w           *asciicast.Writer
-	path        string
+	w           RecordingSink
+	where       string // for the log: the Recorder's type or directory
 	recordIn    bool
 	failClosed  bool
 	failed      atomic.Bool // stop recording (failed, or the session ended)
@@ -42,6 +40,9 @@ func (s *Session) startRecording() bool {
 	}
 	if d.OnRecordingFailure == "fail-closed" {
 		s.log().Error("session refused: recording failed and the rule is fail-closed", "rule", d.Rule, "err", err)
+		if d.Message != "" {
+			s.message(d.Message)
+		}
 		s.message("this session must be recorded, and recording failed; session refused")
 		s.Exit(254)
 		return false
@@ -52,9 +53,6 @@ func (s *Session) startRecording() bool {
 
 func (s *Session) openRecording() (*recorder, error) {
 	srv := s.conn.srv
-	if srv.RecordDir == "" {
-		return nil, errors.New("the server has no recording directory (Server.RecordDir, serve --record)")
-	}
 	h := asciicast.Header{Width: 80, Height: 24, Env: map[string]string{}}
 	if s.pty != nil {
 		if w := s.pty.Window; w.Cols > 0 && w.Rows > 0 { // ssh -tt without a terminal asks for 0x0
@@ -66,12 +64,26 @@ func (s *Session) openRecording() (*recorder, error) {
 		h.Env["SHELL"] = u.Shell
 	}
 	h.Title = fmt.Sprintf("%s as %s (%s)", s.conn.identity.Name(), s.conn.decision.LocalUser, s.kind)
-	path := filepath.Join(srv.RecordDir, s.id+".cast")
-	w, err := asciicast.Create(path, h)
+	h.Timestamp = s.started.Unix()
+	rec := srv.Recorder
+	where := fmt.Sprintf("%T", rec)
+	if rec == nil {
+		rec = DirRecorder{Dir: srv.RecordDir}
+		where = srv.RecordDir
+	}
+	r := &recorder{where: where, recordIn: srv.RecordInput, failClosed: s.conn.decision.OnRecordingFailure == "fail-closed"}
+	info := RecordingInfo{
+		Session: s.id, Identity: s.conn.identity, LocalUser: s.conn.decision.LocalUser,
+		Kind: s.kind, Command: s.raw, Start: s.started, Header: h, Input: srv.RecordInput,
+		Decision: s.conn.decision,
+		Fail:     func(err error) { r.check(s, err) },
+	}
+	w, err := rec.OpenRecording(s.ctx, info)
 	if err != nil {
 		return nil, err
 	}
-	return &recorder{w: w, path: path, recordIn: srv.RecordInput, failClosed: s.conn.decision.OnRecordingFailure == "fail-closed"}, nil
+	r.w = w
+	return r, nil
 }
 
 // output records p before it is sent, and reports whether it may be
@@ -109,11 +121,11 @@ func (r *recorder) check(s *Session, err error) {
 	}
 	r.failedWrite.Store(true)
 	if r.failClosed {
-		s.log().Error("session ended: recording failed and the rule is fail-closed", "file", r.path, "err", err)
+		s.log().Error("session ended: recording failed and the rule is fail-closed", "recorder", r.where, "err", err)
 		go s.Exit(254) // also when the handler never writes again
 		return
 	}
-	s.log().Warn("session continues unrecorded: recording failed and the rule is fail-open", "file", r.path, "err", err)
+	s.log().Warn("session continues unrecorded: recording failed and the rule is fail-open", "recorder", r.where, "err", err)
 }
 
 func (r *recorder) close(s *Session) {
@@ -126,6 +138,6 @@ func (r *recorder) close(s *Session) {
 		return
 	}
 	if err := r.w.Close(); err != nil {
-		s.conn.srv.logger().Warn("recording not saved cleanly", "session", s.id, "file", r.path, "err", err)
+		s.conn.srv.logger().Warn("recording not saved cleanly", "session", s.id, "recorder", r.where, "err", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"golang.org/x/crypto/ssh"
@@ -130,5 +131,94 @@ func TestRecordingFailure(t *testing.T) {
 		if tc.wantCode == 254 && !strings.Contains(stderr.String(), "recording failed") {
 			t.Errorf("%q: stderr %q", tc.onFailure, stderr.String())
 		}
+	}
+}
+
+// memorySink is a RecordingSink of the test's own.
+type memorySink struct {
+	mu     sync.Mutex
+	info   sshmesh.RecordingInfo
+	out    strings.Builder
+	closed bool
+}
+
+func (m *memorySink) Output(p []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.out.Write(p)
+	return nil
+}
+func (m *memorySink) Input([]byte) error    { return nil }
+func (m *memorySink) Resize(int, int) error { return nil }
+func (m *memorySink) Close() error          { m.mu.Lock(); defer m.mu.Unlock(); m.closed = true; return nil }
+
+type memoryRecorder struct {
+	mu    sync.Mutex
+	sinks []*memorySink
+	fail  error // OpenRecording's error, if any
+}
+
+func (r *memoryRecorder) OpenRecording(_ context.Context, info sshmesh.RecordingInfo) (sshmesh.RecordingSink, error) {
+	if r.fail != nil {
+		return nil, r.fail
+	}
+	s := &memorySink{info: info}
+	r.mu.Lock()
+	r.sinks = append(r.sinks, s)
+	r.mu.Unlock()
+	return s, nil
+}
+
+// TestRecorderOption: Server.Recorder gets every recorded session, with
+// its metadata, instead of RecordDir; an open error follows the rule.
+func TestRecorderOption(t *testing.T) {
+	dir := t.TempDir()
+	rec := &memoryRecorder{}
+	ts := startServer(t, &sshmesh.Server{Policy: recordPolicy("fail-closed"), Handler: echoHandler, Recorder: rec, RecordDir: dir})
+	sess, _ := ts.dial(t, "ann").NewSession()
+	sess.Stdin = strings.NewReader("typed\n")
+	out, err := sess.Output("echo-me")
+	if err != nil || string(out) != "typed\n" {
+		t.Fatalf("session: %q %v", out, err)
+	}
+	if len(rec.sinks) != 1 {
+		t.Fatalf("%d recordings, want 1", len(rec.sinks))
+	}
+	s := rec.sinks[0]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.out.String() != "to-stderr\ntyped\n" || !s.closed {
+		t.Errorf("sink got %q (closed %v)", s.out.String(), s.closed)
+	}
+	if s.info.Kind != "exec" || s.info.Command != "echo-me" || s.info.LocalUser != "ann" || s.info.Session == "" || s.info.Fail == nil {
+		t.Errorf("info %+v", s.info)
+	}
+	if files, _ := filepath.Glob(filepath.Join(dir, "*")); len(files) != 0 {
+		t.Errorf("RecordDir was written although Recorder is set: %v", files)
+	}
+
+	rec.fail = errors.New("sink unavailable")
+	sess, _ = ts.dial(t, "ann").NewSession()
+	if err := sess.Run("x"); err == nil {
+		t.Error("a fail-closed session ran although its recording did not open")
+	}
+}
+
+// TestRecordDirRefusesRecorders: a rule that names recorders is not
+// quietly recorded on the host by the local directory.
+func TestRecordDirRefusesRecorders(t *testing.T) {
+	dir := t.TempDir()
+	pol := policy.Func(func(_ context.Context, r policy.Request) (policy.Decision, error) {
+		return policy.Decision{Action: policy.Accept, LocalUser: r.User, Record: true, OnRecordingFailure: "fail-closed", Recorders: []string{"tag:recorder"}}, nil
+	})
+	ts := startServer(t, &sshmesh.Server{Policy: pol, Handler: echoHandler, RecordDir: dir})
+	sess, _ := ts.dial(t, "ann").NewSession()
+	err := sess.Run("x")
+	var ee *ssh.ExitError
+	if !errors.As(err, &ee) || ee.ExitStatus() != 254 {
+		t.Errorf("session: %v, want exit 254", err)
+	}
+	if files, _ := filepath.Glob(filepath.Join(dir, "*")); len(files) != 0 {
+		t.Errorf("recorded locally: %v", files)
 	}
 }

@@ -114,10 +114,17 @@ type Server struct {
 	// AgentForward.
 	Forwarding ForwardHandler
 
+	// Recorder opens the recordings of sessions whose rule says "record":
+	// true: a local directory, `sshmesh recorder` nodes (package recorder's
+	// Client), or a sink of the embedder's. nil means
+	// DirRecorder{RecordDir}.
+	Recorder Recorder
+
 	// RecordDir is where sessions whose rule says "record": true are
-	// written, as asciicast v2 files named by session id (mode 0600,
-	// fsynced when the session ends). "" means such sessions cannot be
-	// recorded: each follows its rule's onRecordingFailure.
+	// written when Recorder is nil, as asciicast v2 files named by session
+	// id (mode 0600, fsynced when the session ends). "" (with a nil
+	// Recorder) means such sessions cannot be recorded: each follows its
+	// rule's onRecordingFailure.
 	RecordDir string
 
 	// RecordInput also records what the client types ("i" events) in

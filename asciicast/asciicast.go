@@ -93,6 +93,17 @@ func NewWriter(out io.Writer, h Header, now func() time.Time) (*Writer, error) {
 	return w, nil
 }
 
+// NewEventWriter returns a Writer of events only, with no header line,
+// timed from start: for a stream whose header travels separately (package
+// recorder sends it in its own frame). now is the clock (nil means
+// time.Now).
+func NewEventWriter(out io.Writer, start time.Time, now func() time.Time) *Writer {
+	if now == nil {
+		now = time.Now
+	}
+	return &Writer{w: bufio.NewWriter(out), now: now, start: start, partial: map[string][]byte{}}
+}
+
 // Output records data the terminal printed.
 func (w *Writer) Output(data []byte) error { return w.event(Output, data) }
 

@@ -474,6 +474,16 @@ func (doc *Document) NodeByName(name string) (Identity, bool) {
 	return doc.nodes[i].id, true
 }
 
+// Nodes returns what the document says about each of its nodes, in the
+// document's order: a way to resolve a tag to its nodes.
+func (doc *Document) Nodes() []Identity {
+	ids := make([]Identity, len(doc.nodes))
+	for i, n := range doc.nodes {
+		ids[i] = n.id
+	}
+	return ids
+}
+
 // Stats returns how many nodes, ssh rules and test cases (one per listed
 // user of each test) the document has. A tailnet document has no nodes.
 func (doc *Document) Stats() (nodes, rules, tests int) {

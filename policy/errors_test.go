@@ -62,6 +62,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad forward", `"users": ["autogroup:nonroot"]}`, `"users": ["autogroup:nonroot"], "localForward": ["localhost:99999"]}`, `"localhost:99999"`, `ssh[0].localForward[0]: "localhost:99999": port "99999" is not a number`},
 		{"bad forward host", `"users": ["autogroup:nonroot"]}`, `"users": ["autogroup:nonroot"], "remoteForward": ["10.0.0.0/33:22"]}`, `"10.0.0.0/33:22"`, `ssh[0].remoteForward[0]: "10.0.0.0/33:22": bad CIDR prefix`},
 		{"onRecordingFailure", `"users": ["autogroup:nonroot"]}`, `"users": ["autogroup:nonroot"], "record": true, "onRecordingFailure": "ignore"}`, `"ignore"`, `ssh[0].onRecordingFailure: "ignore" is not fail-open or fail-closed`},
+		{"undefined recorder", `"users": ["autogroup:nonroot"]}`, `"users": ["autogroup:nonroot"], "record": true, "recorders": ["srv", "rec-1"]}`, `"rec-1"`, `ssh[0].recorders[1]: "rec-1" is not a node name or tag:NAME`},
+		{"undeclared recorder tag", `"users": ["autogroup:nonroot"]}`, `"users": ["autogroup:nonroot"], "record": true, "recorders": ["tag:recorder"]}`, `"tag:recorder"`, `ssh[0].recorders[0]: "tag:recorder" is not declared in tagOwners`},
 		{"checkPeriod on accept", `"users": ["autogroup:nonroot"]}`, `"users": ["autogroup:nonroot"], "checkPeriod": "1h"}`, `"checkPeriod"`, `ssh[0].checkPeriod: only for check rules, not accept`},
 		{"checkProof on accept", `"users": ["autogroup:nonroot"]}`, `"users": ["autogroup:nonroot"], "checkProof": "mesh"}`, `"checkProof"`, `ssh[0].checkProof: only for check rules, not accept`},
 		{"bad checkProof", `"action": "accept"`, `"action": "check", "checkProof": "button"`, `"button"`, `ssh[0].checkProof: "button" is not passkey, oidc or mesh`},

@@ -76,8 +76,10 @@
 // the default, "oidc" or "mesh"; see [Decision].CheckProof), "sessionDuration", "acceptEnv" (see
 // [EnvAllowed]), "agentForward", "localForward" and "remoteForward" (HOST:PORT
 // patterns, see [ForwardAllowed], or absolute unix socket path patterns such
-// as "/run/user/*/db.sock", see [SocketForwardAllowed]), "record" and "onRecordingFailure"
-// (fail-open or fail-closed).
+// as "/run/user/*/db.sock", see [SocketForwardAllowed]), "record", "onRecordingFailure"
+// (fail-open or fail-closed) and "recorders" (node names and tags of
+// `sshmesh recorder` nodes the recording streams to instead of the
+// server's own directory; the first that accepts a session records it).
 //
 // # Safety
 //
@@ -322,6 +324,10 @@ type Decision struct {
 	Record bool
 	// OnRecordingFailure is "fail-open" (the default, "") or "fail-closed".
 	OnRecordingFailure string
+	// Recorders names the recorder nodes the sessions stream to (node
+	// names and tag:NAME, in order; see [Document.Nodes] to resolve them).
+	// Empty means the server's own recording directory.
+	Recorders []string
 }
 
 // Allowed reports whether the decision lets the login in (accept or check).

@@ -15,7 +15,7 @@ import (
 
 // ruleKeys are the keys a rule may have.
 var ruleKeys = []string{"action", "src", "dst", "users", "message", "checkPeriod", "checkProof", "expires",
-	"sessionDuration", "acceptEnv", "agentForward", "localForward", "remoteForward", "record", "onRecordingFailure"}
+	"sessionDuration", "acceptEnv", "agentForward", "localForward", "remoteForward", "record", "onRecordingFailure", "recorders"}
 
 // rules reads "ssh".
 func (c *compiler) rules(v *hujson.Value) {
@@ -415,6 +415,24 @@ func (c *compiler) ruleOption(r *rule, m member, field string) {
 	case "record":
 		if allowOnly(Accept, Check) {
 			d.Record, _ = c.boolean(m.val, field)
+		}
+	case "recorders":
+		if !allowOnly(Accept, Check) {
+			return
+		}
+		if names, ok := c.strings(m.val, field); ok {
+			d.Recorders = []string{}
+			for _, n := range names {
+				switch {
+				case strings.HasPrefix(n.s, "tag:"):
+					if !c.tagOwners[n.s] {
+						c.errorf(n.off, n.field, "%q is not declared in tagOwners", n.s)
+					}
+				case !c.declared[n.s]:
+					c.errorf(n.off, n.field, "%q is not a node name or tag:NAME", n.s)
+				}
+				d.Recorders = append(d.Recorders, n.s)
+			}
 		}
 	case "onRecordingFailure":
 		if !allowOnly(Accept, Check) {

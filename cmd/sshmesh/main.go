@@ -62,6 +62,7 @@ func commands() []command {
 		{"proxy", "a SOCKS5 proxy (CONNECT only, on loopback) into the mesh", cmdProxy},
 		{"policy", "check or explain a policy document", cmdPolicy},
 		{"passkey", "invite an owner to enrol a passkey for check approvals", cmdPasskey},
+		{"recorder", "store session recordings streamed by servers, with a page to play them", cmdRecorder},
 		{"replay", "play back a session recording (asciicast v2)", cmdReplay},
 		{"demo", "show a keyless ssh login over an in-process mesh", cmdDemo},
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/sshmesh/sshmesh/netstack"
 	"github.com/sshmesh/sshmesh/policy"
 	"github.com/sshmesh/sshmesh/session"
+	"github.com/sshmesh/sshmesh/recorder"
 )
 
 func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
@@ -50,6 +51,9 @@ func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 	pamService := fs.String("pam-service", "sshmesh", "PAM `service` name for --pam")
 	pamHelper := fs.String("pam-helper", "", "`path` of the sshmesh-pam helper (default: next to this program, else in PATH)")
 	fs.Bool("tailnet", false, "serve on an existing tailnet (headscale or Tailscale) instead: runs sshmesh-tailnet serve with these arguments (see its --help)")
+	recorderPort := fs.Uint("recorder-port", recorder.DefaultPort, "stream `port` of the recorder nodes that rules name in \"recorders\"")
+	recorderTimeout := fs.Duration("recorder-timeout", 10*time.Second, "how long a recorder may take to accept a session or acknowledge what it was sent; past it a fail-closed session ends (254)")
+	recordKeepLocal := fs.Bool("record-keep-local", false, "with --record, also keep a local copy of the sessions streamed to recorders")
 	memLimit := fs.String("memory-limit", "auto", "memory `limit` for the Go runtime: auto (after every collection, the next is paced to come after "+strconv.Itoa(autoMemoryHeadroom>>20)+"MiB of new garbage or a quarter of the live heap, whichever is more, and memory goes back to the OS once a burst is over), a size such as 64MiB (a soft limit), or off; the GOMEMLIMIT variable, and GOGC for auto, win when set")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -118,16 +122,23 @@ func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 			return fmt.Errorf("--record: %w", err)
 		}
 	}
-	srv := &sshmesh.Server{Policy: pol, HostKeys: []ssh.Signer{hostKey}, Logger: logger, RecordDir: *recordDir, RecordInput: *recordInput}
+	srv := &sshmesh.Server{Policy: pol, HostKeys: []ssh.Signer{hostKey}, Logger: logger, RecordInput: *recordInput}
 	if *pamOn {
 		srv.HostRules = session.HostRules{PAMService: *pamService, PAMHelper: *pamHelper}
 		if err := srv.HostRules.Validate(); err != nil {
 			return fmt.Errorf("serve --pam: %w", err)
 		}
 	}
-	if *checkPort > 65535 || *hostKeysPort > 65535 || *webPort > 65535 {
+	if *checkPort > 65535 || *hostKeysPort > 65535 || *webPort > 65535 || *recorderPort == 0 || *recorderPort > 65535 {
 		fs.Usage()
 		return errUsage
+	}
+	srv.Recorder = &recorder.Client{
+		Dial:       node.Dial,
+		Resolve:    recorder.MeshResolver(func() []policy.Identity { return pol.doc.Load().Nodes() }, node.Peers, uint16(*recorderPort)),
+		Local:      sshmesh.DirRecorder{Dir: *recordDir},
+		KeepLocal:  *recordKeepLocal && *recordDir != "",
+		AckTimeout: *recorderTimeout,
 	}
 	if (*oidcIssuer == "") != (*oidcClient == "") || (*oidcSecret != "" && *oidcIssuer == "") {
 		return errors.New("--oidc-issuer and --oidc-client-id go together (and --oidc-client-secret-file with them)")

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/sshmesh/sshmesh/policy"
+	"github.com/sshmesh/sshmesh/recorder"
+)
+
+// cmdRecorder runs a recorder node: it stores the session recordings that
+// sshmesh servers stream to it and serves a page to find and play them.
+func cmdRecorder(ctx context.Context, args []string, io stdio) (err error) {
+	fs := newFlags("recorder", "--wg CONF --policy FILE --dir DIR --senders LIST [--viewers LIST]", io)
+	wgPath := fs.String("wg", "", "wg-quick `file` of this node (required)")
+	policyPath := fs.String("policy", "", "policy `file` (HuJSON; required): names the nodes that send and view")
+	dir := fs.String("dir", "", "`dir` for the recordings, as DIR/NODE/YYYY-MM-DD/SESSION.cast (required)")
+	senders := fs.String("senders", "", "comma-separated `list` of who may send recordings: node names, tag:NAME, owner emails, * (required)")
+	viewers := fs.String("viewers", "", "comma-separated `list` of who may list and play recordings on the page (node names, tag:NAME, owner emails); empty: nobody")
+	port := fs.Uint("port", recorder.DefaultPort, "stream `port` on the mesh addresses")
+	httpPort := fs.Uint("http-port", 80, "`port` of the page on the mesh addresses (0: no page)")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *wgPath == "" || *policyPath == "" || *dir == "" || *senders == "" || fs.NArg() != 0 || *port == 0 || *port > 65535 || *httpPort > 65535 {
+		fs.Usage()
+		return errUsage
+	}
+	logger, err := newLogger(*logFormat, io)
+	if err != nil {
+		return err
+	}
+	node, err := startNode(*wgPath, io.err, logger)
+	if err != nil {
+		return err
+	}
+	defer node.Close()
+	doc, err := loadPolicy(*policyPath, node.PublicKey())
+	if err != nil {
+		return err
+	}
+	for flag, list := range map[string]string{"--senders": *senders, "--viewers": *viewers} {
+		if err := checkPrincipals(doc, splitList(list)); err != nil {
+			return fmt.Errorf("%s: %w", flag, err)
+		}
+	}
+	if err := os.MkdirAll(*dir, 0o700); err != nil {
+		return fmt.Errorf("--dir: %w", err)
+	}
+	rec := &recorder.Server{Dir: *dir, Identify: doc.Node, Senders: splitList(*senders), Viewers: splitList(*viewers),
+		Logger: logger, Addrs: node.Addresses()}
+	defer rec.Close()
+	ln, err := node.Listen("tcp", ":"+strconv.Itoa(int(*port)))
+	if err != nil {
+		return err
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- rec.Serve(ln) }()
+	if *httpPort != 0 {
+		hl, err := node.Listen("tcp", ":"+strconv.Itoa(int(*httpPort)))
+		if err != nil {
+			return fmt.Errorf("--http-port %d: %w", *httpPort, err)
+		}
+		go func() { errc <- rec.ServePage(hl) }()
+	}
+	id, _ := doc.Node(node.PublicKey())
+	logger.Info("recorder ready", "node", id.Name(), "addrs", node.Addresses(), "port", *port, "http_port", *httpPort, "dir", *dir)
+	notify(logger, "READY=1")
+	select {
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	case <-ctx.Done():
+	}
+	notify(logger, "STOPPING=1")
+	return nil
+}
+
+// checkPrincipals returns an error for a name that is "*" or names a node
+// of doc (by name, tag or owner) for none of them: a typo would silently
+// refuse.
+func checkPrincipals(doc *policy.Document, names []string) error {
+	for _, n := range names {
+		found := n == "*"
+		for _, id := range doc.Nodes() {
+			if found {
+				break
+			}
+			found = id.Node == n || slices.Contains(id.Tags, n) || id.Owner != "" && strings.EqualFold(id.Owner, n)
+		}
+		if !found {
+			return fmt.Errorf("%q names no node of the policy (want a node name, tag:NAME, an owner's email or *)", n)
+		}
+	}
+	return nil
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

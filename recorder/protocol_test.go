@@ -1,0 +1,28 @@
+package recorder
+
+import "testing"
+
+func TestCheckEvents(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		ok   bool
+		last float64
+	}{
+		{"[0.100000,\"o\",\"hi\"]\n", true, 0.1},
+		{"[0.1,\"o\",\"a\"]\n[2.5,\"r\",\"80x24\"]\n[3,\"i\",\"\\u001b[A\\\"]\"]\n", true, 3},
+		{"[0.1,\"o\",\"hi\"]", false, 0},           // not a whole line
+		{"[0.1,\"x\",\"hi\"]\n", false, 0},         // bad code
+		{"[-1,\"o\",\"hi\"]\n", false, 0},          // negative time
+		{"[0.1,\"o\",\"hi\"],\"x\"]\n", false, 0},  // trailing junk inside
+		{"[0.1,\"o\",\"unterminated]\n", false, 0}, // bad string
+		{"[0.1,\"o\",42]\n", false, 0},             // data not a string
+		{"{\"version\":2}\n", false, 0},            // a header
+		{"[NaN,\"o\",\"x\"]\n", false, 0},          // not a number
+		{"[0.1,\"o\",\"a\"]\n\n", false, 0},        // empty line
+	} {
+		last, err := checkEvents([]byte(c.in))
+		if (err == nil) != c.ok || c.ok && last != c.last {
+			t.Errorf("checkEvents(%q) = %v, %v; want ok %v, last %v", c.in, last, err, c.ok, c.last)
+		}
+	}
+}
