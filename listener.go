@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
+	"strings"
 	"sync/atomic"
 
 	"github.com/sshmesh/sshmesh/meshkey"
@@ -226,4 +228,22 @@ func orDiscard(l *slog.Logger) *slog.Logger {
 		return slog.New(slog.DiscardHandler)
 	}
 	return l
+}
+
+// HostIsAddr reports whether an HTTP request's Host header names a, the
+// mesh address and port its conn reached: the IP literal, with a's port, or
+// with none when that port is 80. A page served on the mesh answers only
+// such requests, so that a web page that rebinds a DNS name of its own to a
+// mesh address (and would carry the visitor's mesh identity) gets nothing.
+func HostIsAddr(host string, a netip.AddrPort) bool {
+	h, port, err := net.SplitHostPort(host)
+	if err != nil {
+		h, port = host, "80"
+	}
+	h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
+	ip, err := netip.ParseAddr(h)
+	if err != nil || ip.Zone() != "" {
+		return false
+	}
+	return ip.Unmap() == a.Addr().Unmap() && port == strconv.Itoa(int(a.Port()))
 }

@@ -13,7 +13,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -139,7 +138,7 @@ func (s *Server) webGuard(next http.Handler) http.Handler {
 			http.Error(w, "this page is served to mesh peers only", http.StatusForbidden)
 			return
 		}
-		if !hostIsAddr(r.Host, peer.Local) {
+		if !HostIsAddr(r.Host, peer.Local) {
 			s.logger().Warn("web terminal: refused a request for another host", "peer", peer.Key.String(), "host", r.Host)
 			http.Error(w, "wrong host: open this page at the node's mesh address", http.StatusMisdirectedRequest)
 			return
@@ -154,21 +153,6 @@ func (s *Server) webGuard(next http.Handler) http.Handler {
 // do not.
 const webCSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; font-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
 
-// hostIsAddr reports whether the Host header names the address a (the
-// mesh address and port the conn reached): the IP literal, with a's port
-// or none when that port is 80.
-func hostIsAddr(host string, a netip.AddrPort) bool {
-	h, port, err := net.SplitHostPort(host)
-	if err != nil {
-		h, port = host, "80"
-	}
-	h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
-	ip, err := netip.ParseAddr(h)
-	if err != nil || ip.Zone() != "" {
-		return false
-	}
-	return ip.Unmap() == a.Addr().Unmap() && port == strconv.Itoa(int(a.Port()))
-}
 
 // webAsset serves one embedded file by name.
 func webAsset(w http.ResponseWriter, r *http.Request) {

@@ -59,8 +59,8 @@ func TestHostIsAddr(t *testing.T) {
 		{"[::ffff:100.64.0.1]:8022", v4, true},
 		{"", v4, false},
 	} {
-		if got := hostIsAddr(tc.host, tc.a); got != tc.want {
-			t.Errorf("hostIsAddr(%q, %v) = %v, want %v", tc.host, tc.a, got, tc.want)
+		if got := HostIsAddr(tc.host, tc.a); got != tc.want {
+			t.Errorf("HostIsAddr(%q, %v) = %v, want %v", tc.host, tc.a, got, tc.want)
 		}
 	}
 }

@@ -1,8 +1,10 @@
 package checkpage_test
 
 import (
+	"io"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -310,4 +312,60 @@ func TestApprovalFollowsTheRule(t *testing.T) {
 	if u2 := l.url(t); u2 == "" {
 		t.Fatal("a changed rule went straight through")
 	}
+}
+
+// TestHostMustBeTheMeshAddress: a request whose Host is not the address
+// its conn reached (a DNS name a web page rebound to the mesh address, so
+// that the visitor's browser would carry the visitor's mesh identity) gets
+// 421 and nothing of the page; the form cannot be posted that way either.
+func TestHostMustBeTheMeshAddress(t *testing.T) {
+	w := newWorld(t, nil)
+	l := w.login(aliceLap, "deploy")
+	u := l.url(t)
+	_, _, csrf := page(t, alicePhone, u)
+	for _, host := range []string{"rebind.example", "rebind.example:" + portOf(t, u), "localhost"} {
+		for _, method := range []string{http.MethodGet, http.MethodPost} {
+			var body io.Reader
+			if method == http.MethodPost {
+				body = strings.NewReader(url.Values{"decision": {"approve"}, "csrf": {csrf}}.Encode())
+			}
+			req, err := http.NewRequest(method, u, body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Host = host
+			if method == http.MethodPost {
+				req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			}
+			resp, err := browser(alicePhone).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusMisdirectedRequest || strings.Contains(string(b), "deploy") {
+				t.Errorf("%s with Host %q: %d, want 421 and no details\n%s", method, host, resp.StatusCode, b)
+			}
+		}
+	}
+	if !l.waiting() {
+		t.Fatalf("the login ended after requests for another host: %v", l.err)
+	}
+	approve(t, u) // the page's own address still works
+	if err := l.wait(t); err != nil {
+		t.Error(err)
+	}
+}
+
+// portOf returns the port of URL u.
+func portOf(t *testing.T, u string) string {
+	t.Helper()
+	pu, err := url.Parse(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := pu.Port(); p != "" {
+		return p
+	}
+	return "80"
 }

@@ -7,6 +7,7 @@ import (
 	"html/template"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -123,7 +124,30 @@ func (c *Checker) handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		c.render(w, http.StatusNotFound, msgPage{Title: "Not found", Text: "There is nothing here. Approval pages live at the URL the ssh client printed."})
 	})
-	return securityHeaders(mux)
+	return securityHeaders(c.hostGuard(mux))
+}
+
+// hostGuard answers only requests whose Host is the mesh address and port
+// their conn reached (see [sshmesh.HostIsAddr]): a page elsewhere that
+// rebinds a name of its own to this address gets 421, not the page.
+func (c *Checker) hostGuard(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, _ := r.Context().Value(connKey{}).(net.Conn)
+		var local netip.AddrPort
+		if conn != nil {
+			if a, ok := conn.LocalAddr().(interface{ AddrPort() netip.AddrPort }); ok {
+				local = a.AddrPort()
+			} else if ap, err := netip.ParseAddrPort(conn.LocalAddr().String()); err == nil {
+				local = ap
+			}
+		}
+		if !local.IsValid() || !sshmesh.HostIsAddr(r.Host, local) {
+			c.logger().Warn("check page: refused a request for another host", "host", r.Host, "addr", r.RemoteAddr)
+			http.Error(w, "wrong host: open the approval page at the address the ssh client printed", http.StatusMisdirectedRequest)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 func securityHeaders(h http.Handler) http.Handler {
