@@ -153,7 +153,6 @@ func (s *Server) webGuard(next http.Handler) http.Handler {
 // do not.
 const webCSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; font-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
 
-
 // webAsset serves one embedded file by name.
 func webAsset(w http.ResponseWriter, r *http.Request) {
 	a, ok := webtermui.Asset(r.PathValue("name"))

@@ -23,8 +23,8 @@ import (
 	"github.com/sshmesh/sshmesh/meshkey"
 	"github.com/sshmesh/sshmesh/netstack"
 	"github.com/sshmesh/sshmesh/policy"
-	"github.com/sshmesh/sshmesh/session"
 	"github.com/sshmesh/sshmesh/recorder"
+	"github.com/sshmesh/sshmesh/session"
 )
 
 func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
