@@ -131,13 +131,24 @@ func TestSlowReadersNoStall(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
+	var servedMu sync.Mutex
+	var served []net.Conn
+	t.Cleanup(func() {
+		servedMu.Lock()
+		defer servedMu.Unlock()
+		for _, s := range served {
+			s.Close()
+		}
+	})
 	go func() {
 		for {
 			s, err := l.Accept()
 			if err != nil {
 				return
 			}
-			t.Cleanup(func() { s.Close() })
+			servedMu.Lock()
+			served = append(served, s)
+			servedMu.Unlock()
 			go func() {
 				// Reply reader: drains what the client sends.
 				go io.Copy(io.Discard, s)
