@@ -56,7 +56,9 @@
 // kernel's WireGuard skips that check too. The device hands the stack one
 // peer's packets at a time. TCP runs with SACK, RACK loss detection (with
 // tail loss probes), receive buffer auto-tuning up to a 2 MiB advertised
-// window (SSH's channel window), and CUBIC.
+// window (SSH's channel window), and Reno (gVisor's CUBIC can drop the
+// congestion window to zero and stop a conn for good; see
+// tcpCongestionControl).
 //
 // # Congestion control
 //

@@ -57,19 +57,41 @@ const rcvBufferInitial = 32 << 10
 const tcpRcvBufferMax = 2 * tcpBufferMax
 
 // tcpCongestionControl is the in-process TCP's congestion control: gVisor
-// offers "reno" (its default) and "cubic" (with HyStart), and no way to
-// plug in another without forking it (see doc.go, # Congestion control).
-// CUBIC is the kernel's default and grows the window far faster than Reno
-// once the bandwidth-delay product is large. In this gVisor version its
-// window target (cubicState.getCwnd, tcp/cubic.go) grows with the cube of
-// the time since the last loss and is converted to int unclamped; upstream
-// later clamped it (RFC 9438). It would overflow only on a conn still
-// acking in congestion avoidance about a month after its last loss.
-const tcpCongestionControl = "cubic"
+// offers "reno" (its default) and "cubic", and no way to plug in another
+// without forking it (see doc.go, # Congestion control).
+//
+// Not CUBIC: in this gVisor version its congestion-avoidance step can
+// take the window to zero, and a sender with a zero congestion window and
+// nothing in flight never sends again and arms no timer, so the conn stops
+// for good in both directions (data, and anything queued behind it: SSH
+// keepalives, FIN). cubicState.getCwnd (tcp/cubic.go) moves the window
+// toward the cubic target once per acked packet, cwnd += (target-cwnd)/cwnd,
+// and truncates the result to int; after losses that left ssthresh at 2
+// and a small WMax, the target is below 1 and an ACK for a few packets
+// takes cwnd from 2 to 0 (seen: cwnd 0, ssthresh 2, nothing outstanding,
+// 270 KB waiting; TestSlowReadersNoStall stalls with CUBIC in every run).
+// Reno's window never drops below 1 (ssthresh at least 2). At 1% loss and
+// 40 ms both hold the same window (TestWANLossyBulk: Reno 93 s, CUBIC
+// 110 s for 32 MiB); without loss both grow in slow start to the receive
+// window (TestWANWindow, BenchmarkMeshTCP).
+const tcpCongestionControl = "reno"
 
 // tcpMinRTO is the smallest retransmission timeout, Linux's (TCP_RTO_MIN,
 // 200 ms); gVisor's default happens to be the same, set here on purpose.
 const tcpMinRTO = 200 * time.Millisecond
+
+// tcpProbe, when a test sets it before creating nodes, is called with a
+// copy of a TCP endpoint's full state (sequence numbers, windows, buffers)
+// after every segment it receives; nil (always, outside tests) costs
+// nothing.
+var tcpProbe tcp.TCPProbeFunc
+
+func tcpProtocol() stack.TransportProtocolFactory {
+	if tcpProbe != nil {
+		return tcp.NewProtocolProbe(tcpProbe)
+	}
+	return tcp.NewProtocol
+}
 
 // stackOptions are the options newStack applies.
 type stackOptions struct {
@@ -90,7 +112,7 @@ type stackOptions struct {
 func newStack(addrs []netip.Addr, o stackOptions) (*linkDevice, *meshStack, error) {
 	s := stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
-		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
+		TransportProtocols: []stack.TransportProtocolFactory{tcpProtocol(), udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
 		HandleLocal:        true,
 	})
 	fail := func(format string, args ...any) (*linkDevice, *meshStack, error) {

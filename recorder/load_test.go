@@ -39,24 +39,27 @@ var bulkHandler = sshmesh.HandlerFunc(func(s *sshmesh.Session) {
 })
 
 // TestLoad: the 50 concurrent recorded sessions of 1 MiB each all
-// reach the recorder complete and byte for byte. Opt-in
-// (SSHMESH_RECORDER_LOAD_TEST=1; SSHMESH_RECORDER_LOAD_SESSIONS and
-// _SIZE change the figures) until a stall it runs into on this shared
-// machine is understood: in some runs (with and without -race, with 10
-// sessions of 256 KiB too) one SSH conn between two in-process nodes
-// stops carrying anything in either direction. The server's log shows the
-// session's whole output written and its recording complete on the
-// recorder, the client has 32 KiB of it, and 2.5 minutes later the server
-// closes the conn for unanswered keepalives, which the client never
-// learns either. Earlier runs showed the same on a recorder stream (60 s
-// with no frame while the server had written 1 MiB into it). 100 plain
-// TCP streams of 1 MiB between the same kind of nodes never stalled. See
-// also TestWANLossyBulk's stall in package netstack.
+// reach the recorder complete and byte for byte
+// (SSHMESH_RECORDER_LOAD_SESSIONS and _SIZE change the figures). It used
+// to stall now and then: one SSH conn between two in-process nodes
+// stopped carrying anything in either direction (the client had 32 or
+// 64 KiB of the output, the server's keepalives never got through).
+// gVisor's CUBIC could take a sender's congestion window to zero after
+// packet losses; netstack now runs Reno (see tcpCongestionControl there
+// and its TestSlowReadersNoStall, which reproduces the stall).
 func TestLoad(t *testing.T) {
-	if os.Getenv("SSHMESH_RECORDER_LOAD_TEST") != "1" {
-		t.Skip("opt-in: SSHMESH_RECORDER_LOAD_TEST=1 (see the comment)")
+	if testing.Short() {
+		t.Skip("50 sessions of 1 MiB; skipped with -short")
 	}
 	sessions, size := 50, 1<<20
+	if raceEnabled {
+		// Under the race detector 50 x 1 MiB outlasts the recorder's
+		// acknowledgement bound on a loaded 2-core machine (half the
+		// recordings acknowledged only in part after 2 minutes, every
+		// session's output complete); 10 x 256 KiB, which also stalled
+		// before the fix, takes seconds.
+		sessions, size = 10, 256<<10
+	}
 	fmt.Sscan(os.Getenv("SSHMESH_RECORDER_LOAD_SESSIONS"), &sessions)
 	fmt.Sscan(os.Getenv("SSHMESH_RECORDER_LOAD_SIZE"), &size)
 	// The bound is generous: this test is about completeness, and 50
