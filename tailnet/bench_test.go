@@ -69,7 +69,9 @@ func BenchmarkStockSSHTrue(b *testing.B) {
 // Env: SSHMESH_TAILNET_BENCH_SIZE (bytes, k/M/G suffixes; default 256M),
 // SSHMESH_TAILNET_BENCH_RUNS (bulk runs per direction; 3),
 // SSHMESH_TAILNET_BENCH_LAT_N (`ssh host true` per target; 20),
-// SSHMESH_TAILNET_BENCH_OUT (also write the Markdown table there).
+// SSHMESH_TAILNET_BENCH_OUT (also write the Markdown table there),
+// SSHMESH_TAILNET_BENCH_PERF (a directory: `perf record -g` each server
+// process through its first bulk run each way, into TARGET-DIR.perf.data).
 // Each target is a sub-benchmark whose metrics are those figures; the
 // table with the ratios is printed.
 func BenchmarkTailnetSetup(b *testing.B) {
@@ -147,16 +149,21 @@ func BenchmarkTailnetSetup(b *testing.B) {
 		}
 	}
 	mib := float64(size) / (1 << 20)
-	for range runs {
+	perfDir := os.Getenv("SSHMESH_TAILNET_BENCH_PERF")
+	for r := range runs {
 		for _, tg := range targets {
+			stop := perfRecord(b, perfDir, r, tg, "down")
 			tg.down = append(tg.down, mib/run(tg, fmt.Sprintf("head -c %d /dev/zero", size), nil).Seconds())
+			stop()
 		}
 		for _, tg := range targets {
 			f, err := os.Open(upFile)
 			if err != nil {
 				b.Fatal(err)
 			}
+			stop := perfRecord(b, perfDir, r, tg, "up")
 			tg.up = append(tg.up, mib/run(tg, "cat > /dev/null", f).Seconds())
+			stop()
 			f.Close()
 		}
 	}
@@ -187,6 +194,25 @@ func BenchmarkTailnetSetup(b *testing.B) {
 			b.ReportMetric(float64(tg.rssPeak)/1024, "rss-peak-MiB")
 			b.ReportMetric(float64(tg.rssAfter)/1024, "rss-after-MiB")
 		})
+	}
+}
+
+// perfRecord starts `perf record -g` on tg's server process for the first
+// bulk run (r == 0) in direction dir when dir is set, and returns what
+// stops it; otherwise it does nothing.
+func perfRecord(tb testing.TB, dir string, r int, tg *benchTarget, direction string) (stop func()) {
+	if dir == "" || r != 0 {
+		return func() {}
+	}
+	out := filepath.Join(dir, tg.name+"-"+direction+".perf.data")
+	cmd := exec.Command("perf", "record", "-q", "-F", "499", "-g", "-p", strconv.Itoa(tg.pid), "-o", out)
+	if err := cmd.Start(); err != nil {
+		tb.Fatalf("perf record: %v", err)
+	}
+	time.Sleep(time.Second) // perf attaches
+	return func() {
+		cmd.Process.Signal(syscall.SIGINT)
+		cmd.Wait()
 	}
 }
 
