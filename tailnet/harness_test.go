@@ -263,6 +263,7 @@ type tailscaled struct {
 	cli    string
 	socket string
 	socks  string // its SOCKS5 proxy into the tailnet, 127.0.0.1:PORT
+	pid    int    // the tailscaled process (the benchmark reads its memory)
 }
 
 // startTailscaled starts a tailscaled of its own (state, socket, no TUN,
@@ -287,6 +288,7 @@ func startTailscaled(tb testing.TB, t tools, h *headscale, hostname, authKey str
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)
 	}
+	d.pid = cmd.Process.Pid
 	tb.Cleanup(func() {
 		cmd.Process.Kill()
 		cmd.Wait()
