@@ -3,7 +3,6 @@ package tailnet_test
 import (
 	"context"
 	"errors"
-	"os"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/sshmesh/sshmesh/internal/browsertest"
 	"github.com/sshmesh/sshmesh/internal/testkit"
 )
 
@@ -87,33 +87,7 @@ func (f *tailnetFixture) checkInBrowser(t *testing.T) {
 // SOCKS5 proxy at socks (a tailscaled's, into the tailnet as its node).
 func startChromium(t *testing.T, socks string) context.Context {
 	t.Helper()
-	path := testkit.NeedBinary(t, "chromium", "chromium")
-	out := &testkit.Buffer{}
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(path),
-		chromedp.NoSandbox, // root
-		chromedp.Headless,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.Env("TMPDIR=" + shortTempDir(t)), // its socket's path must stay short
-		chromedp.ProxyServer("socks5://" + socks),
-		chromedp.CombinedOutput(out),
-	}
-	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelC := chromedp.NewContext(actx)
-	t.Cleanup(func() {
-		cancelC()
-		cancelA()
-	})
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("start chromium: %v\n%s", err, out.String())
-	}
-	return ctx
+	return browsertest.Start(t, browsertest.Options{Proxy: socks})
 }
 
 // visit opens u and returns the HTTP status.
@@ -138,16 +112,4 @@ func text(t *testing.T, bctx context.Context, sel string) string {
 		t.Fatalf("text of #%s: %v", sel, err)
 	}
 	return strings.TrimSpace(s)
-}
-
-// shortTempDir is a temp dir with a short path (a subtest's t.TempDir
-// carries its long name; unix socket paths are limited to 108 bytes).
-func shortTempDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "chr-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"golang.org/x/net/proxy"
 
+	"github.com/sshmesh/sshmesh/internal/browsertest"
 	"github.com/sshmesh/sshmesh/sshmeshtest"
 )
 
@@ -193,34 +194,7 @@ func startCheckProxy(t testing.TB, conf string) (string, *sshmeshtest.Buffer) {
 // it.
 func startCheckChromium(t *testing.T, socks string) context.Context {
 	t.Helper()
-	path := sshmeshtest.NeedBinary(t, "chromium", "chromium")
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(path),
-		chromedp.NoSandbox, // root
-		chromedp.Headless,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.Env("TMPDIR=" + t.TempDir()), // its scratch dirs go away with the test
-	}
-	if socks != "" {
-		opts = append(opts, chromedp.ProxyServer("socks5://"+socks))
-	}
-	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelC := chromedp.NewContext(actx)
-	t.Cleanup(func() {
-		cancelC()
-		cancelA()
-	})
-	// Start the browser now, so its start-up is not in a step's timeout.
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	return ctx
+	return browsertest.Start(t, browsertest.Options{Proxy: socks})
 }
 
 // visit opens u in the browser and returns the HTTP status.

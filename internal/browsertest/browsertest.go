@@ -35,6 +35,7 @@ type Options struct {
 func Start(tb testing.TB, o Options) context.Context {
 	tb.Helper()
 	path := testkit.NeedBinary(tb, "chromium", "chromium")
+	out := &testkit.Buffer{}
 	w, h := o.Width, o.Height
 	if w == 0 || h == 0 {
 		w, h = 1280, 800
@@ -51,7 +52,8 @@ func Start(tb testing.TB, o Options) context.Context {
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
 		chromedp.UserDataDir(tb.TempDir()),
-		chromedp.Env("TMPDIR=" + tb.TempDir()), // its scratch dirs go away with the test
+		chromedp.Env("TMPDIR=" + shortTempDir(tb)), // its scratch dirs go away with the test
+		chromedp.CombinedOutput(out),
 	}
 	if o.Proxy != "" {
 		opts = append(opts, chromedp.ProxyServer("socks5://"+o.Proxy))
@@ -64,9 +66,22 @@ func Start(tb testing.TB, o Options) context.Context {
 	})
 	// Start the browser now, so its start-up is not in a step's timeout.
 	if err := chromedp.Do(ctx); err != nil {
-		tb.Fatalf("start chromium: %v", err)
+		tb.Fatalf("start chromium: %v\n%s", err, out.String())
 	}
 	return ctx
+}
+
+// shortTempDir is a temp dir with a short path: Chromium puts a unix
+// socket in TMPDIR, socket paths are limited to 108 bytes, and a subtest's
+// t.TempDir carries its long name.
+func shortTempDir(tb testing.TB) string {
+	tb.Helper()
+	dir, err := os.MkdirTemp("", "chr-")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
 
 // Visit opens u in the browser and returns the HTTP status.
