@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -152,7 +151,7 @@ func (c *Checker) serveOIDCStart(w http.ResponseWriter, r *http.Request) {
 		}()
 		email, err := c.oidcSignIn(ctx, prov, cfg, da)
 		owner := p.info.Caller.Owner
-		if err == nil && !strings.EqualFold(email, owner) {
+		if err == nil && !sameLogin(email, owner) {
 			err = fmt.Errorf("signed in as %s, not as %s", email, owner)
 		}
 		if err != nil {
@@ -197,4 +196,26 @@ func (c *Checker) oidcSignIn(ctx context.Context, prov *oidc.Provider, cfg *oaut
 		return "", fmt.Errorf("the ID token has no verified email (email %q, email_verified %v)", cl.Email, cl.EmailVerified)
 	}
 	return cl.Email, nil
+}
+
+// sameLogin reports whether two emails are the same ignoring ASCII case,
+// and only that: Unicode case folding would let an email spelled with a
+// look-alike (the Kelvin sign K folds to k) pass for another person's.
+func sameLogin(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }

@@ -49,10 +49,11 @@ import (
 
 // LinkHost is the host name of a local link to the approval page of the
 // server with key server, and the relying party ID of its passkeys:
-// "s" and 12 hex digits of a digest of the key, under .localhost.
+// "s" and 32 hex digits (128 bits) of a digest of the key, under
+// .localhost: finding another key with the same name is out of reach.
 func LinkHost(server meshkey.Public) string {
 	h := sha256.Sum256(append([]byte("sshmesh link host\x00"), server[:]...))
-	return "s" + hex.EncodeToString(h[:6]) + ".localhost"
+	return "s" + hex.EncodeToString(h[:16]) + ".localhost"
 }
 
 // passkeyVersion is the format of the passkey file.

@@ -100,7 +100,7 @@ func TestPasskeyAPIGuards(t *testing.T) {
 		{"no origin", alicePhone, "/passkey/begin", csrf, "", "{}", 403},
 		{"https origin", alicePhone, "/passkey/begin", csrf, "https://" + host + ":41234", "{}", 403},
 		{"plain localhost", alicePhone, "/passkey/begin", csrf, "http://localhost:41234", "{}", 403},
-		{"another server's link", alicePhone, "/passkey/begin", csrf, "http://s000000000000.localhost:41234", "{}", 403},
+		{"another server's link", alicePhone, "/passkey/begin", csrf, "http://s00000000000000000000000000000000.localhost:41234", "{}", 403},
 		{"other owner", bobLap, "/passkey/begin", csrf, localOrigin, "{}", 403},
 		{"none enrolled", alicePhone, "/passkey/begin", csrf, localOrigin, "{}", 409},
 		{"finish without begin", alicePhone, "/passkey/finish", csrf, localOrigin, "{}", 400},

@@ -256,8 +256,8 @@ func (c *compiler) nodes(v *hujson.Value) {
 					bad = true
 					continue
 				}
-				c.declaredOwners[strings.ToLower(s)] = true
-				n.id.Owner = strings.ToLower(s)
+				c.declaredOwners[lower(s)] = true
+				n.id.Owner = lower(s)
 				n.localpart, _, _ = strings.Cut(n.id.Owner, "@")
 			case "tags":
 				tags, ok := c.strings(f.val, ff)
@@ -371,7 +371,7 @@ func (c *compiler) expand(g string, path []string) []string {
 			}
 			emails = append(emails, c.expand(m.s, path)...)
 		case validEmail(m.s):
-			emails = append(emails, strings.ToLower(m.s))
+			emails = append(emails, lower(m.s))
 		default:
 			c.errorf(m.off, m.field, "%q is not an email or group: (groups hold people)", m.s)
 		}

@@ -245,12 +245,20 @@ func (doc *Document) principalID(name string) int32 {
 	return -1
 }
 
-// lower is strings.ToLower, quicker for the usual login that is lower case
-// already.
+// lower folds the ASCII letters of s to lower case, and only those.
+// Logins are compared ignoring ASCII case alone: Unicode case folding
+// would turn a coordinator's login spelled with a look-alike (the Kelvin
+// sign K lowers to k) into another user's login.
 func lower(s string) string {
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; 'A' <= c && c <= 'Z' || c >= 0x80 {
-			return strings.ToLower(s)
+		if c := s[i]; 'A' <= c && c <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if 'A' <= b[j] && b[j] <= 'Z' {
+					b[j] += 'a' - 'A'
+				}
+			}
+			return string(b)
 		}
 	}
 	return s

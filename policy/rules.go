@@ -176,7 +176,7 @@ func (c *compiler) ruleSrc(r *rule, m member, field string) {
 			}
 			r.srcP = append(r.srcP, c.principal(sel))
 		case strings.Contains(sel, "@"):
-			sel = strings.ToLower(sel)
+			sel = lower(sel)
 			if !validEmail(sel) {
 				c.errorf(s.off, s.field, "%q is not an email address", s.s)
 				continue
@@ -227,7 +227,7 @@ func (c *compiler) ruleDst(r *rule, m member, field string) {
 			c.errorf(s.off, s.field, "dst names servers, not groups: use autogroup:self, a tag or a login (the servers that user owns) instead of %q", sel)
 			continue
 		case c.doc.tailnet && strings.Contains(sel, "@"):
-			sel = strings.ToLower(sel)
+			sel = lower(sel)
 			if !validEmail(sel) {
 				c.errorf(s.off, s.field, "%q is not an email address", s.s)
 				continue
@@ -579,7 +579,7 @@ func parseTailnetIdentity(s string) (Identity, error) {
 	if !validEmail(s) {
 		return Identity{}, fmt.Errorf("%q is not a login (user@domain) or tags (tag:a or tag:a,tag:b)", s)
 	}
-	return Identity{Owner: strings.ToLower(s)}, nil
+	return Identity{Owner: lower(s)}, nil
 }
 
 // undefinedNode reports a reference to a node the document does not

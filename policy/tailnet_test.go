@@ -535,3 +535,43 @@ func TestTailnetLongNames(t *testing.T) {
 		t.Errorf("long login into its own node by login: %v by %q, %v", d.Action, d.Rule, err)
 	}
 }
+
+// TestTailnetLookAlikeLogins: logins are compared ignoring ASCII case only.
+// A coordinator's login spelled with a letter that Unicode case folding
+// maps to an ASCII one (the Kelvin sign K lowers to k) is not that
+// user's login: it gets no rule naming kate, is not the owner of her
+// untagged server, and "=" gives it nothing of hers.
+func TestTailnetLookAlikeLogins(t *testing.T) {
+	doc, err := Parse([]byte(`{
+  "identity": "tailnet",
+  "tagOwners": {"tag:server": []},
+  "ssh": [
+    {"action": "accept", "src": ["kate@example.com"], "dst": ["tag:server"], "users": ["deploy"]},
+    {"action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self"], "users": ["="]},
+  ],
+}`), "p.hujson")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tagged := Identity{Tags: []string{"tag:server"}}
+	katesLaptop := Identity{Owner: "kate@example.com"}
+	for _, tc := range []struct {
+		caller Identity
+		server *Identity
+		user   string
+		want   Action
+	}{
+		{Identity{Owner: "Kate@Example.COM"}, &tagged, "deploy", Accept}, // ASCII case is ignored
+		{Identity{Owner: "\u212Aate@example.com"}, &tagged, "deploy", Reject},
+		{Identity{Owner: "\u212Aate@example.com"}, &katesLaptop, "kate", Reject},
+		{Identity{Owner: "kate@example.com"}, &katesLaptop, "kate", Accept},
+	} {
+		d, err := doc.Evaluate(context.Background(), Request{User: tc.user, Caller: &tc.caller, Server: tc.server})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Action != tc.want {
+			t.Errorf("%q → %+v as %s: %v by %s, want %v", tc.caller.Owner, *tc.server, tc.user, d.Action, d.Rule, tc.want)
+		}
+	}
+}

@@ -58,6 +58,12 @@ func (h HostRules) helper() (string, error) {
 		}
 	}
 	abs, err := filepath.Abs(p)
+	if err == nil {
+		// The path as the kernel will follow it: a symlink's own directory
+		// is not where the program lives, and the checks must be of the
+		// directories that hold it (and the path run is the one checked).
+		abs, err = filepath.EvalSymlinks(abs)
+	}
 	if err != nil {
 		return "", fmt.Errorf("session: PAM helper %s: %w", p, err)
 	}

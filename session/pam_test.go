@@ -189,4 +189,21 @@ func TestPAMHelperSafePath(t *testing.T) {
 	if _, err := (HostRules{PAMService: "x", PAMHelper: helper}).helper(); err == nil || !strings.Contains(err.Error(), "not root") {
 		t.Errorf("a helper owned by nobody: err %v", err)
 	}
+	// A symlink in a safe directory to a helper in a directory others may
+	// write to (they could swap the directory between check and exec): the
+	// directories checked are those of the file the link leads to.
+	os.Chown(helper, 0, 0)
+	open := filepath.Join(t.TempDir(), "open")
+	os.Mkdir(open, 0o777)
+	os.Chmod(open, 0o777)
+	target := filepath.Join(open, "sshmesh-pam")
+	writeFile(t, target, "#!/bin/sh\n")
+	os.Chmod(target, 0o755)
+	link := filepath.Join(dir, "sshmesh-pam-link")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (HostRules{PAMService: "x", PAMHelper: link}).helper(); err == nil || !strings.Contains(err.Error(), "writable by others") {
+		t.Errorf("a symlink to a helper in a world-writable directory: err %v", err)
+	}
 }

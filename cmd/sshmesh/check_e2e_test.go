@@ -339,7 +339,7 @@ func TestCheckOpensBrowser(t *testing.T) {
 	}
 }
 
-var localLinkRE = regexp.MustCompile(`approve this login in this machine's browser at (http://s[0-9a-f]{12}\.localhost:[0-9]+/check/[A-Za-z0-9_-]{22})\n`)
+var localLinkRE = regexp.MustCompile(`approve this login in this machine's browser at (http://s[0-9a-f]{32}\.localhost:[0-9]+/check/[A-Za-z0-9_-]{22})\n`)
 
 // localLink waits for nc's local approval link on ssh's stderr.
 func (s *checkSSH) localLink(t *testing.T) string {
