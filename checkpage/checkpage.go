@@ -60,6 +60,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -141,8 +142,18 @@ type Checker struct {
 // approvalKey is what an approval covers.
 type approvalKey struct {
 	Peer      meshkey.Public
+	Caller    string // callerKey: who the policy said the peer was
 	LocalUser string
 	Rule      string // ruleKey: the rule's content, not its place
+}
+
+// callerKey names who the caller was when approved: its owner and tags.
+// A key that later belongs to someone else (a node moved to another owner
+// in the policy, or on a tailnet) is asked again.
+func callerKey(id policy.Identity) string {
+	tags := slices.Clone(id.Tags)
+	slices.Sort(tags)
+	return id.Owner + "|" + strings.Join(tags, ",")
 }
 
 // ruleKey names the rule of d for approvals: its RuleID, which survives a
@@ -235,7 +246,7 @@ func (c *Checker) CheckTimeout() time.Duration {
 func (c *Checker) Check(ctx context.Context, r *sshmesh.CheckRequest) error {
 	c.init()
 	d := r.Decision
-	key := approvalKey{Peer: r.Peer.Key, LocalUser: d.LocalUser, Rule: ruleKey(d)}
+	key := approvalKey{Peer: r.Peer.Key, Caller: callerKey(d.Caller), LocalUser: d.LocalUser, Rule: ruleKey(d)}
 	period := d.CheckPeriod
 	if period <= 0 {
 		period = policy.DefaultCheckPeriod

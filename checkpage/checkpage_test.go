@@ -369,3 +369,31 @@ func portOf(t *testing.T, u string) string {
 	}
 	return "80"
 }
+
+// TestApprovalFollowsTheCaller: an approval covers the caller as the policy
+// named it (owner and tags), not the key alone: once the same key belongs
+// to another owner (a node moved in the policy, or on a tailnet), the
+// next login is asked again.
+func TestApprovalFollowsTheCaller(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "check-approvals.json")
+	setup := func(c *checkpage.Checker) { c.StateFile = state }
+	w := newWorld(t, setup)
+	l := w.login(aliceLap, "deploy")
+	approve(t, l.url(t))
+	if err := l.wait(t); err != nil {
+		t.Fatal(err)
+	}
+	w.restart(setup)
+	if l := w.login(aliceLap, "deploy"); l.wait(t) != nil || l.allBanners() != "" {
+		t.Fatalf("same owner after restart: %v, banners %q; want straight through", l.err, l.allBanners())
+	}
+	key := w.keys[aliceLap]
+	id := w.ids[key]
+	id.Owner = "bob@example.com" // the laptop's key now belongs to bob
+	w.ids[key] = id
+	w.restart(setup) // before the server's goroutines start again
+	l = w.login(aliceLap, "deploy")
+	if u := l.url(t); !strings.Contains(u, "/check/") { // fails if the login went straight through
+		t.Fatalf("check URL %q", u)
+	}
+}

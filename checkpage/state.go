@@ -27,6 +27,7 @@ const stateVersion = 2
 
 type savedEntry struct {
 	Peer      meshkey.Public `json:"peer"`
+	Caller    string         `json:"caller"` // callerKey: "owner|tag,tag"
 	LocalUser string         `json:"local_user"`
 	Rule      string         `json:"rule"` // ruleKey: "id:" and the rule's RuleID
 	Approved  time.Time      `json:"approved"`
@@ -68,7 +69,7 @@ func (c *Checker) decode(b []byte) error {
 		if !now.Before(e.Expires) {
 			continue
 		}
-		c.approvals[approvalKey{Peer: e.Peer, LocalUser: e.LocalUser, Rule: e.Rule}] = approval{Approved: e.Approved, Expires: e.Expires}
+		c.approvals[approvalKey{Peer: e.Peer, Caller: e.Caller, LocalUser: e.LocalUser, Rule: e.Rule}] = approval{Approved: e.Approved, Expires: e.Expires}
 	}
 	return nil
 }
@@ -90,7 +91,7 @@ func (c *Checker) save() {
 			delete(c.approvals, k)
 			continue
 		}
-		st.Approvals = append(st.Approvals, savedEntry{Peer: k.Peer, LocalUser: k.LocalUser, Rule: k.Rule, Approved: a.Approved, Expires: a.Expires})
+		st.Approvals = append(st.Approvals, savedEntry{Peer: k.Peer, Caller: k.Caller, LocalUser: k.LocalUser, Rule: k.Rule, Approved: a.Approved, Expires: a.Expires})
 	}
 	c.mu.Unlock()
 	sort.Slice(st.Approvals, func(i, j int) bool { return st.Approvals[i].Expires.Before(st.Approvals[j].Expires) })
