@@ -354,21 +354,17 @@ func (s *checkSSH) localLink(t *testing.T) string {
 // tokenOf is the check token at the end of an approval page's URL.
 func tokenOf(u string) string { return u[strings.LastIndex(u, "/")+1:] }
 
-// TestCheckLocalLink: with only stock ssh and `sshmesh nc`, the person
-// approves in a browser that is on no mesh, through the link nc prints;
-// the link serves only that check and stops with it.
-func TestCheckLocalLink(t *testing.T) {
-	sshmeshtest.NeedRoot(t)
-	sshmeshtest.NeedBinary(t, "chromium", "chromium")
-	w := startCheckWorld(t, "2m", "mesh")
-	browser := startCheckChromium(t, "")
+// startCheckSSHWithBrowser starts `ssh root@100.64.0.1 'echo checked-in;
+// exit 7'` through nc with a $BROWSER that records what nc hands it, and
+// returns the login and the local link nc printed, once $BROWSER got that
+// same link (the test then plays the browser).
+func startCheckSSHWithBrowser(t *testing.T, w *checkWorld) (*checkSSH, string) {
+	t.Helper()
 	script := filepath.Join(w.dir, "browser.sh")
 	opened := filepath.Join(w.dir, "opened")
 	os.WriteFile(script, []byte("#!/bin/sh\necho \"$1\" >> \"$OPENED\"\n"), 0o755)
-
 	s := startCheckSSH(t, w.laptopConf, []string{"BROWSER=" + script, "OPENED=" + opened}, "", "root@100.64.0.1", "echo checked-in; exit 7")
 	link := s.localLink(t)
-	// The test plays $BROWSER: it opens what nc handed it.
 	var got string
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && got == ""; time.Sleep(50 * time.Millisecond) {
 		b, _ := os.ReadFile(opened)
@@ -377,6 +373,18 @@ func TestCheckLocalLink(t *testing.T) {
 	if got != link {
 		t.Fatalf("$BROWSER got %q, want %q", got, link)
 	}
+	return s, link
+}
+
+// TestCheckLocalLink: with only stock ssh and `sshmesh nc`, the person
+// approves in a browser that is on no mesh, through the link nc prints;
+// the link serves only that check and stops with it.
+func TestCheckLocalLink(t *testing.T) {
+	sshmeshtest.NeedRoot(t)
+	sshmeshtest.NeedBinary(t, "chromium", "chromium")
+	w := startCheckWorld(t, "2m", "mesh")
+	browser := startCheckChromium(t, "")
+	s, link := startCheckSSHWithBrowser(t, w)
 	if code := chromeVisit(t, browser, link); code != 200 {
 		t.Fatalf("the local link answered %d", code)
 	}

@@ -88,20 +88,7 @@ func TestCheckPasskey(t *testing.T) {
 	sshmeshtest.NeedBinary(t, "chromium", "chromium")
 	w := startCheckWorld(t, "2m", "")
 	browser := startCheckChromium(t, "")
-	script := filepath.Join(w.dir, "browser.sh")
-	opened := filepath.Join(w.dir, "opened")
-	os.WriteFile(script, []byte("#!/bin/sh\necho \"$1\" >> \"$OPENED\"\n"), 0o755)
-
-	s := startCheckSSH(t, w.laptopConf, []string{"BROWSER=" + script, "OPENED=" + opened}, "", "root@100.64.0.1", "echo checked-in; exit 7")
-	link := s.localLink(t)
-	var got string
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && got == ""; time.Sleep(50 * time.Millisecond) {
-		b, _ := os.ReadFile(opened)
-		got = strings.TrimSpace(string(b))
-	}
-	if got != link {
-		t.Fatalf("$BROWSER got %q, want %q", got, link)
-	}
+	s, link := startCheckSSHWithBrowser(t, w)
 	if code := chromeVisit(t, browser, link); code != 200 {
 		t.Fatalf("the local link answered %d", code)
 	}
