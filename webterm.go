@@ -470,6 +470,15 @@ func (c *webChannel) latestWindow() (Window, bool) {
 	return *c.win, true
 }
 
+// webModes are the web terminal's terminal modes (RFC 4254 §8): IUTF8, for
+// xterm.js reads and writes UTF-8 only (the line discipline then erases
+// whole characters, and a login without a locale gets a UTF-8 one).
+var webModes = string(ssh.Marshal(struct {
+	Op  uint8
+	Arg uint32
+	End uint8
+}{ssh.IUTF8, 1, 0}))
+
 // requests returns the session's requests, as an SSH client with a
 // terminal sends them: pty-req (TERM xterm-256color, the page's size),
 // shell, then a window-change per resize, until the WebSocket ends.
@@ -479,7 +488,7 @@ func (c *webChannel) requests(win Window) <-chan *ssh.Request {
 		Term                      string
 		Cols, Rows, Width, Height uint32
 		Modes                     string
-	}{"xterm-256color", win.Cols, win.Rows, 0, 0, ""}
+	}{"xterm-256color", win.Cols, win.Rows, 0, 0, webModes}
 	reqs <- &ssh.Request{Type: "pty-req", Payload: ssh.Marshal(&pty)}
 	reqs <- &ssh.Request{Type: "shell"}
 	wins := make(chan Window, 1)

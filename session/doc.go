@@ -28,6 +28,11 @@
 // BASH_ENV, PATH, ...), then [Request.ExtraEnv]. Which client variables are
 // dropped is the server's own environment rule,
 // [github.com/sshmesh/sshmesh/policy.EnvAllowed], applied again here.
+// When the client's terminal declares UTF-8 (the IUTF8 terminal mode, which
+// OpenSSH's client sends from a UTF-8 terminal and the web terminal always
+// sends) and none of LC_ALL, LC_CTYPE and LANG is set by then, LANG is
+// C.UTF-8: in the C locale a shell's line editor reads each byte of a
+// multi-byte character as a Meta key.
 //
 // # Terminals
 //

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/sshmesh/sshmesh/internal/envrule"
+	"golang.org/x/crypto/ssh"
 )
 
 // Default PATHs, as Debian's sshd is built with, used when
@@ -67,6 +68,9 @@ type envParams struct {
 	tty   string // "/dev/pts/N" or ""
 	local netip.AddrPort
 	peer  netip.AddrPort
+	// utf8 reports that the client's terminal declared UTF-8 (the IUTF8
+	// terminal mode set in its pty-req).
+	utf8 bool
 }
 
 // buildEnv builds the child's environment by rule, as sshd's
@@ -130,7 +134,20 @@ func buildEnv(cfg envConfig, p envParams, pamEnv, clientEnv, extraEnv []string) 
 			e.set(k, v)
 		}
 	}
+	// A terminal that declared UTF-8 and a login that names no character
+	// set: in the C locale readline takes every byte of a multi-byte
+	// character as a Meta key (Meta-< is beginning-of-history), so typed
+	// text would turn into editing commands.
+	if p.utf8 && e.vals["LC_ALL"] == "" && e.vals["LC_CTYPE"] == "" && e.vals["LANG"] == "" {
+		e.set("LANG", "C.UTF-8")
+	}
 	return e.list()
+}
+
+// declaresUTF8 reports whether a pty-req's encoded modes set IUTF8.
+func declaresUTF8(modes []byte) bool {
+	m, err := ParseModes(modes)
+	return err == nil && m[ssh.IUTF8] != 0
 }
 
 // loginPath reads ENV_PATH (ENV_SUPATH for root) from login.defs(5).

@@ -238,7 +238,11 @@ func start(ctx context.Context, r Request, cfg config) (_ *Process, err error) {
 			return nil, err
 		}
 	}
-	env := buildEnv(cfg.env, envParams{user: u, term: term, tty: p.tty, local: r.Local, peer: r.Remote}, pamEnv, r.Env, r.ExtraEnv)
+	ep := envParams{user: u, term: term, tty: p.tty, local: r.Local, peer: r.Remote}
+	if r.Pty != nil {
+		ep.utf8 = declaresUTF8(r.Pty.Modes)
+	}
+	env := buildEnv(cfg.env, ep, pamEnv, r.Env, r.ExtraEnv)
 
 	// sshd's PrintLastLog and PrintMotd, for interactive logins; with PAM
 	// the motd is pam_motd's to show.

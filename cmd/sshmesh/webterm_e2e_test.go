@@ -234,6 +234,11 @@ func TestWebTerminal(t *testing.T) {
 		t.Errorf("#as shows %q", as)
 	}
 	browsertest.Screenshot(t, alice, filepath.Join(w.shots, "open.png"))
+	// The terminal is UTF-8 and says so (IUTF8): a host with no locale
+	// gives the login a UTF-8 one, else the shell's line editor would read
+	// ü as two Meta keys.
+	webType(t, alice, "echo charmap-$(locale charmap)\r")
+	webWaitScreen(t, alice, regexp.MustCompile(`(?m)^charmap-UTF-8$`))
 	webType(t, alice, "echo web-$((6*7)); echo 'ütf-8 ✓'\r")
 	webWaitScreen(t, alice, regexp.MustCompile(`(?m)^web-42$`))
 	webWaitScreen(t, alice, regexp.MustCompile(`(?m)^ütf-8 ✓$`))
