@@ -464,7 +464,7 @@ func (r *recording) finish(now time.Time, complete bool, cause error) error {
 
 // checkEvents checks that p is whole lines, each an asciicast event as
 // json.Marshal writes it, [time,"o"|"i"|"r",data], and returns the last
-// time. It does not decode the data (json.Valid only scans it): the
+// time. It does not decode the data (validString only scans it): the
 // recorder keeps the bytes as they came.
 func checkEvents(p []byte) (float64, error) {
 	if len(p) == 0 || p[len(p)-1] != '\n' {
@@ -501,8 +501,58 @@ func checkEvent(line []byte) (float64, error) {
 		return 0, errBadEvent
 	}
 	data := rest[4:]
-	if len(data) < 2 || data[0] != '"' || !json.Valid(data) {
+	if !validString(data) {
 		return 0, errBadEvent
 	}
 	return t, nil
 }
+
+// stringByte[c] is true for the bytes that stand for themselves inside a
+// JSON string: not '"', '\\' or a control character. (JSON, like
+// json.Valid, does not ask the bytes to be valid UTF-8.)
+var stringByte = func() (t [256]bool) {
+	for c := 0x20; c < 256; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
+// validString reports whether p is exactly one JSON string, as json.Valid
+// would (without the white space json.Valid allows around it).
+func validString(p []byte) bool {
+	if len(p) < 2 || p[0] != '"' {
+		return false
+	}
+	for i := 1; i < len(p); {
+		for i < len(p) && stringByte[p[i]] {
+			i++
+		}
+		if i == len(p) {
+			return false
+		}
+		switch p[i] {
+		case '"':
+			return i == len(p)-1
+		case '\\':
+			if i+1 >= len(p) {
+				return false
+			}
+			switch p[i+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				i += 2
+			case 'u':
+				if i+6 > len(p) || !isHex(p[i+2]) || !isHex(p[i+3]) || !isHex(p[i+4]) || !isHex(p[i+5]) {
+					return false
+				}
+				i += 6
+			default:
+				return false
+			}
+		default: // a control character
+			return false
+		}
+	}
+	return false
+}
+
+func isHex(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' }
