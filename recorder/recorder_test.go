@@ -40,6 +40,7 @@ type rigOptions struct {
 	onFailure string        // the rule's onRecordingFailure
 	senders   []string      // the recorder's Senders; nil means tag:server
 	noServe   bool          // the recorder node runs no recorder
+	process   bool          // the recorder runs in a process of its own
 	bound     time.Duration // the client's AckTimeout
 	handler   sshmesh.Handler
 	recording string // the rule's recording options; "" means record to tag:recorder
@@ -58,7 +59,7 @@ func newRig(t testing.TB, o rigOptions) *rig {
 	if o.onFailure != "" {
 		fail = fmt.Sprintf(`, "onRecordingFailure": %q`, o.onFailure)
 	}
-	doc, err := policy.Parse([]byte(fmt.Sprintf(`{
+	policySrc := fmt.Sprintf(`{
 	  "nodes": {
 	    "laptop": {"key": %q, "owner": "ann@example.com"},
 	    "srv":    {"key": %q, "tags": ["tag:server"]},
@@ -68,7 +69,8 @@ func newRig(t testing.TB, o rigOptions) *rig {
 	  "tagOwners": {"tag:server": ["ann@example.com"], "tag:recorder": ["ann@example.com"]},
 	  "ssh": [{"action": "accept", "src": ["ann@example.com"], "dst": ["tag:server"], "users": ["*"],
 	           %s, "message": "recording is required here"%s}],
-	}`, m.Nodes[0].Key.Public(), m.Nodes[1].Key.Public(), m.Nodes[2].Key.Public(), m.Nodes[3].Key.Public(), recording, fail)), "policy.hujson")
+	}`, m.Nodes[0].Key.Public(), m.Nodes[1].Key.Public(), m.Nodes[2].Key.Public(), m.Nodes[3].Key.Public(), recording, fail)
+	doc, err := policy.Parse([]byte(policySrc), "policy.hujson")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +80,9 @@ func newRig(t testing.TB, o rigOptions) *rig {
 			t.Logf("server log:\n%s\nrecorder log:\n%s", tail(r.serverLog.String(), 400), tail(r.recLog.String(), 100))
 		}
 	})
-	if !o.noServe {
+	if o.process {
+		startRecorderProcess(t, r, policySrc)
+	} else if !o.noServe {
 		senders := o.senders
 		if senders == nil {
 			senders = []string{"tag:server"}
