@@ -42,6 +42,7 @@ type rigOptions struct {
 	noServe   bool          // the recorder node runs no recorder
 	process   bool          // the recorder runs in a process of its own
 	bound     time.Duration // the client's AckTimeout
+	sync      time.Duration // the recorder's SyncInterval; 0 means 200 ms
 	handler   sshmesh.Handler
 	recording string // the rule's recording options; "" means record to tag:recorder
 }
@@ -87,7 +88,11 @@ func newRig(t testing.TB, o rigOptions) *rig {
 		if senders == nil {
 			senders = []string{"tag:server"}
 		}
-		r.rec = &recorder.Server{Dir: r.recDir, Identify: doc.Node, Senders: senders, Logger: r.recLog.Logger(), SyncInterval: 200 * time.Millisecond}
+		sync := o.sync
+		if sync == 0 {
+			sync = 200 * time.Millisecond
+		}
+		r.rec = &recorder.Server{Dir: r.recDir, Identify: doc.Node, Senders: senders, Logger: r.recLog.Logger(), SyncInterval: sync}
 		ln, err := r.recNd.Listen("tcp", fmt.Sprintf(":%d", recorder.DefaultPort))
 		if err != nil {
 			t.Fatal(err)
