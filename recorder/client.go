@@ -182,6 +182,7 @@ type stream struct {
 	lastAck  atomic.Int64 // unix nanos of the last acknowledgement
 	progress atomic.Int64 // unix nanos when acked last caught up or grew
 	closing  atomic.Bool
+	refusal  atomic.Value // string: the recorder's reason, when it refused the stream
 	failed   atomic.Bool
 	done     chan struct{} // closed by Close
 	final    chan struct{} // closed when the acknowledgements end
@@ -238,6 +239,7 @@ func (s *stream) readAcks() {
 			}
 			s.lastAck.Store(now)
 		case frameRefused:
+			s.refusal.Store(string(p))
 			s.failWith(fmt.Errorf("recorder %s refused the stream: %s", s.target.Name, p))
 			s.conn.Close()
 			return
@@ -293,6 +295,9 @@ func (s *stream) Close() error {
 	case <-time.After(s.bound):
 	}
 	if a, n := s.acked.Load(), s.sent.Load(); a != n {
+		if why, _ := s.refusal.Load().(string); why != "" {
+			return fmt.Errorf("recorder %s acknowledged %d of %d bytes and refused the rest: %s", s.target.Name, a, n, why)
+		}
 		return fmt.Errorf("recorder %s acknowledged %d of %d bytes", s.target.Name, a, n)
 	}
 	return nil

@@ -37,14 +37,16 @@ type rig struct {
 }
 
 type rigOptions struct {
-	onFailure string        // the rule's onRecordingFailure
-	senders   []string      // the recorder's Senders; nil means tag:server
-	noServe   bool          // the recorder node runs no recorder
-	process   bool          // the recorder runs in a process of its own
-	bound     time.Duration // the client's AckTimeout
-	sync      time.Duration // the recorder's SyncInterval; 0 means 200 ms
-	handler   sshmesh.Handler
-	recording string // the rule's recording options; "" means record to tag:recorder
+	onFailure  string        // the rule's onRecordingFailure
+	senders    []string      // the recorder's Senders; nil means tag:server
+	noServe    bool          // the recorder node runs no recorder
+	process    bool          // the recorder runs in a process of its own
+	bound      time.Duration // the client's AckTimeout
+	sync       time.Duration // the recorder's SyncInterval; 0 means 200 ms
+	maxStreams int           // the recorder's MaxStreamsPerSender
+	maxBytes   int64         // the recorder's MaxRecordingBytes
+	handler    sshmesh.Handler
+	recording  string // the rule's recording options; "" means record to tag:recorder
 }
 
 func newRig(t testing.TB, o rigOptions) *rig {
@@ -92,7 +94,8 @@ func newRig(t testing.TB, o rigOptions) *rig {
 		if sync == 0 {
 			sync = 200 * time.Millisecond
 		}
-		r.rec = &recorder.Server{Dir: r.recDir, Identify: doc.Node, Senders: senders, Logger: r.recLog.Logger(), SyncInterval: sync}
+		r.rec = &recorder.Server{Dir: r.recDir, Identify: doc.Node, Senders: senders, Logger: r.recLog.Logger(), SyncInterval: sync,
+			MaxStreamsPerSender: o.maxStreams, MaxRecordingBytes: o.maxBytes}
 		ln, err := r.recNd.Listen("tcp", fmt.Sprintf(":%d", recorder.DefaultPort))
 		if err != nil {
 			t.Fatal(err)

@@ -64,15 +64,70 @@ type Server struct {
 	// rebind a name of its own to the recorder). Empty refuses the page.
 	Addrs []netip.Addr
 
+	// MaxStreamsPerSender bounds how many recordings one sending node
+	// (one WireGuard key) streams at once; more are refused. 0 means
+	// DefaultMaxStreamsPerSender.
+	MaxStreamsPerSender int
+
+	// MaxRecordingBytes bounds one recording's event bytes; a stream that
+	// goes over it is refused from then on (the recording is kept,
+	// marked incomplete, and the sender's rule decides about the
+	// session). 0 means DefaultMaxRecordingBytes.
+	MaxRecordingBytes int64
+
 	// Now is the clock for dates and times. nil means time.Now.
 	Now func() time.Time
 
 	mu      sync.Mutex
 	ls      map[net.Listener]struct{}
 	conns   map[net.Conn]struct{}
+	streams map[meshkey.Public]int // streams in progress per sender
 	closed  bool
 	closeCh chan struct{}
 	wg      sync.WaitGroup
+}
+
+// Defaults of Server's limits.
+const (
+	DefaultMaxStreamsPerSender       = 256
+	DefaultMaxRecordingBytes   int64 = 16 << 30
+)
+
+func (s *Server) maxStreams() int {
+	if s.MaxStreamsPerSender > 0 {
+		return s.MaxStreamsPerSender
+	}
+	return DefaultMaxStreamsPerSender
+}
+
+func (s *Server) maxBytes() int64 {
+	if s.MaxRecordingBytes > 0 {
+		return s.MaxRecordingBytes
+	}
+	return DefaultMaxRecordingBytes
+}
+
+// takeStream counts a stream of sender's, unless it has as many as it may.
+func (s *Server) takeStream(sender meshkey.Public) (int, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.streams == nil {
+		s.streams = map[meshkey.Public]int{}
+	}
+	n := s.streams[sender]
+	if n >= s.maxStreams() {
+		return n, false
+	}
+	s.streams[sender] = n + 1
+	return n + 1, true
+}
+
+func (s *Server) releaseStream(sender meshkey.Public) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.streams[sender]--; s.streams[sender] <= 0 {
+		delete(s.streams, sender)
+	}
 }
 
 // Meta is what a recorder keeps beside each recording: who sent it (from
@@ -203,6 +258,12 @@ func (s *Server) serveConn(c net.Conn) {
 		writeFrame(c, frameRefused, []byte("this node may not send recordings here"))
 		return
 	}
+	if n, ok := s.takeStream(peer.Key); !ok {
+		log.Warn("recording refused: the node streams as many recordings as it may", "streams", n, "limit", s.maxStreams())
+		writeFrame(c, frameRefused, fmt.Appendf(nil, "this node already streams %d recordings here, the recorder's limit", n))
+		return
+	}
+	defer s.releaseStream(peer.Key)
 	c.SetReadDeadline(time.Now().Add(s.idle()))
 	typ, p, err := readFrame(c, MaxFrame)
 	if err != nil || typ != frameStart {
@@ -280,6 +341,9 @@ func (s *Server) receive(c net.Conn, rec *recording) (complete bool, err error) 
 		}
 		switch typ {
 		case frameData:
+			if rec.written+int64(len(p)) > s.maxBytes() {
+				return false, fmt.Errorf("the recording is over the recorder's limit of %d bytes", s.maxBytes())
+			}
 			if err := rec.append(p); err != nil {
 				return false, err
 			}
