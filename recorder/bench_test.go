@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/sshmesh/sshmesh"
 	"github.com/sshmesh/sshmesh/sshmeshtest"
@@ -19,6 +20,10 @@ import (
 // this process used per op (user and system): on a shared machine it
 // varies less than the rate, and with remote-process it is the server's
 // and client's cost without the recorder's.
+//
+// end-wait-ms/op is the time from the last byte of output to the exit
+// status: where a recorded session waits for its recording to be stored
+// (fsynced, and acknowledged by the recorder).
 //
 // The output is made once, before the timer starts, and the client counts
 // what it receives without keeping it: the figures are the session's path
@@ -47,6 +52,7 @@ func BenchmarkRecordedBulk(b *testing.B) {
 			b.SetBytes(size)
 			b.ResetTimer()
 			cpu := processCPU()
+			var endWait time.Duration
 			for b.Loop() {
 				sess, err := cl.NewSession()
 				if err != nil {
@@ -57,7 +63,9 @@ func BenchmarkRecordedBulk(b *testing.B) {
 				if err := sess.Run(cmd); err != nil || got.n.Load() != size {
 					b.Fatalf("%d bytes, %v", got.n.Load(), err)
 				}
+				endWait += time.Since(time.Unix(0, got.last.Load()))
 			}
+			b.ReportMetric(float64(endWait.Milliseconds())/float64(b.N), "end-wait-ms/op")
 			if used := processCPU() - cpu; used > 0 {
 				b.ReportMetric(float64(used.Milliseconds())/float64(b.N), "cpu-ms/op")
 			}
@@ -65,10 +73,11 @@ func BenchmarkRecordedBulk(b *testing.B) {
 	}
 }
 
-// countWriter counts what is written to it.
-type countWriter struct{ n atomic.Int64 }
+// countWriter counts what is written to it, and when it was written last.
+type countWriter struct{ n, last atomic.Int64 }
 
 func (w *countWriter) Write(p []byte) (int, error) {
 	w.n.Add(int64(len(p)))
+	w.last.Store(time.Now().UnixNano())
 	return len(p), nil
 }
