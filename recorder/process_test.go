@@ -20,46 +20,54 @@ import (
 // the recorder is on another node, whose CPU the server's does not
 // share. The benchmark runs this test binary again with recorderChildEnv
 // naming a directory that holds the node's wg-quick file (wg.conf) and
-// the policy (policy.hujson); TestRecorderProcessChild then serves a
-// recorder there until its stdin ends.
+// the policy (policy.hujson); TestMain then runs recorderChild, which
+// serves a recorder there until its stdin ends, instead of the tests.
 const recorderChildEnv = "SSHMESH_RECORDER_BENCH_CHILD"
 
-func TestRecorderProcessChild(t *testing.T) {
-	dir := os.Getenv(recorderChildEnv)
-	if dir == "" {
-		t.Skip("runs only as the benchmark's recorder process")
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(recorderChildEnv); dir != "" {
+		if err := recorderChild(dir); err != nil {
+			fmt.Fprintln(os.Stderr, "recorder process:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
 	}
+	os.Exit(m.Run())
+}
+
+func recorderChild(dir string) error {
 	f, err := os.Open(filepath.Join(dir, "wg.conf"))
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	cfg, _, err := netstack.ParseConfig(f, "wg.conf")
 	f.Close()
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	src, err := os.ReadFile(filepath.Join(dir, "policy.hujson"))
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	doc, err := policy.Parse(src, "policy.hujson")
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	node, err := netstack.New(cfg)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	defer node.Close()
 	ln, err := node.Listen("tcp", fmt.Sprintf(":%d", recorder.DefaultPort))
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	rec := &recorder.Server{Dir: filepath.Join(dir, "recordings"), Identify: doc.Node, Senders: []string{"tag:server"}, SyncInterval: 200 * time.Millisecond}
 	go rec.Serve(ln)
 	defer rec.Close()
 	fmt.Println("recorder ready")
 	io.Copy(io.Discard, os.Stdin)
+	return nil
 }
 
 // startRecorderProcess runs r's recorder node in a process of its own:
@@ -74,7 +82,7 @@ func startRecorderProcess(tb testing.TB, r *rig, policySrc string) {
 		tb.Fatal(err)
 	}
 	r.recDir = filepath.Join(dir, "recordings")
-	cmd := exec.Command(os.Args[0], "-test.run=^TestRecorderProcessChild$", "-test.v")
+	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), recorderChildEnv+"="+dir)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
