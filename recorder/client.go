@@ -285,7 +285,7 @@ func (s *stream) Close() error {
 	close(s.done)
 	defer s.conn.Close()
 	if err != nil || s.failed.Load() {
-		return errors.Join(err, errors.New("the recording is incomplete"))
+		return errors.Join(err, s.incomplete())
 	}
 	if err := s.frame(frameEnd, nil); err != nil {
 		return err
@@ -295,12 +295,18 @@ func (s *stream) Close() error {
 	case <-time.After(s.bound):
 	}
 	if a, n := s.acked.Load(), s.sent.Load(); a != n {
-		if why, _ := s.refusal.Load().(string); why != "" {
-			return fmt.Errorf("recorder %s acknowledged %d of %d bytes and refused the rest: %s", s.target.Name, a, n, why)
-		}
-		return fmt.Errorf("recorder %s acknowledged %d of %d bytes", s.target.Name, a, n)
+		return errors.Join(fmt.Errorf("recorder %s acknowledged %d of %d bytes", s.target.Name, a, n), s.incomplete())
 	}
 	return nil
+}
+
+// incomplete is the error of a recording that did not reach the end, with
+// the recorder's reason when it refused the stream.
+func (s *stream) incomplete() error {
+	if why, _ := s.refusal.Load().(string); why != "" {
+		return fmt.Errorf("the recording is incomplete: recorder %s refused the stream: %s", s.target.Name, why)
+	}
+	return errors.New("the recording is incomplete")
 }
 
 // tee records to two sinks; the first one's errors count.

@@ -303,6 +303,7 @@ func (s *Server) serveConn(c net.Conn) {
 	if err != nil {
 		log.Warn("recording stream failed", "err", err, "bytes", rec.written)
 		w.frame(frameRefused, []byte(err.Error()))
+		defer lingerClose(c)
 	}
 	if ferr := rec.finish(s.now(), complete, err); ferr != nil {
 		log.Error("recording not saved cleanly", "err", ferr)
@@ -312,6 +313,23 @@ func (s *Server) serveConn(c net.Conn) {
 		w.frame(frameAck, ackPayload(rec.synced))
 	}
 	log.Info("recording end", "bytes", rec.written, "complete", complete)
+}
+
+// refusalLinger bounds how long a refused stream's conn is read (and its
+// data dropped) before it closes.
+const refusalLinger = 5 * time.Second
+
+// lingerClose ends our side of a conn whose stream was refused midway, and
+// reads (and drops) what the sender still sends until it closes its side
+// (at most refusalLinger): closing with the sender's data unread would
+// reset the conn, and the reset can destroy the refusal frame before the
+// sender reads it.
+func lingerClose(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	c.SetReadDeadline(time.Now().Add(refusalLinger))
+	io.Copy(io.Discard, c)
 }
 
 func (s *Server) idle() time.Duration {
