@@ -6,7 +6,7 @@
 // Usage:
 //
 //	sshmesh-tailnet serve --tailnet --policy FILE [--control-url URL] [--auth-key-file FILE]
-//	    [--state DIR] [--hostname NAME] [--tags tag:a,tag:b] [--ephemeral] [--port 22] [--check-port 80]
+//	    [--state DIR] [--hostname NAME] [--tags tag:a,tag:b] [--ephemeral] [--port 22] [--check-port 80] [--memory-limit auto]
 //
 // `sshmesh serve --tailnet ...` runs this program (found beside sshmesh or
 // on PATH): the tailnet code is a binary of its own so that `sshmesh nc`,
@@ -39,6 +39,7 @@ import (
 
 	"github.com/sshmesh/sshmesh"
 	"github.com/sshmesh/sshmesh/checkpage"
+	"github.com/sshmesh/sshmesh/internal/memlimit"
 	"github.com/sshmesh/sshmesh/meshkey"
 	"github.com/sshmesh/sshmesh/policy"
 	"github.com/sshmesh/sshmesh/tailnet"
@@ -61,7 +62,7 @@ func main() {
 
 var errUsage = errors.New("usage")
 
-const usage = "usage: sshmesh-tailnet serve --tailnet --policy FILE [--control-url URL] [--auth-key-file FILE] [--state DIR] [--hostname NAME] [--tags tag:a,tag:b] [--ephemeral] [--port 22] [--check-port 80]"
+const usage = "usage: sshmesh-tailnet serve --tailnet --policy FILE [--control-url URL] [--auth-key-file FILE] [--state DIR] [--hostname NAME] [--tags tag:a,tag:b] [--ephemeral] [--port 22] [--check-port 80] [--memory-limit auto]"
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "serve" {
@@ -83,6 +84,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	checkTimeout := fs.Duration("check-timeout", sshmesh.DefaultCheckTimeout, "how long a login waits for its check approval")
 	recordDir := fs.String("record", "", "`dir` for session recordings of rules that say \"record\": true")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
+	memLimit := fs.String("memory-limit", "auto", memlimit.Usage)
 	uploadLogs := fs.Bool("upload-logs", false, "let tsnet upload its logs to Tailscale's logging service (off: TS_NO_LOGS_NO_SUPPORT)")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -102,6 +104,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		logger = slog.New(slog.NewJSONHandler(stderr, nil))
 	default:
 		return fmt.Errorf("--log-format %q: want text or json", *logFormat)
+	}
+	if err := memlimit.Check(*memLimit); err != nil {
+		return err
 	}
 	doc, err := loadPolicy(*policyPath)
 	if err != nil {
@@ -169,6 +174,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer memlimit.Set(*memLimit)()
 	addrs := node.Addresses()
 	fmt.Fprintf(stdout, "sshmesh: serving SSH on the tailnet as %q on %s port %d\n", *hostname, joinAddrs(addrs), *port)
 	fmt.Fprintf(stdout, "known_hosts: %s\n", sshmesh.KnownHostsLine(hostKey.PublicKey(), uint16(*port), addrs...))
