@@ -1,14 +1,12 @@
 package tailnet_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -337,66 +335,13 @@ type serveProcess struct {
 func startServeProcess(tb testing.TB, h *headscale, user string) *serveProcess {
 	tb.Helper()
 	dir := tb.TempDir()
-	bin := filepath.Join(dir, "sshmesh-tailnet")
-	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/sshmesh-tailnet").CombinedOutput(); err != nil {
-		tb.Fatalf("go build ./cmd/sshmesh-tailnet: %v\n%s", err, out)
-	}
 	pol := `{"identity": "tailnet", "tagOwners": {"tag:server": ["alice@example.com"]},
   "ssh": [{"action": "accept", "src": ["alice@example.com"], "dst": ["tag:server"], "users": ["` + user + `"]}]}`
-	for name, text := range map[string]string{"policy.hujson": pol, "authkey": h.authKey(0, "tag:server")} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o600); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	log, err := os.Create(filepath.Join(dir, "serve.log"))
-	if err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "policy.hujson"), []byte(pol), 0o600); err != nil {
 		tb.Fatal(err)
 	}
-	cmd := exec.Command(bin, "serve", "--tailnet", "--policy", filepath.Join(dir, "policy.hujson"),
-		"--control-url", h.URL, "--auth-key-file", filepath.Join(dir, "authkey"), "--state", filepath.Join(dir, "state"),
+	p := startProgram(tb, h, "tag:server", `serving SSH on the tailnet .* on (\d+\.\d+\.\d+\.\d+)`,
+		"serve", "--tailnet", "--policy", filepath.Join(dir, "policy.hujson"),
 		"--hostname", "sshmesh-bench", "--check-port", "0") // the key carries tag:server
-	cmd.Stderr = log
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		log.Close()
-		if tb.Failed() {
-			b, _ := os.ReadFile(log.Name())
-			tb.Logf("sshmesh-tailnet serve log:\n%s", tail(b, 3000))
-		}
-	})
-	ip := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if m := regexp.MustCompile(`serving SSH on the tailnet .* on (\d+\.\d+\.\d+\.\d+)`).FindStringSubmatch(sc.Text()); m != nil {
-				ip <- m[1]
-			}
-		}
-		close(ip)
-	}()
-	select {
-	case host, ok := <-ip:
-		if !ok {
-			tb.Fatal("sshmesh-tailnet serve ended without serving")
-		}
-		return &serveProcess{host: host, pid: cmd.Process.Pid}
-	case <-time.After(3 * time.Minute):
-		tb.Fatal("sshmesh-tailnet serve did not say where it serves within 3 minutes")
-	}
-	return nil
+	return &serveProcess{host: p.host, pid: p.pid}
 }

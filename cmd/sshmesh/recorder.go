@@ -17,7 +17,11 @@ import (
 // cmdRecorder runs a recorder node: it stores the session recordings that
 // sshmesh servers stream to it and serves a page to find and play them.
 func cmdRecorder(ctx context.Context, args []string, io stdio) (err error) {
+	if wantsTailnet(args) {
+		return onTailnet(ctx, "recorder", args, io)
+	}
 	fs := newFlags("recorder", "--wg CONF --policy FILE --dir DIR --senders LIST [--viewers LIST]", io)
+	fs.Bool("tailnet", false, "run the recorder as a node of an existing tailnet (headscale or Tailscale) instead: runs sshmesh-tailnet recorder with these arguments (see its --help)")
 	wgPath := fs.String("wg", "", "wg-quick `file` of this node (required)")
 	policyPath := fs.String("policy", "", "policy `file` (HuJSON; required): names the nodes that send and view")
 	dir := fs.String("dir", "", "`dir` for the recordings, as DIR/NODE/YYYY-MM-DD/SESSION.cast (required)")

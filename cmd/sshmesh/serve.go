@@ -30,7 +30,7 @@ import (
 
 func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 	if wantsTailnet(args) {
-		return serveTailnet(ctx, args, io)
+		return onTailnet(ctx, "serve", args, io)
 	}
 	fs := newFlags("serve", "--wg CONF --policy FILE [--hostkey PATH] [--port 22]", io)
 	wgPath := fs.String("wg", "", "wg-quick `file` of this node (required); its peers are re-read on SIGHUP")
