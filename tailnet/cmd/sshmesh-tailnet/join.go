@@ -26,11 +26,11 @@ type joinFlags struct {
 // addJoinFlags declares the shared flags on fs; program names the default
 // state directory (sshmesh-tailnet, sshmesh-tailnet-recorder).
 func addJoinFlags(fs *flag.FlagSet, program string) *joinFlags {
-	fs.Bool("tailnet", true, "on a tailnet (the only mode of this program; accepted for `sshmesh serve --tailnet` and `sshmesh recorder --tailnet`)")
+	fs.Bool("tailnet", true, "on a tailnet: the only mode of this program, accepted as given to sshmesh serve --tailnet and sshmesh recorder --tailnet")
 	return &joinFlags{
 		controlURL:  fs.String("control-url", "", "the coordinator's `URL` (headscale); empty means Tailscale's control plane"),
 		authKeyFile: fs.String("auth-key-file", "", "`file` holding the auth key (or set TS_AUTHKEY); needed only for the first login"),
-		stateDir:    fs.String("state", defaultStateDir(program), "`dir` for the node's tailnet state and its other state (host key, check approvals)"),
+		stateDir:    fs.String("state", defaultStateDir(program), "`dir` for the node's tailnet state (and serve's host key and check approvals)"),
 		hostname:    fs.String("hostname", "", "the node's `name` on the tailnet (default: the host's)"),
 		tags:        fs.String("tags", "", "comma-separated `tags` the node advertises (tag:server); the coordinator must allow them"),
 		ephemeral:   fs.Bool("ephemeral", false, "an ephemeral node: the coordinator forgets it once it is offline"),

@@ -8,7 +8,7 @@
 //	sshmesh-tailnet serve --tailnet --policy FILE [--control-url URL] [--auth-key-file FILE]
 //	    [--state DIR] [--hostname NAME] [--tags tag:a,tag:b] [--ephemeral] [--port 22] [--check-port 80] [--memory-limit auto]
 //	sshmesh-tailnet recorder --tailnet --dir DIR --senders LIST [--viewers LIST] [--control-url URL]
-//	    [--auth-key-file FILE] [--state DIR] [--hostname NAME] [--tags tag:recorder] [--port 41025] [--http-port 80]
+//	    [--auth-key-file FILE] [--state DIR] [--hostname NAME] [--tags tag:recorder] [--port 9422] [--http-port 80]
 //
 // `sshmesh serve --tailnet ...` and `sshmesh recorder --tailnet ...` run
 // this program (found beside sshmesh or on PATH): the tailnet code is a binary of its own so that `sshmesh nc`,
@@ -64,7 +64,7 @@ func main() {
 var errUsage = errors.New("usage")
 
 const usage = "usage: sshmesh-tailnet serve --tailnet --policy FILE [--control-url URL] [--auth-key-file FILE] [--state DIR] [--hostname NAME] [--tags tag:a,tag:b] [--ephemeral] [--port 22] [--check-port 80] [--memory-limit auto]\n" +
-	"       sshmesh-tailnet recorder --tailnet --dir DIR --senders LIST [--viewers LIST] [--control-url URL] [--auth-key-file FILE] [--state DIR] [--hostname NAME] [--tags tag:recorder] [--port 41025] [--http-port 80]"
+	"       sshmesh-tailnet recorder --tailnet --dir DIR --senders LIST [--viewers LIST] [--control-url URL] [--auth-key-file FILE] [--state DIR] [--hostname NAME] [--tags tag:recorder] [--port 9422] [--http-port 80]"
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 {
