@@ -2,6 +2,7 @@ package sshmesh
 
 import (
 	"fmt"
+	"sync"
 	"sync/atomic"
 
 	"github.com/sshmesh/sshmesh/asciicast"
@@ -21,6 +22,9 @@ type recorder struct {
 	failClosed  bool
 	failed      atomic.Bool // stop recording (failed, or the session ended)
 	failedWrite atomic.Bool // a write failed (not just the end)
+	ended       atomic.Bool // close began: nothing more is recorded
+	closeOnce   sync.Once
+	closeErr    error // the sink's Close error, when the recording had not failed before
 }
 
 // startRecording opens the session's recording when its rule asks for
@@ -95,7 +99,9 @@ func (r *recorder) output(s *Session, p []byte) bool {
 	if len(p) > 0 && !r.failed.Load() {
 		r.check(s, r.w.Output(p))
 	}
-	return !r.mustEnd()
+	// Once a fail-closed recording is closing, what it did not take is
+	// not sent: it would reach the client unrecorded.
+	return !r.mustEnd() && !(r.failClosed && r.ended.Load())
 }
 
 // mustEnd reports whether the session must end because its fail-closed
@@ -128,16 +134,42 @@ func (r *recorder) check(s *Session, err error) {
 	s.log().Warn("session continues unrecorded: recording failed and the rule is fail-open", "recorder", r.where, "err", err)
 }
 
-func (r *recorder) close(s *Session) {
+// close closes the recording once, and returns the sink's error if the
+// recording had not failed before.
+func (r *recorder) close(s *Session) error {
 	if r == nil {
-		return
+		return nil
 	}
-	// Late events (a window change racing the end) are dropped quietly.
-	if r.failed.Swap(true) {
-		r.w.Close()
-		return
-	}
-	if err := r.w.Close(); err != nil {
+	r.closeOnce.Do(func() {
+		r.ended.Store(true)
+		// Late events (a window change racing the end) are dropped quietly.
+		failedBefore := r.failed.Swap(true)
+		err := r.w.Close()
+		if failedBefore || err == nil {
+			return
+		}
+		r.closeErr = err
 		s.conn.srv.logger().Warn("recording not saved cleanly", "session", s.id, "recorder", r.where, "err", err)
+	})
+	return r.closeErr
+}
+
+// endBeforeExit closes a fail-closed recording before the session reports
+// its end, so that the session's last output is stored (a remote
+// recorder has acknowledged it, within its bound) before the client
+// learns the session ended. It reports whether the session must end
+// with 254: its fail-closed recording failed, or did not store the end.
+func (r *recorder) endBeforeExit(s *Session) bool {
+	if r == nil || !r.failClosed {
+		return false
 	}
+	if r.mustEnd() {
+		r.close(s)
+		return true
+	}
+	if err := r.close(s); err != nil {
+		s.log().Error("session ends with 254: recording failed at its end and the rule is fail-closed", "recorder", r.where, "err", err)
+		return true
+	}
+	return false
 }

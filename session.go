@@ -257,27 +257,41 @@ func (s *Session) LocalAddr() netip.AddrPort { return s.conn.peer.Local }
 
 // Exit ends the session with an exit status: the client gets exit-status,
 // then EOF, then the channel closes. Only the first Exit or ExitSignal
-// counts; later calls return its error.
+// counts; later calls return its error. A session whose rule records it
+// fail-closed first closes its recording (waiting, at most the
+// recorder's bound, until the recording is stored to its end); if that
+// fails, the status is 254.
 func (s *Session) Exit(code int) error {
-	failedClosed := s.rec.mustEnd()
-	if failedClosed {
-		code = 254 // the rule's recording failed closed
-	}
 	s.exitOnce.Do(func() {
-		if failedClosed {
-			s.message("recording failed; this session must be recorded, so it ends")
+		if s.rec.endBeforeExit(s) {
+			code = 254 // the rule's recording failed closed
+			s.message(recordingFailedMessage)
 		}
-		s.ending = ending{exited: true, code: code}
-		st := struct{ Status uint32 }{uint32(code)}
-		s.exitErr = s.finish("exit-status", ssh.Marshal(&st))
+		s.exitStatus(code)
 	})
 	return s.exitErr
+}
+
+// recordingFailedMessage is what the client reads on stderr when a
+// session ends because its fail-closed recording failed.
+const recordingFailedMessage = "recording failed; this session must be recorded, so it ends"
+
+// exitStatus ends the session with exit-status code.
+func (s *Session) exitStatus(code int) {
+	s.ending = ending{exited: true, code: code}
+	st := struct{ Status uint32 }{uint32(code)}
+	s.exitErr = s.finish("exit-status", ssh.Marshal(&st))
 }
 
 // ExitSignal ends the session reporting that the program died by sig, as
 // OpenSSH does when a child is killed (the OpenSSH client then exits 255).
 func (s *Session) ExitSignal(sig Signal, coreDumped bool, message string) error {
 	s.exitOnce.Do(func() {
+		if s.rec.endBeforeExit(s) {
+			s.message(recordingFailedMessage)
+			s.exitStatus(254)
+			return
+		}
 		msg := struct {
 			Signal     string
 			CoreDumped bool

@@ -45,7 +45,8 @@ type Event struct {
 // Writer writes a recording. Its methods are safe for concurrent use.
 type Writer struct {
 	mu      sync.Mutex
-	w       *bufio.Writer
+	out     io.Writer
+	buf     []byte   // the event being written, reused
 	f       *os.File // nil unless made by Create
 	start   time.Time
 	now     func() time.Time
@@ -77,7 +78,7 @@ func NewWriter(out io.Writer, h Header, now func() time.Time) (*Writer, error) {
 	if now == nil {
 		now = time.Now
 	}
-	w := &Writer{w: bufio.NewWriter(out), now: now, start: now(), partial: map[string][]byte{}}
+	w := &Writer{out: out, now: now, start: now(), partial: map[string][]byte{}}
 	h.Version = 2
 	if h.Timestamp == 0 {
 		h.Timestamp = w.start.Unix()
@@ -86,8 +87,7 @@ func NewWriter(out io.Writer, h Header, now func() time.Time) (*Writer, error) {
 	if err != nil {
 		return nil, err
 	}
-	w.w.Write(append(b, '\n'))
-	if err := w.w.Flush(); err != nil {
+	if _, err := out.Write(append(b, '\n')); err != nil {
 		return nil, err
 	}
 	return w, nil
@@ -101,7 +101,7 @@ func NewEventWriter(out io.Writer, start time.Time, now func() time.Time) *Write
 	if now == nil {
 		now = time.Now
 	}
-	return &Writer{w: bufio.NewWriter(out), now: now, start: start, partial: map[string][]byte{}}
+	return &Writer{out: out, now: now, start: start, partial: map[string][]byte{}}
 }
 
 // Output records data the terminal printed.
@@ -137,13 +137,38 @@ func (w *Writer) event(code string, data []byte) error {
 		return nil
 	}
 	t := w.now().Sub(w.start).Seconds()
-	ev, err := json.Marshal([]any{json.Number(strconv.FormatFloat(t, 'f', 6, 64)), code, string(data)})
-	if err != nil {
-		return err
+	for len(data) > 0 {
+		n := eventCut(data)
+		if err := w.write(t, code, data[:n]); err != nil {
+			return err
+		}
+		data = data[n:]
 	}
-	w.w.Write(ev)
-	w.w.WriteByte('\n')
-	if err := w.w.Flush(); err != nil {
+	return nil
+}
+
+// MaxEventData is the most data one event carries: a longer write is
+// several events with the same time, cut between characters, so that an
+// event line stays under a megabyte (at most six bytes of JSON per byte).
+const MaxEventData = 64 << 10
+
+// eventCut returns how much of data the next event takes: all of it, or
+// at most MaxEventData bytes ending on a character boundary.
+func eventCut(data []byte) int {
+	if len(data) <= MaxEventData {
+		return len(data)
+	}
+	n := MaxEventData
+	for i := 0; i < utf8.UTFMax-1 && !utf8.RuneStart(data[n]); i++ {
+		n--
+	}
+	return n
+}
+
+// write writes one event line with one Write to the output.
+func (w *Writer) write(t float64, code string, data []byte) error {
+	w.buf = AppendEvent(w.buf[:0], t, code, data)
+	if _, err := w.out.Write(w.buf); err != nil {
 		w.err = err
 		return err
 	}
@@ -168,19 +193,18 @@ func incompleteTail(b []byte) int {
 	return 0
 }
 
-// Close flushes what is buffered and, for a file made by Create, syncs and
+// Close writes what is held back (an unfinished character) and, for a file made by Create, syncs and
 // closes it.
 func (w *Writer) Close() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	var err error
 	for _, code := range []string{Output, Input} {
 		if p := w.partial[code]; len(p) > 0 && w.err == nil {
 			w.partial[code] = nil
-			ev, _ := json.Marshal([]any{json.Number(strconv.FormatFloat(w.now().Sub(w.start).Seconds(), 'f', 6, 64)), code, string(p)})
-			w.w.Write(append(ev, '\n'))
+			err = w.write(w.now().Sub(w.start).Seconds(), code, p)
 		}
 	}
-	err := w.w.Flush()
 	if w.f != nil {
 		if serr := w.f.Sync(); err == nil {
 			err = serr

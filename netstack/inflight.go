@@ -33,6 +33,10 @@ import (
 // flightStall, the ledger forgets all it holds and lets traffic on. Only
 // our own stack's packets are counted, so only our own traffic (to a peer
 // whose handshake never comes) can cost such a stall.
+// Forgiven packets are traced until they turn up (sent late, or their
+// buffer handed back): in healthy traffic all do, so the tests can tell a
+// slow device (stalls, a matter of timing) from a fooled ledger (lost
+// packets).
 //
 // Inbound, anyone can send us datagrams, and the device drops many of
 // them without a trace: replays of a genuine packet, forgeries under a
@@ -89,26 +93,29 @@ type ledger struct {
 	limit int
 	stall time.Duration
 
-	mu      sync.Mutex
-	out     map[uintptr]struct{} // outbound packets held
-	in      inLedger             // inbound packets held
-	left    chan struct{}        // closed (and replaced) when a packet leaves
-	waiting int                  // waiters on left
+	mu        sync.Mutex
+	out       map[uintptr]struct{} // outbound packets held
+	forgotten map[uintptr]struct{} // outbound packets forgiven after a stall, until they turn up (see lost)
+	in        inLedger             // inbound packets held
+	left      chan struct{}        // closed (and replaced) when a packet leaves
+	waiting   int                  // waiters on left
 
 	peak [2]int // the most counted at once, per direction (tests)
 
 	forgiven atomic.Uint64 // outbound packets forgotten after a stall
+	untraced atomic.Uint64 // forgiven packets no longer traced in forgotten (it was full)
 	stalls   atomic.Uint64 // waits that ended without a packet leaving
 	closed   atomic.Bool   // close was called: waits return at once
 }
 
 func newLedger(limit int, stall time.Duration) *ledger {
 	return &ledger{
-		limit: limit,
-		stall: stall,
-		out:   make(map[uintptr]struct{}),
-		in:    inLedger{entries: make(map[uintptr]inEntry), groups: make(map[uint32]*inGroup), window: creditWindow},
-		left:  make(chan struct{}),
+		limit:     limit,
+		stall:     stall,
+		out:       make(map[uintptr]struct{}),
+		forgotten: make(map[uintptr]struct{}),
+		in:        inLedger{entries: make(map[uintptr]inEntry), groups: make(map[uint32]*inGroup), window: creditWindow},
+		left:      make(chan struct{}),
 	}
 }
 
@@ -125,6 +132,7 @@ func (g *ledger) reclaim(bufs [][]byte) {
 			delete(g.out, a)
 			n++
 		}
+		delete(g.forgotten, a)
 		if g.in.forget(a) {
 			n++
 		}
@@ -159,6 +167,7 @@ func (g *ledger) leave(d int, bufs [][]byte) {
 		n = len(g.out)
 		for _, b := range bufs {
 			delete(g.out, bufAddr(b))
+			delete(g.forgotten, bufAddr(b))
 		}
 		n -= len(g.out)
 	} else {
@@ -225,7 +234,7 @@ func (g *ledger) wait(d int) {
 			if d == outbound && len(g.out) >= g.limit {
 				g.forgiven.Add(uint64(len(g.out)))
 				g.stalls.Add(1)
-				clear(g.out)
+				g.forget()
 			}
 			if d == inbound && g.heldLocked(d, time.Now()) < g.limit {
 				g.stalls.Add(1) // released by credit running out
@@ -236,6 +245,32 @@ func (g *ledger) wait(d int) {
 	if t != nil {
 		t.Stop()
 	}
+}
+
+// forgottenMax bounds the forgiven packets the ledger keeps tracing.
+const forgottenMax = 8 * flightLimit
+
+// forget forgives all outbound packets held, tracing them in forgotten.
+// (Call with mu held.)
+func (g *ledger) forget() {
+	if len(g.forgotten)+len(g.out) > forgottenMax {
+		g.untraced.Add(uint64(len(g.forgotten)))
+		clear(g.forgotten)
+	}
+	for a := range g.out {
+		g.forgotten[a] = struct{}{}
+	}
+	clear(g.out)
+}
+
+// lost is how many forgiven packets have not turned up since: none in
+// healthy traffic once it has settled (a stall forgives packets that
+// were only late), all of them when the ledger counted packets the device
+// had dropped without a trace.
+func (g *ledger) lost() uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.untraced.Load() + uint64(len(g.forgotten))
 }
 
 // close ends all waits, now and later.

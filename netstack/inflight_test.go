@@ -118,6 +118,29 @@ func TestLedgerForgivesAfterStall(t *testing.T) {
 	}
 }
 
+// TestLedgerTracesForgivenPackets: of the packets a stall forgave, those
+// that turn up afterwards (sent late, or their buffer handed out again)
+// are not lost; the rest are.
+func TestLedgerTracesForgivenPackets(t *testing.T) {
+	g := newLedger(3, 10*time.Millisecond)
+	b := testBufs(3)
+	g.enter(outbound, b)
+	waitReturns(t, g, outbound, 5*time.Second)
+	if n := g.lost(); n != 3 {
+		t.Fatalf("lost %d right after the stall; want 3", n)
+	}
+	g.leave(outbound, b[:1])  // sent late
+	g.reclaim(b[1:2])         // handed out again, empty: the device dropped it
+	g.enter(outbound, b[2:3]) // reused unseen: no evidence it left
+	if n := g.lost(); n != 1 {
+		t.Errorf("lost %d; want 1 (b[2] never turned up)", n)
+	}
+	g.leave(outbound, b[2:3])
+	if n := g.lost(); n != 0 {
+		t.Errorf("lost %d; want 0", n)
+	}
+}
+
 // transportBufs returns n transport messages of receiver index id with
 // counters 1..n, in distinct buffers.
 func transportBufs(id uint32, n int) [][]byte {
@@ -224,13 +247,15 @@ func TestLedgerCloseEndsWaits(t *testing.T) {
 	waitReturns(t, g, outbound, time.Second) // and later waits return at once
 }
 
-// maxHealthyStalls is how many ledger stalls a bulk test tolerates (see
-// checkFlights).
-const maxHealthyStalls = 32
-
 // checkFlights fails when a node's device held more of its packets than
-// the ledger allows, or when the ledger stalled as a rule during healthy
-// traffic (its accounting of the device's buffers would be off).
+// the ledger allows, or when the ledger counted packets that were not in
+// the device: outbound packets it forgave after a stall that never turned
+// up again once the traffic settled. How often the ledger stalls (waits of
+// flightStall with nothing leaving, or inbound credit running out) is a
+// matter of timing: a loaded machine whose device goroutines miss 20 ms
+// stalls a healthy ledger too, so stalls are logged, not judged; the
+// packets a healthy ledger forgives turn up late, those of a fooled one
+// never do.
 func checkFlights(t *testing.T, nodes ...*Node) {
 	t.Helper()
 	for i, n := range nodes {
@@ -238,22 +263,20 @@ func checkFlights(t *testing.T, nodes ...*Node) {
 		g.mu.Lock()
 		peak := g.peak
 		g.mu.Unlock()
-		t.Logf("node %d: device held at most %d outbound, %d inbound packets; %d stalls", i, peak[outbound], peak[inbound], g.stalls.Load())
+		t.Logf("node %d: device held at most %d outbound, %d inbound packets; %d stalls, %d packets forgiven", i, peak[outbound], peak[inbound], g.stalls.Load(), g.forgiven.Load())
 		for d, p := range peak {
 			if p > flightLimit+batchSize {
 				t.Errorf("node %d direction %d: %d packets held, limit %d + a batch of %d", i, d, p, flightLimit, batchSize)
 			}
 		}
-		// A stall is a 20 ms wait the ledger gave up on. Healthy traffic on
-		// a quiet machine has none; on a loaded 2-core machine (the race
-		// detector, a parallel test run) the device's goroutines can miss
-		// 20 ms now and then. What this catches is traffic that stalls as a
-		// rule: a ledger fooled by what the device drops stalls once per
-		// batch, thousands of times in a bulk test.
-		if s := g.stalls.Load(); s > maxHealthyStalls {
-			t.Errorf("node %d: %d stalls (%d packets forgiven), more than the %d a loaded machine explains", i, s, g.forgiven.Load(), maxHealthyStalls)
-		} else if s > 0 {
-			t.Logf("node %d: %d stalls (%d packets forgiven)", i, s, g.forgiven.Load())
+		// Forgiven packets still in the device are sent once it gets the
+		// CPU again; give a loaded machine time for that.
+		lost := g.lost()
+		for deadline := time.Now().Add(30 * time.Second); lost > 0 && time.Now().Before(deadline); lost = g.lost() {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if lost > 0 {
+			t.Errorf("node %d: %d of %d forgiven packets never left the device: the ledger counted packets the device had dropped", i, lost, g.forgiven.Load())
 		}
 	}
 }

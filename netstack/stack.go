@@ -123,7 +123,8 @@ func newStack(addrs []netip.Addr, o stackOptions) (*linkDevice, *meshStack, erro
 	// detection (without RACK, a lost segment stalls a stream for an RTO;
 	// tailscale/tailscale#20893 saw uploads 5× slower), receive buffer
 	// auto-tuning from a small start (rcvBufferInitial), buffer ceilings
-	// (tcpBufferMax, tcpRcvBufferMax), CUBIC and the minimum RTO. The rest
+	// (tcpBufferMax, tcpRcvBufferMax), the congestion control
+	// (tcpCongestionControl) and the minimum RTO. The rest
 	// matches Linux already: initial window 10 segments (tcp.InitialCwnd),
 	// maximum RTO 120 s (tcp.MaxRTO), and tail loss probes, which gVisor
 	// sends whenever RACK is on (tcp/rack.go).

@@ -79,7 +79,9 @@
 // as "/run/user/*/db.sock", see [SocketForwardAllowed]), "record", "onRecordingFailure"
 // (fail-open or fail-closed) and "recorders" (node names and tags of
 // `sshmesh recorder` nodes the recording streams to instead of the
-// server's own directory; the first that accepts a session records it).
+// server's own directory; the first that accepts a session records it; a
+// rule with "recorders" must also say "record": true, or the document is
+// refused).
 //
 // # Safety
 //

@@ -106,6 +106,11 @@ func (c *compiler) rule(v *hujson.Value, field string) {
 		}
 		c.ruleOption(&r, m, join(field, m.key))
 	}
+	if m, ok := get["recorders"]; ok && len(c.errs) == nerr && !r.dec.Record {
+		// A rule that names recorders but does not record would let its
+		// sessions run unrecorded, against what its author asked for.
+		c.errorf(m.keyOff, join(field, "recorders"), `names recorders, but the rule does not record: add "record": true`)
+	}
 	if len(c.errs) > nerr {
 		return
 	}

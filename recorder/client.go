@@ -1,7 +1,6 @@
 package recorder
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -160,7 +159,9 @@ func (c *Client) open(ctx context.Context, t Target, start []byte, info sshmesh.
 	now := time.Now().UnixNano()
 	s.lastAck.Store(now)
 	s.progress.Store(now)
-	s.cast = asciicast.NewEventWriter(&lineFramer{s: s}, info.Start, nil)
+	s.queue = newQueue(s)
+	s.cast = asciicast.NewEventWriter(s.queue, info.Start, nil)
+	go s.queue.send()
 	go s.readAcks()
 	go s.watch()
 	return s, nil
@@ -173,6 +174,7 @@ type stream struct {
 	bound  time.Duration
 	fail   func(error)
 	cast   *asciicast.Writer
+	queue  *queue // event lines on their way to the conn
 
 	wmu      sync.Mutex // frames are written whole
 	sent     atomic.Int64
@@ -180,6 +182,7 @@ type stream struct {
 	lastAck  atomic.Int64 // unix nanos of the last acknowledgement
 	progress atomic.Int64 // unix nanos when acked last caught up or grew
 	closing  atomic.Bool
+	refusal  atomic.Value // string: the recorder's reason, when it refused the stream
 	failed   atomic.Bool
 	done     chan struct{} // closed by Close
 	final    chan struct{} // closed when the acknowledgements end
@@ -199,9 +202,6 @@ func (s *stream) frame(typ byte, p []byte) error {
 	s.conn.SetWriteDeadline(time.Now().Add(s.bound))
 	if err := writeFrame(s.conn, typ, p); err != nil {
 		return s.failWith(fmt.Errorf("recorder %s: %w", s.target.Name, err))
-	}
-	if typ == frameData {
-		s.sent.Add(int64(len(p)))
 	}
 	return nil
 }
@@ -239,6 +239,7 @@ func (s *stream) readAcks() {
 			}
 			s.lastAck.Store(now)
 		case frameRefused:
+			s.refusal.Store(string(p))
 			s.failWith(fmt.Errorf("recorder %s refused the stream: %s", s.target.Name, p))
 			s.conn.Close()
 			return
@@ -279,11 +280,12 @@ func (s *stream) watch() {
 // acknowledge all of it (at most the bound) and closes the conn.
 func (s *stream) Close() error {
 	err := s.cast.Close()
+	err = errors.Join(err, s.queue.drain())
 	s.closing.Store(true)
 	close(s.done)
 	defer s.conn.Close()
 	if err != nil || s.failed.Load() {
-		return errors.Join(err, errors.New("the recording is incomplete"))
+		return errors.Join(err, s.incomplete())
 	}
 	if err := s.frame(frameEnd, nil); err != nil {
 		return err
@@ -293,39 +295,18 @@ func (s *stream) Close() error {
 	case <-time.After(s.bound):
 	}
 	if a, n := s.acked.Load(), s.sent.Load(); a != n {
-		return fmt.Errorf("recorder %s acknowledged %d of %d bytes", s.target.Name, a, n)
+		return errors.Join(fmt.Errorf("recorder %s acknowledged %d of %d bytes", s.target.Name, a, n), s.incomplete())
 	}
 	return nil
 }
 
-// lineFramer sends whole event lines as data frames.
-type lineFramer struct {
-	s       *stream
-	pending []byte
-}
-
-func (f *lineFramer) Write(p []byte) (int, error) {
-	f.pending = append(f.pending, p...)
-	i := bytes.LastIndexByte(f.pending, '\n')
-	if i < 0 {
-		return len(p), nil
+// incomplete is the error of a recording that did not reach the end, with
+// the recorder's reason when it refused the stream.
+func (s *stream) incomplete() error {
+	if why, _ := s.refusal.Load().(string); why != "" {
+		return fmt.Errorf("the recording is incomplete: recorder %s refused the stream: %s", s.target.Name, why)
 	}
-	lines := f.pending[:i+1]
-	for len(lines) > 0 {
-		n := len(lines)
-		if n > MaxFrame {
-			n = bytes.LastIndexByte(lines[:MaxFrame], '\n') + 1
-			if n == 0 {
-				return 0, errors.New("recorder: an event line over the frame limit")
-			}
-		}
-		if err := f.s.frame(frameData, lines[:n]); err != nil {
-			return 0, err
-		}
-		lines = lines[n:]
-	}
-	f.pending = append(f.pending[:0], f.pending[i+1:]...)
-	return len(p), nil
+	return errors.New("the recording is incomplete")
 }
 
 // tee records to two sinks; the first one's errors count.

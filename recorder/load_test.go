@@ -28,7 +28,11 @@ func bulkOutput(cmd string, n int) []byte {
 var bulkHandler = sshmesh.HandlerFunc(func(s *sshmesh.Session) {
 	var n int
 	fmt.Sscanf(s.RawCommand(), "%d", &n)
-	out := bulkOutput(s.RawCommand(), n)
+	writeChunks(s, bulkOutput(s.RawCommand(), n))
+})
+
+// writeChunks writes out to the session in writes of 32 KiB.
+func writeChunks(s *sshmesh.Session, out []byte) {
 	for len(out) > 0 {
 		k := min(len(out), 32<<10)
 		if _, err := s.Write(out[:k]); err != nil {
@@ -36,7 +40,7 @@ var bulkHandler = sshmesh.HandlerFunc(func(s *sshmesh.Session) {
 		}
 		out = out[k:]
 	}
-})
+}
 
 // TestLoad: the 50 concurrent recorded sessions of 1 MiB each all
 // reach the recorder complete and byte for byte

@@ -1,6 +1,10 @@
 package recorder
 
-import "testing"
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+)
 
 func TestCheckEvents(t *testing.T) {
 	for _, c := range []struct {
@@ -25,4 +29,21 @@ func TestCheckEvents(t *testing.T) {
 			t.Errorf("checkEvents(%q) = %v, %v; want ok %v, last %v", c.in, last, err, c.ok, c.last)
 		}
 	}
+}
+
+// FuzzValidString: the recorder's check of an event's data agrees with
+// json.Valid on every input that starts and ends without white space.
+func FuzzValidString(f *testing.F) {
+	for _, s := range []string{`""`, `"a"`, `"\u00e9\"\\\/\b\f\n\r\t"`, `"\u12"`, `"\x"`, "\"\x01\"", "\"\xff\xfe\"", `"a"b"`, `"\"`, `"`, `"\u2028"`, `"\uD800"`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, p []byte) {
+		if len(p) > 0 && (bytes.ContainsRune([]byte(" \t\r\n"), rune(p[0])) || bytes.ContainsRune([]byte(" \t\r\n"), rune(p[len(p)-1]))) {
+			return
+		}
+		want := json.Valid(p) && len(p) > 0 && p[0] == '"'
+		if got := validString(p); got != want {
+			t.Fatalf("validString(%q) = %v, json.Valid says %v", p, got, want)
+		}
+	})
 }

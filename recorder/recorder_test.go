@@ -37,12 +37,16 @@ type rig struct {
 }
 
 type rigOptions struct {
-	onFailure string        // the rule's onRecordingFailure
-	senders   []string      // the recorder's Senders; nil means tag:server
-	noServe   bool          // the recorder node runs no recorder
-	bound     time.Duration // the client's AckTimeout
-	handler   sshmesh.Handler
-	recording string // the rule's recording options; "" means record to tag:recorder
+	onFailure  string        // the rule's onRecordingFailure
+	senders    []string      // the recorder's Senders; nil means tag:server
+	noServe    bool          // the recorder node runs no recorder
+	process    bool          // the recorder runs in a process of its own
+	bound      time.Duration // the client's AckTimeout
+	sync       time.Duration // the recorder's SyncInterval; 0 means 200 ms
+	maxStreams int           // the recorder's MaxStreamsPerSender
+	maxBytes   int64         // the recorder's MaxRecordingBytes
+	handler    sshmesh.Handler
+	recording  string // the rule's recording options; "" means record to tag:recorder
 }
 
 func newRig(t testing.TB, o rigOptions) *rig {
@@ -58,7 +62,7 @@ func newRig(t testing.TB, o rigOptions) *rig {
 	if o.onFailure != "" {
 		fail = fmt.Sprintf(`, "onRecordingFailure": %q`, o.onFailure)
 	}
-	doc, err := policy.Parse([]byte(fmt.Sprintf(`{
+	policySrc := fmt.Sprintf(`{
 	  "nodes": {
 	    "laptop": {"key": %q, "owner": "ann@example.com"},
 	    "srv":    {"key": %q, "tags": ["tag:server"]},
@@ -68,7 +72,8 @@ func newRig(t testing.TB, o rigOptions) *rig {
 	  "tagOwners": {"tag:server": ["ann@example.com"], "tag:recorder": ["ann@example.com"]},
 	  "ssh": [{"action": "accept", "src": ["ann@example.com"], "dst": ["tag:server"], "users": ["*"],
 	           %s, "message": "recording is required here"%s}],
-	}`, m.Nodes[0].Key.Public(), m.Nodes[1].Key.Public(), m.Nodes[2].Key.Public(), m.Nodes[3].Key.Public(), recording, fail)), "policy.hujson")
+	}`, m.Nodes[0].Key.Public(), m.Nodes[1].Key.Public(), m.Nodes[2].Key.Public(), m.Nodes[3].Key.Public(), recording, fail)
+	doc, err := policy.Parse([]byte(policySrc), "policy.hujson")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,12 +83,19 @@ func newRig(t testing.TB, o rigOptions) *rig {
 			t.Logf("server log:\n%s\nrecorder log:\n%s", tail(r.serverLog.String(), 400), tail(r.recLog.String(), 100))
 		}
 	})
-	if !o.noServe {
+	if o.process {
+		startRecorderProcess(t, r, policySrc)
+	} else if !o.noServe {
 		senders := o.senders
 		if senders == nil {
 			senders = []string{"tag:server"}
 		}
-		r.rec = &recorder.Server{Dir: r.recDir, Identify: doc.Node, Senders: senders, Logger: r.recLog.Logger(), SyncInterval: 200 * time.Millisecond}
+		sync := o.sync
+		if sync == 0 {
+			sync = 200 * time.Millisecond
+		}
+		r.rec = &recorder.Server{Dir: r.recDir, Identify: doc.Node, Senders: senders, Logger: r.recLog.Logger(), SyncInterval: sync,
+			MaxStreamsPerSender: o.maxStreams, MaxRecordingBytes: o.maxBytes}
 		ln, err := r.recNd.Listen("tcp", fmt.Sprintf(":%d", recorder.DefaultPort))
 		if err != nil {
 			t.Fatal(err)

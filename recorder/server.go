@@ -67,15 +67,70 @@ type Server struct {
 	// rebind a name of its own to the recorder). Empty refuses the page.
 	Addrs []netip.Addr
 
+	// MaxStreamsPerSender bounds how many recordings one sending node
+	// (one WireGuard key) streams at once; more are refused. 0 means
+	// DefaultMaxStreamsPerSender.
+	MaxStreamsPerSender int
+
+	// MaxRecordingBytes bounds one recording's event bytes; a stream that
+	// goes over it is refused from then on (the recording is kept,
+	// marked incomplete, and the sender's rule decides about the
+	// session). 0 means DefaultMaxRecordingBytes.
+	MaxRecordingBytes int64
+
 	// Now is the clock for dates and times. nil means time.Now.
 	Now func() time.Time
 
 	mu      sync.Mutex
 	ls      map[net.Listener]struct{}
 	conns   map[net.Conn]struct{}
+	streams map[meshkey.Public]int // streams in progress per sender
 	closed  bool
 	closeCh chan struct{}
 	wg      sync.WaitGroup
+}
+
+// Defaults of Server's limits.
+const (
+	DefaultMaxStreamsPerSender       = 256
+	DefaultMaxRecordingBytes   int64 = 16 << 30
+)
+
+func (s *Server) maxStreams() int {
+	if s.MaxStreamsPerSender > 0 {
+		return s.MaxStreamsPerSender
+	}
+	return DefaultMaxStreamsPerSender
+}
+
+func (s *Server) maxBytes() int64 {
+	if s.MaxRecordingBytes > 0 {
+		return s.MaxRecordingBytes
+	}
+	return DefaultMaxRecordingBytes
+}
+
+// takeStream counts a stream of sender's, unless it has as many as it may.
+func (s *Server) takeStream(sender meshkey.Public) (int, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.streams == nil {
+		s.streams = map[meshkey.Public]int{}
+	}
+	n := s.streams[sender]
+	if n >= s.maxStreams() {
+		return n, false
+	}
+	s.streams[sender] = n + 1
+	return n + 1, true
+}
+
+func (s *Server) releaseStream(sender meshkey.Public) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.streams[sender]--; s.streams[sender] <= 0 {
+		delete(s.streams, sender)
+	}
 }
 
 // Meta is what a recorder keeps beside each recording: who sent it (from
@@ -220,6 +275,12 @@ func (s *Server) serveConn(c net.Conn) {
 		writeFrame(c, frameRefused, []byte("this node may not send recordings here"))
 		return
 	}
+	if n, ok := s.takeStream(peer.Key); !ok {
+		log.Warn("recording refused: the node streams as many recordings as it may", "streams", n, "limit", s.maxStreams())
+		writeFrame(c, frameRefused, fmt.Appendf(nil, "this node already streams %d recordings here, the recorder's limit", n))
+		return
+	}
+	defer s.releaseStream(peer.Key)
 	c.SetReadDeadline(time.Now().Add(s.idle()))
 	typ, p, err := readFrame(c, MaxFrame)
 	if err != nil || typ != frameStart {
@@ -259,6 +320,7 @@ func (s *Server) serveConn(c net.Conn) {
 	if err != nil {
 		log.Warn("recording stream failed", "err", err, "bytes", rec.written)
 		w.frame(frameRefused, []byte(err.Error()))
+		defer lingerClose(c)
 	}
 	if ferr := rec.finish(s.now(), complete, err); ferr != nil {
 		log.Error("recording not saved cleanly", "err", ferr)
@@ -268,6 +330,23 @@ func (s *Server) serveConn(c net.Conn) {
 		w.frame(frameAck, ackPayload(rec.synced))
 	}
 	log.Info("recording end", "bytes", rec.written, "complete", complete)
+}
+
+// refusalLinger bounds how long a refused stream's conn is read (and its
+// data dropped) before it closes.
+const refusalLinger = 5 * time.Second
+
+// lingerClose ends our side of a conn whose stream was refused midway, and
+// reads (and drops) what the sender still sends until it closes its side
+// (at most refusalLinger): closing with the sender's data unread would
+// reset the conn, and the reset can destroy the refusal frame before the
+// sender reads it.
+func lingerClose(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	c.SetReadDeadline(time.Now().Add(refusalLinger))
+	io.Copy(io.Discard, c)
 }
 
 func (s *Server) idle() time.Duration {
@@ -297,6 +376,9 @@ func (s *Server) receive(c net.Conn, rec *recording) (complete bool, err error) 
 		}
 		switch typ {
 		case frameData:
+			if rec.written+int64(len(p)) > s.maxBytes() {
+				return false, fmt.Errorf("the recording is over the recorder's limit of %d bytes", s.maxBytes())
+			}
 			if err := rec.append(p); err != nil {
 				return false, err
 			}
@@ -481,7 +563,7 @@ func (r *recording) finish(now time.Time, complete bool, cause error) error {
 
 // checkEvents checks that p is whole lines, each an asciicast event as
 // json.Marshal writes it, [time,"o"|"i"|"r",data], and returns the last
-// time. It does not decode the data (json.Valid only scans it): the
+// time. It does not decode the data (validString only scans it): the
 // recorder keeps the bytes as they came.
 func checkEvents(p []byte) (float64, error) {
 	if len(p) == 0 || p[len(p)-1] != '\n' {
@@ -518,8 +600,58 @@ func checkEvent(line []byte) (float64, error) {
 		return 0, errBadEvent
 	}
 	data := rest[4:]
-	if len(data) < 2 || data[0] != '"' || !json.Valid(data) {
+	if !validString(data) {
 		return 0, errBadEvent
 	}
 	return t, nil
 }
+
+// stringByte[c] is true for the bytes that stand for themselves inside a
+// JSON string: not '"', '\\' or a control character. (JSON, like
+// json.Valid, does not ask the bytes to be valid UTF-8.)
+var stringByte = func() (t [256]bool) {
+	for c := 0x20; c < 256; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
+// validString reports whether p is exactly one JSON string, as json.Valid
+// would (without the white space json.Valid allows around it).
+func validString(p []byte) bool {
+	if len(p) < 2 || p[0] != '"' {
+		return false
+	}
+	for i := 1; i < len(p); {
+		for i < len(p) && stringByte[p[i]] {
+			i++
+		}
+		if i == len(p) {
+			return false
+		}
+		switch p[i] {
+		case '"':
+			return i == len(p)-1
+		case '\\':
+			if i+1 >= len(p) {
+				return false
+			}
+			switch p[i+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				i += 2
+			case 'u':
+				if i+6 > len(p) || !isHex(p[i+2]) || !isHex(p[i+3]) || !isHex(p[i+4]) || !isHex(p[i+5]) {
+					return false
+				}
+				i += 6
+			default:
+				return false
+			}
+		default: // a control character
+			return false
+		}
+	}
+	return false
+}
+
+func isHex(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' }

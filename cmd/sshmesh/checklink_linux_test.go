@@ -4,7 +4,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/sshmesh/sshmesh/internal/testkit"
@@ -22,7 +21,7 @@ func TestLocalLinkOtherUser(t *testing.T) {
 	u := testkit.NewUser(t, testkit.UserOptions{})
 	host := strings.TrimPrefix(strings.TrimSuffix(l.URL, l.prefix), "http://")
 	cmd := exec.Command(curl, "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Host: "+host, "http://"+l.ln[0].Addr().String()+l.prefix)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(u.UID), Gid: uint32(u.GID)}}
+	runAs(cmd, u.UID, u.GID)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	out, err := cmd.Output()
 	if err != nil {

@@ -15,7 +15,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -322,7 +321,7 @@ func TestProxyOtherLocalUser(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bash, "-c", `exec 3<>"/dev/tcp/$1/$2" || exit 9; printf "$3" >&3; exec cat <&3`,
 		"socks5", proxyHost, proxyPort, esc.String())
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(u.UID), Gid: uint32(u.GID)}}
+	runAs(cmd, u.UID, u.GID)
 	cmd.Dir = u.Home
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se

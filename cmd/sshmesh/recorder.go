@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/sshmesh/sshmesh/netstack"
 	"github.com/sshmesh/sshmesh/policy"
 	"github.com/sshmesh/sshmesh/recorder"
 )
@@ -22,18 +23,21 @@ func cmdRecorder(ctx context.Context, args []string, io stdio) (err error) {
 	}
 	fs := newFlags("recorder", "--wg CONF --policy FILE --dir DIR --senders LIST [--viewers LIST]", io)
 	fs.Bool("tailnet", false, "run the recorder as a node of an existing tailnet (headscale or Tailscale) instead: runs sshmesh-tailnet recorder with these arguments (see its --help)")
-	wgPath := fs.String("wg", "", "wg-quick `file` of this node (required)")
-	policyPath := fs.String("policy", "", "policy `file` (HuJSON; required): names the nodes that send and view")
+	wgPath := fs.String("wg", "", "wg-quick `file` of this node (required); its peers are re-read on SIGHUP")
+	policyPath := fs.String("policy", "", "policy `file` (HuJSON; required): names the nodes that send and view; re-read with --wg on SIGHUP")
 	dir := fs.String("dir", "", "`dir` for the recordings, as DIR/NODE/YYYY-MM-DD/SESSION.cast (required)")
 	senders := fs.String("senders", "", "comma-separated `list` of who may send recordings: node names, tag:NAME, owner emails, * (required)")
 	viewers := fs.String("viewers", "", "comma-separated `list` of who may list and play recordings on the page (node names, tag:NAME, owner emails); empty: nobody")
 	port := fs.Uint("port", recorder.DefaultPort, "stream `port` on the mesh addresses")
+	maxStreams := fs.Int("max-streams", recorder.DefaultMaxStreamsPerSender, "most recordings one sending node may stream at `once`")
+	maxMiB := fs.Int64("max-recording-mib", recorder.DefaultMaxRecordingBytes>>20, "largest recording, in `MiB`; a stream over it is refused")
 	httpPort := fs.Uint("http-port", 80, "`port` of the page on the mesh addresses (0: no page)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *wgPath == "" || *policyPath == "" || *dir == "" || *senders == "" || fs.NArg() != 0 || *port == 0 || *port > 65535 || *httpPort > 65535 {
+	if *wgPath == "" || *policyPath == "" || *dir == "" || *senders == "" || fs.NArg() != 0 || *port == 0 || *port > 65535 || *httpPort > 65535 ||
+		*maxStreams <= 0 || *maxMiB <= 0 || *maxMiB > 1<<40 {
 		fs.Usage()
 		return errUsage
 	}
@@ -50,17 +54,35 @@ func cmdRecorder(ctx context.Context, args []string, io stdio) (err error) {
 	if err != nil {
 		return err
 	}
-	for flag, list := range map[string]string{"--senders": *senders, "--viewers": *viewers} {
-		if err := checkPrincipals(doc, splitList(list)); err != nil {
-			return fmt.Errorf("%s: %w", flag, err)
+	checkLists := func(doc *policy.Document) error {
+		for flag, list := range map[string]string{"--senders": *senders, "--viewers": *viewers} {
+			if err := checkPrincipals(doc, splitList(list)); err != nil {
+				return fmt.Errorf("%s: %w", flag, err)
+			}
 		}
+		return nil
+	}
+	if err := checkLists(doc); err != nil {
+		return err
 	}
 	if err := os.MkdirAll(*dir, 0o700); err != nil {
 		return fmt.Errorf("--dir: %w", err)
 	}
-	rec := &recorder.Server{Dir: *dir, Identify: doc.Node, Senders: splitList(*senders), Viewers: splitList(*viewers),
-		Logger: logger, Addrs: node.Addresses()}
+	pol := &reloadable{}
+	pol.doc.Store(doc)
+	rec := &recorder.Server{Dir: *dir, Identify: pol.Node, Senders: splitList(*senders), Viewers: splitList(*viewers),
+		Logger: logger, Addrs: node.Addresses(), MaxStreamsPerSender: *maxStreams, MaxRecordingBytes: int64(*maxMiB) << 20}
 	defer rec.Close()
+
+	// SIGHUP re-reads the policy (who is who: senders and viewers are
+	// matched against it) and the wg-quick file's peers, as serve does.
+	cfg, _, err := netstack.LoadConfig(*wgPath)
+	if err != nil {
+		return err
+	}
+	rl := &meshReload{wgPath: *wgPath, policyPath: *policyPath, started: cfg, node: node, pol: pol, check: checkLists, logger: logger}
+	stopReload := onHangup(logger, rl)
+	defer stopReload()
 	ln, err := node.Listen("tcp", ":"+strconv.Itoa(int(*port)))
 	if err != nil {
 		return err

@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"os/signal"
 	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/sshmesh/sshmesh"
 	"github.com/sshmesh/sshmesh/meshkey"
@@ -23,12 +25,17 @@ import (
 // end. A bad file, or a change to what the running node cannot take live
 // ([Interface]: PrivateKey, Address, ListenPort, MTU), is logged with its
 // file and line and changes nothing.
+//
+// `sshmesh recorder` reloads the same way, with no SSH server (srv nil)
+// and its own check of a new policy (its --senders and --viewers must
+// still name nodes of it).
 type meshReload struct {
 	wgPath, policyPath string
 	started            netstack.Config // as the node was started: its [Interface] is fixed
 	node               *netstack.Node
 	pol                *reloadable
-	srv                *sshmesh.Server
+	srv                *sshmesh.Server              // nil: the node serves no SSH
+	check              func(*policy.Document) error // more checks of a new policy; nil: none
 	logger             *slog.Logger
 }
 
@@ -44,6 +51,11 @@ func (r *meshReload) reload() bool {
 			r.logger.Warn("wg-quick file: "+w, "file", r.wgPath)
 		}
 		doc, err = loadPolicy(r.policyPath, r.node.PublicKey())
+	}
+	if err == nil && r.check != nil {
+		if err = r.check(doc); err != nil {
+			err = fmt.Errorf("%s: %w", r.policyPath, err)
+		}
 	}
 	if err == nil {
 		before := r.node.Peers()
@@ -68,6 +80,21 @@ func (r *meshReload) reload() bool {
 	return false
 }
 
+// onHangup reloads r on every SIGHUP (telling systemd) until the returned
+// stop is called.
+func onHangup(logger *slog.Logger, r *meshReload) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for range hup {
+			notify(logger, sdReloading())
+			r.reload()
+			notify(logger, "READY=1")
+		}
+	}()
+	return func() { signal.Stop(hup) }
+}
+
 // applied re-evaluates open conns under the new policy, ends the conns of
 // the peers that left and logs what changed.
 func (r *meshReload) applied(before, after []netstack.Peer) {
@@ -90,12 +117,14 @@ func (r *meshReload) applied(before, after []netstack.Peer) {
 		delete(had, p.PublicKey)
 	}
 	ended := 0
-	for k := range had {
-		// The server's peer watcher would find these too; this is at once.
-		ended += r.srv.ClosePeer(k, "peer removed from the mesh")
-	}
-	if n := r.srv.SetPolicy(r.pol); n > 0 {
-		r.logger.Info("policy reload ended conns it no longer allows", "conns", n)
+	if r.srv != nil {
+		for k := range had {
+			// The server's peer watcher would find these too; this is at once.
+			ended += r.srv.ClosePeer(k, "peer removed from the mesh")
+		}
+		if n := r.srv.SetPolicy(r.pol); n > 0 {
+			r.logger.Info("policy reload ended conns it no longer allows", "conns", n)
+		}
 	}
 	r.logger.Info("reloaded", "wg", r.wgPath, "policy", r.policyPath,
 		"peers", len(after), "added", added, "removed", len(had), "changed", changed, "conns_ended", ended)
@@ -127,7 +156,15 @@ func (r *meshReload) sameInterface(cfg netstack.Config) error {
 		return nil
 	}
 	return &netstack.ConfigError{File: r.wgPath, Line: keyLine(r.wgPath, key), Key: key,
-		Err: errors.New("changed; the running node cannot take it live: restart sshmesh serve to apply it")}
+		Err: fmt.Errorf("changed; the running node cannot take it live: restart %s to apply it", r.program())}
+}
+
+// program is the command whose node reloads, for messages.
+func (r *meshReload) program() string {
+	if r.srv == nil {
+		return "sshmesh recorder"
+	}
+	return "sshmesh serve"
 }
 
 // keyLine returns the line of the first key named key in path, or 0.

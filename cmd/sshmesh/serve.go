@@ -8,12 +8,10 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -200,16 +198,8 @@ func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 	}
 
 	rl := &meshReload{wgPath: *wgPath, policyPath: *policyPath, started: cfg, node: node, pol: pol, srv: srv, logger: logger}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	go func() {
-		for range hup {
-			notify(logger, sdReloading())
-			rl.reload()
-			notify(logger, "READY=1")
-		}
-	}()
+	stopReload := onHangup(logger, rl)
+	defer stopReload()
 
 	statusCtx, stopStatus := context.WithCancel(ctx)
 	defer stopStatus()

@@ -16,7 +16,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -659,7 +658,9 @@ func testAbruptDisconnect(t *testing.T, ls *loginServer, u *loginUser) {
 			}
 		}
 		pid := c.kill(cmd.Process.Pid)
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		if proc, err := os.FindProcess(pid); err != nil {
+			t.Fatal(err)
+		} else if err := proc.Kill(); err != nil {
 			t.Fatal(err)
 		}
 		took := waitGone(c.name, 10*time.Second)
@@ -730,7 +731,7 @@ func TestLoginNonRootServe(t *testing.T) {
 	startServe(t, &log, func(cmd *exec.Cmd) {
 		cmd.Dir = dir
 		cmd.Env = []string{"HOME=" + u.Home, "USER=" + u.Name, "PATH=/usr/bin:/bin"}
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(u.UID), Gid: uint32(u.GID)}}
+		runAs(cmd, u.UID, u.GID)
 	}, "--wg", serverConf, "--policy", polPath, "--state", filepath.Join(dir, "state"), "--port", "22")
 
 	host := server.Addr.String()
@@ -894,8 +895,8 @@ func ownedBy(t *testing.T, u *loginUser, path string) {
 			t.Error(err)
 			return nil
 		}
-		if st := fi.Sys().(*syscall.Stat_t); int(st.Uid) != u.UID || int(st.Gid) != u.GID {
-			t.Errorf("%s is owned by %d:%d, want %s (%d:%d)", p, st.Uid, st.Gid, u.Name, u.UID, u.GID)
+		if uid, gid := fileOwner(fi); uid != u.UID || gid != u.GID {
+			t.Errorf("%s is owned by %d:%d, want %s (%d:%d)", p, uid, gid, u.Name, u.UID, u.GID)
 		}
 		return nil
 	})

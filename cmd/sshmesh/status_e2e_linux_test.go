@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/sshmesh/sshmesh/sshmeshtest"
@@ -84,7 +83,7 @@ func TestServeStatus(t *testing.T) {
 			t.Fatal(err)
 		}
 		cmd := exec.Command(nobodyBin, "status", "--state", state)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+		runAs(cmd, uid, gid)
 		out, err := cmd.CombinedOutput()
 		if err == nil || strings.Contains(string(out), "laptop") || !strings.Contains(string(out), "only the user sshmesh serve runs as, and root, may read its status") {
 			t.Errorf("nobody and the status: %v\n%s; want a refusal by permissions", err, out)

@@ -30,13 +30,16 @@ func runRecorder(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	viewers := fs.String("viewers", "", "comma-separated `list` of who may list and play recordings on the page (tag:NAME, logins, node names); empty: nobody")
 	port := fs.Uint("port", recorder.DefaultPort, "stream `port` on the tailnet addresses")
 	httpPort := fs.Uint("http-port", 80, "`port` of the page on the tailnet addresses (0: no page)")
+	maxStreams := fs.Int("max-streams", recorder.DefaultMaxStreamsPerSender, "most recordings one sending node may stream at `once`")
+	maxMiB := fs.Int64("max-recording-mib", recorder.DefaultMaxRecordingBytes>>20, "largest recording, in `MiB`; a stream over it is refused")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
 		return errUsage
 	}
-	if *dir == "" || *senders == "" || fs.NArg() != 0 || *port == 0 || *port > 65535 || *httpPort > 65535 {
+	if *dir == "" || *senders == "" || fs.NArg() != 0 || *port == 0 || *port > 65535 || *httpPort > 65535 ||
+		*maxStreams <= 0 || *maxMiB <= 0 {
 		fmt.Fprintln(stderr, usage)
 		return errUsage
 	}
@@ -60,7 +63,7 @@ func runRecorder(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	// No Identify: every conn of a tailnet listener carries its caller's
 	// identity from the coordinator, and the recorder names it by that.
 	rec := &recorder.Server{Dir: *dir, Senders: splitList(*senders), Viewers: splitList(*viewers),
-		Logger: logger, Addrs: node.Addresses()}
+		Logger: logger, Addrs: node.Addresses(), MaxStreamsPerSender: *maxStreams, MaxRecordingBytes: *maxMiB << 20}
 	defer rec.Close()
 	ln, err := node.Listen("tcp", ":"+strconv.Itoa(int(*port)))
 	if err != nil {

@@ -1,0 +1,80 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/sshmesh/sshmesh/meshkey"
+)
+
+// TestRecorderReload: SIGHUP makes `sshmesh recorder` re-read its policy
+// (which names the nodes --senders and --viewers match) and its wg-quick
+// file. A bad file is logged with its line and changes nothing: the
+// recorder still takes the server's recordings; a good policy in which
+// the server's node no longer has the senders' tag applies, and the
+// server's next fail-closed session is refused.
+func TestRecorderReload(t *testing.T) {
+	f := newRecorderFixture(t)
+	hup := func() {
+		t.Helper()
+		if err := f.recCmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	good, err := os.ReadFile(f.polPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	goodWG, err := os.ReadFile(f.recConf)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A policy with a syntax error: logged with file and line, not applied.
+	i := strings.Index(string(good), `"tagOwners": {`)
+	badLine := strings.Count(string(good[:i]), "\n") + 1
+	bad := strings.Replace(string(good), `"tagOwners": {`, `"tagOwners" {`, 1)
+	os.WriteFile(f.polPath, []byte(bad), 0o600)
+	hup()
+	waitCount(t, f.recLog, "reload failed", 1)
+	if want := fmt.Sprintf("file=%s line=%d", f.polPath, badLine); !strings.Contains(f.recLog.String(), want) {
+		t.Errorf("the failed reload does not say %q:\n%s", want, f.recLog.String())
+	}
+
+	// A wg-quick file with a bad key: the same.
+	os.WriteFile(f.polPath, good, 0o600)
+	os.WriteFile(f.recConf, append(append([]byte(nil), goodWG...), "\n[Peer]\nPublicKey = not-a-key\n"...), 0o600)
+	hup()
+	waitCount(t, f.recLog, "reload failed", 2)
+	wgLine := strings.Count(string(goodWG), "\n") + 3
+	if want := fmt.Sprintf("file=%s line=%d", f.recConf, wgLine); !strings.Contains(f.recLog.String(), want) {
+		t.Errorf("the failed reload does not say %q:\n%s", want, f.recLog.String())
+	}
+	if out, errOut, code := stockSSH(t, f.lapConf, f.login, "echo still-recorded"); code != 0 || out != "still-recorded\n" {
+		t.Fatalf("after the failed reloads: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+
+	// A policy in which srv lost tag:server (it is nobody's node now;
+	// srv2 has the tag, so --senders still names a node): srv may no
+	// longer send.
+	os.WriteFile(f.recConf, goodWG, 0o600)
+	other, _ := meshkey.NewPrivate()
+	moved := strings.Replace(string(good), `"tags": ["tag:server"]},`, `"owner": "nobody@example.com"},
+    "srv2":   {"key": "`+other.Public().String()+`", "tags": ["tag:server"]},`, 1)
+	if moved == string(good) {
+		t.Fatal("the test's policy edit did not apply")
+	}
+	os.WriteFile(f.polPath, []byte(moved), 0o600)
+	hup()
+	waitCount(t, f.recLog, "msg=reloaded", 1)
+	out, errOut, code := stockSSH(t, f.lapConf, f.login, "echo must-not-run")
+	if code != 254 || strings.Contains(out, "must-not-run") {
+		t.Errorf("after the reload: exit %d, stdout %q, stderr %q; want 254 (the recorder refuses srv)", code, out, errOut)
+	}
+	if !strings.Contains(f.recLog.String(), "recording refused: the node may not send recordings") {
+		t.Errorf("the recorder did not refuse srv after the reload:\n%s", f.recLog.String())
+	}
+}
