@@ -47,8 +47,8 @@ type viewerConnKey struct{}
 // until Close. Only identities in Viewers may use it, and only with a Host
 // header naming one of Addrs; every recording opened is logged.
 func (s *Server) ServePage(l net.Listener) error {
-	if s.Dir == "" || s.Identify == nil {
-		return errors.New("recorder: Server.Dir and Server.Identify are required")
+	if s.Dir == "" {
+		return errors.New("recorder: Server.Dir is required")
 	}
 	srv := &http.Server{
 		Handler:           s.Page(),
@@ -141,14 +141,14 @@ func (s *Server) hostAllowed(host string) bool {
 	return err == nil && slices.Contains(s.Addrs, a.Unmap())
 }
 
-// viewer returns the mesh identity of the request's conn.
+// viewer returns the identity of the request's conn (see [Server.identify]).
 func (s *Server) viewer(r *http.Request) (policy.Identity, bool) {
 	c, _ := r.Context().Value(viewerConnKey{}).(net.Conn)
 	p, ok := sshmesh.PeerOf(c)
 	if !ok {
 		return policy.Identity{}, false
 	}
-	id, named := s.Identify(p.Key)
+	id, named := s.identify(p)
 	id.Key = p.Key
 	return id, named
 }

@@ -34,8 +34,11 @@ type Server struct {
 	// Dir holds the recordings. Required.
 	Dir string
 
-	// Identify names the mesh peer of a conn (a *policy.Document's Node).
-	// Required: a peer it does not name may neither send nor view.
+	// Identify names the mesh peer of a conn (a *policy.Document's Node):
+	// a peer it does not name may neither send nor view. A conn that
+	// carries its caller's identity from a coordinator (an
+	// [sshmesh.IdentityConn], as a tailnet listener's conns do) is named
+	// by that identity instead; Identify may be nil when every conn does.
 	Identify func(meshkey.Public) (policy.Identity, bool)
 
 	// Senders may stream recordings: node names, tag:NAME, owner emails,
@@ -161,8 +164,8 @@ func (s *Server) now() time.Time {
 // Serve takes recording streams on l (a mesh listener, whose conns know
 // their peer) until l fails or the server is closed.
 func (s *Server) Serve(l net.Listener) error {
-	if s.Dir == "" || s.Identify == nil {
-		return errors.New("recorder: Server.Dir and Server.Identify are required")
+	if s.Dir == "" {
+		return errors.New("recorder: Server.Dir is required")
 	}
 	s.mu.Lock()
 	if s.closed {
@@ -242,6 +245,20 @@ func matches(id policy.Identity, list []string) bool {
 	return false
 }
 
+// identify names a conn's peer: by the identity its transport vouches
+// for (a tailnet's coordinator), else by Identify from its mesh key. The
+// stream's own words never name it.
+func (s *Server) identify(p sshmesh.Peer) (policy.Identity, bool) {
+	if p.Identity != nil {
+		id := *p.Identity
+		return id, id.Key == p.Key
+	}
+	if s.Identify == nil {
+		return policy.Identity{}, false
+	}
+	return s.Identify(p.Key)
+}
+
 // serveConn stores one stream.
 func (s *Server) serveConn(c net.Conn) {
 	defer c.Close()
@@ -251,7 +268,7 @@ func (s *Server) serveConn(c net.Conn) {
 		log.Warn("recording refused: the conn does not know its mesh peer")
 		return
 	}
-	id, named := s.Identify(peer.Key)
+	id, named := s.identify(peer)
 	log = log.With("peer", peer.Key.Short(), "node", id.Name())
 	if !named || id.Node == "" || !matches(id, s.Senders) {
 		log.Warn("recording refused: the node may not send recordings")

@@ -1,14 +1,12 @@
 package tailnet_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -62,7 +60,8 @@ func BenchmarkStockSSHTrue(b *testing.B) {
 // and p90), bulk `head -c SIZE /dev/zero` down and `cat > /dev/null` up
 // (MiB/s from the ssh's start to its end, median of the runs), and each
 // server process's RSS (VmRSS) idle after warm-up logins, its peak during
-// bulk (VmHWM, reset before bulk) and 2 s after. Run it once:
+// bulk (VmHWM, reset before bulk) and 2 s after, and its CPU time per GiB
+// moved each way. Run it once:
 //
 //	go test -run '^$' -bench TailnetSetup -benchtime 1x .
 //
@@ -153,7 +152,9 @@ func BenchmarkTailnetSetup(b *testing.B) {
 	for r := range runs {
 		for _, tg := range targets {
 			stop := perfRecord(b, perfDir, r, tg, "down")
+			cpu0 := procCPUSeconds(b, tg.pid)
 			tg.down = append(tg.down, mib/run(tg, fmt.Sprintf("head -c %d /dev/zero", size), nil).Seconds())
+			tg.cpuDown += procCPUSeconds(b, tg.pid) - cpu0
 			stop()
 		}
 		for _, tg := range targets {
@@ -162,7 +163,9 @@ func BenchmarkTailnetSetup(b *testing.B) {
 				b.Fatal(err)
 			}
 			stop := perfRecord(b, perfDir, r, tg, "up")
+			cpu0 := procCPUSeconds(b, tg.pid)
 			tg.up = append(tg.up, mib/run(tg, "cat > /dev/null", f).Seconds())
+			tg.cpuUp += procCPUSeconds(b, tg.pid) - cpu0
 			stop()
 			f.Close()
 		}
@@ -190,6 +193,8 @@ func BenchmarkTailnetSetup(b *testing.B) {
 			b.ReportMetric(median(tg.lat), "true-ms")
 			b.ReportMetric(median(tg.down), "down-MiB/s")
 			b.ReportMetric(median(tg.up), "up-MiB/s")
+			b.ReportMetric(tg.cpuDown/(float64(size)*float64(runs)/(1<<30)), "cpu-s/GiB-down")
+			b.ReportMetric(tg.cpuUp/(float64(size)*float64(runs)/(1<<30)), "cpu-s/GiB-up")
 			b.ReportMetric(float64(tg.rssIdle)/1024, "rss-idle-MiB")
 			b.ReportMetric(float64(tg.rssPeak)/1024, "rss-peak-MiB")
 			b.ReportMetric(float64(tg.rssAfter)/1024, "rss-after-MiB")
@@ -222,6 +227,7 @@ type benchTarget struct {
 	pid                        int
 	lat, down, up              []float64 // ms; MiB/s; MiB/s
 	rssIdle, rssPeak, rssAfter int       // KiB
+	cpuDown, cpuUp             float64   // the server process's CPU seconds over all bulk runs each way
 }
 
 // tailnetBenchTable is the Markdown table of BenchmarkTailnetSetup, with
@@ -244,6 +250,9 @@ func tailnetBenchTable(ours, ts *benchTarget, size int64, runs, latN int) string
 	row("`ssh host true` p90, ms", percentile(ours.lat, 0.9), percentile(ts.lat, 0.9), "%.0f")
 	row(fmt.Sprintf("bulk download %d MiB, MiB/s (median of %d)", size>>20, runs), median(ours.down), median(ts.down), "%.1f")
 	row(fmt.Sprintf("bulk upload %d MiB, MiB/s (median of %d)", size>>20, runs), median(ours.up), median(ts.up), "%.1f")
+	gib := float64(size) * float64(runs) / (1 << 30)
+	row("server CPU per GiB down, s (user+sys of the server process; steadier than MiB/s on a loaded machine)", ours.cpuDown/gib, ts.cpuDown/gib, "%.1f")
+	row("server CPU per GiB up, s", ours.cpuUp/gib, ts.cpuUp/gib, "%.1f")
 	fmt.Fprintf(&s, "| server RSS idle, MiB (after warm-up logins) | %s | %s | %s |\n", mibs(ours.rssIdle), mibs(ts.rssIdle), ratio(float64(ours.rssIdle), float64(ts.rssIdle)))
 	fmt.Fprintf(&s, "| server RSS peak during bulk, MiB (VmHWM) | %s | %s | %s |\n", mibs(ours.rssPeak), mibs(ts.rssPeak), ratio(float64(ours.rssPeak), float64(ts.rssPeak)))
 	fmt.Fprintf(&s, "| server RSS 2 s after bulk, MiB | %s | %s | %s |\n", mibs(ours.rssAfter), mibs(ts.rssAfter), ratio(float64(ours.rssAfter), float64(ts.rssAfter)))
@@ -293,6 +302,30 @@ func procStatusKiB(tb testing.TB, pid int, field string) int {
 	return 0
 }
 
+// procCPUSeconds is the user+system CPU time of process pid (its threads,
+// not its children), from /proc/PID/stat.
+func procCPUSeconds(tb testing.TB, pid int) float64 {
+	tb.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// The fields after the command's name, which is in parentheses and may hold spaces.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		tb.Fatalf("/proc/%d/stat: %q", pid, b)
+	}
+	utime, err1 := strconv.ParseFloat(f[11], 64) // field 14 of proc(5)
+	stime, err2 := strconv.ParseFloat(f[12], 64) // field 15
+	if err1 != nil || err2 != nil {
+		tb.Fatalf("/proc/%d/stat: %q", pid, b)
+	}
+	return (utime + stime) / clockTicks
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat's times (100 on Linux).
+const clockTicks = 100
+
 // envInt is the positive integer in the environment variable name, or def.
 func envInt(tb testing.TB, name string, def int) int {
 	v := os.Getenv(name)
@@ -337,66 +370,13 @@ type serveProcess struct {
 func startServeProcess(tb testing.TB, h *headscale, user string) *serveProcess {
 	tb.Helper()
 	dir := tb.TempDir()
-	bin := filepath.Join(dir, "sshmesh-tailnet")
-	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/sshmesh-tailnet").CombinedOutput(); err != nil {
-		tb.Fatalf("go build ./cmd/sshmesh-tailnet: %v\n%s", err, out)
-	}
 	pol := `{"identity": "tailnet", "tagOwners": {"tag:server": ["alice@example.com"]},
   "ssh": [{"action": "accept", "src": ["alice@example.com"], "dst": ["tag:server"], "users": ["` + user + `"]}]}`
-	for name, text := range map[string]string{"policy.hujson": pol, "authkey": h.authKey(0, "tag:server")} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o600); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	log, err := os.Create(filepath.Join(dir, "serve.log"))
-	if err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "policy.hujson"), []byte(pol), 0o600); err != nil {
 		tb.Fatal(err)
 	}
-	cmd := exec.Command(bin, "serve", "--tailnet", "--policy", filepath.Join(dir, "policy.hujson"),
-		"--control-url", h.URL, "--auth-key-file", filepath.Join(dir, "authkey"), "--state", filepath.Join(dir, "state"),
+	p := startProgram(tb, h, "tag:server", `serving SSH on the tailnet .* on (\d+\.\d+\.\d+\.\d+)`,
+		"serve", "--tailnet", "--policy", filepath.Join(dir, "policy.hujson"),
 		"--hostname", "sshmesh-bench", "--check-port", "0") // the key carries tag:server
-	cmd.Stderr = log
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		log.Close()
-		if tb.Failed() {
-			b, _ := os.ReadFile(log.Name())
-			tb.Logf("sshmesh-tailnet serve log:\n%s", tail(b, 3000))
-		}
-	})
-	ip := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if m := regexp.MustCompile(`serving SSH on the tailnet .* on (\d+\.\d+\.\d+\.\d+)`).FindStringSubmatch(sc.Text()); m != nil {
-				ip <- m[1]
-			}
-		}
-		close(ip)
-	}()
-	select {
-	case host, ok := <-ip:
-		if !ok {
-			tb.Fatal("sshmesh-tailnet serve ended without serving")
-		}
-		return &serveProcess{host: host, pid: cmd.Process.Pid}
-	case <-time.After(3 * time.Minute):
-		tb.Fatal("sshmesh-tailnet serve did not say where it serves within 3 minutes")
-	}
-	return nil
+	return &serveProcess{host: p.host, pid: p.pid}
 }

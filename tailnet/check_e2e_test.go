@@ -25,7 +25,10 @@ func (f *tailnetFixture) checkInBrowser(t *testing.T) {
 	testkit.NeedBinary(t, "chromium", "chromium")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	args := append(append(sshOptions(f.alice), f.checkUser.Name+"@"+f.host), "echo checked-in; exit 7")
+	// A login held for its check reads no keepalive replies: allow the
+	// browsers (slow to start on a loaded machine) two minutes, not the 6 s
+	// of sshOptions' keepalives (ssh takes an option's first value).
+	args := append(append([]string{"-o", "ServerAliveCountMax=60"}, sshOptions(f.alice)...), f.checkUser.Name+"@"+f.host, "echo checked-in; exit 7")
 	cmd := exec.CommandContext(ctx, "ssh", args...)
 	stdout, stderr := &testkit.Buffer{}, &testkit.Buffer{}
 	cmd.Stdout, cmd.Stderr = stdout, stderr

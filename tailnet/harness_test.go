@@ -1,6 +1,7 @@
 package tailnet_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -8,8 +9,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -134,6 +138,7 @@ const headscalePolicy = `{
     "tag:server": ["alice@example.com"],
     "tag:ci":     ["alice@example.com"],
     "tag:other":  ["alice@example.com"],
+    "tag:recorder": ["alice@example.com"],
   },
   "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
   // For the benchmark's Tailscale SSH server (tailscaled --ssh), the same
@@ -348,4 +353,87 @@ func tail(b []byte, n int) []byte {
 		return b[len(b)-n:]
 	}
 	return b
+}
+
+// program is a running sshmesh-tailnet.
+type program struct {
+	host string // its tailnet IPv4 address, from its ready line
+	pid  int
+	stop func() // SIGTERM, then (after 20 s) SIGKILL; waits for the end
+}
+
+// startProgram builds sshmesh-tailnet and runs it with args, as a node of
+// h tagged tag (by its auth key; --control-url, --auth-key-file and
+// --state are added), until its stdout prints a line matching ready,
+// whose first group is its tailnet IPv4 address. It is stopped when the
+// test ends, and its log shown if the test failed.
+func startProgram(tb testing.TB, h *headscale, tag, ready string, args ...string) *program {
+	tb.Helper()
+	dir := tb.TempDir()
+	bin := filepath.Join(dir, "sshmesh-tailnet")
+	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/sshmesh-tailnet").CombinedOutput(); err != nil {
+		tb.Fatalf("go build ./cmd/sshmesh-tailnet: %v\n%s", err, out)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "authkey"), []byte(h.authKey(0, tag)), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	log, err := os.Create(filepath.Join(dir, "program.log"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cmd := exec.Command(bin, append(args, "--control-url", h.URL,
+		"--auth-key-file", filepath.Join(dir, "authkey"), "--state", filepath.Join(dir, "state"))...)
+	cmd.Stderr = log
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	p := &program{pid: cmd.Process.Pid}
+	var once sync.Once
+	p.stop = func() {
+		once.Do(func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-done:
+			case <-time.After(20 * time.Second):
+				cmd.Process.Kill()
+				<-done
+			}
+		})
+	}
+	tb.Cleanup(func() {
+		p.stop()
+		log.Close()
+		if tb.Failed() {
+			b, _ := os.ReadFile(log.Name())
+			tb.Logf("sshmesh-tailnet %s log:\n%s", args[0], tail(b, 3000))
+		}
+	})
+	re := regexp.MustCompile(ready)
+	ip := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if m := re.FindStringSubmatch(sc.Text()); m != nil {
+				ip <- m[1]
+			}
+		}
+		close(ip)
+	}()
+	select {
+	case host, ok := <-ip:
+		if !ok {
+			tb.Fatalf("sshmesh-tailnet %s ended without saying it was ready", args[0])
+		}
+		p.host = host
+		return p
+	case <-time.After(3 * time.Minute):
+		tb.Fatalf("sshmesh-tailnet %s did not say it was ready within 3 minutes", args[0])
+	}
+	return nil
 }

@@ -18,7 +18,11 @@ import (
 // cmdRecorder runs a recorder node: it stores the session recordings that
 // sshmesh servers stream to it and serves a page to find and play them.
 func cmdRecorder(ctx context.Context, args []string, io stdio) (err error) {
+	if wantsTailnet(args) {
+		return onTailnet(ctx, "recorder", args, io)
+	}
 	fs := newFlags("recorder", "--wg CONF --policy FILE --dir DIR --senders LIST [--viewers LIST]", io)
+	fs.Bool("tailnet", false, "run the recorder as a node of an existing tailnet (headscale or Tailscale) instead: runs sshmesh-tailnet recorder with these arguments (see its --help)")
 	wgPath := fs.String("wg", "", "wg-quick `file` of this node (required); its peers are re-read on SIGHUP")
 	policyPath := fs.String("policy", "", "policy `file` (HuJSON; required): names the nodes that send and view; re-read with --wg on SIGHUP")
 	dir := fs.String("dir", "", "`dir` for the recordings, as DIR/NODE/YYYY-MM-DD/SESSION.cast (required)")

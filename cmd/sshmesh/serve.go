@@ -18,6 +18,7 @@ import (
 
 	"github.com/sshmesh/sshmesh"
 	"github.com/sshmesh/sshmesh/checkpage"
+	"github.com/sshmesh/sshmesh/internal/memlimit"
 	"github.com/sshmesh/sshmesh/meshkey"
 	"github.com/sshmesh/sshmesh/netstack"
 	"github.com/sshmesh/sshmesh/policy"
@@ -27,7 +28,7 @@ import (
 
 func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 	if wantsTailnet(args) {
-		return serveTailnet(ctx, args, io)
+		return onTailnet(ctx, "serve", args, io)
 	}
 	fs := newFlags("serve", "--wg CONF --policy FILE [--hostkey PATH] [--port 22]", io)
 	wgPath := fs.String("wg", "", "wg-quick `file` of this node (required); its peers are re-read on SIGHUP")
@@ -52,7 +53,7 @@ func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 	recorderPort := fs.Uint("recorder-port", recorder.DefaultPort, "stream `port` of the recorder nodes that rules name in \"recorders\"")
 	recorderTimeout := fs.Duration("recorder-timeout", 10*time.Second, "how long a recorder may take to accept a session or acknowledge what it was sent; past it a fail-closed session ends (254)")
 	recordKeepLocal := fs.Bool("record-keep-local", false, "with --record, also keep a local copy of the sessions streamed to recorders")
-	memLimit := fs.String("memory-limit", "auto", "memory `limit` for the Go runtime: auto (after every collection, the next is paced to come after "+strconv.Itoa(autoMemoryHeadroom>>20)+"MiB of new garbage or a quarter of the live heap, whichever is more, and memory goes back to the OS once a burst is over), a size such as 64MiB (a soft limit), or off; the GOMEMLIMIT variable, and GOGC for auto, win when set")
+	memLimit := fs.String("memory-limit", "auto", memlimit.Usage)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -73,7 +74,7 @@ func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 			}
 		}()
 	}
-	if err := checkMemoryLimit(*memLimit); err != nil {
+	if err := memlimit.Check(*memLimit); err != nil {
 		return err
 	}
 	if *hostKeyPath == "" {
@@ -181,7 +182,7 @@ func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 		}()
 	}
 
-	defer setMemoryLimit(*memLimit)()
+	defer memlimit.Set(*memLimit)()
 	addrs := node.Addresses()
 	knownHosts := sshmesh.KnownHostsLine(hostKey.PublicKey(), uint16(*port), addrs...)
 	if *logFormat == "json" {

@@ -11,7 +11,8 @@ import (
 )
 
 // `sshmesh serve --tailnet` serves on an existing tailnet (headscale or
-// Tailscale) through tsnet. That code lives in a program of its own,
+// Tailscale) through tsnet, and `sshmesh recorder --tailnet` runs a
+// recorder node there. That code lives in a program of its own,
 // sshmesh-tailnet (module github.com/sshmesh/sshmesh/tailnet): linked into
 // this binary it doubles its size (15 → 30 MB stripped) and adds about
 // 5 ms to every start, and `sshmesh nc` starts once per ssh login.
@@ -19,7 +20,8 @@ import (
 // tailnetProgram is the name of the program that serves on a tailnet.
 const tailnetProgram = "sshmesh-tailnet"
 
-// wantsTailnet reports whether serve's arguments ask for a tailnet.
+// wantsTailnet reports whether serve's or recorder's arguments ask for a
+// tailnet.
 func wantsTailnet(args []string) bool {
 	for _, a := range args {
 		switch a {
@@ -53,16 +55,17 @@ func findTailnetProgram() (string, error) {
 	if self != "" {
 		where = "beside " + self + " or on PATH"
 	}
-	return "", fmt.Errorf("serve --tailnet needs the %s program (the tailnet transport is a program of its own, so that `sshmesh nc` stays small and quick), and there is none %s; install it with `go install github.com/sshmesh/sshmesh/tailnet/cmd/sshmesh-tailnet@latest` or build it from tailnet/ in the source tree", tailnetProgram, where)
+	return "", fmt.Errorf("--tailnet needs the %s program (the tailnet transport is a program of its own, so that `sshmesh nc` stays small and quick), and there is none %s; install it with `go install github.com/sshmesh/sshmesh/tailnet/cmd/sshmesh-tailnet@latest` or build it from tailnet/ in the source tree", tailnetProgram, where)
 }
 
-// serveTailnet runs `sshmesh-tailnet serve ARGS` in this process's place.
-func serveTailnet(ctx context.Context, args []string, io stdio) error {
+// onTailnet runs `sshmesh-tailnet COMMAND ARGS` (serve or recorder) in
+// this process's place.
+func onTailnet(ctx context.Context, command string, args []string, io stdio) error {
 	path, err := findTailnetProgram()
 	if err != nil {
 		return err
 	}
-	return execTailnet(ctx, path, append([]string{tailnetProgram, "serve"}, args...), io)
+	return execTailnet(ctx, path, append([]string{tailnetProgram, command}, args...), io)
 }
 
 // runTailnet runs the program as a child (where a process cannot be

@@ -21,6 +21,8 @@ func TestServeTailnetNeedsItsProgram(t *testing.T) {
 	}
 }
 
+// TestServeTailnetRunsItsProgram: serve --tailnet and recorder --tailnet run
+// sshmesh-tailnet with their command and arguments.
 func TestServeTailnetRunsItsProgram(t *testing.T) {
 	if runtime.GOOS == "windows" {
 		testkit.SkipOrFail(t, "a shell script stands in for the program, and Windows runs none")
@@ -31,10 +33,15 @@ func TestServeTailnetRunsItsProgram(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("PATH", dir)
-	var out, errOut bytes.Buffer
-	code := run(context.Background(), []string{"serve", "--tailnet", "--policy", "p.hujson", "--tags", "tag:server"}, stdio{strings.NewReader(""), &out, &errOut})
-	if code != 3 || out.String() != "serve --tailnet --policy p.hujson --tags tag:server\n" {
-		t.Fatalf("serve --tailnet: exit %d, stdout %q, stderr %q; want the program run with serve and the arguments, its exit status passed on", code, out.String(), errOut.String())
+	for _, args := range [][]string{
+		{"serve", "--tailnet", "--policy", "p.hujson", "--tags", "tag:server"},
+		{"recorder", "--tailnet", "--dir", "recs", "--senders", "tag:server", "--tags", "tag:recorder"},
+	} {
+		var out, errOut bytes.Buffer
+		code := run(context.Background(), args, stdio{strings.NewReader(""), &out, &errOut})
+		if want := strings.Join(args, " ") + "\n"; code != 3 || out.String() != want {
+			t.Errorf("%s --tailnet: exit %d, stdout %q, stderr %q; want the program run with %s and the arguments (%q), its exit status passed on", args[0], code, out.String(), errOut.String(), args[0], want)
+		}
 	}
 }
 

@@ -6,10 +6,12 @@
 // Usage:
 //
 //	sshmesh-tailnet serve --tailnet --policy FILE [--control-url URL] [--auth-key-file FILE]
-//	    [--state DIR] [--hostname NAME] [--tags tag:a,tag:b] [--ephemeral] [--port 22] [--check-port 80]
+//	    [--state DIR] [--hostname NAME] [--tags tag:a,tag:b] [--ephemeral] [--port 22] [--check-port 80] [--memory-limit auto]
+//	sshmesh-tailnet recorder --tailnet --dir DIR --senders LIST [--viewers LIST] [--control-url URL]
+//	    [--auth-key-file FILE] [--state DIR] [--hostname NAME] [--tags tag:recorder] [--port 9422] [--http-port 80]
 //
-// `sshmesh serve --tailnet ...` runs this program (found beside sshmesh or
-// on PATH): the tailnet code is a binary of its own so that `sshmesh nc`,
+// `sshmesh serve --tailnet ...` and `sshmesh recorder --tailnet ...` run
+// this program (found beside sshmesh or on PATH): the tailnet code is a binary of its own so that `sshmesh nc`,
 // the ProxyCommand of every login, stays small and quick to start.
 //
 // The auth key may also come from the TS_AUTHKEY environment variable; it
@@ -23,7 +25,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/netip"
 	"os"
@@ -39,9 +40,10 @@ import (
 
 	"github.com/sshmesh/sshmesh"
 	"github.com/sshmesh/sshmesh/checkpage"
+	"github.com/sshmesh/sshmesh/internal/memlimit"
 	"github.com/sshmesh/sshmesh/meshkey"
 	"github.com/sshmesh/sshmesh/policy"
-	"github.com/sshmesh/sshmesh/tailnet"
+	"github.com/sshmesh/sshmesh/recorder"
 )
 
 func main() {
@@ -61,47 +63,49 @@ func main() {
 
 var errUsage = errors.New("usage")
 
-const usage = "usage: sshmesh-tailnet serve --tailnet --policy FILE [--control-url URL] [--auth-key-file FILE] [--state DIR] [--hostname NAME] [--tags tag:a,tag:b] [--ephemeral] [--port 22] [--check-port 80]"
+const usage = "usage: sshmesh-tailnet serve --tailnet --policy FILE [--control-url URL] [--auth-key-file FILE] [--state DIR] [--hostname NAME] [--tags tag:a,tag:b] [--ephemeral] [--port 22] [--check-port 80] [--memory-limit auto]\n" +
+	"       sshmesh-tailnet recorder --tailnet --dir DIR --senders LIST [--viewers LIST] [--control-url URL] [--auth-key-file FILE] [--state DIR] [--hostname NAME] [--tags tag:recorder] [--port 9422] [--http-port 80]"
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "serve" {
-		fmt.Fprintln(stderr, usage)
-		return errUsage
+	if len(args) > 0 {
+		switch args[0] {
+		case "serve":
+			return serve(ctx, args[1:], stdout, stderr)
+		case "recorder":
+			return runRecorder(ctx, args[1:], stdout, stderr)
+		}
 	}
+	fmt.Fprintln(stderr, usage)
+	return errUsage
+}
+
+// serve serves SSH and the check page on the tailnet.
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("sshmesh-tailnet serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Bool("tailnet", true, "serve on a tailnet (the only mode of this program; accepted for `sshmesh serve --tailnet`)")
+	jf := addJoinFlags(fs, "sshmesh-tailnet")
 	policyPath := fs.String("policy", "", "policy `file` (HuJSON, \"identity\": \"tailnet\"; required); re-read on SIGHUP")
-	controlURL := fs.String("control-url", "", "the coordinator's `URL` (headscale); empty means Tailscale's control plane")
-	authKeyFile := fs.String("auth-key-file", "", "`file` holding the auth key (or set TS_AUTHKEY); needed only for the first login")
-	stateDir := fs.String("state", defaultStateDir(), "`dir` for the node's tailnet state, the host key and check approvals")
-	hostname := fs.String("hostname", "", "the node's `name` on the tailnet (default: the host's)")
-	tags := fs.String("tags", "", "comma-separated `tags` the node advertises (tag:server); the coordinator must allow them")
-	ephemeral := fs.Bool("ephemeral", false, "an ephemeral node: the coordinator forgets it once it is offline")
 	port := fs.Uint("port", 22, "SSH `port` on the tailnet addresses")
 	checkPort := fs.Uint("check-port", checkpage.DefaultPort, "`port` of the check-mode approval page on the tailnet addresses (0: check rules refuse)")
 	checkTimeout := fs.Duration("check-timeout", sshmesh.DefaultCheckTimeout, "how long a login waits for its check approval")
-	recordDir := fs.String("record", "", "`dir` for session recordings of rules that say \"record\": true")
-	logFormat := fs.String("log-format", "text", "log format: text or json")
-	uploadLogs := fs.Bool("upload-logs", false, "let tsnet upload its logs to Tailscale's logging service (off: TS_NO_LOGS_NO_SUPPORT)")
-	if err := fs.Parse(args[1:]); err != nil {
+	recordDir := fs.String("record", "", "`dir` for session recordings of rules that say \"record\": true and name no recorder")
+	recordInput := fs.Bool("record-input", false, "also record what callers type, in recorded sessions")
+	recorderPort := fs.Uint("recorder-port", recorder.DefaultPort, "stream `port` of the recorder nodes that rules name in \"recorders\" (tag:NAME: the tailnet's nodes with that tag)")
+	recorderTimeout := fs.Duration("recorder-timeout", 10*time.Second, "how long a recorder may take to accept a session or acknowledge what it was sent; past it a fail-closed session ends (254)")
+	recordKeepLocal := fs.Bool("record-keep-local", false, "with --record, also keep a local copy of the sessions streamed to recorders")
+	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
 		return errUsage
 	}
-	if *policyPath == "" || fs.NArg() != 0 || *port == 0 || *port > 65535 || *checkPort > 65535 {
+	if *policyPath == "" || fs.NArg() != 0 || *port == 0 || *port > 65535 || *checkPort > 65535 || *recorderPort == 0 || *recorderPort > 65535 {
 		fmt.Fprintln(stderr, usage)
 		return errUsage
 	}
-	var logger *slog.Logger
-	switch *logFormat {
-	case "text":
-		logger = slog.New(slog.NewTextHandler(stderr, nil))
-	case "json":
-		logger = slog.New(slog.NewJSONHandler(stderr, nil))
-	default:
-		return fmt.Errorf("--log-format %q: want text or json", *logFormat)
+	logger, err := jf.check(stderr)
+	if err != nil {
+		return err
 	}
 	doc, err := loadPolicy(*policyPath)
 	if err != nil {
@@ -109,29 +113,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	pol := &reloadable{}
 	pol.p.Store(&doc)
-	if err := os.MkdirAll(*stateDir, 0o700); err != nil {
-		return err
-	}
-	hostKey, err := sshmesh.LoadOrCreateHostKey(filepath.Join(*stateDir, "ssh_host_ed25519_key"))
+	hostKey, err := sshmesh.LoadOrCreateHostKey(filepath.Join(jf.state(), "ssh_host_ed25519_key"))
 	if err != nil {
 		return err
 	}
-	var tagList []string
-	if *tags != "" {
-		tagList = strings.Split(*tags, ",")
-	}
-	joinCtx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-	node, err := tailnet.New(joinCtx, tailnet.Config{
-		ControlURL:  *controlURL,
-		AuthKeyFile: *authKeyFile,
-		Dir:         filepath.Join(*stateDir, "tailnet"),
-		Hostname:    *hostname,
-		Tags:        tagList,
-		Ephemeral:   *ephemeral,
-		UploadLogs:  *uploadLogs,
-		Logger:      logger,
-	})
-	cancel()
+	node, err := jf.join(ctx, logger)
 	if err != nil {
 		return err
 	}
@@ -142,7 +128,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("--record: %w", err)
 		}
 	}
-	srv := &sshmesh.Server{Policy: pol, HostKeys: []ssh.Signer{hostKey}, Logger: logger, RecordDir: *recordDir}
+	srv := &sshmesh.Server{Policy: pol, HostKeys: []ssh.Signer{hostKey}, Logger: logger, RecordInput: *recordInput}
+	srv.Recorder = &recorder.Client{
+		Dial:       node.Dial,
+		Resolve:    node.RecorderResolver(uint16(*recorderPort)),
+		Local:      sshmesh.DirRecorder{Dir: *recordDir},
+		KeepLocal:  *recordKeepLocal && *recordDir != "",
+		AckTimeout: *recorderTimeout,
+	}
 	if *checkPort != 0 {
 		ln, err := node.Listen("tcp", ":"+strconv.Itoa(int(*checkPort)))
 		if err != nil {
@@ -153,7 +146,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			Identify:  func(meshkey.Public) (policy.Identity, bool) { return policy.Identity{}, false },
 			Port:      uint16(*checkPort),
 			Timeout:   *checkTimeout,
-			StateFile: filepath.Join(*stateDir, "check-approvals.json"),
+			StateFile: filepath.Join(jf.state(), "check-approvals.json"),
 			Dial:      node.Dial,
 			Logger:    logger,
 		}
@@ -169,8 +162,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer memlimit.Set(*jf.memLimit)()
 	addrs := node.Addresses()
-	fmt.Fprintf(stdout, "sshmesh: serving SSH on the tailnet as %q on %s port %d\n", *hostname, joinAddrs(addrs), *port)
+	fmt.Fprintf(stdout, "sshmesh: serving SSH on the tailnet as %q on %s port %d\n", *jf.hostname, joinAddrs(addrs), *port)
 	fmt.Fprintf(stdout, "known_hosts: %s\n", sshmesh.KnownHostsLine(hostKey.PublicKey(), uint16(*port), addrs...))
 
 	hup := make(chan os.Signal, 1)
@@ -227,19 +221,6 @@ type reloadable struct{ p atomic.Pointer[policy.Policy] }
 // Evaluate asks the current policy.
 func (r *reloadable) Evaluate(ctx context.Context, req policy.Request) (policy.Decision, error) {
 	return (*r.p.Load()).Evaluate(ctx, req)
-}
-
-func defaultStateDir() string {
-	if os.Geteuid() == 0 {
-		return "/var/lib/sshmesh-tailnet"
-	}
-	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
-		return filepath.Join(d, "sshmesh-tailnet")
-	}
-	if h, err := os.UserHomeDir(); err == nil {
-		return filepath.Join(h, ".local", "state", "sshmesh-tailnet")
-	}
-	return ".sshmesh-tailnet"
 }
 
 func joinAddrs(addrs []netip.Addr) string {

@@ -1,4 +1,8 @@
-package main
+// Package memlimit is the --memory-limit knob that sshmesh's long-running
+// servers share (`sshmesh serve`, `sshmesh-tailnet serve`): auto paces the
+// garbage collector from the live heap and gives memory back after bursts;
+// a size sets a soft limit; off leaves the runtime alone.
+package memlimit
 
 import (
 	"errors"
@@ -12,7 +16,7 @@ import (
 	"time"
 )
 
-// serve's memory: --memory-limit.
+// A server's memory: --memory-limit.
 //
 // A fixed soft limit does not suit this process. What it holds at rest
 // grows with the number of peers (wireguard-go's per-peer queues and
@@ -28,7 +32,7 @@ import (
 //
 // auto therefore sets the garbage collector's percentage (GOGC) after
 // every collection, from what that collection found live, so that the
-// next one comes after autoMemoryHeadroom of new garbage, or a quarter of
+// next one comes after Headroom of new garbage, or a quarter of
 // the live heap when that is more (so a large heap does not collect ever
 // more often): never less than 25, never more than Go's default of 100.
 // The collector never runs without pause, and garbage, which is what
@@ -36,25 +40,26 @@ import (
 // collection, tried first, did not bind: read then, the heap in use
 // still holds the garbage not yet swept.)
 
-// autoMemoryHeadroom is how much garbage --memory-limit auto lets the heap
-// gather between collections.
-const autoMemoryHeadroom = 16 << 20
+// Headroom is how much garbage --memory-limit auto lets the heap gather
+// between collections (more when a quarter of the live heap is more).
+const Headroom = 16 << 20
 
-// checkMemoryLimit reports whether v is a valid --memory-limit.
-func checkMemoryLimit(v string) error {
+// Check reports whether v is a valid --memory-limit: auto, off, or a size
+// such as 64MiB. Its error names the flag.
+func Check(v string) error {
 	if v == "off" || v == "auto" {
 		return nil
 	}
-	if _, err := parseBytes(v); err != nil {
+	if _, err := ParseBytes(v); err != nil {
 		return fmt.Errorf("--memory-limit %q: %w", v, err)
 	}
 	return nil
 }
 
-// setMemoryLimit applies a checked --memory-limit value, unless the
+// Set applies a checked --memory-limit value, unless the
 // GOMEMLIMIT variable is set (auto: unless GOGC or GOMEMLIMIT is set).
 // stop ends auto's tracking; a fixed limit stays.
-func setMemoryLimit(v string) (stop func()) {
+func Set(v string) (stop func()) {
 	if os.Getenv("GOMEMLIMIT") != "" || v == "off" {
 		return func() {}
 	}
@@ -63,11 +68,11 @@ func setMemoryLimit(v string) (stop func()) {
 			return func() {}
 		}
 		debug.FreeOSMemory() // the start-up's garbage goes back to the OS
-		stopGC := trackGCPercent(autoMemoryHeadroom)
+		stopGC := trackGCPercent(Headroom)
 		stopTrim := trimAfterBursts(trimEvery, trimBurst, trimQuiet, giveBackMemory)
 		return func() { stopTrim(); stopGC() }
 	}
-	n, _ := parseBytes(v)
+	n, _ := ParseBytes(v)
 	debug.SetMemoryLimit(n)
 	return func() {}
 }
@@ -191,8 +196,8 @@ func giveBackMemory() {
 	debug.FreeOSMemory()
 }
 
-// parseBytes parses sizes like "48MiB", "1GiB", "500000" (bytes).
-func parseBytes(v string) (int64, error) {
+// ParseBytes parses sizes like "48MiB", "1GiB", "500000" (bytes).
+func ParseBytes(v string) (int64, error) {
 	units := []struct {
 		suffix string
 		mult   int64
@@ -209,3 +214,6 @@ func parseBytes(v string) (int64, error) {
 	}
 	return 0, errors.New("want auto, off, or a size such as 64MiB")
 }
+
+// Usage is the --memory-limit flag's help text; its default is "auto".
+var Usage = "memory `limit` for the Go runtime: auto (after every collection, the next is paced to come after " + strconv.Itoa(Headroom>>20) + "MiB of new garbage or a quarter of the live heap, whichever is more, and memory goes back to the OS once a burst is over), a size such as 64MiB (a soft limit), or off; the GOMEMLIMIT variable, and GOGC for auto, win when set"
