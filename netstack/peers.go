@@ -33,8 +33,8 @@ func writePeer(w io.Writer, p Peer, update bool) {
 // masked prefixes. what names the list in errors.
 func (n *Node) validatePeers(what string, peers []Peer) ([]Peer, error) {
 	out := make([]Peer, len(peers))
-	keys := make(map[meshkey.Public]int)
-	owner := make(map[netip.Prefix]int)
+	keys := make(map[meshkey.Public]int, len(peers))
+	owner := make(map[netip.Prefix]int, len(peers))
 	for i, p := range peers {
 		if p.PublicKey.IsZero() {
 			return nil, fmt.Errorf("netstack: %s[%d].PublicKey is required", what, i)
@@ -128,43 +128,39 @@ func (n *Node) SetPeers(peers []Peer) error {
 	if err != nil {
 		return err
 	}
-	old := make(map[meshkey.Public]Peer, len(n.peers))
-	for _, p := range n.peers {
-		old[p.PublicKey] = p
-	}
 	var uapi strings.Builder
 	// Without replace_peers, the peers not named here stay as they are.
-	keep := make(map[meshkey.Public]bool, len(next))
-	dormant := make(map[meshkey.Public]Peer)
 	states := make(map[meshkey.Public]*peerState, len(next))
-	for _, p := range next {
-		keep[p.PublicKey] = true
-		prev, existed := old[p.PublicKey]
-		_, wasDormant := n.dormant[p.PublicKey]
+	stayDormant := make([]bool, len(next)) // by index in next
+	nDormant := 0
+	for i, p := range next {
 		// A peer keeps its state; a new one starts dormant, off the
 		// device, until the change is applied (its prefixes are in flux
 		// until then anyway).
 		ps := n.states[p.PublicKey]
-		if ps == nil {
+		existed := ps != nil
+		wasDormant := existed && ps.dormant.Load()
+		if !existed {
 			ps = &peerState{key: p.PublicKey}
 			ps.dormant.Store(true)
 		}
 		states[p.PublicKey] = ps
 		switch {
 		case existed && !wasDormant: // on the device: it stays there
-			if !samePeer(prev, p) {
+			if !samePeer(n.peers[ps.idx], p) {
 				writePeer(&uapi, p, true)
 			}
 		case startsDormant(p):
-			dormant[p.PublicKey] = p
+			stayDormant[i] = true
+			nDormant++
 		default: // new, or dormant until now, with an endpoint
 			writePeer(&uapi, p, false)
 		}
 	}
 	var removed []meshkey.Public
 	for _, p := range n.peers {
-		if !keep[p.PublicKey] {
-			if _, wasDormant := n.dormant[p.PublicKey]; !wasDormant {
+		if _, kept := states[p.PublicKey]; !kept {
+			if !n.isDormant(p.PublicKey) {
 				fmt.Fprintf(&uapi, "public_key=%s\nremove=true\n", p.PublicKey.Hex())
 			}
 			removed = append(removed, p.PublicKey)
@@ -178,15 +174,17 @@ func (n *Node) SetPeers(peers []Peer) error {
 		return fmt.Errorf("netstack: SetPeers: apply to WireGuard device: %w", redactUAPIError(err, n.secrets(next)...))
 	}
 	// The device holds every peer of next but the dormant ones now.
-	for k, ps := range states {
-		if _, isDormant := dormant[k]; !isDormant {
+	for i, p := range next {
+		ps := states[p.PublicKey]
+		ps.idx = int32(i)
+		if !stayDormant[i] {
 			ps.dormant.Store(false)
 		}
 	}
 	n.table.Store(nextTable)
 	n.peers = next
 	n.states = states
-	n.setDormant(dormant)
+	n.dormantN.Store(int64(nDormant))
 	for _, k := range removed {
 		n.log.Info("netstack: peer removed", "peer", k.String())
 	}
@@ -197,7 +195,7 @@ func (n *Node) SetPeers(peers []Peer) error {
 func (n *Node) isPeer(peer meshkey.Public) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return slices.ContainsFunc(n.peers, func(p Peer) bool { return p.PublicKey == peer })
+	return n.states[peer] != nil
 }
 
 func samePeer(a, b Peer) bool {

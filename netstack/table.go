@@ -17,6 +17,9 @@ type peerState struct {
 	// allowed-IPs table, so a packet with a source in them was accepted
 	// under a wider prefix of another peer and is not this peer's.
 	dormant atomic.Bool
+	// idx is the peer's index in Node.peers; read and written under
+	// Node.mu only.
+	idx int32
 }
 
 // table maps allowed-IP prefixes to peers with WireGuard's meaning: the

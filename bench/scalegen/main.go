@@ -156,4 +156,3 @@ func write(path string, fill func(w *bufio.Writer)) {
 		log.Fatal(err)
 	}
 }
-
