@@ -1,6 +1,7 @@
 package netstack
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"net/netip"
@@ -11,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/sshmesh/sshmesh/meshkey"
 	"golang.org/x/crypto/blake2s"
 	"golang.zx2c4.com/wireguard/conn"
 )
@@ -356,4 +360,75 @@ func FuzzWake(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestSetPeersKeepsDormancy: across SetPeers, a peer without an endpoint
+// stays dormant whether changed or not, a peer given an endpoint goes on
+// the device, a peer on the device stays there when it loses its
+// endpoint, a removed peer is gone from the device, and the node's count
+// of dormant peers and PeerStatus agree with the device.
+func TestSetPeersKeepsDormancy(t *testing.T) {
+	a, b, c := mustKey(t).Public(), mustKey(t).Public(), mustKey(t).Public()
+	at := func(s string) []netip.Prefix { return []netip.Prefix{netip.MustParsePrefix(s)} }
+	ep := netip.MustParseAddrPort("127.0.0.1:9") // never answers; only the device's state matters
+	n, err := newNode(Config{PrivateKey: mustKey(t), BindAddress: netip.MustParseAddr("127.0.0.1"),
+		Addresses: at("100.64.0.1/32"),
+		Peers:     []Peer{{PublicKey: a, AllowedIPs: at("100.64.0.2/32")}, {PublicKey: b, AllowedIPs: at("100.64.0.3/32"), Endpoint: ep}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	check := func(step string, wantDormant, wantDevice []meshkey.Public) {
+		t.Helper()
+		st, err := n.PeerStatus()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var dormant []meshkey.Public
+		for _, p := range st {
+			if p.Dormant {
+				dormant = append(dormant, p.PublicKey)
+			}
+		}
+		sortKeys := func(ks []meshkey.Public) []meshkey.Public {
+			slices.SortFunc(ks, func(x, y meshkey.Public) int { return bytes.Compare(x[:], y[:]) })
+			return ks
+		}
+		if diff := cmp.Diff(sortKeys(slices.Clone(wantDormant)), sortKeys(dormant), cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("%s: dormant peers (-want +got):\n%s", step, diff)
+		}
+		if got := n.dormantN.Load(); got != int64(len(wantDormant)) {
+			t.Errorf("%s: dormant count %d, want %d", step, got, len(wantDormant))
+		}
+		var want []string
+		for _, k := range wantDevice {
+			want = append(want, k.Hex())
+		}
+		got := devicePeers(t, n)
+		slices.Sort(want)
+		slices.Sort(got)
+		if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("%s: peers on the device (-want +got):\n%s", step, diff)
+		}
+	}
+	check("start", []meshkey.Public{a}, []meshkey.Public{b})
+
+	// a changes (still no endpoint), b loses its endpoint, c is new without one.
+	if err := n.SetPeers([]Peer{{PublicKey: a, AllowedIPs: at("100.64.0.4/32")}, {PublicKey: b, AllowedIPs: at("100.64.0.3/32")},
+		{PublicKey: c, AllowedIPs: at("100.64.0.5/32")}}); err != nil {
+		t.Fatal(err)
+	}
+	check("changed", []meshkey.Public{a, c}, []meshkey.Public{b})
+	if k, ok := n.PeerForAddr(netip.MustParseAddr("100.64.0.4")); !ok || k != a {
+		t.Errorf("100.64.0.4 resolves to %v %v, want a", k.Short(), ok)
+	}
+
+	// a gets an endpoint, b is removed, c stays dormant.
+	if err := n.SetPeers([]Peer{{PublicKey: c, AllowedIPs: at("100.64.0.5/32")}, {PublicKey: a, AllowedIPs: at("100.64.0.4/32"), Endpoint: ep}}); err != nil {
+		t.Fatal(err)
+	}
+	check("woken and removed", []meshkey.Public{c}, []meshkey.Public{a})
+	if _, ok := n.PeerForAddr(netip.MustParseAddr("100.64.0.3")); ok {
+		t.Error("the removed peer's address still resolves")
+	}
 }
