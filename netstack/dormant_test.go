@@ -365,8 +365,9 @@ func FuzzWake(f *testing.F) {
 // TestSetPeersKeepsDormancy: across SetPeers, a peer without an endpoint
 // stays dormant whether changed or not, a peer given an endpoint goes on
 // the device, a peer on the device stays there when it loses its
-// endpoint, a removed peer is gone from the device, and the node's count
-// of dormant peers and PeerStatus agree with the device.
+// endpoint, a removed peer is gone from the device, the node's count of
+// dormant peers and PeerStatus agree with the device, and UpdatePeers
+// reports exactly the peers added, removed and changed.
 func TestSetPeersKeepsDormancy(t *testing.T) {
 	a, b, c := mustKey(t).Public(), mustKey(t).Public(), mustKey(t).Public()
 	at := func(s string) []netip.Prefix { return []netip.Prefix{netip.MustParsePrefix(s)} }
@@ -414,18 +415,26 @@ func TestSetPeersKeepsDormancy(t *testing.T) {
 	check("start", []meshkey.Public{a}, []meshkey.Public{b})
 
 	// a changes (still no endpoint), b loses its endpoint, c is new without one.
-	if err := n.SetPeers([]Peer{{PublicKey: a, AllowedIPs: at("100.64.0.4/32")}, {PublicKey: b, AllowedIPs: at("100.64.0.3/32")},
-		{PublicKey: c, AllowedIPs: at("100.64.0.5/32")}}); err != nil {
+	ch, err := n.UpdatePeers([]Peer{{PublicKey: a, AllowedIPs: at("100.64.0.4/32")}, {PublicKey: b, AllowedIPs: at("100.64.0.3/32")},
+		{PublicKey: c, AllowedIPs: at("100.64.0.5/32")}})
+	if err != nil {
 		t.Fatal(err)
+	}
+	if diff := cmp.Diff(PeerChanges{Added: []meshkey.Public{c}, Changed: []meshkey.Public{a, b}}, ch, cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("changes (-want +got):\n%s", diff)
 	}
 	check("changed", []meshkey.Public{a, c}, []meshkey.Public{b})
 	if k, ok := n.PeerForAddr(netip.MustParseAddr("100.64.0.4")); !ok || k != a {
 		t.Errorf("100.64.0.4 resolves to %v %v, want a", k.Short(), ok)
 	}
 
-	// a gets an endpoint, b is removed, c stays dormant.
-	if err := n.SetPeers([]Peer{{PublicKey: c, AllowedIPs: at("100.64.0.5/32")}, {PublicKey: a, AllowedIPs: at("100.64.0.4/32"), Endpoint: ep}}); err != nil {
+	// a gets an endpoint, b is removed, c stays dormant and unchanged.
+	ch, err = n.UpdatePeers([]Peer{{PublicKey: c, AllowedIPs: at("100.64.0.5/32")}, {PublicKey: a, AllowedIPs: at("100.64.0.4/32"), Endpoint: ep}})
+	if err != nil {
 		t.Fatal(err)
+	}
+	if diff := cmp.Diff(PeerChanges{Removed: []meshkey.Public{b}, Changed: []meshkey.Public{a}}, ch, cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("changes (-want +got):\n%s", diff)
 	}
 	check("woken and removed", []meshkey.Public{c}, []meshkey.Public{a})
 	if _, ok := n.PeerForAddr(netip.MustParseAddr("100.64.0.3")); ok {

@@ -87,6 +87,13 @@ func (n *Node) Peers() []Peer {
 	return out
 }
 
+// NumPeers returns the number of peers in the node's peer set.
+func (n *Node) NumPeers() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.peers)
+}
+
 // PeerForAddr returns the peer whose allowed IPs hold a, with WireGuard's
 // meaning: the longest matching prefix wins. WireGuard delivers a packet
 // only when its source lies in the sending peer's allowed IPs, and the
@@ -119,14 +126,31 @@ func (n *Node) onDevice(a netip.Addr) bool {
 // owner changes resolve to no peer, and the stack drops their packets.
 // Within peers, a prefix given to two peers is an error.
 func (n *Node) SetPeers(peers []Peer) error {
+	_, err := n.UpdatePeers(peers)
+	return err
+}
+
+// PeerChanges is what [Node.UpdatePeers] changed, by peer key, in the
+// order of the old peer set (Removed) or the new one (Added, Changed).
+type PeerChanges struct {
+	Added, Removed []meshkey.Public
+	// Changed are the peers in both sets whose settings differ (allowed
+	// IPs, endpoint, preshared key or keepalive).
+	Changed []meshkey.Public
+}
+
+// UpdatePeers is [Node.SetPeers], and reports what changed. With many
+// peers, it spares the caller a copy of the old set to compare.
+func (n *Node) UpdatePeers(peers []Peer) (PeerChanges, error) {
+	var ch PeerChanges
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.isClosed {
-		return ErrClosed
+		return ch, ErrClosed
 	}
 	next, err := n.validatePeers("SetPeers", peers)
 	if err != nil {
-		return err
+		return ch, err
 	}
 	var uapi strings.Builder
 	// Without replace_peers, the peers not named here stay as they are.
@@ -145,9 +169,16 @@ func (n *Node) SetPeers(peers []Peer) error {
 			ps.dormant.Store(true)
 		}
 		states[p.PublicKey] = ps
+		same := existed && samePeer(n.peers[ps.idx], p)
+		switch {
+		case !existed:
+			ch.Added = append(ch.Added, p.PublicKey)
+		case !same:
+			ch.Changed = append(ch.Changed, p.PublicKey)
+		}
 		switch {
 		case existed && !wasDormant: // on the device: it stays there
-			if !samePeer(n.peers[ps.idx], p) {
+			if !same {
 				writePeer(&uapi, p, true)
 			}
 		case startsDormant(p):
@@ -157,13 +188,12 @@ func (n *Node) SetPeers(peers []Peer) error {
 			writePeer(&uapi, p, false)
 		}
 	}
-	var removed []meshkey.Public
 	for _, p := range n.peers {
 		if _, kept := states[p.PublicKey]; !kept {
 			if !n.isDormant(p.PublicKey) {
 				fmt.Fprintf(&uapi, "public_key=%s\nremove=true\n", p.PublicKey.Hex())
 			}
-			removed = append(removed, p.PublicKey)
+			ch.Removed = append(ch.Removed, p.PublicKey)
 		}
 	}
 	oldTable, nextTable := n.table.Load(), newTable(next, states)
@@ -171,7 +201,7 @@ func (n *Node) SetPeers(peers []Peer) error {
 	if err := n.dev.IpcSet(uapi.String()); err != nil {
 		// The device may be half-changed; our table stays fail-closed for
 		// every prefix in flux.
-		return fmt.Errorf("netstack: SetPeers: apply to WireGuard device: %w", redactUAPIError(err, n.secrets(next)...))
+		return PeerChanges{}, fmt.Errorf("netstack: SetPeers: apply to WireGuard device: %w", redactUAPIError(err, n.secrets(next)...))
 	}
 	// The device holds every peer of next but the dormant ones now.
 	for i, p := range next {
@@ -185,10 +215,10 @@ func (n *Node) SetPeers(peers []Peer) error {
 	n.peers = next
 	n.states = states
 	n.dormantN.Store(int64(nDormant))
-	for _, k := range removed {
+	for _, k := range ch.Removed {
 		n.log.Info("netstack: peer removed", "peer", k.String())
 	}
-	return nil
+	return ch, nil
 }
 
 // isPeer reports whether peer is in the node's peer set.

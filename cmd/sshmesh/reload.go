@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -73,16 +72,14 @@ func (r *meshReload) reload() bool {
 		doc, err = parsePolicy(policyData, r.policyPath, r.node.PublicKey())
 	}
 	if err == nil {
-		before := r.node.Peers()
-		after := before
+		var changes netstack.PeerChanges
 		if peersChanged {
-			err = r.node.SetPeers(cfg.Peers)
-			after = cfg.Peers
+			changes, err = r.node.UpdatePeers(cfg.Peers)
 		}
 		if err == nil {
 			r.pol.doc.Store(doc)
 			r.wgSum, r.policySum = wgSum, policySum
-			r.applied(before, after)
+			r.applied(changes)
 			return true
 		}
 		err = fmt.Errorf("%s: %w", r.wgPath, err)
@@ -103,27 +100,15 @@ func (r *meshReload) reload() bool {
 
 // applied re-evaluates open conns under the new policy, ends the conns of
 // the peers that left and logs what changed.
-func (r *meshReload) applied(before, after []netstack.Peer) {
-	had := make(map[meshkey.Public]netstack.Peer, len(before))
-	for _, p := range before {
-		had[p.PublicKey] = p
+func (r *meshReload) applied(ch netstack.PeerChanges) {
+	for _, k := range ch.Added {
+		r.logger.Info("peer added", "peer", k.String())
 	}
-	var added, changed int
-	for _, p := range after {
-		old, ok := had[p.PublicKey]
-		switch {
-		case !ok:
-			added++
-			r.logger.Info("peer added", "peer", p.PublicKey.String())
-		case old.Endpoint != p.Endpoint || !slices.Equal(old.AllowedIPs, maskAll(p.AllowedIPs)) ||
-			old.PresharedKey != p.PresharedKey || old.PersistentKeepalive != p.PersistentKeepalive:
-			changed++
-			r.logger.Info("peer changed", "peer", p.PublicKey.String())
-		}
-		delete(had, p.PublicKey)
+	for _, k := range ch.Changed {
+		r.logger.Info("peer changed", "peer", k.String())
 	}
 	ended := 0
-	for k := range had {
+	for _, k := range ch.Removed {
 		// The server's peer watcher would find these too; this is at once.
 		ended += r.srv.ClosePeer(k, "peer removed from the mesh")
 	}
@@ -131,15 +116,7 @@ func (r *meshReload) applied(before, after []netstack.Peer) {
 		r.logger.Info("policy reload ended conns it no longer allows", "conns", n)
 	}
 	r.logger.Info("reloaded", "wg", r.wgPath, "policy", r.policyPath,
-		"peers", len(after), "added", added, "removed", len(had), "changed", changed, "conns_ended", ended)
-}
-
-func maskAll(ps []netip.Prefix) []netip.Prefix {
-	out := make([]netip.Prefix, len(ps))
-	for i, p := range ps {
-		out[i] = p.Masked()
-	}
-	return out
+		"peers", r.node.NumPeers(), "added", len(ch.Added), "removed", len(ch.Removed), "changed", len(ch.Changed), "conns_ended", ended)
 }
 
 // sameInterface refuses a file whose [Interface] differs from the one the
