@@ -441,3 +441,46 @@ func TestSetPeersKeepsDormancy(t *testing.T) {
 		t.Error("the removed peer's address still resolves")
 	}
 }
+
+// TestUpdatePeersPatchesTable: with many peers and a few changes,
+// UpdatePeers patches the address table instead of rebuilding it; the
+// result says what a rebuild would, addresses resolve to their new owners,
+// and a removed peer's address to none.
+func TestUpdatePeersPatchesTable(t *testing.T) {
+	peers := make([]Peer, 40)
+	for i := range peers {
+		peers[i] = Peer{PublicKey: mustKey(t).Public(), AllowedIPs: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{100, 64, 1, byte(i)}), 32)}}
+	}
+	n, err := newNode(Config{PrivateKey: mustKey(t), BindAddress: netip.MustParseAddr("127.0.0.1"),
+		Addresses: []netip.Prefix{netip.MustParsePrefix("100.64.0.1/32")}, Peers: peers}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	next := slices.Clone(peers)
+	// Peer 1's address moves to peer 0, peer 2 leaves, a new peer comes.
+	next[0].AllowedIPs = append(slices.Clone(next[0].AllowedIPs), next[1].AllowedIPs[0])
+	next[1].AllowedIPs = []netip.Prefix{netip.MustParsePrefix("100.64.2.1/32")}
+	newcomer := Peer{PublicKey: mustKey(t).Public(), AllowedIPs: []netip.Prefix{netip.MustParsePrefix("100.64.2.2/32")}}
+	next = append(slices.Delete(next, 2, 3), newcomer)
+	if _, err := n.UpdatePeers(next); err != nil {
+		t.Fatal(err)
+	}
+	n.mu.Lock()
+	got, want, settled := contents(n.table.Load()), contents(newTable(n.peers, n.states)), n.settled == n.table.Load()
+	n.mu.Unlock()
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("table after UpdatePeers (-rebuilt +patched):\n%s", diff)
+	}
+	if !settled {
+		t.Error("the table in force is not the settled one after a successful UpdatePeers")
+	}
+	for addr, want := range map[string]meshkey.Public{"100.64.1.1": peers[0].PublicKey, "100.64.2.1": peers[1].PublicKey, "100.64.2.2": newcomer.PublicKey, "100.64.1.3": peers[3].PublicKey} {
+		if k, ok := n.PeerForAddr(netip.MustParseAddr(addr)); !ok || k != want {
+			t.Errorf("%s resolves to %v (%v), want %v", addr, k.Short(), ok, want.Short())
+		}
+	}
+	if _, ok := n.PeerForAddr(netip.MustParseAddr("100.64.1.2")); ok {
+		t.Error("the removed peer's address still resolves")
+	}
+}

@@ -42,6 +42,9 @@ type Node struct {
 	closed chan struct{}
 
 	table atomic.Pointer[table] // address → peer; read without mu, also by the link per packet
+	// settled is the table of peers when no SetPeers is under way or
+	// failed half-way (then table is another); written under mu.
+	settled *table
 
 	resp     *responder   // opens handshake initiations (dormant.go)
 	wakes    budget       // of initiations opened per second
@@ -154,7 +157,8 @@ func newNode(cfg Config, wrapBind func(conn.Bind) conn.Bind) (*Node, error) {
 		n.states[p.PublicKey] = ps
 	}
 	n.dormantN.Store(int64(nDormant))
-	n.table.Store(newTable(peers, n.states))
+	n.settled = newTable(peers, n.states)
+	n.table.Store(n.settled)
 	if err := n.dev.IpcSet(uapi.String()); err != nil {
 		n.dev.Close()
 		return nil, fmt.Errorf("netstack: configure WireGuard device: %w", redactUAPIError(err, n.secrets(peers)...))

@@ -156,6 +156,7 @@ func (n *Node) UpdatePeers(peers []Peer) (PeerChanges, error) {
 	// Without replace_peers, the peers not named here stay as they are.
 	states := make(map[meshkey.Public]*peerState, len(next))
 	stayDormant := make([]bool, len(next)) // by index in next
+	isNew := make([]bool, len(next))       // added or changed, by index in next
 	nDormant := 0
 	for i, p := range next {
 		// A peer keeps its state; a new one starts dormant, off the
@@ -173,8 +174,10 @@ func (n *Node) UpdatePeers(peers []Peer) (PeerChanges, error) {
 		switch {
 		case !existed:
 			ch.Added = append(ch.Added, p.PublicKey)
+			isNew[i] = true
 		case !same:
 			ch.Changed = append(ch.Changed, p.PublicKey)
+			isNew[i] = true
 		}
 		switch {
 		case existed && !wasDormant: // on the device: it stays there
@@ -196,8 +199,29 @@ func (n *Node) UpdatePeers(peers []Peer) (PeerChanges, error) {
 			ch.Removed = append(ch.Removed, p.PublicKey)
 		}
 	}
-	oldTable, nextTable := n.table.Load(), newTable(next, states)
-	n.table.Store(transition(oldTable, nextTable))
+	var nextTable, transTable *table
+	if old := n.table.Load(); old == n.settled && len(ch.Added)+len(ch.Changed)+len(ch.Removed) < len(next)/4 {
+		// A few peers changed: patch the table rather than rebuild it.
+		var gone, came []Peer
+		for _, k := range ch.Removed {
+			gone = append(gone, n.peers[n.states[k].idx])
+		}
+		for _, k := range ch.Changed {
+			gone = append(gone, n.peers[n.states[k].idx])
+		}
+		for i, p := range next {
+			if isNew[i] {
+				came = append(came, p)
+			}
+		}
+		nextTable, transTable = patchTables(old, gone, came, states)
+	} else {
+		// Many changed, or the last SetPeers failed and left a table in
+		// flux: rebuild.
+		nextTable = newTable(next, states)
+		transTable = transition(old, nextTable)
+	}
+	n.table.Store(transTable)
 	if err := n.dev.IpcSet(uapi.String()); err != nil {
 		// The device may be half-changed; our table stays fail-closed for
 		// every prefix in flux.
@@ -212,6 +236,7 @@ func (n *Node) UpdatePeers(peers []Peer) (PeerChanges, error) {
 		}
 	}
 	n.table.Store(nextTable)
+	n.settled = nextTable
 	n.peers = next
 	n.states = states
 	n.dormantN.Store(int64(nDormant))
