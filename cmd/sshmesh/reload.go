@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -25,7 +26,8 @@ import (
 // ([Interface]: PrivateKey, Address, ListenPort, MTU), is logged with its
 // file and line and changes nothing.
 //
-// A file whose bytes are those last applied is not parsed again: with
+// A file whose bytes are those last applied is not parsed again (a
+// wg-quick file with an Endpoint host name is, to resolve it anew): with
 // 100,000 peers and nodes, parsing the file that did not change was most
 // of the work of a reload that changes one peer or one rule.
 type meshReload struct {
@@ -54,7 +56,9 @@ func (r *meshReload) reload() bool {
 	}
 	wgSum, policySum := sha256.Sum256(wgData), sha256.Sum256(policyData)
 	var cfg netstack.Config
-	peersChanged := wgSum != r.wgSum
+	// An Endpoint given by host name is resolved on every reload, as
+	// before: such a file is always parsed again.
+	peersChanged := wgSum != r.wgSum || hasEndpointNames(wgData)
 	if err == nil && peersChanged {
 		var warnings []string
 		cfg, warnings, err = netstack.ParseConfig(bytes.NewReader(wgData), r.wgPath)
@@ -117,6 +121,24 @@ func (r *meshReload) applied(ch netstack.PeerChanges) {
 	}
 	r.logger.Info("reloaded", "wg", r.wgPath, "policy", r.policyPath,
 		"peers", r.node.NumPeers(), "added", len(ch.Added), "removed", len(ch.Removed), "changed", len(ch.Changed), "conns_ended", ended)
+}
+
+// hasEndpointNames reports whether a wg-quick file names an Endpoint by
+// host name rather than by IP address.
+func hasEndpointNames(data []byte) bool {
+	for len(data) > 0 {
+		var line []byte
+		line, data, _ = bytes.Cut(data, []byte("\n"))
+		line, _, _ = bytes.Cut(line, []byte("#"))
+		k, v, ok := bytes.Cut(line, []byte("="))
+		if !ok || !strings.EqualFold(string(bytes.TrimSpace(k)), "endpoint") {
+			continue
+		}
+		if _, err := netip.ParseAddrPort(string(bytes.TrimSpace(v))); err != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // sameInterface refuses a file whose [Interface] differs from the one the

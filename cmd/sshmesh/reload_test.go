@@ -193,3 +193,20 @@ func TestReloadParsesOnlyWhatChanged(t *testing.T) {
 		t.Error("the policy applied already was parsed again")
 	}
 }
+
+func TestHasEndpointNames(t *testing.T) {
+	for _, tc := range []struct {
+		conf string
+		want bool
+	}{
+		{"[Peer]\nPublicKey = x\nAllowedIPs = 10.0.0.2/32\n", false},
+		{"[Peer]\nEndpoint = 192.0.2.1:51820\n[Peer]\nendpoint=[2001:db8::1]:51820 # ok\n", false},
+		{"[Peer]\nEndpoint = 192.0.2.1:51820\n[Peer]\n  ENDPOINT = vpn.example.com:51820\n", true},
+		{"[Peer]\n# Endpoint = vpn.example.com:51820\n", false},
+		{"[Peer]\r\nEndpoint = host:1\r\n", true},
+	} {
+		if got := hasEndpointNames([]byte(tc.conf)); got != tc.want {
+			t.Errorf("hasEndpointNames(%q) = %v, want %v", tc.conf, got, tc.want)
+		}
+	}
+}
