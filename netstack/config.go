@@ -168,7 +168,8 @@ type parser struct {
 	section       string // "", "interface" or "peer"
 	sawInterface  bool
 	interfaceLine int
-	peer          *Peer // the [Peer] being read
+	peer          Peer // the [Peer] being read, when inPeer
+	inPeer        bool
 	peerLine      int
 	// owner maps each AllowedIPs prefix (masked) read so far to the line
 	// of the [Peer] that has it, and peerAt each PublicKey to its line:
@@ -187,14 +188,14 @@ func (p *parser) wrap(key string, err error) error {
 }
 
 func (p *parser) endPeer() error {
-	if p.peer == nil {
+	if !p.inPeer {
 		return nil
 	}
 	if p.peer.PublicKey.IsZero() {
 		return &ConfigError{File: p.name, Line: p.peerLine, Key: "PublicKey", Err: errors.New("missing in [Peer]")}
 	}
-	p.cfg.Peers = append(p.cfg.Peers, *p.peer)
-	p.peer = nil
+	p.cfg.Peers = append(p.cfg.Peers, p.peer)
+	p.peer, p.inPeer = Peer{}, false
 	return nil
 }
 
@@ -219,7 +220,7 @@ func (p *parser) parseLine(raw string) error {
 			}
 		case "peer":
 			p.section = "peer"
-			p.peer, p.peerLine = new(Peer), p.line
+			p.peer, p.inPeer, p.peerLine = Peer{}, true, p.line
 		default:
 			return p.errorf("", "unknown section [%s]; want [Interface] or [Peer]", sec)
 		}
@@ -241,7 +242,7 @@ func (p *parser) parseLine(raw string) error {
 }
 
 func (p *parser) interfaceKey(key, value string) error {
-	switch strings.ToLower(key) {
+	switch lowerKey(key) {
 	case "privatekey":
 		k, err := meshkey.ParsePrivate(value) // its errors never echo the key
 		if err != nil {
@@ -284,6 +285,17 @@ func (p *parser) interfaceKey(key, value string) error {
 	return nil
 }
 
+// lowerKey returns key in lower case; a key this parser knows, in any
+// spelling, as a constant (a file of 100,000 peers has 200,000 of them).
+func lowerKey(key string) string {
+	for _, k := range [...]string{"publickey", "allowedips", "endpoint", "presharedkey", "persistentkeepalive", "privatekey", "address", "listenport", "mtu"} {
+		if strings.EqualFold(key, k) {
+			return k
+		}
+	}
+	return strings.ToLower(key)
+}
+
 func isPeerKey(key string) bool {
 	switch strings.ToLower(key) {
 	case "publickey", "presharedkey", "allowedips", "endpoint", "persistentkeepalive":
@@ -293,7 +305,7 @@ func isPeerKey(key string) bool {
 }
 
 func (p *parser) peerKey(key, value string) error {
-	switch strings.ToLower(key) {
+	switch lowerKey(key) {
 	case "publickey":
 		k, err := meshkey.ParsePublic(value)
 		if err != nil {

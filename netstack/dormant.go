@@ -68,11 +68,11 @@ const wakeChecksPerSecond = 1000
 // off it until it writes: the node has no endpoint to reach it at.
 func startsDormant(p Peer) bool { return !p.Endpoint.IsValid() }
 
-// setDormant makes m the dormant peers; mu is held, or the device is not
-// up yet.
-func (n *Node) setDormant(m map[meshkey.Public]Peer) {
-	n.dormant = m
-	n.dormantN.Store(int64(len(m)))
+// isDormant reports whether k is a dormant peer of the set; mu is held,
+// outside SetPeers.
+func (n *Node) isDormant(k meshkey.Public) bool {
+	ps := n.states[k]
+	return ps != nil && ps.dormant.Load()
 }
 
 // wake adds a dormant peer to the device when msg, a received handshake
@@ -88,21 +88,21 @@ func (n *Node) wake(msg []byte) {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	p, dormant := n.dormant[in.static]
 	// The device closes only after isClosed is set under mu, so while mu
 	// is held here, IpcSet cannot wait for a closing device.
-	if !dormant || n.isClosed || !n.resp.authentic(in) {
+	if !n.isDormant(in.static) || n.isClosed || !n.resp.authentic(in) {
 		return
 	}
+	ps := n.states[in.static]
+	p := n.peers[ps.idx]
 	var uapi strings.Builder
 	writePeer(&uapi, p, false)
 	if err := n.dev.IpcSet(uapi.String()); err != nil {
 		n.log.Error("netstack: add a dormant peer to the WireGuard device", "peer", p.PublicKey.String(), "err", redactUAPIError(err, n.secrets([]Peer{p})...))
 		return
 	}
-	n.states[in.static].dormant.Store(false) // on the device: its packets are its own now
-	delete(n.dormant, in.static)
-	n.setDormant(n.dormant)
+	ps.dormant.Store(false) // on the device: its packets are its own now
+	n.dormantN.Add(-1)
 	n.log.Debug("netstack: dormant peer woke: on the device from its first handshake", "peer", p.PublicKey.String())
 }
 

@@ -1,6 +1,7 @@
 package netstack
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"net/netip"
@@ -11,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/sshmesh/sshmesh/meshkey"
 	"golang.org/x/crypto/blake2s"
 	"golang.zx2c4.com/wireguard/conn"
 )
@@ -356,4 +360,127 @@ func FuzzWake(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestSetPeersKeepsDormancy: across SetPeers, a peer without an endpoint
+// stays dormant whether changed or not, a peer given an endpoint goes on
+// the device, a peer on the device stays there when it loses its
+// endpoint, a removed peer is gone from the device, the node's count of
+// dormant peers and PeerStatus agree with the device, and UpdatePeers
+// reports exactly the peers added, removed and changed.
+func TestSetPeersKeepsDormancy(t *testing.T) {
+	a, b, c := mustKey(t).Public(), mustKey(t).Public(), mustKey(t).Public()
+	at := func(s string) []netip.Prefix { return []netip.Prefix{netip.MustParsePrefix(s)} }
+	ep := netip.MustParseAddrPort("127.0.0.1:9") // never answers; only the device's state matters
+	n, err := newNode(Config{PrivateKey: mustKey(t), BindAddress: netip.MustParseAddr("127.0.0.1"),
+		Addresses: at("100.64.0.1/32"),
+		Peers:     []Peer{{PublicKey: a, AllowedIPs: at("100.64.0.2/32")}, {PublicKey: b, AllowedIPs: at("100.64.0.3/32"), Endpoint: ep}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	check := func(step string, wantDormant, wantDevice []meshkey.Public) {
+		t.Helper()
+		st, err := n.PeerStatus()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var dormant []meshkey.Public
+		for _, p := range st {
+			if p.Dormant {
+				dormant = append(dormant, p.PublicKey)
+			}
+		}
+		sortKeys := func(ks []meshkey.Public) []meshkey.Public {
+			slices.SortFunc(ks, func(x, y meshkey.Public) int { return bytes.Compare(x[:], y[:]) })
+			return ks
+		}
+		if diff := cmp.Diff(sortKeys(slices.Clone(wantDormant)), sortKeys(dormant), cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("%s: dormant peers (-want +got):\n%s", step, diff)
+		}
+		if got := n.dormantN.Load(); got != int64(len(wantDormant)) {
+			t.Errorf("%s: dormant count %d, want %d", step, got, len(wantDormant))
+		}
+		var want []string
+		for _, k := range wantDevice {
+			want = append(want, k.Hex())
+		}
+		got := devicePeers(t, n)
+		slices.Sort(want)
+		slices.Sort(got)
+		if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("%s: peers on the device (-want +got):\n%s", step, diff)
+		}
+	}
+	check("start", []meshkey.Public{a}, []meshkey.Public{b})
+
+	// a changes (still no endpoint), b loses its endpoint, c is new without one.
+	ch, err := n.UpdatePeers([]Peer{{PublicKey: a, AllowedIPs: at("100.64.0.4/32")}, {PublicKey: b, AllowedIPs: at("100.64.0.3/32")},
+		{PublicKey: c, AllowedIPs: at("100.64.0.5/32")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(PeerChanges{Added: []meshkey.Public{c}, Changed: []meshkey.Public{a, b}}, ch, cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("changes (-want +got):\n%s", diff)
+	}
+	check("changed", []meshkey.Public{a, c}, []meshkey.Public{b})
+	if k, ok := n.PeerForAddr(netip.MustParseAddr("100.64.0.4")); !ok || k != a {
+		t.Errorf("100.64.0.4 resolves to %v %v, want a", k.Short(), ok)
+	}
+
+	// a gets an endpoint, b is removed, c stays dormant and unchanged.
+	ch, err = n.UpdatePeers([]Peer{{PublicKey: c, AllowedIPs: at("100.64.0.5/32")}, {PublicKey: a, AllowedIPs: at("100.64.0.4/32"), Endpoint: ep}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(PeerChanges{Removed: []meshkey.Public{b}, Changed: []meshkey.Public{a}}, ch, cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("changes (-want +got):\n%s", diff)
+	}
+	check("woken and removed", []meshkey.Public{c}, []meshkey.Public{a})
+	if _, ok := n.PeerForAddr(netip.MustParseAddr("100.64.0.3")); ok {
+		t.Error("the removed peer's address still resolves")
+	}
+}
+
+// TestUpdatePeersPatchesTable: with many peers and a few changes,
+// UpdatePeers patches the address table instead of rebuilding it; the
+// result says what a rebuild would, addresses resolve to their new owners,
+// and a removed peer's address to none.
+func TestUpdatePeersPatchesTable(t *testing.T) {
+	peers := make([]Peer, 40)
+	for i := range peers {
+		peers[i] = Peer{PublicKey: mustKey(t).Public(), AllowedIPs: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{100, 64, 1, byte(i)}), 32)}}
+	}
+	n, err := newNode(Config{PrivateKey: mustKey(t), BindAddress: netip.MustParseAddr("127.0.0.1"),
+		Addresses: []netip.Prefix{netip.MustParsePrefix("100.64.0.1/32")}, Peers: peers}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	next := slices.Clone(peers)
+	// Peer 1's address moves to peer 0, peer 2 leaves, a new peer comes.
+	next[0].AllowedIPs = append(slices.Clone(next[0].AllowedIPs), next[1].AllowedIPs[0])
+	next[1].AllowedIPs = []netip.Prefix{netip.MustParsePrefix("100.64.2.1/32")}
+	newcomer := Peer{PublicKey: mustKey(t).Public(), AllowedIPs: []netip.Prefix{netip.MustParsePrefix("100.64.2.2/32")}}
+	next = append(slices.Delete(next, 2, 3), newcomer)
+	if _, err := n.UpdatePeers(next); err != nil {
+		t.Fatal(err)
+	}
+	n.mu.Lock()
+	got, want, settled := contents(n.table.Load()), contents(newTable(n.peers, n.states)), n.settled == n.table.Load()
+	n.mu.Unlock()
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("table after UpdatePeers (-rebuilt +patched):\n%s", diff)
+	}
+	if !settled {
+		t.Error("the table in force is not the settled one after a successful UpdatePeers")
+	}
+	for addr, want := range map[string]meshkey.Public{"100.64.1.1": peers[0].PublicKey, "100.64.2.1": peers[1].PublicKey, "100.64.2.2": newcomer.PublicKey, "100.64.1.3": peers[3].PublicKey} {
+		if k, ok := n.PeerForAddr(netip.MustParseAddr(addr)); !ok || k != want {
+			t.Errorf("%s resolves to %v (%v), want %v", addr, k.Short(), ok, want.Short())
+		}
+	}
+	if _, ok := n.PeerForAddr(netip.MustParseAddr("100.64.1.2")); ok {
+		t.Error("the removed peer's address still resolves")
+	}
 }

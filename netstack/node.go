@@ -42,15 +42,19 @@ type Node struct {
 	closed chan struct{}
 
 	table atomic.Pointer[table] // address → peer; read without mu, also by the link per packet
+	// settled is the table of peers when no SetPeers is under way or
+	// failed half-way (then table is another); written under mu.
+	settled *table
 
 	resp     *responder   // opens handshake initiations (dormant.go)
 	wakes    budget       // of initiations opened per second
 	dormantN atomic.Int64 // len(dormant), read without mu
 
-	mu        sync.Mutex                    // serializes SetPeers, Listen, Close and the waking of dormant peers
-	peers     []Peer                        // the current peer set, validated
-	states    map[meshkey.Public]*peerState // one per peer in peers; the tables point at them
-	dormant   map[meshkey.Public]Peer       // the peers not on the device (yet); see dormant.go
+	mu     sync.Mutex                    // serializes SetPeers, Listen, Close and the waking of dormant peers
+	peers  []Peer                        // the current peer set, validated
+	states map[meshkey.Public]*peerState // one per peer in peers; the tables point at them
+	// A peer is dormant, off the device until it writes (see dormant.go),
+	// when its state says so while mu is held outside SetPeers.
 	listeners map[net.Listener]struct{}
 	isClosed  bool
 }
@@ -137,27 +141,24 @@ func newNode(cfg Config, wrapBind func(conn.Bind) conn.Bind) (*Node, error) {
 	// Configure everything, then come up.
 	var uapi strings.Builder
 	fmt.Fprintf(&uapi, "private_key=%s\nlisten_port=%d\nreplace_peers=true\n", n.priv.Hex(), cfg.ListenPort)
-	dormant := make(map[meshkey.Public]Peer)
-	for _, p := range peers {
-		if startsDormant(p) {
-			dormant[p.PublicKey] = p
-			continue
-		}
-		writePeer(&uapi, p, false)
-	}
-	n.setDormant(dormant)
-	nDormant := len(dormant) // once the device is up, wake changes dormant
 	// Set before the device comes up: from then on, wake and the link
 	// read them.
 	n.peers = peers
 	n.states = make(map[meshkey.Public]*peerState, len(peers))
-	for _, p := range peers {
-		ps := &peerState{key: p.PublicKey}
-		_, isDormant := dormant[p.PublicKey]
-		ps.dormant.Store(isDormant)
+	nDormant := 0 // once the device is up, wake changes the count
+	for i, p := range peers {
+		ps := &peerState{key: p.PublicKey, idx: int32(i)}
+		if startsDormant(p) {
+			ps.dormant.Store(true)
+			nDormant++
+		} else {
+			writePeer(&uapi, p, false)
+		}
 		n.states[p.PublicKey] = ps
 	}
-	n.table.Store(newTable(peers, n.states))
+	n.dormantN.Store(int64(nDormant))
+	n.settled = newTable(peers, n.states)
+	n.table.Store(n.settled)
 	if err := n.dev.IpcSet(uapi.String()); err != nil {
 		n.dev.Close()
 		return nil, fmt.Errorf("netstack: configure WireGuard device: %w", redactUAPIError(err, n.secrets(peers)...))

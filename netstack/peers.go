@@ -33,8 +33,8 @@ func writePeer(w io.Writer, p Peer, update bool) {
 // masked prefixes. what names the list in errors.
 func (n *Node) validatePeers(what string, peers []Peer) ([]Peer, error) {
 	out := make([]Peer, len(peers))
-	keys := make(map[meshkey.Public]int)
-	owner := make(map[netip.Prefix]int)
+	keys := make(map[meshkey.Public]int, len(peers))
+	owner := make(map[netip.Prefix]int, len(peers))
 	for i, p := range peers {
 		if p.PublicKey.IsZero() {
 			return nil, fmt.Errorf("netstack: %s[%d].PublicKey is required", what, i)
@@ -87,6 +87,13 @@ func (n *Node) Peers() []Peer {
 	return out
 }
 
+// NumPeers returns the number of peers in the node's peer set.
+func (n *Node) NumPeers() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.peers)
+}
+
 // PeerForAddr returns the peer whose allowed IPs hold a, with WireGuard's
 // meaning: the longest matching prefix wins. WireGuard delivers a packet
 // only when its source lies in the sending peer's allowed IPs, and the
@@ -119,85 +126,131 @@ func (n *Node) onDevice(a netip.Addr) bool {
 // owner changes resolve to no peer, and the stack drops their packets.
 // Within peers, a prefix given to two peers is an error.
 func (n *Node) SetPeers(peers []Peer) error {
+	_, err := n.UpdatePeers(peers)
+	return err
+}
+
+// PeerChanges is what [Node.UpdatePeers] changed, by peer key, in the
+// order of the old peer set (Removed) or the new one (Added, Changed).
+type PeerChanges struct {
+	Added, Removed []meshkey.Public
+	// Changed are the peers in both sets whose settings differ (allowed
+	// IPs, endpoint, preshared key or keepalive).
+	Changed []meshkey.Public
+}
+
+// UpdatePeers is [Node.SetPeers], and reports what changed. With many
+// peers, it spares the caller a copy of the old set to compare.
+func (n *Node) UpdatePeers(peers []Peer) (PeerChanges, error) {
+	var ch PeerChanges
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.isClosed {
-		return ErrClosed
+		return ch, ErrClosed
 	}
 	next, err := n.validatePeers("SetPeers", peers)
 	if err != nil {
-		return err
-	}
-	old := make(map[meshkey.Public]Peer, len(n.peers))
-	for _, p := range n.peers {
-		old[p.PublicKey] = p
+		return ch, err
 	}
 	var uapi strings.Builder
 	// Without replace_peers, the peers not named here stay as they are.
-	keep := make(map[meshkey.Public]bool, len(next))
-	dormant := make(map[meshkey.Public]Peer)
 	states := make(map[meshkey.Public]*peerState, len(next))
-	for _, p := range next {
-		keep[p.PublicKey] = true
-		prev, existed := old[p.PublicKey]
-		_, wasDormant := n.dormant[p.PublicKey]
+	stayDormant := make([]bool, len(next)) // by index in next
+	isNew := make([]bool, len(next))       // added or changed, by index in next
+	nDormant := 0
+	for i, p := range next {
 		// A peer keeps its state; a new one starts dormant, off the
 		// device, until the change is applied (its prefixes are in flux
 		// until then anyway).
 		ps := n.states[p.PublicKey]
-		if ps == nil {
+		existed := ps != nil
+		wasDormant := existed && ps.dormant.Load()
+		if !existed {
 			ps = &peerState{key: p.PublicKey}
 			ps.dormant.Store(true)
 		}
 		states[p.PublicKey] = ps
+		same := existed && samePeer(n.peers[ps.idx], p)
+		switch {
+		case !existed:
+			ch.Added = append(ch.Added, p.PublicKey)
+			isNew[i] = true
+		case !same:
+			ch.Changed = append(ch.Changed, p.PublicKey)
+			isNew[i] = true
+		}
 		switch {
 		case existed && !wasDormant: // on the device: it stays there
-			if !samePeer(prev, p) {
+			if !same {
 				writePeer(&uapi, p, true)
 			}
 		case startsDormant(p):
-			dormant[p.PublicKey] = p
+			stayDormant[i] = true
+			nDormant++
 		default: // new, or dormant until now, with an endpoint
 			writePeer(&uapi, p, false)
 		}
 	}
-	var removed []meshkey.Public
 	for _, p := range n.peers {
-		if !keep[p.PublicKey] {
-			if _, wasDormant := n.dormant[p.PublicKey]; !wasDormant {
+		if _, kept := states[p.PublicKey]; !kept {
+			if !n.isDormant(p.PublicKey) {
 				fmt.Fprintf(&uapi, "public_key=%s\nremove=true\n", p.PublicKey.Hex())
 			}
-			removed = append(removed, p.PublicKey)
+			ch.Removed = append(ch.Removed, p.PublicKey)
 		}
 	}
-	oldTable, nextTable := n.table.Load(), newTable(next, states)
-	n.table.Store(transition(oldTable, nextTable))
+	var nextTable, transTable *table
+	if old := n.table.Load(); old == n.settled && len(ch.Added)+len(ch.Changed)+len(ch.Removed) < len(next)/4 {
+		// A few peers changed: patch the table rather than rebuild it.
+		var gone, came []Peer
+		for _, k := range ch.Removed {
+			gone = append(gone, n.peers[n.states[k].idx])
+		}
+		for _, k := range ch.Changed {
+			gone = append(gone, n.peers[n.states[k].idx])
+		}
+		for i, p := range next {
+			if isNew[i] {
+				came = append(came, p)
+			}
+		}
+		nextTable, transTable = patchTables(old, gone, came, states)
+	} else {
+		// Many changed, or the last SetPeers failed and left a table in
+		// flux: rebuild.
+		nextTable = newTable(next, states)
+		transTable = transition(old, nextTable)
+	}
+	n.table.Store(transTable)
 	if err := n.dev.IpcSet(uapi.String()); err != nil {
 		// The device may be half-changed; our table stays fail-closed for
 		// every prefix in flux.
-		return fmt.Errorf("netstack: SetPeers: apply to WireGuard device: %w", redactUAPIError(err, n.secrets(next)...))
+		return PeerChanges{}, fmt.Errorf("netstack: SetPeers: apply to WireGuard device: %w", redactUAPIError(err, n.secrets(next)...))
 	}
 	// The device holds every peer of next but the dormant ones now.
-	for k, ps := range states {
-		if _, isDormant := dormant[k]; !isDormant {
+	for i, p := range next {
+		ps := states[p.PublicKey]
+		ps.idx = int32(i)
+		if !stayDormant[i] {
 			ps.dormant.Store(false)
 		}
 	}
 	n.table.Store(nextTable)
+	n.settled = nextTable
 	n.peers = next
 	n.states = states
-	n.setDormant(dormant)
-	for _, k := range removed {
+	n.dormantN.Store(int64(nDormant))
+	for _, k := range ch.Removed {
 		n.log.Info("netstack: peer removed", "peer", k.String())
 	}
-	return nil
+	return ch, nil
 }
 
 // isPeer reports whether peer is in the node's peer set.
 func (n *Node) isPeer(peer meshkey.Public) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return slices.ContainsFunc(n.peers, func(p Peer) bool { return p.PublicKey == peer })
+	return n.states[peer] != nil
 }
 
 func samePeer(a, b Peer) bool {

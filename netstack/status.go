@@ -33,9 +33,11 @@ func (n *Node) PeerStatus() ([]PeerStatus, error) {
 	n.mu.Lock()
 	peers := make([]Peer, len(n.peers))
 	copy(peers, n.peers)
-	dormant := make(map[meshkey.Public]bool, len(n.dormant))
-	for k := range n.dormant {
-		dormant[k] = true
+	dormant := make(map[meshkey.Public]bool, n.dormantN.Load())
+	for _, p := range peers {
+		if n.isDormant(p.PublicKey) {
+			dormant[p.PublicKey] = true
+		}
 	}
 	n.mu.Unlock()
 

@@ -1,6 +1,7 @@
 package netstack
 
 import (
+	"maps"
 	"net/netip"
 	"sync/atomic"
 
@@ -17,6 +18,9 @@ type peerState struct {
 	// allowed-IPs table, so a packet with a source in them was accepted
 	// under a wider prefix of another peer and is not this peer's.
 	dormant atomic.Bool
+	// idx is the peer's index in Node.peers; read and written under
+	// Node.mu only.
+	idx int32
 }
 
 // table maps allowed-IP prefixes to peers with WireGuard's meaning: the
@@ -122,12 +126,92 @@ func (t *table) owner(p netip.Prefix) (*peerState, bool) {
 // state of every peer in it.
 func newTable(peers []Peer, states map[meshkey.Public]*peerState) *table {
 	t := new(table)
+	var n4 [33]int // prefixes per length: each map is made once, at its size
+	for _, p := range peers {
+		for _, pfx := range p.AllowedIPs {
+			if pfx.Addr().Is4() {
+				n4[pfx.Bits()]++
+			}
+		}
+	}
+	for bits, n := range n4 {
+		if n > 0 {
+			t.v4[bits] = make(map[netip.Prefix]*peerState, n)
+		}
+	}
 	for _, p := range peers {
 		for _, pfx := range p.AllowedIPs {
 			t.set(pfx, states[p.PublicKey])
 		}
 	}
 	return t
+}
+
+// clone returns a copy of t.
+func (t *table) clone() *table {
+	c := new(table)
+	for i, m := range t.v4 {
+		if m != nil {
+			c.v4[i] = maps.Clone(m)
+		}
+	}
+	for i, m := range t.v6 {
+		if m != nil {
+			c.v6[i] = maps.Clone(m)
+		}
+	}
+	return c
+}
+
+// remove takes the masked prefix p out of t.
+func (t *table) remove(p netip.Prefix) {
+	p = p.Masked()
+	m := t.v6[p.Bits()]
+	if p.Addr().Is4() {
+		m = t.v4[p.Bits()]
+	}
+	delete(m, p)
+}
+
+// patchTables returns what newTable and transition would build for a
+// change from old, the table of the current peer set, to a set that
+// differs from it only in the peers gone (removed or changed, as they
+// were) and came (added or changed, as they are now): a copy of old with
+// the changes made, not a rebuild of every peer. A prefix of a peer
+// outside gone and came belongs to that peer in both sets (a prefix has
+// one peer), so only the prefixes of gone and came can change owner.
+func patchTables(old *table, gone, came []Peer, states map[meshkey.Public]*peerState) (next, trans *table) {
+	next = old.clone()
+	for _, p := range gone {
+		for _, pfx := range p.AllowedIPs {
+			next.remove(pfx)
+		}
+	}
+	for _, p := range came {
+		for _, pfx := range p.AllowedIPs {
+			next.set(pfx, states[p.PublicKey])
+		}
+	}
+	trans = old.clone()
+	flux := func(pfx netip.Prefix) {
+		ps, inOld := old.owner(pfx)
+		ps2, inNext := next.owner(pfx)
+		if inOld && inNext && ps != nil && ps2 != nil && ps.key == ps2.key {
+			return // the same owner before and after
+		}
+		trans.set(pfx, nil)
+	}
+	for _, p := range gone {
+		for _, pfx := range p.AllowedIPs {
+			flux(pfx)
+		}
+	}
+	for _, p := range came {
+		for _, pfx := range p.AllowedIPs {
+			flux(pfx)
+		}
+	}
+	return next, trans
 }
 
 // transition returns the table to use while the device moves from old to

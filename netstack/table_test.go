@@ -1,7 +1,10 @@
 package netstack
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -132,5 +135,109 @@ func TestTableSenderSkipsDormant(t *testing.T) {
 	states[host].dormant.Store(false)
 	if diff := cmp.Diff(result{host, true}, sender("10.0.0.5")); diff != "" {
 		t.Errorf("woken host's address (-want +got):\n%s", diff)
+	}
+}
+
+// contents flattens a table to prefix → owner key ("-" for a tombstone),
+// for comparing tables by what they say.
+func contents(t *table) map[netip.Prefix]string {
+	out := map[netip.Prefix]string{}
+	t.each(func(p netip.Prefix, ps *peerState) {
+		if ps == nil {
+			out[p] = "-"
+		} else {
+			out[p] = ps.key.Short()
+		}
+	})
+	return out
+}
+
+// TestPatchTablesMatchesRebuild: on random peer sets and random changes
+// to them (peers added, removed, given other prefixes, prefixes moved
+// between peers, endpoints changed), the tables patched from the old one
+// say exactly what a rebuild says: the next table as newTable, the one in
+// force during the change as transition.
+func TestPatchTablesMatchesRebuild(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	keys := make([]meshkey.Public, 40)
+	for i := range keys {
+		keys[i] = meshkey.Public{0: byte(i), 1: 7, 31: 1}
+	}
+	prefixes := []string{"10.0.0.0/8", "10.1.0.0/16", "fd7a::/16", "0.0.0.0/0"}
+	for i := range 60 {
+		prefixes = append(prefixes, fmt.Sprintf("10.1.%d.%d/32", i/8, i%8), fmt.Sprintf("fd7a::%x/128", i))
+	}
+	// randomSet gives a random subset of keys random disjoint prefixes.
+	randomSet := func() []Peer {
+		var peers []Peer
+		used := map[int]bool{}
+		for _, k := range keys {
+			if rnd.IntN(3) == 0 {
+				continue
+			}
+			p := Peer{PublicKey: k}
+			for range rnd.IntN(3) {
+				j := rnd.IntN(len(prefixes))
+				if !used[j] {
+					used[j] = true
+					p.AllowedIPs = append(p.AllowedIPs, netip.MustParsePrefix(prefixes[j]).Masked())
+				}
+			}
+			if rnd.IntN(2) == 0 {
+				p.Endpoint = netip.MustParseAddrPort("127.0.0.1:9")
+			}
+			peers = append(peers, p)
+		}
+		return peers
+	}
+	states := map[meshkey.Public]*peerState{}
+	for _, k := range keys {
+		states[k] = &peerState{key: k}
+	}
+	for round := range 300 {
+		oldPeers, nextPeers := randomSet(), randomSet()
+		if round%2 == 0 { // a small change: keep most of old
+			nextPeers = slices.Clone(oldPeers)
+			if len(nextPeers) > 0 {
+				i := rnd.IntN(len(nextPeers))
+				nextPeers[i].AllowedIPs = nil // its prefixes go, or move below
+				if rnd.IntN(2) == 0 {
+					nextPeers = slices.Delete(nextPeers, i, i+1)
+				}
+			}
+		}
+		old := newTable(oldPeers, states)
+		byKey := map[meshkey.Public]Peer{}
+		for _, p := range oldPeers {
+			byKey[p.PublicKey] = p
+		}
+		var gone, came []Peer
+		inNext := map[meshkey.Public]bool{}
+		for _, p := range nextPeers {
+			inNext[p.PublicKey] = true
+			prev, ok := byKey[p.PublicKey]
+			switch {
+			case !ok:
+				came = append(came, p)
+			case !samePeer(prev, p):
+				gone, came = append(gone, prev), append(came, p)
+			}
+		}
+		for _, p := range oldPeers {
+			if !inNext[p.PublicKey] {
+				gone = append(gone, p)
+			}
+		}
+		next, trans := patchTables(old, gone, came, states)
+		wantNext := newTable(nextPeers, states)
+		if diff := cmp.Diff(contents(wantNext), contents(next)); diff != "" {
+			t.Fatalf("round %d: patched next table (-rebuilt +patched):\n%s", round, diff)
+		}
+		if diff := cmp.Diff(contents(transition(old, wantNext)), contents(trans)); diff != "" {
+			t.Fatalf("round %d: patched transition table (-rebuilt +patched):\n%s", round, diff)
+		}
+		if diff := cmp.Diff(contents(newTable(oldPeers, states)), contents(old)); diff != "" {
+			t.Fatalf("round %d: patching changed the old table:\n%s", round, diff)
+		}
 	}
 }

@@ -223,9 +223,15 @@ func TestEvaluateMatchesExplainTailnet(t *testing.T) {
 }
 
 // BenchmarkEvaluate: 10,000 nodes, 10,000 rules, random logins.
-func BenchmarkEvaluate(b *testing.B) {
+func BenchmarkEvaluate(b *testing.B) { benchmarkEvaluate(b, 10000, 10000) }
+
+// BenchmarkEvaluateScale: BenchmarkEvaluate with 100,000 nodes (bench/run
+// --scale reports it).
+func BenchmarkEvaluateScale(b *testing.B) { benchmarkEvaluate(b, 100000, 10000) }
+
+func benchmarkEvaluate(b *testing.B, nodes, rules int) {
 	rnd := rand.New(rand.NewPCG(3, 4))
-	src := genDoc(rnd, 10000, 10000)
+	src := genDoc(rnd, nodes, rules)
 	doc, err := Parse([]byte(src), "bench.hujson")
 	if err != nil {
 		b.Fatal(err)
@@ -235,7 +241,7 @@ func BenchmarkEvaluate(b *testing.B) {
 	users := []string{"root", "deploy", "u1", "u3", "u3-admin", "git", "x"}
 	reqs := make([]Request, 4096)
 	for i := range reqs {
-		reqs[i] = Request{Key: testKey(1 + rnd.IntN(10000)), Self: testKey(1 + rnd.IntN(10000)), User: users[rnd.IntN(len(users))]}
+		reqs[i] = Request{Key: testKey(1 + rnd.IntN(nodes)), Self: testKey(1 + rnd.IntN(nodes)), User: users[rnd.IntN(len(users))]}
 	}
 	ctx := context.Background()
 	b.ReportAllocs()

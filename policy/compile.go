@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"maps"
 	"slices"
 	"strings"
 
@@ -41,13 +42,15 @@ type compiler struct {
 	srcSum     []ownerSummary            // by principal: owners of the nodes it covers as src
 	dstSum     []ownerSummary            // by principal: owners of the untagged nodes it covers as dst
 	groupState map[string]int            // 1 expanding, 2 done
-	nodeOff    map[meshkey.Public]string // key → node name, for duplicates
-	// declared holds every name under "nodes", compiled or not, and
-	// declaredOwners every owner they give: a rule naming a node (or the
+	nodeOff    map[meshkey.Public]string // key → node name of the entries left out with an error, for duplicates (see keyOwner)
+	// declared holds the names under "nodes" whose entry had an error
+	// (the others are in doc.byName; see isDeclared), and declaredOwners
+	// every owner the entries give: a rule naming a node (or the
 	// owner of a node) whose entry had an error is not reported again as
 	// naming an undefined one.
 	declared       map[string]bool
 	declaredOwners map[string]bool
+	interned       map[string]string // see intern
 }
 
 func newCompiler(file string, data []byte) *compiler {
@@ -205,9 +208,35 @@ func (c *compiler) nodes(v *hujson.Value) {
 	if !ok {
 		return
 	}
+	// Sized once: growing maps of 100,000 nodes step by step cost more
+	// than filling them.
+	c.doc.nodes = make([]node, 0, len(ms))
+	c.doc.byKey = make(map[meshkey.Public]int32, len(ms))
+	c.doc.byName = make(map[string]int32, len(ms))
+	principals := make(map[string]int32, len(ms)+len(c.principals))
+	maps.Copy(principals, c.principals)
+	c.principals, c.doc.principals = principals, principals
+	// An entry left out with an error goes into declared (its name) and
+	// nodeOff (its key), once the next one starts: the good ones are in
+	// byName and byKey, so 100,000 good nodes need no more maps.
+	var last struct {
+		started, haveKey bool
+		name             string
+		key              meshkey.Public
+		count            int // len(c.doc.nodes) when it started
+	}
+	settle := func() {
+		if last.started && len(c.doc.nodes) == last.count {
+			c.declared[last.name] = true
+			if last.haveKey {
+				c.nodeOff[last.key] = last.name
+			}
+		}
+	}
 	for _, m := range ms {
+		settle()
+		last.started, last.haveKey, last.name, last.count = true, false, m.key, len(c.doc.nodes)
 		field := join("nodes", m.key)
-		c.declared[m.key] = true
 		if !validName(m.key) {
 			c.errorf(m.keyOff, field, "a node name is letters, digits, . _ - (no : or @)")
 			continue
@@ -219,10 +248,10 @@ func (c *compiler) nodes(v *hujson.Value) {
 		n := node{id: Identity{Node: m.key}, off: m.val.StartOffset}
 		var haveKey, bad bool
 		for _, f := range fs {
-			ff := join(field, f.key)
+			ff := func() string { return join(field, f.key) } // for errors only
 			switch f.key {
 			case "key":
-				s, ok := c.str(f.val, ff)
+				s, ok := c.fastStr(f.val, ff)
 				if !ok {
 					bad = true
 					continue
@@ -230,37 +259,38 @@ func (c *compiler) nodes(v *hujson.Value) {
 				k, err := meshkey.ParsePublic(s)
 				switch {
 				case err != nil:
-					c.errorf(f.val.StartOffset, ff, "%w", err)
+					c.errorf(f.val.StartOffset, ff(), "%w", err)
 					bad = true
 					continue
 				case k.IsZero():
-					c.errorf(f.val.StartOffset, ff, "the all-zero key is not a key")
+					c.errorf(f.val.StartOffset, ff(), "the all-zero key is not a key")
 					bad = true
 					continue
 				}
-				if other, dup := c.nodeOff[k]; dup {
-					c.errorf(f.val.StartOffset, ff, "duplicate key: node %q has the same key", other)
+				if other, dup := c.keyOwner(k); dup {
+					c.errorf(f.val.StartOffset, ff(), "duplicate key: node %q has the same key", other)
 					bad = true
 					continue
 				}
-				c.nodeOff[k] = m.key
+				last.key, last.haveKey = k, true
 				n.id.Key, haveKey = k, true
 			case "owner":
-				s, ok := c.str(f.val, ff)
+				s, ok := c.fastStr(f.val, ff)
 				if !ok {
 					bad = true
 					continue
 				}
 				if !validEmail(s) {
-					c.errorf(f.val.StartOffset, ff, "%q is not an email address", s)
+					c.errorf(f.val.StartOffset, ff(), "%q is not an email address", s)
 					bad = true
 					continue
 				}
-				c.declaredOwners[lower(s)] = true
-				n.id.Owner = lower(s)
+				owner := c.intern(lower(s))
+				c.declaredOwners[owner] = true
+				n.id.Owner = owner
 				n.localpart, _, _ = strings.Cut(n.id.Owner, "@")
 			case "tags":
-				tags, ok := c.strings(f.val, ff)
+				tags, ok := c.strings(f.val, ff())
 				if !ok {
 					bad = true
 					continue
@@ -303,8 +333,30 @@ func (c *compiler) nodes(v *hujson.Value) {
 		}
 		c.doc.nodes = append(c.doc.nodes, n)
 	}
+	settle()
+	// Every node's principals share one array: one allocation, not two
+	// per node.
+	total := 0
 	for i := range c.doc.nodes {
 		n := &c.doc.nodes[i]
+		total += 4 + 2*len(n.id.Tags)
+		if n.id.Owner != "" {
+			total += 2
+		}
+	}
+	slab := make([]int32, 0, total)
+	carve := func(size int) []int32 {
+		p := slab[len(slab) : len(slab) : len(slab)+size]
+		slab = slab[:len(slab)+size]
+		return p
+	}
+	for i := range c.doc.nodes {
+		n := &c.doc.nodes[i]
+		srcN := 2 + len(n.id.Tags)
+		if n.id.Owner != "" {
+			srcN += 2
+		}
+		n.srcP, n.dstP = carve(srcN), carve(2+len(n.id.Tags))
 		n.srcP = append(n.srcP, c.principal(n.id.Node), c.principal(anyone))
 		n.dstP = append(n.dstP, c.principal(n.id.Node), c.principal(anyone))
 		if n.id.Owner != "" {
@@ -317,6 +369,45 @@ func (c *compiler) nodes(v *hujson.Value) {
 		slices.Sort(n.srcP)
 		slices.Sort(n.dstP)
 	}
+}
+
+// keyOwner returns the name of the entry under "nodes" read so far that
+// has key k.
+func (c *compiler) keyOwner(k meshkey.Public) (string, bool) {
+	if i, ok := c.doc.byKey[k]; ok {
+		return c.doc.nodes[i].id.Node, true
+	}
+	name, ok := c.nodeOff[k]
+	return name, ok
+}
+
+// isDeclared reports whether "nodes" has an entry named name, compiled
+// or left out with an error.
+func (c *compiler) isDeclared(name string) bool {
+	_, ok := c.doc.byName[name]
+	return ok || c.declared[name]
+}
+
+// intern returns the first copy of s it was given: 100,000 nodes of 1,000
+// owners hold 1,000 strings.
+func (c *compiler) intern(s string) string {
+	if c.interned == nil {
+		c.interned = map[string]string{}
+	}
+	if t, ok := c.interned[s]; ok {
+		return t
+	}
+	c.interned[s] = s
+	return s
+}
+
+// fastStr is decoder.str for a value that is nearly always a string: the
+// field's name, for the error, is made only when it is not.
+func (c *compiler) fastStr(v *hujson.Value, field func() string) (string, bool) {
+	if lit, ok := v.Value.(hujson.Literal); ok && lit.Kind() == '"' {
+		return unquote(lit), true
+	}
+	return c.str(v, field())
 }
 
 // groups reads "groups" and expands each group to its emails.

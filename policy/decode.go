@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -75,16 +76,26 @@ func (d *decoder) object(v *hujson.Value, field string, known ...string) ([]memb
 		return nil, false
 	}
 	ms := make([]member, 0, len(obj.Members))
-	seen := make(map[string]bool, len(obj.Members))
+	// A small object (a node's, a rule's) looks for a duplicate among the
+	// members so far; only a large one needs a map.
+	var seen map[string]bool
+	if len(obj.Members) > smallObject {
+		seen = make(map[string]bool, len(obj.Members))
+	}
 	for i := range obj.Members {
 		m := &obj.Members[i]
-		key := m.Name.Value.(hujson.Literal).String()
-		f := join(field, key)
-		if seen[key] {
-			d.errorf(m.Name.StartOffset, f, "duplicate key %q", key)
+		key := unquote(m.Name.Value.(hujson.Literal))
+		dup := false
+		if seen != nil {
+			dup = seen[key]
+			seen[key] = true
+		} else {
+			dup = slices.ContainsFunc(ms, func(o member) bool { return o.key == key })
+		}
+		if dup {
+			d.errorf(m.Name.StartOffset, join(field, key), "duplicate key %q", key)
 			continue
 		}
-		seen[key] = true
 		if known != nil && !contains(known, key) {
 			d.errorf(m.Name.StartOffset, field, "unknown key %q (want one of %s)", key, strings.Join(known, ", "))
 			continue
@@ -131,7 +142,31 @@ func (d *decoder) str(v *hujson.Value, field string) (string, bool) {
 		d.errorf(v.StartOffset, field, "want a string, got %s", kindName(v))
 		return "", false
 	}
-	return lit.String(), true
+	return unquote(lit), true
+}
+
+// smallObject is the most members an object may have for decoder.object
+// to find duplicate keys without a map.
+const smallObject = 8
+
+// unquote returns the string a string literal holds: the bytes between
+// the quotes when they are printable ASCII without escapes (nearly every
+// name, key and email), else what hujson's own decoding makes of them.
+func unquote(lit hujson.Literal) string {
+	if len(lit) >= 2 && lit[0] == '"' && lit[len(lit)-1] == '"' {
+		inner := lit[1 : len(lit)-1]
+		plain := true
+		for _, c := range inner {
+			if c < 0x20 || c > 0x7e || c == '\\' || c == '"' {
+				plain = false
+				break
+			}
+		}
+		if plain {
+			return string(inner)
+		}
+	}
+	return lit.String()
 }
 
 // boolean returns the boolean v holds.

@@ -16,7 +16,7 @@ import (
 // testKey returns a distinct valid public key for i.
 func testKey(i int) meshkey.Public {
 	var k meshkey.Public
-	k[0], k[1], k[2] = byte(i), byte(i>>8), 0x80
+	k[0], k[1], k[2] = byte(i), byte(i>>8), 0x80|byte(i>>16) // distinct up to 2^23
 	return k
 }
 

@@ -433,7 +433,7 @@ func (c *compiler) ruleOption(r *rule, m member, field string) {
 					if !c.tagOwners[n.s] {
 						c.errorf(n.off, n.field, "%q is not declared in tagOwners", n.s)
 					}
-				case !c.declared[n.s]:
+				case !c.isDeclared(n.s):
 					c.errorf(n.off, n.field, "%q is not a node name or tag:NAME", n.s)
 				}
 				d.Recorders = append(d.Recorders, n.s)
@@ -590,7 +590,7 @@ func parseTailnetIdentity(s string) (Identity, error) {
 // undefinedNode reports a reference to a node the document does not
 // define, unless its entry is there with an error (reported already).
 func (c *compiler) undefinedNode(off int, field, name, note string) {
-	if c.declared[name] {
+	if c.isDeclared(name) {
 		return
 	}
 	c.errorf(off, field, "undefined node %q%s", name, note)

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,28 +31,56 @@ import (
 // `sshmesh recorder` reloads the same way, with no SSH server (srv nil)
 // and its own check of a new policy (its --senders and --viewers must
 // still name nodes of it).
+//
+// A file whose bytes are those last applied is not parsed again (a
+// wg-quick file with an Endpoint host name is, to resolve it anew): with
+// 100,000 peers and nodes, parsing the file that did not change was most
+// of the work of a reload that changes one peer or one rule.
 type meshReload struct {
 	wgPath, policyPath string
-	started            netstack.Config // as the node was started: its [Interface] is fixed
-	node               *netstack.Node
-	pol                *reloadable
-	srv                *sshmesh.Server              // nil: the node serves no SSH
-	check              func(*policy.Document) error // more checks of a new policy; nil: none
-	logger             *slog.Logger
+	started            netstack.Config // as the node was started: its [Interface] is fixed (its Peers are not kept)
+	// The digests of the files' bytes last applied; the zero value
+	// matches no file.
+	wgSum, policySum [sha256.Size]byte
+	node             *netstack.Node
+	pol              *reloadable
+	srv              *sshmesh.Server              // nil: the node serves no SSH
+	check            func(*policy.Document) error // more checks of a new policy; nil: none
+	logger           *slog.Logger
 }
 
 // reload applies the files as they are now and reports whether it did.
 func (r *meshReload) reload() bool {
-	cfg, warnings, err := netstack.LoadConfig(r.wgPath)
-	if err == nil {
-		err = r.sameInterface(cfg)
+	wgData, err := os.ReadFile(r.wgPath)
+	if err != nil {
+		err = fmt.Errorf("netstack: %w", err)
 	}
-	var doc *policy.Document
+	var policyData []byte
 	if err == nil {
-		for _, w := range warnings {
-			r.logger.Warn("wg-quick file: "+w, "file", r.wgPath)
+		if policyData, err = os.ReadFile(r.policyPath); err != nil {
+			err = fmt.Errorf("policy: %w", err)
 		}
-		doc, err = loadPolicy(r.policyPath, r.node.PublicKey())
+	}
+	wgSum, policySum := sha256.Sum256(wgData), sha256.Sum256(policyData)
+	var cfg netstack.Config
+	// An Endpoint given by host name is resolved on every reload, as
+	// before: such a file is always parsed again.
+	peersChanged := wgSum != r.wgSum || hasEndpointNames(wgData)
+	if err == nil && peersChanged {
+		var warnings []string
+		cfg, warnings, err = netstack.ParseConfig(bytes.NewReader(wgData), r.wgPath)
+		if err == nil {
+			err = r.sameInterface(cfg)
+		}
+		if err == nil {
+			for _, w := range warnings {
+				r.logger.Warn("wg-quick file: "+w, "file", r.wgPath)
+			}
+		}
+	}
+	doc := r.pol.doc.Load()
+	if err == nil && policySum != r.policySum {
+		doc, err = parsePolicy(policyData, r.policyPath, r.node.PublicKey())
 	}
 	if err == nil && r.check != nil {
 		if err = r.check(doc); err != nil {
@@ -58,10 +88,14 @@ func (r *meshReload) reload() bool {
 		}
 	}
 	if err == nil {
-		before := r.node.Peers()
-		if err = r.node.SetPeers(cfg.Peers); err == nil {
+		var changes netstack.PeerChanges
+		if peersChanged {
+			changes, err = r.node.UpdatePeers(cfg.Peers)
+		}
+		if err == nil {
 			r.pol.doc.Store(doc)
-			r.applied(before, cfg.Peers)
+			r.wgSum, r.policySum = wgSum, policySum
+			r.applied(changes)
 			return true
 		}
 		err = fmt.Errorf("%s: %w", r.wgPath, err)
@@ -97,28 +131,16 @@ func onHangup(logger *slog.Logger, r *meshReload) (stop func()) {
 
 // applied re-evaluates open conns under the new policy, ends the conns of
 // the peers that left and logs what changed.
-func (r *meshReload) applied(before, after []netstack.Peer) {
-	had := make(map[meshkey.Public]netstack.Peer, len(before))
-	for _, p := range before {
-		had[p.PublicKey] = p
+func (r *meshReload) applied(ch netstack.PeerChanges) {
+	for _, k := range ch.Added {
+		r.logger.Info("peer added", "peer", k.String())
 	}
-	var added, changed int
-	for _, p := range after {
-		old, ok := had[p.PublicKey]
-		switch {
-		case !ok:
-			added++
-			r.logger.Info("peer added", "peer", p.PublicKey.String())
-		case old.Endpoint != p.Endpoint || !slices.Equal(old.AllowedIPs, maskAll(p.AllowedIPs)) ||
-			old.PresharedKey != p.PresharedKey || old.PersistentKeepalive != p.PersistentKeepalive:
-			changed++
-			r.logger.Info("peer changed", "peer", p.PublicKey.String())
-		}
-		delete(had, p.PublicKey)
+	for _, k := range ch.Changed {
+		r.logger.Info("peer changed", "peer", k.String())
 	}
 	ended := 0
 	if r.srv != nil {
-		for k := range had {
+		for _, k := range ch.Removed {
 			// The server's peer watcher would find these too; this is at once.
 			ended += r.srv.ClosePeer(k, "peer removed from the mesh")
 		}
@@ -127,15 +149,25 @@ func (r *meshReload) applied(before, after []netstack.Peer) {
 		}
 	}
 	r.logger.Info("reloaded", "wg", r.wgPath, "policy", r.policyPath,
-		"peers", len(after), "added", added, "removed", len(had), "changed", changed, "conns_ended", ended)
+		"peers", r.node.NumPeers(), "added", len(ch.Added), "removed", len(ch.Removed), "changed", len(ch.Changed), "conns_ended", ended)
 }
 
-func maskAll(ps []netip.Prefix) []netip.Prefix {
-	out := make([]netip.Prefix, len(ps))
-	for i, p := range ps {
-		out[i] = p.Masked()
+// hasEndpointNames reports whether a wg-quick file names an Endpoint by
+// host name rather than by IP address.
+func hasEndpointNames(data []byte) bool {
+	for len(data) > 0 {
+		var line []byte
+		line, data, _ = bytes.Cut(data, []byte("\n"))
+		line, _, _ = bytes.Cut(line, []byte("#"))
+		k, v, ok := bytes.Cut(line, []byte("="))
+		if !ok || !strings.EqualFold(string(bytes.TrimSpace(k)), "endpoint") {
+			continue
+		}
+		if _, err := netip.ParseAddrPort(string(bytes.TrimSpace(v))); err != nil {
+			return true
+		}
 	}
-	return out
+	return false
 }
 
 // sameInterface refuses a file whose [Interface] differs from the one the
@@ -187,7 +219,17 @@ func keyLine(path, key string) int {
 
 // loadPolicy loads the policy at path, which must name this node.
 func loadPolicy(path string, self meshkey.Public) (*policy.Document, error) {
-	doc, err := policy.Load(path)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	return parsePolicy(data, path, self)
+}
+
+// parsePolicy parses the policy file path holds data, which must name
+// this node.
+func parsePolicy(data []byte, path string, self meshkey.Public) (*policy.Document, error) {
+	doc, err := policy.Parse(data, path)
 	if err != nil {
 		return nil, err
 	}

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -77,6 +79,9 @@ func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 	if err := memlimit.Check(*memLimit); err != nil {
 		return err
 	}
+	// From the start: reading 100,000 peers and nodes makes several times
+	// their size in garbage, which the default pacing lets pile up.
+	defer memlimit.Set(*memLimit)()
 	if *hostKeyPath == "" {
 		if err := os.MkdirAll(*stateDir, 0o700); err != nil {
 			return err
@@ -84,26 +89,41 @@ func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 		*hostKeyPath = filepath.Join(*stateDir, "ssh_host_ed25519_key")
 	}
 
-	cfg, warnings, err := netstack.LoadConfig(*wgPath)
+	// The files' bytes are read once: what was parsed is what a reload
+	// compares with.
+	wgData, err := os.ReadFile(*wgPath)
+	if err != nil {
+		return fmt.Errorf("netstack: %w", err)
+	}
+	wgSum := sha256.Sum256(wgData)
+	cfg, warnings, err := netstack.ParseConfig(bytes.NewReader(wgData), *wgPath)
 	if err != nil {
 		return err
 	}
+	wgData = nil
 	for _, w := range warnings {
 		logger.Warn("wg-quick file: "+w, "file", *wgPath)
 	}
 	if w := othersCanRead(*wgPath); w != "" {
 		logger.Warn("wg-quick file: "+w, "file", *wgPath)
 	}
-	doc, err := loadPolicy(*policyPath, cfg.PrivateKey.Public())
+	policyData, err := os.ReadFile(*policyPath)
+	if err != nil {
+		return fmt.Errorf("policy: %w", err)
+	}
+	policySum := sha256.Sum256(policyData)
+	doc, err := parsePolicy(policyData, *policyPath, cfg.PrivateKey.Public())
 	if err != nil {
 		return err
 	}
+	policyData = nil
 	cfg.Logger = logger
 	node, err := netstack.New(cfg)
 	if err != nil {
 		return err
 	}
 	defer node.Close()
+	cfg.Peers = nil // the node holds its own copy
 	id, _ := doc.Node(node.PublicKey())
 	pol := &reloadable{}
 	pol.doc.Store(doc)
@@ -182,7 +202,6 @@ func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 		}()
 	}
 
-	defer memlimit.Set(*memLimit)()
 	addrs := node.Addresses()
 	knownHosts := sshmesh.KnownHostsLine(hostKey.PublicKey(), uint16(*port), addrs...)
 	if *logFormat == "json" {
@@ -197,7 +216,8 @@ func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 		}
 	}
 
-	rl := &meshReload{wgPath: *wgPath, policyPath: *policyPath, started: cfg, node: node, pol: pol, srv: srv, logger: logger}
+	rl := &meshReload{wgPath: *wgPath, policyPath: *policyPath, started: cfg, wgSum: wgSum, policySum: policySum,
+		node: node, pol: pol, srv: srv, logger: logger}
 	stopReload := onHangup(logger, rl)
 	defer stopReload()
 
