@@ -158,11 +158,9 @@ func eventCut(data []byte) int {
 	if len(data) <= MaxEventData {
 		return len(data)
 	}
-	n := MaxEventData
-	for i := 0; i < utf8.UTFMax-1 && !utf8.RuneStart(data[n]); i++ {
-		n--
-	}
-	return n
+	// Hold back only a character the cut would split: a complete one
+	// before it stays whole even when stray bytes follow.
+	return MaxEventData - incompleteTail(data[:MaxEventData])
 }
 
 // write writes one event line with one Write to the output.

@@ -129,3 +129,27 @@ func TestLongWriteIsSeveralEvents(t *testing.T) {
 		t.Errorf("%d events holding %d bytes, want the %d bytes written in several", events, len(got), len(data))
 	}
 }
+
+// TestLongWriteKeepsACharacterBeforeStrayBytes: a four-byte character that
+// ends right at the cut, followed by a stray continuation byte, is not
+// split (the recording would show four U+FFFD where the client saw it).
+func TestLongWriteKeepsACharacterBeforeStrayBytes(t *testing.T) {
+	data := append(bytes.Repeat([]byte("a"), asciicast.MaxEventData-4), "😀\x80tail"...)
+	var buf bytes.Buffer
+	w := asciicast.NewEventWriter(&buf, time.Now(), nil)
+	if err := w.Output(data); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	r, err := asciicast.NewReader(io.MultiReader(strings.NewReader("{\"version\": 2}\n"), &buf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first asciicast.Event
+	if first, err = r.Next(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(first.Data, "😀") {
+		t.Errorf("the first event ends with %q, want the whole 😀", first.Data[len(first.Data)-8:])
+	}
+}

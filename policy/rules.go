@@ -426,6 +426,12 @@ func (c *compiler) ruleOption(r *rule, m member, field string) {
 			return
 		}
 		if names, ok := c.strings(m.val, field); ok {
+			if len(names) == 0 {
+				// An empty list would record on the host itself, which is
+				// what "recorders" is there to avoid: say so.
+				c.errorf(m.val.StartOffset, field, `names no recorder: list recorders, or leave "recorders" out to record on the server`)
+				return
+			}
 			d.Recorders = []string{}
 			for _, n := range names {
 				switch {

@@ -23,12 +23,37 @@ func TestCheckEvents(t *testing.T) {
 		{"{\"version\":2}\n", false, 0},            // a header
 		{"[NaN,\"o\",\"x\"]\n", false, 0},          // not a number
 		{"[0.1,\"o\",\"a\"]\n\n", false, 0},        // empty line
+		{"[1e3,\"o\",\"a\"]\n", true, 1000},        // JSON allows an exponent
+		{"[+1,\"o\",\"a\"]\n", false, 0},           // ParseFloat takes these; JSON does not
+		{"[.5,\"o\",\"a\"]\n", false, 0},
+		{"[1.,\"o\",\"a\"]\n", false, 0},
+		{"[0x1p3,\"o\",\"a\"]\n", false, 0},
+		{"[00012,\"o\",\"a\"]\n", false, 0},
+		{"[1_0,\"o\",\"a\"]\n", false, 0},
+		{"[Inf,\"o\",\"a\"]\n", false, 0},
 	} {
 		last, err := checkEvents([]byte(c.in))
 		if (err == nil) != c.ok || c.ok && last != c.last {
 			t.Errorf("checkEvents(%q) = %v, %v; want ok %v, last %v", c.in, last, err, c.ok, c.last)
 		}
 	}
+}
+
+// FuzzValidNumber: the recorder's check of an event's time agrees with
+// json.Valid on every input that does not start with a sign or white space.
+func FuzzValidNumber(f *testing.F) {
+	for _, s := range []string{"0", "0.100000", "12.5e-3", "1E+2", "+1", ".5", "1.", "0x1p3", "00012", "1_0", "01", "0.", "1e", "Inf"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, p []byte) {
+		if len(p) > 0 && bytes.ContainsRune([]byte(" \t\r\n-"), rune(p[0])) || len(p) > 0 && bytes.ContainsRune([]byte(" \t\r\n"), rune(p[len(p)-1])) {
+			return
+		}
+		want := json.Valid(p) && len(p) > 0 && '0' <= p[0] && p[0] <= '9'
+		if got := validNumber(p); got != want {
+			t.Fatalf("validNumber(%q) = %v, json.Valid says %v", p, got, want)
+		}
+	})
 }
 
 // FuzzValidString: the recorder's check of an event's data agrees with

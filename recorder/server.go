@@ -591,6 +591,9 @@ func checkEvent(line []byte) (float64, error) {
 	if comma < 0 {
 		return 0, errBadEvent
 	}
+	if !validNumber(body[:comma]) {
+		return 0, errBadEvent
+	}
 	t, err := strconv.ParseFloat(string(body[:comma]), 64)
 	if err != nil || t < 0 || math.IsInf(t, 0) || math.IsNaN(t) {
 		return 0, errBadEvent
@@ -604,6 +607,49 @@ func checkEvent(line []byte) (float64, error) {
 		return 0, errBadEvent
 	}
 	return t, nil
+}
+
+// validNumber reports whether p is a JSON number without a sign (the
+// grammar json.Valid applies: 0 or a digit run not starting with 0, an
+// optional fraction, an optional exponent). strconv.ParseFloat alone also
+// takes "+1", ".5", "1.", "0x1p3" and "00012", which no player reads.
+func validNumber(p []byte) bool {
+	digits := func(i int) int { // the index after a run of digits from i
+		for i < len(p) && '0' <= p[i] && p[i] <= '9' {
+			i++
+		}
+		return i
+	}
+	i := 0
+	switch {
+	case len(p) == 0:
+		return false
+	case p[0] == '0':
+		i = 1
+	case '1' <= p[0] && p[0] <= '9':
+		i = digits(1)
+	default:
+		return false
+	}
+	if i < len(p) && p[i] == '.' {
+		j := digits(i + 1)
+		if j == i+1 {
+			return false
+		}
+		i = j
+	}
+	if i < len(p) && (p[i] == 'e' || p[i] == 'E') {
+		i++
+		if i < len(p) && (p[i] == '+' || p[i] == '-') {
+			i++
+		}
+		j := digits(i)
+		if j == i {
+			return false
+		}
+		i = j
+	}
+	return i == len(p)
 }
 
 // stringByte[c] is true for the bytes that stand for themselves inside a
