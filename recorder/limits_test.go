@@ -2,13 +2,17 @@ package recorder_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/sshmesh/sshmesh/asciicast"
 	"github.com/sshmesh/sshmesh/recorder"
 	"github.com/sshmesh/sshmesh/sshmeshtest"
 )
@@ -95,4 +99,64 @@ func TestRecordingSizeLimit(t *testing.T) {
 	if meta.Complete || !strings.Contains(meta.Error, "over the recorder's limit") || meta.Bytes > limit {
 		t.Errorf("meta: complete %v, %d bytes, error %q", meta.Complete, meta.Bytes, meta.Error)
 	}
+}
+
+// TestStreamsPerCaller: of one sender's streams, at most
+// MaxStreamsPerCaller are of one caller at once, so one user of a server
+// cannot take all of its streams: another caller's stream is still
+// accepted, and the refused caller's next stream is once one of its own
+// ends.
+func TestStreamsPerCaller(t *testing.T) {
+	r := newRig(t, rigOptions{maxStreams: 10, maxCaller: 2})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := func(caller string, i int) (answer byte, reason string, end func()) {
+		t.Helper()
+		c, err := r.srv.Dial(ctx, "tcp", netip.AddrPortFrom(r.recNd.Addr, recorder.DefaultPort).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := recorder.Start{Version: 1, Session: fmt.Sprintf("%s-%d", caller, i), Caller: caller, User: "ann", LocalUser: "root",
+			Kind: "shell", Header: asciicast.Header{Width: 80, Height: 24}}
+		if err := recorder.WriteFrameForTest(c, 'S', mustJSON(t, st)); err != nil {
+			t.Fatal(err)
+		}
+		typ, p, err := recorder.ReadFrameForTest(c)
+		if err != nil {
+			t.Fatalf("%s's stream %d: %v", caller, i, err)
+		}
+		return typ, string(p), func() {
+			recorder.WriteFrameForTest(c, 'E', nil)
+			for {
+				if _, _, err := recorder.ReadFrameForTest(c); err != nil {
+					break
+				}
+			}
+			c.Close()
+		}
+	}
+	var ends []func()
+	for i := range 2 {
+		typ, p, end := start("laptop", i)
+		if typ != 'A' {
+			t.Fatalf("laptop's stream %d: %q %q, want accepted", i, typ, p)
+		}
+		ends = append(ends, end)
+	}
+	if typ, p, end := start("laptop", 2); typ != 'N' || !strings.Contains(p, `the caller "laptop" already has 2 recordings streaming here`) {
+		t.Errorf("laptop's third stream: %q %q, want refused with the reason", typ, p)
+		end()
+	}
+	typ, p, end := start("desk", 0)
+	if typ != 'A' {
+		t.Fatalf("another caller's stream beside them: %q %q, want accepted", typ, p)
+	}
+	end()
+	ends[0]()
+	if typ, p, end := start("laptop", 3); typ != 'A' {
+		t.Errorf("laptop's stream after one of its own ended: %q %q, want accepted", typ, p)
+	} else {
+		end()
+	}
+	ends[1]()
 }

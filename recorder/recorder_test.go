@@ -44,6 +44,7 @@ type rigOptions struct {
 	bound      time.Duration // the client's AckTimeout
 	sync       time.Duration // the recorder's SyncInterval; 0 means 200 ms
 	maxStreams int           // the recorder's MaxStreamsPerSender
+	maxCaller  int           // the recorder's MaxStreamsPerCaller
 	maxBytes   int64         // the recorder's MaxRecordingBytes
 	handler    sshmesh.Handler
 	recording  string // the rule's recording options; "" means record to tag:recorder
@@ -95,7 +96,7 @@ func newRig(t testing.TB, o rigOptions) *rig {
 			sync = 200 * time.Millisecond
 		}
 		r.rec = &recorder.Server{Dir: r.recDir, Identify: doc.Node, Senders: senders, Logger: r.recLog.Logger(), SyncInterval: sync,
-			MaxStreamsPerSender: o.maxStreams, MaxRecordingBytes: o.maxBytes}
+			MaxStreamsPerSender: o.maxStreams, MaxStreamsPerCaller: o.maxCaller, MaxRecordingBytes: o.maxBytes}
 		ln, err := r.recNd.Listen("tcp", fmt.Sprintf(":%d", recorder.DefaultPort))
 		if err != nil {
 			t.Fatal(err)

@@ -72,6 +72,13 @@ type Server struct {
 	// DefaultMaxStreamsPerSender.
 	MaxStreamsPerSender int
 
+	// MaxStreamsPerCaller bounds how many of one sending node's
+	// recordings may be of one caller (the start frame's "caller", which
+	// the sender vouches for) at once, so that one user of a server
+	// cannot take all of the server's streams and leave the others' fail-closed
+	// sessions refused. 0 means DefaultMaxStreamsPerCaller.
+	MaxStreamsPerCaller int
+
 	// MaxRecordingBytes bounds one recording's event bytes; a stream that
 	// goes over it is refused from then on (the recording is kept,
 	// marked incomplete, and the sender's rule decides about the
@@ -85,6 +92,7 @@ type Server struct {
 	ls      map[net.Listener]struct{}
 	conns   map[net.Conn]struct{}
 	streams map[meshkey.Public]int // streams in progress per sender
+	callers map[callerKey]int      // streams in progress per sender and caller
 	closed  bool
 	closeCh chan struct{}
 	wg      sync.WaitGroup
@@ -92,7 +100,8 @@ type Server struct {
 
 // Defaults of Server's limits.
 const (
-	DefaultMaxStreamsPerSender       = 256
+	DefaultMaxStreamsPerSender       = 1024
+	DefaultMaxStreamsPerCaller       = 32
 	DefaultMaxRecordingBytes   int64 = 16 << 30
 )
 
@@ -101,6 +110,43 @@ func (s *Server) maxStreams() int {
 		return s.MaxStreamsPerSender
 	}
 	return DefaultMaxStreamsPerSender
+}
+
+func (s *Server) maxPerCaller() int {
+	if s.MaxStreamsPerCaller > 0 {
+		return s.MaxStreamsPerCaller
+	}
+	return DefaultMaxStreamsPerCaller
+}
+
+// callerKey names a caller of one sending node.
+type callerKey struct {
+	sender meshkey.Public
+	caller string
+}
+
+// takeCaller counts a stream of caller's from sender, unless it has as
+// many as it may.
+func (s *Server) takeCaller(k callerKey) (int, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.callers == nil {
+		s.callers = map[callerKey]int{}
+	}
+	n := s.callers[k]
+	if n >= s.maxPerCaller() {
+		return n, false
+	}
+	s.callers[k] = n + 1
+	return n + 1, true
+}
+
+func (s *Server) releaseCaller(k callerKey) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.callers[k]--; s.callers[k] <= 0 {
+		delete(s.callers, k)
+	}
 }
 
 func (s *Server) maxBytes() int64 {
@@ -295,6 +341,13 @@ func (s *Server) serveConn(c net.Conn) {
 		return
 	}
 	log = log.With("session", st.Session)
+	ck := callerKey{peer.Key, st.Caller}
+	if n, ok := s.takeCaller(ck); !ok {
+		log.Warn("recording refused: the caller has as many recordings streaming as it may", "caller", st.Caller, "streams", n, "limit", s.maxPerCaller())
+		writeFrame(c, frameRefused, fmt.Appendf(nil, "the caller %q already has %d recordings streaming here, the recorder's limit", st.Caller, n))
+		return
+	}
+	defer s.releaseCaller(ck)
 	rec, err := s.create(id, peer.Key, st)
 	if err != nil {
 		log.Error("recording refused: cannot store it", "err", err)

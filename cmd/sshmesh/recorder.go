@@ -30,6 +30,7 @@ func cmdRecorder(ctx context.Context, args []string, io stdio) (err error) {
 	viewers := fs.String("viewers", "", "comma-separated `list` of who may list and play recordings on the page (node names, tag:NAME, owner emails); empty: nobody")
 	port := fs.Uint("port", recorder.DefaultPort, "stream `port` on the mesh addresses")
 	maxStreams := fs.Int("max-streams", recorder.DefaultMaxStreamsPerSender, "most recordings one sending node may stream at `once`")
+	maxPerCaller := fs.Int("max-streams-per-caller", recorder.DefaultMaxStreamsPerCaller, "most of one sending node's recordings that may be of one caller at `once`")
 	maxMiB := fs.Int64("max-recording-mib", recorder.DefaultMaxRecordingBytes>>20, "largest recording, in `MiB`; a stream over it is refused")
 	httpPort := fs.Uint("http-port", 80, "`port` of the page on the mesh addresses (0: no page)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
@@ -37,7 +38,7 @@ func cmdRecorder(ctx context.Context, args []string, io stdio) (err error) {
 		return err
 	}
 	if *wgPath == "" || *policyPath == "" || *dir == "" || *senders == "" || fs.NArg() != 0 || *port == 0 || *port > 65535 || *httpPort > 65535 ||
-		*maxStreams <= 0 || *maxMiB <= 0 || *maxMiB > 1<<40 {
+		*maxStreams <= 0 || *maxPerCaller <= 0 || *maxMiB <= 0 || *maxMiB > 1<<40 {
 		fs.Usage()
 		return errUsage
 	}
@@ -71,7 +72,7 @@ func cmdRecorder(ctx context.Context, args []string, io stdio) (err error) {
 	pol := &reloadable{}
 	pol.doc.Store(doc)
 	rec := &recorder.Server{Dir: *dir, Identify: pol.Node, Senders: splitList(*senders), Viewers: splitList(*viewers),
-		Logger: logger, Addrs: node.Addresses(), MaxStreamsPerSender: *maxStreams, MaxRecordingBytes: int64(*maxMiB) << 20}
+		Logger: logger, Addrs: node.Addresses(), MaxStreamsPerSender: *maxStreams, MaxStreamsPerCaller: *maxPerCaller, MaxRecordingBytes: int64(*maxMiB) << 20}
 	defer rec.Close()
 
 	// SIGHUP re-reads the policy (who is who: senders and viewers are

@@ -31,6 +31,7 @@ func runRecorder(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	port := fs.Uint("port", recorder.DefaultPort, "stream `port` on the tailnet addresses")
 	httpPort := fs.Uint("http-port", 80, "`port` of the page on the tailnet addresses (0: no page)")
 	maxStreams := fs.Int("max-streams", recorder.DefaultMaxStreamsPerSender, "most recordings one sending node may stream at `once`")
+	maxPerCaller := fs.Int("max-streams-per-caller", recorder.DefaultMaxStreamsPerCaller, "most of one sending node's recordings that may be of one caller at `once`")
 	maxMiB := fs.Int64("max-recording-mib", recorder.DefaultMaxRecordingBytes>>20, "largest recording, in `MiB`; a stream over it is refused")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -39,7 +40,7 @@ func runRecorder(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return errUsage
 	}
 	if *dir == "" || *senders == "" || fs.NArg() != 0 || *port == 0 || *port > 65535 || *httpPort > 65535 ||
-		*maxStreams <= 0 || *maxMiB <= 0 {
+		*maxStreams <= 0 || *maxPerCaller <= 0 || *maxMiB <= 0 {
 		fmt.Fprintln(stderr, usage)
 		return errUsage
 	}
@@ -63,7 +64,7 @@ func runRecorder(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	// No Identify: every conn of a tailnet listener carries its caller's
 	// identity from the coordinator, and the recorder names it by that.
 	rec := &recorder.Server{Dir: *dir, Senders: splitList(*senders), Viewers: splitList(*viewers),
-		Logger: logger, Addrs: node.Addresses(), MaxStreamsPerSender: *maxStreams, MaxRecordingBytes: *maxMiB << 20}
+		Logger: logger, Addrs: node.Addresses(), MaxStreamsPerSender: *maxStreams, MaxStreamsPerCaller: *maxPerCaller, MaxRecordingBytes: *maxMiB << 20}
 	defer rec.Close()
 	ln, err := node.Listen("tcp", ":"+strconv.Itoa(int(*port)))
 	if err != nil {
