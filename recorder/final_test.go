@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sshmesh/sshmesh"
 	"github.com/sshmesh/sshmesh/recorder"
 	"github.com/sshmesh/sshmesh/sshmeshtest"
 )
@@ -111,5 +112,51 @@ func TestNoFinalAck(t *testing.T) {
 	}
 	if !strings.Contains(r.serverLog.String(), "recording failed at its end") {
 		t.Errorf("server log does not say why:\n%s", r.serverLog.String())
+	}
+}
+
+// TestNothingSentAfterClosing: output written while a fail-closed
+// session's recording is closing (the handler goes on writing after Exit
+// began) reaches the client only if the recording took it: whatever the
+// client got, the recording holds, in order.
+func TestNothingSentAfterClosing(t *testing.T) {
+	chunk := bytes.Repeat([]byte("w"), 1<<10)
+	h := sshmesh.HandlerFunc(func(s *sshmesh.Session) {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for i := 0; ; i++ {
+				if _, err := s.Write(append(fmt.Appendf(nil, "%08d", i), chunk...)); err != nil {
+					return
+				}
+			}
+		}()
+		time.Sleep(50 * time.Millisecond)
+		s.Exit(0)
+		<-done
+	})
+	r := newRig(t, rigOptions{onFailure: "fail-closed", handler: h, sync: time.Hour})
+	cl, err := sshmeshtest.Dial(t, r.laptop, r.srv, r.server, "ann")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		sess, err := cl.NewSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := sess.Output(fmt.Sprintf("run %d", i))
+		if err != nil || len(out) == 0 {
+			t.Fatalf("session %d: %d bytes, %v", i, len(out), err)
+		}
+		var held bool
+		for _, path := range casts(t, r.recDir) {
+			if _, got := castOutput(t, path); strings.HasPrefix(got, string(out)) {
+				held = true
+			}
+		}
+		if !held {
+			t.Fatalf("session %d: the client got %d bytes that no recording holds", i, len(out))
+		}
 	}
 }
