@@ -45,6 +45,10 @@ type Node struct {
 	// settled is the table of peers when no SetPeers is under way or
 	// failed half-way (then table is another); written under mu.
 	settled *table
+	// deviceUnknown is set when a SetPeers failed part-way and the device
+	// could not be put back as it was: the next SetPeers replaces the
+	// device's whole peer set rather than changing it.
+	deviceUnknown bool
 
 	resp     *responder   // opens handshake initiations (dormant.go)
 	wakes    budget       // of initiations opened per second

@@ -152,8 +152,10 @@ func (n *Node) UpdatePeers(peers []Peer) (PeerChanges, error) {
 	if err != nil {
 		return ch, err
 	}
-	var uapi strings.Builder
-	// Without replace_peers, the peers not named here stay as they are.
+	// Removals first: at the device's peer limit, a change that swaps
+	// peers fits only that way. Without replace_peers, the peers not named
+	// here stay as they are.
+	var removals, uapi strings.Builder
 	states := make(map[meshkey.Public]*peerState, len(next))
 	stayDormant := make([]bool, len(next)) // by index in next
 	isNew := make([]bool, len(next))       // added or changed, by index in next
@@ -194,7 +196,7 @@ func (n *Node) UpdatePeers(peers []Peer) (PeerChanges, error) {
 	for _, p := range n.peers {
 		if _, kept := states[p.PublicKey]; !kept {
 			if !n.isDormant(p.PublicKey) {
-				fmt.Fprintf(&uapi, "public_key=%s\nremove=true\n", p.PublicKey.Hex())
+				fmt.Fprintf(&removals, "public_key=%s\nremove=true\n", p.PublicKey.Hex())
 			}
 			ch.Removed = append(ch.Removed, p.PublicKey)
 		}
@@ -221,12 +223,32 @@ func (n *Node) UpdatePeers(peers []Peer) (PeerChanges, error) {
 		nextTable = newTable(next, states)
 		transTable = transition(old, nextTable)
 	}
-	n.table.Store(transTable)
-	if err := n.dev.IpcSet(uapi.String()); err != nil {
-		// The device may be half-changed; our table stays fail-closed for
-		// every prefix in flux.
-		return PeerChanges{}, fmt.Errorf("netstack: SetPeers: apply to WireGuard device: %w", redactUAPIError(err, n.secrets(next)...))
+	change := removals.String() + uapi.String()
+	if n.deviceUnknown {
+		// A failed SetPeers left the device in a state nobody knows:
+		// replace its whole peer set with what this one says.
+		change = "replace_peers=true\n" + deviceConfig(next, func(i int) bool { return !stayDormant[i] })
 	}
+	n.table.Store(transTable)
+	if err := n.dev.IpcSet(change); err != nil {
+		err = fmt.Errorf("netstack: SetPeers: apply to WireGuard device: %w", redactUAPIError(err, n.secrets(next)...))
+		// The device may hold part of the change, and it decides who may
+		// send from an address, while the table says who that is: put the
+		// device back as it was, so the two agree again. If that fails
+		// too, the table stays fail-closed for every prefix in flux and
+		// the next SetPeers replaces the device's peer set whole.
+		restore := "replace_peers=true\n" + deviceConfig(n.peers, func(i int) bool { return !n.isDormant(n.peers[i].PublicKey) })
+		if rerr := n.dev.IpcSet(restore); rerr != nil {
+			n.deviceUnknown = true
+			n.log.Error("netstack: SetPeers failed and the WireGuard device could not be restored; addresses in flux stay refused until a SetPeers succeeds",
+				"err", redactUAPIError(rerr, n.secrets(n.peers)...))
+			return PeerChanges{}, err
+		}
+		n.deviceUnknown = false
+		n.table.Store(n.settled)
+		return PeerChanges{}, err
+	}
+	n.deviceUnknown = false
 	// The device holds every peer of next but the dormant ones now.
 	for i, p := range next {
 		ps := states[p.PublicKey]
@@ -244,6 +266,18 @@ func (n *Node) UpdatePeers(peers []Peer) (PeerChanges, error) {
 		n.log.Info("netstack: peer removed", "peer", k.String())
 	}
 	return ch, nil
+}
+
+// deviceConfig writes the device lines of the peers for which onDevice(i)
+// is true (the others are dormant, off the device).
+func deviceConfig(peers []Peer, onDevice func(i int) bool) string {
+	var b strings.Builder
+	for i, p := range peers {
+		if onDevice(i) {
+			writePeer(&b, p, false)
+		}
+	}
+	return b.String()
 }
 
 // isPeer reports whether peer is in the node's peer set.

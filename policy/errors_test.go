@@ -187,3 +187,20 @@ func TestIssueExample(t *testing.T) {
 		t.Errorf("Parse error = %v\nwant %s", err, want)
 	}
 }
+
+// TestDuplicateKeyInLargeObject: an object with more members than
+// smallObject checks duplicates with a map; a key spelt with an escape is
+// the same key.
+func TestDuplicateKeyInLargeObject(t *testing.T) {
+	var groups strings.Builder
+	for i := range smallObject + 2 {
+		fmt.Fprintf(&groups, "\"group:g%d\": [\"ann@example.com\"],\n", i)
+	}
+	for _, dup := range []string{`"group:g3"`, `"group:g\u0033"`} {
+		src := `{"nodes": {}, "groups": {` + groups.String() + dup + `: ["bob@example.com"]}, "ssh": []}`
+		_, err := Parse([]byte(src), "p.hujson")
+		if err == nil || !strings.Contains(err.Error(), `duplicate key "group:g3"`) {
+			t.Errorf("%s among %d groups: %v, want a duplicate key error", dup, smallObject+2, err)
+		}
+	}
+}

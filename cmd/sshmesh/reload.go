@@ -100,6 +100,10 @@ func (r *meshReload) reload() bool {
 		}
 		err = fmt.Errorf("%s: %w", r.wgPath, err)
 	}
+	// After a failure the next reload parses and applies both files again,
+	// whatever their bytes: a revert to the files last applied must reach
+	// the node too (a failed UpdatePeers may have left it in flux).
+	r.wgSum, r.policySum = [sha256.Size]byte{}, [sha256.Size]byte{}
 	var args []any
 	var ce *netstack.ConfigError
 	var pe *policy.Error

@@ -189,8 +189,25 @@ func TestReloadParsesOnlyWhatChanged(t *testing.T) {
 	if len(w.peerKeys()) != 3 {
 		t.Errorf("peers after the fix: %v, want all three", w.peerKeys())
 	}
-	if w.rl.pol.doc.Load() != doc1 {
-		t.Error("the policy applied already was parsed again")
+
+	// A good peer change beside a bad policy fails; fixing only the
+	// policy applies the peer change too.
+	w.writeConf(t, 0, 1)
+	if err := os.WriteFile(w.pol, []byte("{nodes"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if w.rl.reload() {
+		t.Fatal("a bad policy was applied")
+	}
+	if len(w.peerKeys()) != 3 {
+		t.Errorf("a failed reload changed the peers: %v", w.peerKeys())
+	}
+	w.writePolicy(t, "deploy")
+	if !w.rl.reload() {
+		t.Fatalf("reload after fixing the policy failed:\n%s", w.log)
+	}
+	if got := w.peerKeys(); len(got) != 2 {
+		t.Errorf("peers after fixing only the policy: %v, want the peer change applied (two)", got)
 	}
 }
 
