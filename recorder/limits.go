@@ -7,7 +7,7 @@ import "github.com/sshmesh/sshmesh/meshkey"
 // Defaults of Server's limits.
 const (
 	DefaultMaxStreamsPerSender       = 1024
-	DefaultMaxStreamsPerCaller       = 32
+	DefaultMaxStreamsPerCaller       = 128
 	DefaultMaxRecordingBytes   int64 = 16 << 30
 )
 
