@@ -2,12 +2,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/sshmesh/sshmesh/netstack"
@@ -84,29 +81,13 @@ func cmdRecorder(ctx context.Context, args []string, io stdio) (err error) {
 	rl := &meshReload{wgPath: *wgPath, policyPath: *policyPath, started: cfg, node: node, pol: pol, check: checkLists, logger: logger}
 	stopReload := onHangup(logger, rl)
 	defer stopReload()
-	ln, err := node.Listen("tcp", ":"+strconv.Itoa(int(*port)))
+	err = rec.ServeNode(ctx, node.Listen, uint16(*port), uint16(*httpPort), func() {
+		id, _ := doc.Node(node.PublicKey())
+		logger.Info("recorder ready", "node", id.Name(), "addrs", node.Addresses(), "port", *port, "http_port", *httpPort, "dir", *dir)
+		notify(logger, "READY=1")
+	})
 	if err != nil {
 		return err
-	}
-	errc := make(chan error, 2)
-	go func() { errc <- rec.Serve(ln) }()
-	if *httpPort != 0 {
-		hl, err := node.Listen("tcp", ":"+strconv.Itoa(int(*httpPort)))
-		if err != nil {
-			return fmt.Errorf("--http-port %d: %w", *httpPort, err)
-		}
-		go func() { errc <- rec.ServePage(hl) }()
-	}
-	id, _ := doc.Node(node.PublicKey())
-	logger.Info("recorder ready", "node", id.Name(), "addrs", node.Addresses(), "port", *port, "http_port", *httpPort, "dir", *dir)
-	notify(logger, "READY=1")
-	select {
-	case err := <-errc:
-		if errors.Is(err, http.ErrServerClosed) {
-			return nil
-		}
-		return err
-	case <-ctx.Done():
 	}
 	notify(logger, "STOPPING=1")
 	return nil

@@ -6,9 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"unicode"
 
@@ -66,31 +64,11 @@ func runRecorder(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	rec := &recorder.Server{Dir: *dir, Senders: splitList(*senders), Viewers: splitList(*viewers),
 		Logger: logger, Addrs: node.Addresses(), MaxStreamsPerSender: *maxStreams, MaxStreamsPerCaller: *maxPerCaller, MaxRecordingBytes: *maxMiB << 20}
 	defer rec.Close()
-	ln, err := node.Listen("tcp", ":"+strconv.Itoa(int(*port)))
-	if err != nil {
-		return err
-	}
-	errc := make(chan error, 2)
-	go func() { errc <- rec.Serve(ln) }()
-	if *httpPort != 0 {
-		hl, err := node.Listen("tcp", ":"+strconv.Itoa(int(*httpPort)))
-		if err != nil {
-			return fmt.Errorf("--http-port %d: %w", *httpPort, err)
-		}
-		go func() { errc <- rec.ServePage(hl) }()
-	}
 	defer memlimit.Set(*jf.memLimit)()
-	fmt.Fprintf(stdout, "sshmesh: recorder on the tailnet as %q on %s port %d (page: port %d)\n", *jf.hostname, joinAddrs(node.Addresses()), *port, *httpPort)
-	logger.Info("recorder ready", "addrs", node.Addresses(), "port", *port, "http_port", *httpPort, "dir", *dir)
-	select {
-	case err := <-errc:
-		if errors.Is(err, http.ErrServerClosed) {
-			return nil
-		}
-		return err
-	case <-ctx.Done():
-	}
-	return nil
+	return rec.ServeNode(ctx, node.Listen, uint16(*port), uint16(*httpPort), func() {
+		fmt.Fprintf(stdout, "sshmesh: recorder on the tailnet as %q on %s port %d (page: port %d)\n", *jf.hostname, joinAddrs(node.Addresses()), *port, *httpPort)
+		logger.Info("recorder ready", "addrs", node.Addresses(), "port", *port, "http_port", *httpPort, "dir", *dir)
+	})
 }
 
 // checkPrincipals returns an error for a name the recorder could never
