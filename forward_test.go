@@ -16,7 +16,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -384,9 +383,9 @@ func TestForwardUnixSockets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := fi.Sys().(*syscall.Stat_t)
-	if fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 || st.Uid != 65534 {
-		t.Errorf("socket %s: mode %v uid %d, want a 0600 socket of nobody (65534)", sock, fi.Mode(), st.Uid)
+	uid := fileUID(fi)
+	if fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 || uid != 65534 {
+		t.Errorf("socket %s: mode %v uid %d, want a 0600 socket of nobody (65534)", sock, fi.Mode(), uid)
 	}
 	go func() {
 		c, err := ln.Accept()
@@ -484,7 +483,7 @@ func TestForwardAgent(t *testing.T) {
 			var v seen
 			v.Sock = s.AgentSocket()
 			if fi, err := os.Stat(filepath.Dir(v.Sock)); err == nil {
-				v.DirMode, v.DirUid = fi.Mode().Perm(), fi.Sys().(*syscall.Stat_t).Uid
+				v.DirMode, v.DirUid = fi.Mode().Perm(), fileUID(fi)
 			}
 			if c, err := net.Dial("unix", v.Sock); err == nil {
 				keys, err := agent.NewClient(c).List()

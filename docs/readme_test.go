@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package docs_test checks that the README's walkthrough works: it runs
 // the README's marked shell blocks, exactly as written, with a freshly
 // built sshmesh on PATH.
