@@ -6,6 +6,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"golang.zx2c4.com/wireguard/device"
 )
 
 // These tests hold the data path to a memory contract: once the device's
@@ -105,5 +107,23 @@ func TestSendForgetsTheDevicesBuffers(t *testing.T) {
 		if n, _, err := sink.ReadFromUDP(buf); err != nil || n != 64 {
 			t.Fatalf("datagram %d: %d bytes, %v", i, n, err)
 		}
+	}
+}
+
+// TestBatchBuffersCeiling: the device keeps a 64 KiB message buffer per
+// packet of a batch for each of its two readers (the socket's, the
+// stack's), all of it resident once traffic has passed; the batch size
+// both sides report bounds that to 2 MiB (see batchSize).
+func TestBatchBuffersCeiling(t *testing.T) {
+	const ceiling = 2 << 20
+	d, _, err := newStack([]netip.Addr{groB}, stackOptions{mtu: 1420, ledger: newLedger(flightLimit, flightStall)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	b := newAddrBind(netip.Addr{})
+	batch := max(d.BatchSize(), b.BatchSize()) // the device takes the larger
+	if held := 2 * batch * device.MaxMessageSize; held > ceiling {
+		t.Errorf("batch of %d packets: the device's readers hold %d KiB of buffers, over the %d KiB ceiling", batch, held>>10, ceiling>>10)
 	}
 }
