@@ -8,6 +8,7 @@ import (
 	"unsafe"
 
 	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/device"
 )
 
 // This file bounds how many of our packets sit inside the WireGuard device.
@@ -484,11 +485,38 @@ func (m *meteredBind) metered(fn conn.ReceiveFunc) conn.ReceiveFunc {
 	}
 }
 
-// Send sends bufs; their packets have left the device.
+// Send sends bufs; their packets have left the device. Then it lets go of
+// the device's buffers (see forgetSent).
 func (m *meteredBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	err := m.Bind.Send(bufs, ep)
 	m.g.leave(outbound, bufs)
+	forgetSent(bufs)
 	return err
+}
+
+// sentStandIn is what the entries of a sent batch point into instead of
+// the device's buffers: their lengths, never their bytes, are read after
+// Send. Nothing writes to it, so it stays untouched zero pages (bss).
+var sentStandIn [device.MaxMessageSize]byte
+
+// forgetSent makes the slice the device handed Send point at none of its
+// buffers: each entry becomes a view of the same length into sentStandIn,
+// and the entries past the batch's end, up to the slice's capacity, are
+// cleared.
+//
+// Each peer's send routine keeps that slice and reuses it for its next
+// batch (wireguard-go's RoutineSequentialSender: bufs[:0] and append),
+// and after Send it reads only the entries' lengths, for the peer's byte
+// count (SendBuffers). Left as they are, the entries keep the batch's
+// 64 KiB message buffers alive after the device put them back in its
+// pool, which the garbage collector empties: at least one buffer for
+// every peer that was ever sent a packet, a whole batch's after a bulk
+// download, until that peer is sent more.
+func forgetSent(bufs [][]byte) {
+	for i, b := range bufs {
+		bufs[i] = sentStandIn[:len(b):len(b)]
+	}
+	clear(bufs[len(bufs):cap(bufs)])
 }
 
 // keepaliveSize is the size of a WireGuard transport message with no

@@ -210,7 +210,7 @@ func start(ctx context.Context, r Request, cfg config) (_ *Process, err error) {
 			p.output.Add(1)
 			go func() {
 				defer p.output.Done()
-				if _, err := io.Copy(w, pr); err != nil {
+				if _, err := copyFromFile(w, pr); err != nil {
 					// Output can no longer be delivered (the client
 					// closed its stdout, or the channel went away):
 					// close the pipe, so the child's next write gets
@@ -224,7 +224,7 @@ func start(ctx context.Context, r Request, cfg config) (_ *Process, err error) {
 			inW.Close()
 		} else {
 			go func() {
-				_, _ = io.Copy(inW, r.Stdin)
+				_, _ = copyToFile(inW, r.Stdin)
 				inW.Close()
 			}()
 		}
@@ -318,7 +318,7 @@ func start(ctx context.Context, r Request, cfg config) (_ *Process, err error) {
 		}
 	}
 	if r.Pty != nil && r.Stdin != nil {
-		go func() { _, _ = io.Copy(p.ptmx, r.Stdin) }()
+		go func() { _, _ = copyToFile(p.ptmx, r.Stdin) }()
 	}
 	go p.wait(ctx, cfg.records)
 	go p.watch(ctx)
@@ -513,21 +513,11 @@ func clamp16(v uint32) uint16 {
 // drainIdle.
 func (p *Process) copyPty(w io.Writer) {
 	defer p.output.Done()
-	buf := make([]byte, 32*1024)
-	for {
+	_, _ = copyFromFileEach(w, p.ptmx, func() {
 		if p.exited.Load() {
 			_ = p.ptmx.SetReadDeadline(time.Now().Add(drainIdle))
 		}
-		n, err := p.ptmx.Read(buf)
-		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return // EIO: no slave left; deadline; closed
-		}
-	}
+	})
 }
 
 // wait reaps the child, drains its output and ends the session.

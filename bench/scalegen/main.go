@@ -14,6 +14,7 @@
 //	one.conf, one.hujson              a server whose only peer is the client
 //	wg.conf                           server.conf's key and peers for `wg setconf`
 //	client.conf                       the client (peer 0), endpoint 127.0.0.1:PORT
+//	client-K.conf                     with -clients N: peer K as a client, K < N
 //
 // Keys are X25519 from crypto/ecdh, made on every CPU.
 package main
@@ -46,8 +47,9 @@ func main() {
 	dir := flag.String("dir", "", "output `dir` (required)")
 	n := flag.Int("n", 10000, "number of peers")
 	port := flag.Int("port", 51820, "the servers' UDP `port` (the one-peer server takes port+1)")
+	clients := flag.Int("clients", 0, "also write client-K.conf for the first `N` peers (each may log in: rules cover their owners)")
 	flag.Parse()
-	if *dir == "" || *n < 1 || *n > 4_000_000 {
+	if *dir == "" || *n < 1 || *n > 4_000_000 || *clients < 0 || *clients > min(*n, rules) {
 		flag.Usage()
 		os.Exit(2)
 	}
@@ -91,6 +93,12 @@ func main() {
 		fmt.Fprintf(w, "[Interface]\nPrivateKey = %s\nAddress = %s/32\n", peers[0].priv, addr(0))
 		fmt.Fprintf(w, "\n[Peer]\nPublicKey = %s\nAllowedIPs = %s/32\nEndpoint = 127.0.0.1:%d\n", server.pub, serverAddr, *port)
 	})
+	for k := range *clients {
+		write(filepath.Join(*dir, fmt.Sprintf("client-%d.conf", k)), func(w *bufio.Writer) {
+			fmt.Fprintf(w, "[Interface]\nPrivateKey = %s\nAddress = %s/32\n", peers[k].priv, addr(k))
+			fmt.Fprintf(w, "\n[Peer]\nPublicKey = %s\nAllowedIPs = %s/32\nEndpoint = 127.0.0.1:%d\n", server.pub, serverAddr, *port)
+		})
+	}
 	write(filepath.Join(*dir, "client-one.conf"), func(w *bufio.Writer) {
 		fmt.Fprintf(w, "[Interface]\nPrivateKey = %s\nAddress = %s/32\n", peers[0].priv, addr(0))
 		fmt.Fprintf(w, "\n[Peer]\nPublicKey = %s\nAllowedIPs = %s/32\nEndpoint = 127.0.0.1:%d\n", one.pub, serverAddr, *port+1)

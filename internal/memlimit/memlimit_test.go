@@ -137,3 +137,19 @@ func TestTrimAfterBursts(t *testing.T) {
 	case <-time.After(200 * time.Millisecond):
 	}
 }
+
+// TestHeadroomCeiling: a small heap (a server's few MiB live) may gather
+// at most 8 MiB of garbage between collections under auto, the peak RSS
+// of a bulk copy depends on it (see Headroom).
+func TestHeadroomCeiling(t *testing.T) {
+	const MiB = 1 << 20
+	if Headroom > 8*MiB {
+		t.Errorf("Headroom is %d MiB, over the 8 MiB ceiling", Headroom/MiB)
+	}
+	// 8 MiB live: room for Headroom of garbage, not Go's default 8 MiB+.
+	const live, stacks = 8 * MiB, 1 * MiB
+	p := autoGCPercent(live+(live+stacks), stacks, 100, Headroom)
+	if room := (live + stacks) * uint64(p) / 100; room > Headroom+MiB {
+		t.Errorf("8 MiB live: room for %d MiB of garbage, want at most %d", room/MiB, Headroom/MiB)
+	}
+}
