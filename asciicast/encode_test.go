@@ -63,6 +63,24 @@ func TestAppendEventMatchesEncodingJSON(t *testing.T) {
 	}
 }
 
+// TestEveryByteAtEveryOffset: each byte value, alone in plain text at each
+// offset of an 8-byte word (where the encoder tests eight bytes at once),
+// is escaped as encoding/json escapes it.
+func TestEveryByteAtEveryOffset(t *testing.T) {
+	for _, background := range []byte{'a', ' ', '~', 0x7f, '!', '=', '?', '[', ']'} {
+		for c := range 256 {
+			for at := range 17 {
+				data := bytes.Repeat([]byte{background}, 24)
+				data[at] = byte(c)
+				want := marshalEvent(1, asciicast.Output, data)
+				if got := asciicast.AppendEvent(nil, 1, asciicast.Output, data); !bytes.Equal(got, want) {
+					t.Fatalf("byte %#x at %d in %q:\n got %s\nwant %s", c, at, background, got, want)
+				}
+			}
+		}
+	}
+}
+
 func FuzzAppendEvent(f *testing.F) {
 	for _, in := range oddInputs {
 		f.Add([]byte(in), 1.25)

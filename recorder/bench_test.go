@@ -1,7 +1,9 @@
 package recorder_test
 
 import (
+	"bytes"
 	"fmt"
+	"net/netip"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -80,4 +82,35 @@ func (w *countWriter) Write(p []byte) (int, error) {
 	w.n.Add(int64(len(p)))
 	w.last.Store(time.Now().UnixNano())
 	return len(p), nil
+}
+
+// BenchmarkMeshStream: 8 MiB per op over one mesh TCP conn from this
+// process to a process of its own that reads and drops it (the recorder
+// process of BenchmarkRecordedBulk/remote-process), in writes of 256 KiB
+// (the recorder client's largest frame). Its cpu-ms/op is what sending
+// one stream over the mesh costs the sender (gVisor TCP, WireGuard, UDP
+// syscalls, the ACKs coming back) with nothing of ours on top: the floor
+// under the cost of streaming a recording.
+func BenchmarkMeshStream(b *testing.B) {
+	const size = 8 << 20
+	r := newRig(b, rigOptions{process: true})
+	conn, err := r.srv.Dial(b.Context(), "tcp", netip.AddrPortFrom(r.recNd.Addr, discardPort).String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	buf := bytes.Repeat([]byte("x"), 256<<10)
+	b.SetBytes(size)
+	b.ResetTimer()
+	cpu := processCPU()
+	for b.Loop() {
+		for n := 0; n < size; n += len(buf) {
+			if _, err := conn.Write(buf); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	if used := processCPU() - cpu; used > 0 {
+		b.ReportMetric(float64(used.Milliseconds())/float64(b.N), "cpu-ms/op")
+	}
 }
