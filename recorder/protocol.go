@@ -110,18 +110,22 @@ func readHeader(r io.Reader, max int) (byte, int, error) {
 	return h[0], int(n), nil
 }
 
-// payloadStep is how far a payload's memory may run ahead of the bytes
-// that came (besides append's own growth, at most what came).
-const payloadStep = 64 << 10
+// A payload's memory runs ahead of the bytes that came by at most
+// payloadFirst at first, then by as much as came, and never by more than
+// payloadStep (besides append's own rounding).
+const (
+	payloadFirst = 4 << 10
+	payloadStep  = 64 << 10
+)
 
 // readPayload reads an n-byte payload into buf's memory (from buf[:0]),
-// growing it by at most payloadStep at a time as the bytes arrive: a
-// sender that claims a large frame and sends nothing costs nothing.
+// growing it as the bytes arrive: a sender that claims a large frame and
+// sends nothing costs at most payloadFirst.
 func readPayload(r io.Reader, buf []byte, n int) ([]byte, error) {
 	p := buf[:0]
 	for len(p) < n {
 		if len(p) == cap(p) {
-			p = slices.Grow(p, min(n-len(p), payloadStep))
+			p = slices.Grow(p, min(n-len(p), payloadStep, max(len(p), payloadFirst)))
 		}
 		k, err := r.Read(p[len(p):min(n, cap(p))])
 		p = p[:len(p)+k]
