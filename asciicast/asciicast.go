@@ -42,12 +42,23 @@ type Event struct {
 	Data string  // the bytes printed or typed (UTF-8), or "COLSxROWS"
 }
 
+// LineAppender is an output that takes event lines into a buffer of its
+// own: a [Writer] whose output is one appends each line there in place,
+// instead of encoding it into a buffer of the Writer's and writing that (a
+// copy saved). AppendLine calls line at most once, with its buffer, and
+// keeps what line returns: the buffer with one more whole event line.
+// Package recorder's stream queue is one.
+type LineAppender interface {
+	AppendLine(line func(buf []byte) []byte) error
+}
+
 // Writer writes a recording. Its methods are safe for concurrent use.
 type Writer struct {
 	mu      sync.Mutex
 	out     io.Writer
-	buf     []byte   // the event being written, reused
-	f       *os.File // nil unless made by Create
+	lines   LineAppender // out, when it is one
+	buf     []byte       // the event being written, reused
+	f       *os.File     // nil unless made by Create
 	start   time.Time
 	now     func() time.Time
 	partial map[string][]byte // an unfinished UTF-8 sequence per code
@@ -79,6 +90,7 @@ func NewWriter(out io.Writer, h Header, now func() time.Time) (*Writer, error) {
 		now = time.Now
 	}
 	w := &Writer{out: out, now: now, start: now(), partial: map[string][]byte{}}
+	w.lines, _ = out.(LineAppender)
 	h.Version = 2
 	if h.Timestamp == 0 {
 		h.Timestamp = w.start.Unix()
@@ -101,7 +113,9 @@ func NewEventWriter(out io.Writer, start time.Time, now func() time.Time) *Write
 	if now == nil {
 		now = time.Now
 	}
-	return &Writer{out: out, now: now, start: start, partial: map[string][]byte{}}
+	w := &Writer{out: out, now: now, start: start, partial: map[string][]byte{}}
+	w.lines, _ = out.(LineAppender)
+	return w
 }
 
 // Output records data the terminal printed.
@@ -165,6 +179,13 @@ func eventCut(data []byte) int {
 
 // write writes one event line with one Write to the output.
 func (w *Writer) write(t float64, code string, data []byte) error {
+	if w.lines != nil {
+		if err := w.lines.AppendLine(func(buf []byte) []byte { return AppendEvent(buf, t, code, data) }); err != nil {
+			w.err = err
+			return err
+		}
+		return nil
+	}
 	w.buf = AppendEvent(w.buf[:0], t, code, data)
 	if _, err := w.out.Write(w.buf); err != nil {
 		w.err = err

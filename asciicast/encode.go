@@ -1,6 +1,8 @@
 package asciicast
 
 import (
+	"encoding/binary"
+	"math/bits"
 	"strconv"
 	"unicode/utf8"
 )
@@ -32,14 +34,47 @@ var plain = func() (t [256]bool) {
 	return t
 }()
 
+const (
+	lowBits  = 0x0101010101010101 // 0x01 in every byte of a word
+	highBits = 0x8080808080808080 // 0x80 in every byte of a word
+)
+
+// specialBytes tests the 8 bytes of w (little-endian) at once for the
+// ones that are not plain: from 0x80, below 0x20, '"' or '&' (0x22, 0x26:
+// equal but for bit 2), '<' or '>' (0x3c, 0x3e: equal but for bit 1), or
+// '\\'. It returns 0 when all are plain, else a mask whose lowest set bit
+// is the top bit of the first byte that is not (bytes after that one may
+// be marked wrongly: a borrow runs upwards only).
+func specialBytes(w uint64) uint64 {
+	m := w & highBits
+	m |= (w - 0x20*lowBits) &^ w & highBits
+	m |= zeroByte((w | 0x04*lowBits) ^ 0x26*lowBits)
+	m |= zeroByte((w | 0x02*lowBits) ^ 0x3e*lowBits)
+	m |= zeroByte(w ^ '\\'*lowBits)
+	return m
+}
+
+// zeroByte marks the bytes of x that are 0 (exactly up to the first).
+func zeroByte(x uint64) uint64 { return (x - lowBits) &^ x & highBits }
+
 // appendString appends s as a JSON string, escaped as json.Marshal escapes
 // it (HTML-safe, U+2028 and U+2029 escaped, invalid UTF-8 as U+FFFD).
 func appendString(dst, s []byte) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
-		for i < len(s) && plain[s[i]] {
-			i++
+		for i+8 <= len(s) {
+			m := specialBytes(binary.LittleEndian.Uint64(s[i:]))
+			if m != 0 {
+				i += bits.TrailingZeros64(m) / 8
+				break
+			}
+			i += 8
+		}
+		if i+8 > len(s) {
+			for i < len(s) && plain[s[i]] {
+				i++
+			}
 		}
 		if i == len(s) {
 			break

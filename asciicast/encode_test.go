@@ -63,6 +63,24 @@ func TestAppendEventMatchesEncodingJSON(t *testing.T) {
 	}
 }
 
+// TestEveryByteAtEveryOffset: each byte value, alone in plain text at each
+// offset of an 8-byte word (where the encoder tests eight bytes at once),
+// is escaped as encoding/json escapes it.
+func TestEveryByteAtEveryOffset(t *testing.T) {
+	for _, background := range []byte{'a', ' ', '~', 0x7f, '!', '=', '?', '[', ']'} {
+		for c := range 256 {
+			for at := range 17 {
+				data := bytes.Repeat([]byte{background}, 24)
+				data[at] = byte(c)
+				want := marshalEvent(1, asciicast.Output, data)
+				if got := asciicast.AppendEvent(nil, 1, asciicast.Output, data); !bytes.Equal(got, want) {
+					t.Fatalf("byte %#x at %d in %q:\n got %s\nwant %s", c, at, background, got, want)
+				}
+			}
+		}
+	}
+}
+
 func FuzzAppendEvent(f *testing.F) {
 	for _, in := range oddInputs {
 		f.Add([]byte(in), 1.25)
@@ -151,5 +169,31 @@ func TestLongWriteKeepsACharacterBeforeStrayBytes(t *testing.T) {
 	}
 	if !strings.HasSuffix(first.Data, "😀") {
 		t.Errorf("the first event ends with %q, want the whole 😀", first.Data[len(first.Data)-8:])
+	}
+}
+
+// lineBuffer is a LineAppender that keeps what is appended.
+type lineBuffer struct{ buf []byte }
+
+func (l *lineBuffer) AppendLine(line func([]byte) []byte) error { l.buf = line(l.buf); return nil }
+func (l *lineBuffer) Write(p []byte) (int, error)               { panic("a LineAppender is not written to") }
+
+// TestLineAppenderGetsTheSameLines: a Writer whose output is a
+// LineAppender appends to it the lines it would write to an io.Writer.
+func TestLineAppenderGetsTheSameLines(t *testing.T) {
+	clock := func() time.Time { return time.Unix(100, 0) }
+	var plain bytes.Buffer
+	var lines lineBuffer
+	for _, w := range []*asciicast.Writer{asciicast.NewEventWriter(&plain, time.Unix(99, 0), clock), asciicast.NewEventWriter(&lines, time.Unix(99, 0), clock)} {
+		w.Output([]byte("hello \xe2\x82"))
+		w.Output(append([]byte("\xac <world>\n"), bytes.Repeat([]byte("x"), asciicast.MaxEventData)...))
+		w.Resize(100, 30)
+		w.Input([]byte("q"))
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(lines.buf, plain.Bytes()) || plain.Len() < asciicast.MaxEventData {
+		t.Errorf("appended lines differ from written ones:\n%.300s\n%.300s", lines.buf, plain.Bytes())
 	}
 }

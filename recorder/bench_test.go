@@ -1,12 +1,17 @@
 package recorder_test
 
 import (
+	"bytes"
+	"compress/flate"
 	"fmt"
+	"net/netip"
+	"os"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/sshmesh/sshmesh"
+	"github.com/sshmesh/sshmesh/asciicast"
 	"github.com/sshmesh/sshmesh/sshmeshtest"
 )
 
@@ -80,4 +85,78 @@ func (w *countWriter) Write(p []byte) (int, error) {
 	w.n.Add(int64(len(p)))
 	w.last.Store(time.Now().UnixNano())
 	return len(p), nil
+}
+
+// BenchmarkMeshStream: 8 MiB per op over one mesh TCP conn from this
+// process to a process of its own that reads and drops it (the recorder
+// process of BenchmarkRecordedBulk/remote-process), in writes of 256 KiB
+// (the recorder client's largest frame). Its cpu-ms/op is what sending
+// one stream over the mesh costs the sender (gVisor TCP, WireGuard, UDP
+// syscalls, the ACKs coming back) with nothing of ours on top: the floor
+// under the cost of streaming a recording.
+func BenchmarkMeshStream(b *testing.B) {
+	const size = 8 << 20
+	r := newRig(b, rigOptions{process: true})
+	conn, err := r.srv.Dial(b.Context(), "tcp", netip.AddrPortFrom(r.recNd.Addr, discardPort).String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	buf := bytes.Repeat([]byte("x"), 256<<10)
+	b.SetBytes(size)
+	b.ResetTimer()
+	cpu := processCPU()
+	for b.Loop() {
+		for n := 0; n < size; n += len(buf) {
+			if _, err := conn.Write(buf); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	if used := processCPU() - cpu; used > 0 {
+		b.ReportMetric(float64(used.Milliseconds())/float64(b.N), "cpu-ms/op")
+	}
+}
+
+// BenchmarkCompressCorpus weighs compressing the stream, which the
+// recorder protocol does not do (bench/RESULTS.md says why): the file
+// named by SSHMESH_BENCH_CORPUS (real terminal text: `ls -lR /usr`, a
+// build log; never repeated lines, which compress far better than real
+// output) is encoded as the stream's event lines (32 KiB writes) and
+// compressed with compress/flate in 256 KiB frames, each flushed as a
+// frame would be. ratio is compressed/encoded bytes; cpu-ns/B is the
+// compressor's CPU per encoded byte, to set beside BenchmarkMeshStream's
+// cost per byte sent.
+func BenchmarkCompressCorpus(b *testing.B) {
+	path := os.Getenv("SSHMESH_BENCH_CORPUS")
+	if path == "" {
+		b.Skip("set SSHMESH_BENCH_CORPUS to a file of real terminal output")
+	}
+	text, err := os.ReadFile(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var cast []byte
+	for off := 0; off < len(text); off += 32 << 10 {
+		cast = asciicast.AppendEvent(cast, 1.5, asciicast.Output, text[off:min(off+32<<10, len(text))])
+	}
+	for _, level := range []struct {
+		name  string
+		level int
+	}{{"huffman-only", flate.HuffmanOnly}, {"best-speed", flate.BestSpeed}} {
+		b.Run(level.name, func(b *testing.B) {
+			var out countWriter
+			w, _ := flate.NewWriter(&out, level.level)
+			b.SetBytes(int64(len(cast)))
+			cpu := processCPU()
+			for b.Loop() {
+				for off := 0; off < len(cast); off += 256 << 10 {
+					w.Write(cast[off:min(off+256<<10, len(cast))])
+					w.Flush()
+				}
+			}
+			b.ReportMetric(float64(out.n.Load())/float64(len(cast))/float64(b.N), "ratio")
+			b.ReportMetric(float64(processCPU()-cpu)/float64(len(cast))/float64(b.N), "cpu-ns/B")
+		})
+	}
 }

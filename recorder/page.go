@@ -66,7 +66,7 @@ func (s *Server) ServePage(l net.Listener) error {
 		return http.ErrServerClosed
 	}
 	if s.ls == nil {
-		s.ls, s.conns = map[net.Listener]struct{}{}, map[net.Conn]struct{}{}
+		s.ls, s.conns = map[net.Listener]struct{}{}, map[net.Conn]*inbound{}
 	}
 	s.ls[l] = struct{}{}
 	s.mu.Unlock()

@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/sshmesh/sshmesh/asciicast"
 )
@@ -80,21 +81,62 @@ func writeFrame(w io.Writer, typ byte, payload []byte) error {
 	return err
 }
 
-// readFrame reads one frame; payloads over max are an error.
+// readFrame reads one frame; payloads over max are an error. The
+// payload's memory grows as its bytes arrive (see readPayload), never to
+// the size a frame only claims.
 func readFrame(r io.Reader, max int) (byte, []byte, error) {
-	var h [5]byte
-	if _, err := io.ReadFull(r, h[:]); err != nil {
+	typ, n, err := readHeader(r, max)
+	if err != nil {
 		return 0, nil, err
+	}
+	p, err := readPayload(r, nil, n)
+	if err != nil {
+		return 0, nil, err
+	}
+	return typ, p, nil
+}
+
+// readHeader reads a frame's type and payload length; a length over max
+// is an error.
+func readHeader(r io.Reader, max int) (byte, int, error) {
+	var h [frameHeader]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return 0, 0, err
 	}
 	n := binary.BigEndian.Uint32(h[1:])
 	if int64(n) > int64(max) {
-		return 0, nil, fmt.Errorf("frame %q of %d bytes, over %d", h[0], n, max)
+		return 0, 0, fmt.Errorf("frame %q of %d bytes, over %d", h[0], n, max)
 	}
-	p := make([]byte, n)
-	if _, err := io.ReadFull(r, p); err != nil {
-		return 0, nil, err
+	return h[0], int(n), nil
+}
+
+// A payload's memory runs ahead of the bytes that came by at most
+// payloadFirst at first, then by as much as came, and never by more than
+// payloadStep (besides append's own rounding).
+const (
+	payloadFirst = 4 << 10
+	payloadStep  = 64 << 10
+)
+
+// readPayload reads an n-byte payload into buf's memory (from buf[:0]),
+// growing it as the bytes arrive: a sender that claims a large frame and
+// sends nothing costs at most payloadFirst.
+func readPayload(r io.Reader, buf []byte, n int) ([]byte, error) {
+	p := buf[:0]
+	for len(p) < n {
+		if len(p) == cap(p) {
+			p = slices.Grow(p, min(n-len(p), payloadStep, max(len(p), payloadFirst)))
+		}
+		k, err := r.Read(p[len(p):min(n, cap(p))])
+		p = p[:len(p)+k]
+		if err != nil && len(p) < n {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return p, err
+		}
 	}
-	return h[0], p, nil
+	return p, nil
 }
 
 func ackPayload(n int64) []byte { return binary.BigEndian.AppendUint64(nil, uint64(n)) }

@@ -3,7 +3,11 @@ package recorder
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"io"
+	"runtime"
 	"testing"
+	"testing/iotest"
 )
 
 func TestCheckEvents(t *testing.T) {
@@ -71,4 +75,29 @@ func FuzzValidString(f *testing.F) {
 			t.Fatalf("validString(%q) = %v, json.Valid says %v", p, got, want)
 		}
 	})
+}
+
+// TestPayloadMemoryFollowsItsBytes: a frame that claims MaxFrame bytes and
+// sends ten costs the reader no more than a first step of memory.
+func TestPayloadMemoryFollowsItsBytes(t *testing.T) {
+	const frames = 64
+	in := append([]byte{frameData, 0, 0x10, 0, 0}, "ten bytes."...)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range frames {
+		if _, _, err := readFrame(bytes.NewReader(in), MaxFrame); !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Fatalf("a frame cut short: %v, want io.ErrUnexpectedEOF", err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / frames; per > MaxFrame/8 { // payloadFirst, and the race detector's own
+		t.Errorf("%d bytes allocated per frame that sent 10 of the %d it claimed", per, MaxFrame)
+	}
+	// A whole frame still reads whole.
+	want := bytes.Repeat([]byte("0123456789abcdef"), MaxFrame/16)
+	var frame bytes.Buffer
+	writeFrame(&frame, frameData, want)
+	if typ, p, err := readFrame(iotest.OneByteReader(&frame), MaxFrame); err != nil || typ != frameData || !bytes.Equal(p, want) {
+		t.Errorf("a whole frame read byte by byte: %q, %d bytes, %v", typ, len(p), err)
+	}
 }

@@ -9,7 +9,7 @@ import (
 )
 
 // queue takes a stream's event lines from the session and sends them, as
-// many lines a data frame as have come (at most queueLimit, or one longer line), from its own
+// many lines a data frame as have come (at most queueLimit and one line), from its own
 // goroutine: the session does not wait for the recorder's conn, only for
 // room in the queue (at most the stream's bound; then the recording has
 // failed). A line given to the queue is the recording's: if it cannot be
@@ -32,7 +32,8 @@ type queue struct {
 const frameHeader = 5 // type byte and payload length
 
 // queueLimit is how many bytes of lines a stream holds before the session
-// waits: a line longer than that (at most MaxFrame) goes alone.
+// waits. A frame is at most queueLimit and one line: under MaxFrame, as an
+// event line is at most about 6 x asciicast.MaxEventData (384 KiB).
 const queueLimit = 256 << 10
 
 func newQueue(s *stream) *queue {
@@ -47,12 +48,11 @@ func signal(c chan struct{}) {
 	}
 }
 
-// Write queues whole event lines (the asciicast writer writes one line a
-// call), waiting at most the stream's bound for room.
-func (q *queue) Write(p []byte) (int, error) {
-	if len(p) > MaxFrame {
-		return 0, fmt.Errorf("recorder: an event line of %d bytes, over the frame limit", len(p))
-	}
+// AppendLine appends one event line to the queue in place (the
+// asciicast writer's line is never copied), waiting at most the stream's
+// bound for room: the queue takes a line while it holds less than
+// queueLimit, so a frame is at most queueLimit plus one line.
+func (q *queue) AppendLine(line func([]byte) []byte) error {
 	var timer *time.Timer
 	for {
 		q.mu.Lock()
@@ -60,15 +60,21 @@ func (q *queue) Write(p []byte) (int, error) {
 		case q.err != nil:
 			err := q.err
 			q.mu.Unlock()
-			return 0, err
+			return err
 		case q.closed:
 			q.mu.Unlock()
-			return 0, errors.New("recorder: the stream is closed")
-		case len(q.pending) == frameHeader || len(q.pending)-frameHeader+len(p) <= queueLimit:
-			q.pending = append(q.pending, p...)
+			return errors.New("recorder: the stream is closed")
+		case len(q.pending)-frameHeader < queueLimit:
+			before := len(q.pending)
+			q.pending = line(q.pending)
+			if n := len(q.pending) - frameHeader; n > MaxFrame {
+				q.pending = q.pending[:before]
+				q.mu.Unlock()
+				return fmt.Errorf("recorder: an event line of %d bytes, over the frame limit", n-(before-frameHeader))
+			}
 			q.mu.Unlock()
 			signal(q.wake)
-			return len(p), nil
+			return nil
 		}
 		q.mu.Unlock()
 		if timer == nil {
@@ -79,9 +85,18 @@ func (q *queue) Write(p []byte) (int, error) {
 		case <-q.room:
 		case <-q.done:
 		case <-timer.C:
-			return 0, q.s.failWith(fmt.Errorf("recorder %s: took no data for %s", q.s.target.Name, q.s.bound))
+			return q.s.failWith(fmt.Errorf("recorder %s: took no data for %s", q.s.target.Name, q.s.bound))
 		}
 	}
+}
+
+// Write queues whole event lines (for an io.Writer's callers; the
+// asciicast writer uses AppendLine).
+func (q *queue) Write(p []byte) (int, error) {
+	if err := q.AppendLine(func(buf []byte) []byte { return append(buf, p...) }); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 // send writes the queued lines as data frames until drain.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/sshmesh/sshmesh"
 	"github.com/sshmesh/sshmesh/asciicast"
 	"github.com/sshmesh/sshmesh/internal/testkit"
+	"github.com/sshmesh/sshmesh/meshkey"
 	"github.com/sshmesh/sshmesh/policy"
 	"github.com/sshmesh/sshmesh/recorder"
 	"github.com/sshmesh/sshmesh/sshmeshtest"
@@ -30,6 +32,8 @@ type rig struct {
 	mesh               *sshmeshtest.Mesh
 	laptop, srv, recNd *sshmeshtest.Node
 	doc                *policy.Document
+	policySrc          string
+	recDoc             atomic.Pointer[policy.Document] // the recorder's Identify names nodes by it
 	server             *sshmesh.Server
 	rec                *recorder.Server
 	recDir, localDir   string
@@ -46,6 +50,8 @@ type rigOptions struct {
 	maxStreams int           // the recorder's MaxStreamsPerSender
 	maxCaller  int           // the recorder's MaxStreamsPerCaller
 	maxBytes   int64         // the recorder's MaxRecordingBytes
+	maxPending int           // the recorder's MaxPendingBytesPerSender
+	idle       time.Duration // the recorder's IdleTimeout
 	handler    sshmesh.Handler
 	recording  string // the rule's recording options; "" means record to tag:recorder
 }
@@ -78,7 +84,8 @@ func newRig(t testing.TB, o rigOptions) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.doc = doc
+	r.doc, r.policySrc = doc, policySrc
+	r.recDoc.Store(doc)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("server log:\n%s\nrecorder log:\n%s", tail(r.serverLog.String(), 400), tail(r.recLog.String(), 100))
@@ -95,8 +102,10 @@ func newRig(t testing.TB, o rigOptions) *rig {
 		if sync == 0 {
 			sync = 200 * time.Millisecond
 		}
-		r.rec = &recorder.Server{Dir: r.recDir, Identify: doc.Node, Senders: senders, Logger: r.recLog.Logger(), SyncInterval: sync,
-			MaxStreamsPerSender: o.maxStreams, MaxStreamsPerCaller: o.maxCaller, MaxRecordingBytes: o.maxBytes}
+		identify := func(k meshkey.Public) (policy.Identity, bool) { return r.recDoc.Load().Node(k) }
+		r.rec = &recorder.Server{Dir: r.recDir, Identify: identify, Senders: senders, Logger: r.recLog.Logger(), SyncInterval: sync,
+			MaxStreamsPerSender: o.maxStreams, MaxStreamsPerCaller: o.maxCaller, MaxRecordingBytes: o.maxBytes,
+			MaxPendingBytesPerSender: o.maxPending, IdleTimeout: o.idle}
 		ln, err := r.recNd.Listen("tcp", fmt.Sprintf(":%d", recorder.DefaultPort))
 		if err != nil {
 			t.Fatal(err)

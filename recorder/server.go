@@ -82,17 +82,27 @@ type Server struct {
 	// session). 0 means DefaultMaxRecordingBytes.
 	MaxRecordingBytes int64
 
+	// MaxPendingBytesPerSender bounds the bytes of the frames one sending
+	// node has begun and the recorder has not stored yet, over all its
+	// streams (a frame counts from its header, at the size it claims; its
+	// memory grows only as its bytes arrive). A frame that does not fit
+	// waits, and TCP holds its bytes back, until the node's other frames
+	// are stored; a frame alone always fits. 0 means
+	// DefaultMaxPendingBytesPerSender.
+	MaxPendingBytesPerSender int
+
 	// Now is the clock for dates and times. nil means time.Now.
 	Now func() time.Time
 
-	mu      sync.Mutex
-	ls      map[net.Listener]struct{}
-	conns   map[net.Conn]struct{}
-	streams map[meshkey.Public]int // streams in progress per sender
-	callers map[callerKey]int      // streams in progress per sender and caller
-	closed  bool
-	closeCh chan struct{}
-	wg      sync.WaitGroup
+	mu        sync.Mutex
+	ls        map[net.Listener]struct{}
+	conns     map[net.Conn]*inbound
+	senders   map[meshkey.Public]*sender // per sending node, while it has streams
+	callers   map[callerKey]int          // streams in progress per sender and caller
+	closed    bool
+	closeCh   chan struct{}
+	wg        sync.WaitGroup
+	watchOnce sync.Once
 }
 
 // Meta is what a recorder keeps beside each recording: who sent it (from
@@ -135,10 +145,11 @@ func (s *Server) Serve(l net.Listener) error {
 		return net.ErrClosed
 	}
 	if s.ls == nil {
-		s.ls, s.conns = map[net.Listener]struct{}{}, map[net.Conn]struct{}{}
+		s.ls, s.conns = map[net.Listener]struct{}{}, map[net.Conn]*inbound{}
 	}
 	s.ls[l] = struct{}{}
 	s.mu.Unlock()
+	s.watchOnce.Do(func() { go s.watch() })
 	for {
 		c, err := l.Accept()
 		if err != nil {
@@ -150,12 +161,14 @@ func (s *Server) Serve(l net.Listener) error {
 			c.Close()
 			continue
 		}
-		s.conns[c] = struct{}{}
+		in := &inbound{c: c, stop: make(chan struct{})}
+		in.peer, in.known = sshmesh.PeerOf(c)
+		s.conns[c] = in
 		s.wg.Add(1)
 		s.mu.Unlock()
 		go func() {
 			defer s.wg.Done()
-			s.serveConn(c)
+			s.serveConn(in)
 			s.mu.Lock()
 			delete(s.conns, c)
 			s.mu.Unlock()
@@ -178,7 +191,8 @@ func (s *Server) Close() error {
 	for l := range s.ls {
 		l.Close()
 	}
-	for c := range s.conns {
+	for c, in := range s.conns {
+		in.end("the recorder is shutting down")
 		c.Close()
 	}
 	s.mu.Unlock()
@@ -222,11 +236,11 @@ func (s *Server) identify(p sshmesh.Peer) (policy.Identity, bool) {
 }
 
 // serveConn stores one stream.
-func (s *Server) serveConn(c net.Conn) {
+func (s *Server) serveConn(in *inbound) {
+	c, peer := in.c, in.peer
 	defer c.Close()
 	log := s.logger().With("addr", c.RemoteAddr().String())
-	peer, ok := sshmesh.PeerOf(c)
-	if !ok {
+	if !in.known {
 		log.Warn("recording refused: the conn does not know its mesh peer")
 		return
 	}
@@ -243,8 +257,8 @@ func (s *Server) serveConn(c net.Conn) {
 		return
 	}
 	defer s.releaseStream(peer.Key)
-	c.SetReadDeadline(time.Now().Add(s.idle()))
-	typ, p, err := readFrame(c, MaxFrame)
+	defer s.release(in)
+	typ, p, err := s.readFrame(in, MaxFrame)
 	if err != nil || typ != frameStart {
 		log.Warn("recording refused: no start frame", "err", err)
 		writeFrame(c, frameRefused, []byte("want a start frame"))
@@ -283,7 +297,7 @@ func (s *Server) serveConn(c net.Conn) {
 		defer close(syncDone)
 		s.syncLoop(rec, w, stop)
 	}()
-	complete, err := s.receive(c, rec)
+	complete, err := s.receive(in, rec)
 	close(stop)
 	<-syncDone
 	if err != nil {
@@ -333,10 +347,9 @@ func (s *Server) syncInterval() time.Duration {
 }
 
 // receive stores data frames until the end frame (complete) or an error.
-func (s *Server) receive(c net.Conn, rec *recording) (complete bool, err error) {
+func (s *Server) receive(in *inbound, rec *recording) (complete bool, err error) {
 	for {
-		c.SetReadDeadline(time.Now().Add(s.idle()))
-		typ, p, err := readFrame(c, MaxFrame)
+		typ, p, err := s.readFrame(in, MaxFrame)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				return false, errors.New("the sender closed the stream without ending it")

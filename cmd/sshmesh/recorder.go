@@ -73,12 +73,13 @@ func cmdRecorder(ctx context.Context, args []string, io stdio) (err error) {
 	defer rec.Close()
 
 	// SIGHUP re-reads the policy (who is who: senders and viewers are
-	// matched against it) and the wg-quick file's peers, as serve does.
+	// matched against it) and the wg-quick file's peers, as serve does;
+	// the streams of senders they no longer allow end.
 	cfg, _, err := netstack.LoadConfig(*wgPath)
 	if err != nil {
 		return err
 	}
-	rl := &meshReload{wgPath: *wgPath, policyPath: *policyPath, started: cfg, node: node, pol: pol, check: checkLists, logger: logger}
+	rl := &meshReload{wgPath: *wgPath, policyPath: *policyPath, started: cfg, node: node, pol: pol, check: checkLists, recheck: rec.Recheck, logger: logger}
 	stopReload := onHangup(logger, rl)
 	defer stopReload()
 	err = rec.ServeNode(ctx, node.Listen, uint16(*port), uint16(*httpPort), func() {

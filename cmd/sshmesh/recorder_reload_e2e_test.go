@@ -1,11 +1,14 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/sshmesh/sshmesh/meshkey"
 )
@@ -14,8 +17,9 @@ import (
 // (which names the nodes --senders and --viewers match) and its wg-quick
 // file. A bad file is logged with its line and changes nothing: the
 // recorder still takes the server's recordings; a good policy in which
-// the server's node no longer has the senders' tag applies, and the
-// server's next fail-closed session is refused.
+// the server's node no longer has the senders' tag applies: the stream of
+// the server's session in progress ends (the fail-closed session with
+// 254), and its next fail-closed session is refused.
 func TestRecorderReload(t *testing.T) {
 	f := newRecorderFixture(t)
 	hup := func() {
@@ -59,7 +63,10 @@ func TestRecorderReload(t *testing.T) {
 
 	// A policy in which srv lost tag:server (it is nobody's node now;
 	// srv2 has the tag, so --senders still names a node): srv may no
-	// longer send.
+	// longer send, and the stream of its session in progress ends (the
+	// fail-closed session with 254).
+	open := startEchoSession(t, f.lapConf, f.login)
+	open.alive(t, "before the reload")
 	os.WriteFile(f.recConf, goodWG, 0o600)
 	other, _ := meshkey.NewPrivate()
 	moved := strings.Replace(string(good), `"tags": ["tag:server"]},`, `"owner": "nobody@example.com"},
@@ -70,6 +77,20 @@ func TestRecorderReload(t *testing.T) {
 	os.WriteFile(f.polPath, []byte(moved), 0o600)
 	hup()
 	waitCount(t, f.recLog, "msg=reloaded", 1)
+	ended := make(chan error, 1)
+	go func() { ended <- open.cmd.Wait() }()
+	select {
+	case err := <-ended:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 254 {
+			t.Errorf("the open session ended with %v, want exit status 254; stderr %s", err, open.err.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the open session still runs 60 s after the reload dropped its server from --senders")
+	}
+	if !strings.Contains(f.recLog.String(), "reload ended streams it no longer allows") {
+		t.Errorf("the recorder did not log the stream it ended:\n%s", f.recLog.String())
+	}
 	out, errOut, code := stockSSH(t, f.lapConf, f.login, "echo must-not-run")
 	if code != 254 || strings.Contains(out, "must-not-run") {
 		t.Errorf("after the reload: exit %d, stdout %q, stderr %q; want 254 (the recorder refuses srv)", code, out, errOut)

@@ -28,9 +28,10 @@ import (
 // ([Interface]: PrivateKey, Address, ListenPort, MTU), is logged with its
 // file and line and changes nothing.
 //
-// `sshmesh recorder` reloads the same way, with no SSH server (srv nil)
-// and its own check of a new policy (its --senders and --viewers must
-// still name nodes of it).
+// `sshmesh recorder` reloads the same way, with no SSH server (srv nil),
+// its own check of a new policy (its --senders and --viewers must still
+// name nodes of it), and recheck ending the recording streams of the
+// senders the new files no longer allow.
 //
 // A file whose bytes are those last applied is not parsed again (a
 // wg-quick file with an Endpoint host name is, to resolve it anew): with
@@ -46,6 +47,7 @@ type meshReload struct {
 	pol              *reloadable
 	srv              *sshmesh.Server              // nil: the node serves no SSH
 	check            func(*policy.Document) error // more checks of a new policy; nil: none
+	recheck          func() int                   // ends what the new files no longer allow (the recorder's streams) and counts it; nil: nothing
 	logger           *slog.Logger
 }
 
@@ -150,6 +152,12 @@ func (r *meshReload) applied(ch netstack.PeerChanges) {
 		}
 		if n := r.srv.SetPolicy(r.pol); n > 0 {
 			r.logger.Info("policy reload ended conns it no longer allows", "conns", n)
+		}
+	}
+	if r.recheck != nil {
+		if n := r.recheck(); n > 0 {
+			r.logger.Info("reload ended streams it no longer allows", "streams", n)
+			ended += n
 		}
 	}
 	r.logger.Info("reloaded", "wg", r.wgPath, "policy", r.policyPath,
