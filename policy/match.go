@@ -1,0 +1,105 @@
+package policy
+
+import "time"
+
+// shortList is the number of candidate rules below which match walks the
+// destination's rules without first counting the caller's and the
+// login's: counting them costs a few loads from memory, walking a short
+// list costs less.
+const shortList = 16
+
+// match returns the first rule that lets (or refuses) s into d as user
+// at now, or -1. Each rule is listed under the principals its src and dst
+// name and under the login names its users name; match walks whichever of
+// the three sides has the shortest lists: the rules naming the
+// destination, the rules naming the caller, or the rules naming the login.
+// Every rule that covers s and d is on each side, so any side gives the
+// same first match.
+//
+// An accept or check rule never lets s into an untagged d of another owner
+// (see reaches), whatever the rule says: the safety rule again, at
+// evaluation.
+func (doc *Document) match(s, d *node, user login, now time.Time) int32 {
+	self := s.id.Owner != "" && s.id.Owner == d.id.Owner
+	m := matcher{doc: doc, s: s, d: d, self: self, reach: reaches(s, d), user: user, now: clockOf(now), best: int32(len(doc.rules))}
+	dstN := 0
+	for _, p := range d.dstP {
+		dstN += doc.dstRules.count(p)
+	}
+	if self {
+		dstN += len(doc.selfRules)
+	}
+	side := 'd'
+	var named []int32
+	if dstN > shortList {
+		srcN := 0
+		for _, p := range s.srcP {
+			srcN += doc.srcRules.count(p)
+		}
+		named = doc.userRules[user.name]
+		userN := len(named) + len(doc.wildUserRules)
+		switch {
+		case userN <= srcN && userN <= dstN:
+			side = 'u'
+		case srcN < dstN:
+			side = 's'
+		}
+	}
+	switch side {
+	case 'u':
+		m.scan(named)
+		m.scan(doc.wildUserRules)
+	case 's':
+		for _, p := range s.srcP {
+			m.scan(doc.srcRules.of(p))
+		}
+	default:
+		for _, p := range d.dstP {
+			m.scan(doc.dstRules.of(p))
+		}
+		if self {
+			m.scan(doc.selfRules)
+		}
+	}
+	if m.best == int32(len(doc.rules)) {
+		return -1
+	}
+	return m.best
+}
+
+// matcher is one match in progress: the first matching rule found so far
+// (best; len(rules) when none).
+type matcher struct {
+	doc         *Document
+	s, d        *node
+	self, reach bool // s and d have one owner; an accept or check rule may let s into d
+	user        login
+	now         clock
+	best        int32
+}
+
+// scan lowers best to the first rule in the ascending list, before best,
+// that covers s and d and admits the login at now. Unless reach, only a
+// reject rule may match.
+func (m *matcher) scan(list []int32) {
+	doc := m.doc
+	for _, ri := range list {
+		if ri >= m.best {
+			return
+		}
+		h := &doc.hot[ri]
+		if (m.reach || h.action == Reject) && h.inForce(m.now) && doc.covers(h, m.s, m.d, m.self) &&
+			doc.rules[ri].users.match(m.user, m.s.localpart, h.action == Reject) {
+			m.best = ri
+			return
+		}
+	}
+}
+
+// reaches reports whether an accept or check rule may let s into d at all:
+// d is tagged or has s's owner. On the mesh the safety rule at load makes
+// this hold for every pair a rule covers; on a tailnet, where the nodes are
+// not known at load, it is also where that rule is kept.
+func reaches(s, d *node) bool {
+	return len(d.id.Tags) > 0 || s.id.Owner != "" && s.id.Owner == d.id.Owner
+}
