@@ -79,6 +79,11 @@ type Document struct {
 	hot           []ruleHot
 	hotPrincipals []int32
 	keys          keyIndex
+	// nodeHot has one record per node, what Evaluate reads of it beyond
+	// its key (see nodeHot), with the lists of its dst principals that
+	// rules name in ruledDstP.
+	nodeHot   []nodeHot
+	ruledDstP []int32
 	// The rules whose users name a login explicitly, by name; and the rules
 	// whose users have a wildcard form (*, =, autogroup:nonroot, templates).
 	userRules     map[string][]int32
@@ -189,8 +194,10 @@ func (doc *Document) Evaluate(_ context.Context, r Request) (Decision, error) {
 		return Decision{Caller: Identity{Key: r.Key}}, nil
 	}
 	now := doc.now()
-	s := &doc.nodes[si]
-	return doc.decision(s.id, doc.match(s, &doc.nodes[di], loginOf(r), now), r.User), nil
+	s, hs, hd := &doc.nodes[si], doc.nodeHot[si], doc.nodeHot[di]
+	self := hs.owner >= 0 && hs.owner == hd.owner
+	ri := doc.matchOn(s, &doc.nodes[di], doc.ruledDst(hd), self, hd.owner < 0, loginOf(r), now)
+	return doc.decision(s.id, ri, r.User), nil
 }
 
 // evaluateTailnet is Evaluate for a tailnet document.

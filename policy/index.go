@@ -191,6 +191,59 @@ func (doc *Document) indexRules() {
 		}
 	}
 	doc.keys = newKeyIndex(doc.nodes)
+	doc.indexNodes()
+}
+
+// nodeHot is what Evaluate reads of a node on the mesh besides its key and
+// identity: its owner, as a number, and where the principals of its that
+// some rule names in dst are listed. Most nodes (untagged ones no rule
+// names by name) have none, and Evaluate then reads no rule list at all.
+type nodeHot struct {
+	owner int32 // the principal of the node's owner; -1 for a tagged node
+	dst   int32 // ruledDstP[dst] is the length of the list that follows; 0: none
+}
+
+// indexNodes builds doc.nodeHot and doc.ruledDstP.
+func (doc *Document) indexNodes() {
+	doc.nodeHot = make([]nodeHot, len(doc.nodes))
+	doc.ruledDstP = []int32{0} // the empty list, shared
+	var unnamed map[string]int32 // owners without a principal: none, see compiler.nodes
+	for i := range doc.nodes {
+		n, h := &doc.nodes[i], &doc.nodeHot[i]
+		h.owner = -1
+		if o := n.id.Owner; o != "" {
+			p, ok := doc.principals[o]
+			if !ok {
+				if unnamed == nil {
+					unnamed = map[string]int32{}
+				}
+				if p, ok = unnamed[o]; !ok {
+					p = int32(len(doc.principals) + len(unnamed))
+					unnamed[o] = p
+				}
+			}
+			h.owner = p
+		}
+		start := len(doc.ruledDstP)
+		doc.ruledDstP = append(doc.ruledDstP, 0)
+		for _, p := range n.dstP {
+			if doc.dstRules.count(p) > 0 {
+				doc.ruledDstP = append(doc.ruledDstP, p)
+			}
+		}
+		if k := len(doc.ruledDstP) - start - 1; k > 0 {
+			doc.ruledDstP[start], h.dst = int32(k), int32(start)
+		} else {
+			doc.ruledDstP = doc.ruledDstP[:start]
+		}
+	}
+}
+
+// ruledDst returns the dst principals of the node of h that some rule
+// names.
+func (doc *Document) ruledDst(h nodeHot) []int32 {
+	n := doc.ruledDstP[h.dst]
+	return doc.ruledDstP[h.dst+1 : h.dst+1+n]
 }
 
 // covers reports whether the rule of h has a src that names caller s and its dst names

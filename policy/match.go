@@ -21,9 +21,17 @@ const shortList = 16
 // evaluation.
 func (doc *Document) match(s, d *node, user login, now time.Time) int32 {
 	self := s.id.Owner != "" && s.id.Owner == d.id.Owner
-	m := matcher{doc: doc, s: s, d: d, self: self, reach: reaches(s, d), user: user, now: clockOf(now), best: int32(len(doc.rules))}
+	return doc.matchOn(s, d, d.dstP, self, len(d.id.Tags) > 0, user, now)
+}
+
+// matchOn is match with what Evaluate has found out already: dstP, the
+// principals of d that rules name in dst (d.dstP, or only those that some
+// rule names), whether s and d have one owner (self) and whether d is
+// tagged.
+func (doc *Document) matchOn(s, d *node, dstP []int32, self, tagged bool, user login, now time.Time) int32 {
+	m := matcher{doc: doc, s: s, d: d, self: self, reach: tagged || self, user: user, now: clockOf(now), best: int32(len(doc.rules))}
 	dstN := 0
-	for _, p := range d.dstP {
+	for _, p := range dstP {
 		dstN += doc.dstRules.count(p)
 	}
 	if self {
@@ -54,7 +62,7 @@ func (doc *Document) match(s, d *node, user login, now time.Time) int32 {
 			m.scan(doc.srcRules.of(p))
 		}
 	default:
-		for _, p := range d.dstP {
+		for _, p := range dstP {
 			m.scan(doc.dstRules.of(p))
 		}
 		if self {
