@@ -206,7 +206,7 @@ type nodeHot struct {
 // indexNodes builds doc.nodeHot and doc.ruledDstP.
 func (doc *Document) indexNodes() {
 	doc.nodeHot = make([]nodeHot, len(doc.nodes))
-	doc.ruledDstP = []int32{0} // the empty list, shared
+	doc.ruledDstP = []int32{0}   // the empty list, shared
 	var unnamed map[string]int32 // owners without a principal: none, see compiler.nodes
 	for i := range doc.nodes {
 		n, h := &doc.nodes[i], &doc.nodeHot[i]
