@@ -185,12 +185,11 @@ func (doc *Document) Evaluate(_ context.Context, r Request) (Decision, error) {
 	if doc.tailnet {
 		return doc.evaluateTailnet(r)
 	}
-	di, ok := doc.keys.find(doc.nodes, r.Self)
-	if !ok {
+	di, dok, si, sok := doc.keys.find2(doc.nodes, r.Self, r.Key)
+	if !dok {
 		return Decision{}, fmt.Errorf("policy: %s: the destination %s is not a node in the document", doc.file, r.Self.Short())
 	}
-	si, ok := doc.keys.find(doc.nodes, r.Key)
-	if !ok {
+	if !sok {
 		return Decision{Caller: Identity{Key: r.Key}}, nil
 	}
 	now := doc.now()

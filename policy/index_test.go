@@ -265,5 +265,12 @@ func TestKeyIndex(t *testing.T) {
 				t.Fatalf("%d nodes: absent key %d found at %d", n, k, got)
 			}
 		}
+		for i := range 2 * n {
+			a, b := 1+i%(n+3), 1+(i*7)%(n+3) // the last three are absent
+			ia, okA, ib, okB := x.find2(nodes, testKey(a), testKey(b))
+			if okA != (a <= n) || okA && ia != int32(a-1) || okB != (b <= n) || okB && ib != int32(b-1) {
+				t.Fatalf("%d nodes: find2(key %d, key %d) = %d, %v, %d, %v", n, a, b, ia, okA, ib, okB)
+			}
+		}
 	}
 }

@@ -29,7 +29,8 @@ func (doc *Document) match(s, d *node, user login, now time.Time) int32 {
 // rule names), whether s and d have one owner (self) and whether d is
 // tagged.
 func (doc *Document) matchOn(s, d *node, dstP []int32, self, tagged bool, user login, now time.Time) int32 {
-	m := matcher{doc: doc, s: s, d: d, self: self, reach: tagged || self, user: user, now: clockOf(now), best: int32(len(doc.rules))}
+	m := matcher{doc: doc, s: s, d: d, self: self, reach: tagged || self, user: user, validUser: validUser(user.name),
+		now: clockOf(now), best: int32(len(doc.rules))}
 	dstN := 0
 	for _, p := range dstP {
 		dstN += doc.dstRules.count(p)
@@ -58,10 +59,12 @@ func (doc *Document) matchOn(s, d *node, dstP []int32, self, tagged bool, user l
 		m.scan(named)
 		m.scan(doc.wildUserRules)
 	case 's':
+		m.srcNamed = true
 		for _, p := range s.srcP {
 			m.scan(doc.srcRules.of(p))
 		}
 	default:
+		m.dstNamed = true
 		for _, p := range dstP {
 			m.scan(doc.dstRules.of(p))
 		}
@@ -81,9 +84,13 @@ type matcher struct {
 	doc         *Document
 	s, d        *node
 	self, reach bool // s and d have one owner; an accept or check rule may let s into d
-	user        login
-	now         clock
-	best        int32
+	// The lists scanned are of rules whose src names s (srcNamed), or
+	// whose dst names d (dstNamed): that side needs no check.
+	srcNamed, dstNamed bool
+	user               login
+	validUser          bool // validUser(user.name)
+	now                clock
+	best               int32
 }
 
 // scan lowers best to the first rule in the ascending list, before best,
@@ -96,12 +103,35 @@ func (m *matcher) scan(list []int32) {
 			return
 		}
 		h := &doc.hot[ri]
-		if (m.reach || h.action == Reject) && h.inForce(m.now) && doc.covers(h, m.s, m.d, m.self) &&
-			doc.rules[ri].users.match(m.user, m.s.localpart, h.action == Reject) {
+		if (m.reach || h.action == Reject) && h.inForce(m.now) &&
+			(m.srcNamed || overlaps(doc.hotPrincipals[h.srcOff:h.srcOff+h.srcLen], m.s.srcP)) &&
+			(m.dstNamed || h.self && m.self || overlaps(doc.hotPrincipals[h.dstOff:h.dstOff+h.dstLen], m.d.dstP)) &&
+			m.admits(h, ri) {
 			m.best = ri
 			return
 		}
 	}
+}
+
+// admits reports whether rule ri, whose hot record is h, lets the login
+// in: users.match, answered from h's summary of the users where it can be.
+func (m *matcher) admits(h *ruleHot, ri int32) bool {
+	reject := h.action == Reject
+	switch {
+	case reject && h.users&usersAny != 0:
+		return true
+	case !m.validUser:
+		return false
+	case h.users&usersNames != 0:
+		// A listed name decides before anything else: read the rule.
+	case m.user.root:
+		return false
+	case h.users&(usersAny|usersNonroot) != 0:
+		return true
+	case h.users&usersByOwner == 0 || m.s.localpart == "":
+		return false
+	}
+	return m.doc.rules[ri].users.match(m.user, m.s.localpart, reject)
 }
 
 // reaches reports whether an accept or check rule may let s into d at all:
