@@ -34,11 +34,13 @@ const (
 // format). It implements [Policy]: each node evaluates the same document with
 // itself as Request.Self.
 //
-// Evaluation is precomputed at load: Evaluate looks the two keys up (on a
-// tailnet: the caller's login and tags, the server's tags or owner), then
-// walks only the rules that name the caller or the destination (by name,
-// owner, group, tag or autogroup), and does not allocate (on a tailnet,
-// except to lowercase a login the coordinator spells with capitals).
+// Evaluation is precomputed at load (see index.go): Evaluate looks the two
+// keys up (on a tailnet: the caller's login and tags, the server's tags or
+// owner), then walks only the rules that name the destination, the caller
+// or the login (whichever list is shortest; none at all for a node no rule
+// names in dst, unless autogroup:self applies), and does not allocate (on
+// a tailnet, except to lowercase a login the coordinator spells with
+// capitals).
 //
 // A Document is immutable once parsed and safe for concurrent use, except
 // for Now, which must be set before the Document is shared.

@@ -19,10 +19,13 @@ import (
 //     own per principal (most principals, node names, have no rules).
 //   - ruleHot holds what a rule's match needs before its login names, in a
 //     small record of its own, with its principals in one shared array.
+//   - nodeHot holds a node's owner as a number and the few of its dst
+//     principals that rules name: for most nodes none, and then Evaluate
+//     reads no rule list at all.
 //
-// match (document.go) walks the shortest of the candidate lists these
-// give; the randomized TestIndexMatchesReference checks it against a plain
-// scan of every rule.
+// match (match.go) walks the shortest of the candidate lists these give;
+// the randomized TestIndexMatchesReference and FuzzIndex hold it to a
+// plain scan of every rule as written.
 
 // keyIndex finds a node by its WireGuard key: open addressing with linear
 // probing over a table at most half full, each slot holding the high bits
@@ -132,7 +135,7 @@ func newRuleLists(n int, rules int, principalsOf func(int) []int32) ruleLists {
 
 // of returns the rules naming principal p, in document order.
 func (l *ruleLists) of(p int32) []int32 {
-	if int(p)+1 >= len(l.start) {
+	if p < 0 || int(p)+1 >= len(l.start) {
 		return nil // a principal no rule was indexed with
 	}
 	return l.list[l.start[p]:l.start[p+1]]
@@ -140,7 +143,7 @@ func (l *ruleLists) of(p int32) []int32 {
 
 // count is len(l.of(p)).
 func (l *ruleLists) count(p int32) int {
-	if int(p)+1 >= len(l.start) {
+	if p < 0 || int(p)+1 >= len(l.start) {
 		return 0
 	}
 	return int(l.start[p+1] - l.start[p])
