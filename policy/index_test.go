@@ -164,9 +164,9 @@ func withExtraRules(rnd *rand.Rand, doc string, n int, tailnet bool) string {
 // decision, whatever side match walks.
 func TestIndexMatchesReference(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(11, 12))
-	rounds := 60
+	rounds := 40
 	if testing.Short() {
-		rounds = 15
+		rounds = 10
 	}
 	for round := range rounds {
 		checkIndexRound(t, rnd, round)
@@ -179,7 +179,7 @@ func checkIndexRound(t *testing.T, rnd *rand.Rand, round int) {
 	tailnet := rnd.IntN(3) == 0
 	n, r := 3+rnd.IntN(60), 1+rnd.IntN(120)
 	if rnd.IntN(6) == 0 {
-		n, r = 200+rnd.IntN(800), 100+rnd.IntN(600)
+		n, r = 100+rnd.IntN(300), 100+rnd.IntN(200)
 	}
 	var src string
 	if tailnet {
