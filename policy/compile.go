@@ -77,8 +77,6 @@ func (c *compiler) principal(name string) int32 {
 	}
 	id := int32(len(c.principals))
 	c.principals[name] = id
-	c.doc.srcRules = append(c.doc.srcRules, nil)
-	c.doc.dstRules = append(c.doc.dstRules, nil)
 	c.srcSum = append(c.srcSum, ownerSummary{})
 	c.dstSum = append(c.dstSum, ownerSummary{})
 	return id
@@ -130,6 +128,7 @@ func (c *compiler) document(v *hujson.Value) {
 	if m, ok := top["ssh"]; ok {
 		c.rules(m.val)
 	}
+	c.doc.indexRules()      // every principal is known now
 	c.doc.fixedPrincipals() // before the tests, which evaluate
 	if m, ok := top["tests"]; ok {
 		c.tests(m.val)

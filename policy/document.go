@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -35,11 +34,13 @@ const (
 // format). It implements [Policy]: each node evaluates the same document with
 // itself as Request.Self.
 //
-// Evaluation is precomputed at load: Evaluate looks the two keys up (on a
-// tailnet: the caller's login and tags, the server's tags or owner), then
-// walks only the rules that name the caller or the destination (by name,
-// owner, group, tag or autogroup), and does not allocate (on a tailnet,
-// except to lowercase a login the coordinator spells with capitals).
+// Evaluation is precomputed at load (see index.go): Evaluate looks the two
+// keys up (on a tailnet: the caller's login and tags, the server's tags or
+// owner), then walks only the rules that name the destination, the caller
+// or the login (whichever list is shortest; none at all for a node no rule
+// names in dst, unless autogroup:self applies), and does not allocate (on
+// a tailnet, except to lowercase a login the coordinator spells with
+// capitals).
 //
 // A Document is immutable once parsed and safe for concurrent use, except
 // for Now, which must be set before the Document is shared.
@@ -71,9 +72,20 @@ type Document struct {
 	shortPrincipals map[shortKey]int32
 	// By principal id (see compiler.principal): the rules whose src, or
 	// dst, names the principal, in document order.
-	srcRules  [][]int32
-	dstRules  [][]int32
+	srcRules  ruleLists
+	dstRules  ruleLists
 	selfRules []int32 // rules with autogroup:self in dst, in order
+	// hot has one record per rule, what match reads of it (see ruleHot),
+	// with the rules' principals in hotPrincipals; keys finds a node by
+	// key for Evaluate (see index.go).
+	hot           []ruleHot
+	hotPrincipals []int32
+	keys          keyIndex
+	// nodeHot has one record per node, what Evaluate reads of it beyond
+	// its key (see nodeHot), with the lists of its dst principals that
+	// rules name in ruledDstP.
+	nodeHot   []nodeHot
+	ruledDstP []int32
 	// The rules whose users name a login explicitly, by name; and the rules
 	// whose users have a wildcard form (*, =, autogroup:nonroot, templates).
 	userRules     map[string][]int32
@@ -175,17 +187,18 @@ func (doc *Document) Evaluate(_ context.Context, r Request) (Decision, error) {
 	if doc.tailnet {
 		return doc.evaluateTailnet(r)
 	}
-	di, ok := doc.byKey[r.Self]
-	if !ok {
+	di, dok, si, sok := doc.keys.find2(doc.nodes, r.Self, r.Key)
+	if !dok {
 		return Decision{}, fmt.Errorf("policy: %s: the destination %s is not a node in the document", doc.file, r.Self.Short())
 	}
-	si, ok := doc.byKey[r.Key]
-	if !ok {
+	if !sok {
 		return Decision{Caller: Identity{Key: r.Key}}, nil
 	}
 	now := doc.now()
-	s := &doc.nodes[si]
-	return doc.decision(s.id, doc.match(s, &doc.nodes[di], loginOf(r), now), r.User), nil
+	s, hs, hd := &doc.nodes[si], doc.nodeHot[si], doc.nodeHot[di]
+	self := hs.owner >= 0 && hs.owner == hd.owner
+	ri := doc.matchOn(s, &doc.nodes[di], doc.ruledDst(hd), self, hd.owner < 0, loginOf(r), now)
+	return doc.decision(s.id, ri, r.User), nil
 }
 
 // evaluateTailnet is Evaluate for a tailnet document.
@@ -369,97 +382,6 @@ func (doc *Document) decision(caller Identity, ri int32, user string) Decision {
 		d.LocalUser = user
 	}
 	return d
-}
-
-// match returns the first rule that lets (or refuses) s into d as user
-// at now, or -1. Each rule is listed under the principals its src and dst
-// name and under the login names its users name; match walks whichever of
-// the three sides has the shortest lists: the rules naming the caller, the
-// rules naming the destination, or the rules naming the login.
-//
-// An accept or check rule never lets s into an untagged d of another owner
-// (see reaches), whatever the rule says: the safety rule again, at
-// evaluation.
-func (doc *Document) match(s, d *node, user login, now time.Time) int32 {
-	self := s.id.Owner != "" && s.id.Owner == d.id.Owner
-	reach := reaches(s, d)
-	best := int32(len(doc.rules))
-	srcN, dstN := 0, 0
-	for _, p := range s.srcP {
-		srcN += len(doc.srcRules[p])
-	}
-	for _, p := range d.dstP {
-		dstN += len(doc.dstRules[p])
-	}
-	if self {
-		dstN += len(doc.selfRules)
-	}
-	named := doc.userRules[user.name]
-	userN := len(named) + len(doc.wildUserRules)
-	switch {
-	case userN <= srcN && userN <= dstN:
-		best = doc.scan(named, best, s, d, self, reach, user, now)
-		best = doc.scan(doc.wildUserRules, best, s, d, self, reach, user, now)
-	case srcN <= dstN:
-		for _, p := range s.srcP {
-			best = doc.scan(doc.srcRules[p], best, s, d, self, reach, user, now)
-		}
-	default:
-		for _, p := range d.dstP {
-			best = doc.scan(doc.dstRules[p], best, s, d, self, reach, user, now)
-		}
-		if self {
-			best = doc.scan(doc.selfRules, best, s, d, self, reach, user, now)
-		}
-	}
-	if best == int32(len(doc.rules)) {
-		return -1
-	}
-	return best
-}
-
-// scan returns the first rule in the ascending list, before best, that
-// covers s and d and admits user at now; or best. Unless reach, only a
-// reject rule may match.
-func (doc *Document) scan(list []int32, best int32, s, d *node, self, reach bool, user login, now time.Time) int32 {
-	for _, ri := range list {
-		if ri >= best {
-			break
-		}
-		r := &doc.rules[ri]
-		if (reach || r.action == Reject) && overlaps(r.srcP, s.srcP) && (r.self && self || overlaps(r.dstP, d.dstP)) && r.admits(s, user, now) {
-			return ri
-		}
-	}
-	return best
-}
-
-// overlaps reports whether the sorted rule principals and the (short)
-// sorted node principals share one.
-func overlaps(ruleP, nodeP []int32) bool {
-	for _, p := range nodeP {
-		if _, ok := slices.BinarySearch(ruleP, p); ok {
-			return true
-		}
-	}
-	return false
-}
-
-// reaches reports whether an accept or check rule may let s into d at all:
-// d is tagged or has s's owner. On the mesh the safety rule at load makes
-// this hold for every pair a rule covers; on a tailnet, where the nodes are
-// not known at load, it is also where that rule is kept.
-func reaches(s, d *node) bool {
-	return len(d.id.Tags) > 0 || s.id.Owner != "" && s.id.Owner == d.id.Owner
-}
-
-// admits reports whether r, which covers the caller and destination, is
-// in force at now and lets caller s log in as user.
-func (r *rule) admits(s *node, user login, now time.Time) bool {
-	if !r.expires.IsZero() && !now.Before(r.expires) {
-		return false
-	}
-	return r.users.match(user, s.localpart, r.action == Reject)
 }
 
 // Node returns what the document says about the node with key, and whether

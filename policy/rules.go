@@ -26,23 +26,6 @@ func (c *compiler) rules(v *hujson.Value) {
 	for i := range els {
 		c.rule(&els[i], index("ssh", i))
 	}
-	for ri, r := range c.doc.rules {
-		for _, p := range r.srcP {
-			c.doc.srcRules[p] = append(c.doc.srcRules[p], int32(ri))
-		}
-		for _, p := range r.dstP {
-			c.doc.dstRules[p] = append(c.doc.dstRules[p], int32(ri))
-		}
-		if r.self {
-			c.doc.selfRules = append(c.doc.selfRules, int32(ri))
-		}
-		for _, u := range r.users.names {
-			c.doc.userRules[u] = append(c.doc.userRules[u], int32(ri))
-		}
-		if u := &r.users; u.any || u.nonroot || u.same || len(u.templates) > 0 {
-			c.doc.wildUserRules = append(c.doc.wildUserRules, int32(ri))
-		}
-	}
 }
 
 // rule reads one entry of "ssh".

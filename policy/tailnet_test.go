@@ -196,7 +196,9 @@ func TestTailnetReachAtEvaluation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	doc.rules[0].action, doc.rules[0].dec.Action = Accept, Accept // what the load-time rule would refuse
+	// What the load-time rule would refuse, in the rule and in what match
+	// reads of it.
+	doc.rules[0].action, doc.rules[0].dec.Action, doc.hot[0].action = Accept, Accept, Accept
 	for _, tc := range []struct {
 		src, dst Identity
 		want     Action
