@@ -224,7 +224,7 @@ func start(ctx context.Context, r Request, cfg config) (_ *Process, err error) {
 			inW.Close()
 		} else {
 			go func() {
-				_, _ = io.Copy(inW, r.Stdin)
+				_, _ = copyGrowing(inW, r.Stdin, inW)
 				inW.Close()
 			}()
 		}
