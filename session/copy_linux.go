@@ -45,6 +45,19 @@ func putCopyBuffer(b *[]byte) {
 	copyBuffersOut.Add(-1)
 }
 
+// bulkBuffers holds the bulk step's buffers of copyTo between uploads.
+var bulkBuffers = sync.Pool{New: func() any { b := make([]byte, bulkCopyBuffer); return &b }}
+
+func getBulkBuffer() *[]byte {
+	copyBuffersOut.Add(1)
+	return bulkBuffers.Get().(*[]byte)
+}
+
+func putBulkBuffer(b *[]byte) {
+	bulkBuffers.Put(b)
+	copyBuffersOut.Add(-1)
+}
+
 // copyFromFile copies f to w until f ends (EOF, or an error such as EIO
 // on a terminal whose slave side is gone) or a write to w fails; f's read
 // deadline applies. See readPooled for the buffers.
@@ -124,24 +137,48 @@ func readPooled(rc syscall.RawConn) (buf *[]byte, n int, err error) {
 // copyToFile copies r to f until r ends (io.EOF: nil) or fails, or a write
 // to f fails. While r has nothing to give it reads into a small buffer; a
 // read that fills the buffer it was given makes the next read take a
-// pooled large one, and a read that returns less gives that back.
-func copyToFile(f *os.File, r io.Reader) (int64, error) {
+// larger one (the pooled copyBufferSize, then bulkCopyBuffer), and a read
+// that shows the stream has slowed gives it back (see copyTo).
+func copyToFile(f *os.File, r io.Reader) (int64, error) { return copyTo(f, r, nil) }
+
+// copyToPipe is copyToFile into a pipe, which it also grows to bulkPipeSize
+// once the copy reaches bulkCopyBuffer (see pipecopy_linux.go).
+func copyToPipe(f *os.File, r io.Reader) (int64, error) { return copyTo(f, r, f) }
+
+// copyTo copies r to w in three steps of buffer: smallReadSize while the
+// client is quiet or types, copyBufferSize once a read fills that, and
+// bulkCopyBuffer once a read fills copyBufferSize (a bulk upload: every
+// SSH packet already queued in one read and one write). A read shorter
+// than its buffer steps back down to the small buffer from copyBufferSize,
+// and from bulkCopyBuffer when it is shorter than copyBufferSize (less
+// than one SSH packet was waiting: the upload has ended or slowed to a
+// trickle), so a quiet session holds neither large buffer. pipe, when
+// not nil, is grown to bulkPipeSize the first time the copy reaches the
+// bulk step.
+func copyTo(w io.Writer, r io.Reader, pipe *os.File) (int64, error) {
 	small := make([]byte, smallReadSize)
-	var big *[]byte
+	var big, bulk *[]byte
 	defer func() {
 		if big != nil {
 			putCopyBuffer(big)
 		}
+		if bulk != nil {
+			putBulkBuffer(bulk)
+		}
 	}()
 	buf := small
+	grown := false
 	var written int64
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {
-			m, werr := f.Write(buf[:n])
+			m, werr := w.Write(buf[:n])
 			written += int64(m)
 			if werr != nil {
 				return written, werr
+			}
+			if m != n {
+				return written, io.ErrShortWrite
 			}
 		}
 		if err != nil {
@@ -151,12 +188,28 @@ func copyToFile(f *os.File, r io.Reader) (int64, error) {
 			return written, err
 		}
 		switch {
-		case n == len(buf) && big == nil:
+		case bulk != nil:
+			if n < copyBufferSize {
+				putBulkBuffer(bulk)
+				bulk, buf = nil, small
+			}
+		case big != nil:
+			if n == len(buf) {
+				putCopyBuffer(big)
+				big = nil
+				bulk = getBulkBuffer()
+				buf = *bulk
+				if pipe != nil && !grown {
+					growPipe(pipe)
+					grown = true
+				}
+			} else {
+				putCopyBuffer(big)
+				big, buf = nil, small
+			}
+		case n == len(buf):
 			big = getCopyBuffer()
 			buf = *big
-		case n < len(buf) && big != nil:
-			putCopyBuffer(big)
-			big, buf = nil, small
 		}
 	}
 }

@@ -186,7 +186,7 @@ func TestCopyToFileHoldsNoBufferWhileWaiting(t *testing.T) {
 	if b := <-got; !bytes.Equal(b, want) {
 		t.Fatalf("the file got %d bytes, differing from the %d sent", len(b), len(want))
 	}
-	if r.maxBuf != copyBufferSize {
-		t.Errorf("largest read %d bytes, want %d during the bulk part", r.maxBuf, copyBufferSize)
+	if r.maxBuf != bulkCopyBuffer {
+		t.Errorf("largest read %d bytes, want %d during the bulk part", r.maxBuf, bulkCopyBuffer)
 	}
 }

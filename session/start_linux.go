@@ -224,7 +224,7 @@ func start(ctx context.Context, r Request, cfg config) (_ *Process, err error) {
 			inW.Close()
 		} else {
 			go func() {
-				_, _ = copyToFile(inW, r.Stdin)
+				_, _ = copyToPipe(inW, r.Stdin)
 				inW.Close()
 			}()
 		}

@@ -369,14 +369,22 @@ type serveProcess struct {
 // in as user; it is stopped when the benchmark ends.
 func startServeProcess(tb testing.TB, h *headscale, user string) *serveProcess {
 	tb.Helper()
+	return startServeVariant(tb, h, user, "sshmesh-bench", "", nil)
+}
+
+// startServeVariant is startServeProcess for the binary bin (built from
+// this tree when empty), with env added to its environment, as the node
+// hostname.
+func startServeVariant(tb testing.TB, h *headscale, user, hostname, bin string, env []string) *serveProcess {
+	tb.Helper()
 	dir := tb.TempDir()
 	pol := `{"identity": "tailnet", "tagOwners": {"tag:server": ["alice@example.com"]},
   "ssh": [{"action": "accept", "src": ["alice@example.com"], "dst": ["tag:server"], "users": ["` + user + `"]}]}`
 	if err := os.WriteFile(filepath.Join(dir, "policy.hujson"), []byte(pol), 0o600); err != nil {
 		tb.Fatal(err)
 	}
-	p := startProgram(tb, h, "tag:server", `serving SSH on the tailnet .* on (\d+\.\d+\.\d+\.\d+)`,
+	p := startProgramBin(tb, h, bin, env, "tag:server", `serving SSH on the tailnet .* on (\d+\.\d+\.\d+\.\d+)`,
 		"serve", "--tailnet", "--policy", filepath.Join(dir, "policy.hujson"),
-		"--hostname", "sshmesh-bench", "--check-port", "0") // the key carries tag:server
+		"--hostname", hostname, "--check-port", "0") // the key carries tag:server
 	return &serveProcess{host: p.host, pid: p.pid}
 }

@@ -369,10 +369,20 @@ type program struct {
 // test ends, and its log shown if the test failed.
 func startProgram(tb testing.TB, h *headscale, tag, ready string, args ...string) *program {
 	tb.Helper()
+	return startProgramBin(tb, h, "", nil, tag, ready, args...)
+}
+
+// startProgramBin is startProgram running the sshmesh-tailnet binary bin
+// (built from this tree when bin is empty) with env added to its
+// environment.
+func startProgramBin(tb testing.TB, h *headscale, bin string, env []string, tag, ready string, args ...string) *program {
+	tb.Helper()
 	dir := tb.TempDir()
-	bin := filepath.Join(dir, "sshmesh-tailnet")
-	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/sshmesh-tailnet").CombinedOutput(); err != nil {
-		tb.Fatalf("go build ./cmd/sshmesh-tailnet: %v\n%s", err, out)
+	if bin == "" {
+		bin = filepath.Join(dir, "sshmesh-tailnet")
+		if out, err := exec.Command("go", "build", "-o", bin, "./cmd/sshmesh-tailnet").CombinedOutput(); err != nil {
+			tb.Fatalf("go build ./cmd/sshmesh-tailnet: %v\n%s", err, out)
+		}
 	}
 	if err := os.WriteFile(filepath.Join(dir, "authkey"), []byte(h.authKey(0, tag)), 0o600); err != nil {
 		tb.Fatal(err)
@@ -383,6 +393,9 @@ func startProgram(tb testing.TB, h *headscale, tag, ready string, args ...string
 	}
 	cmd := exec.Command(bin, append(args, "--control-url", h.URL,
 		"--auth-key-file", filepath.Join(dir, "authkey"), "--state", filepath.Join(dir, "state"))...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stderr = log
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
