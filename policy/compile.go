@@ -33,8 +33,19 @@ const (
 // compiler turns the HuJSON tree into a Document.
 type compiler struct {
 	decoder
-	doc        *Document
+	doc *Document
+	// principals holds the ids of the names rules use beyond those of the
+	// nodes (nodeP, shared with the documents Reparse makes; node i's
+	// name has id i): the emails of groups, tags no node has.
 	principals map[string]int32
+	nodeP      map[string]int32
+	// reuse, in a Reparse, is the previous document's nodes, whose "nodes"
+	// value had the same bytes; needFull says that they cannot be used
+	// after all (see adoptNodes) and Reparse must parse the whole.
+	reuse    *nodeSet
+	needFull bool
+	// nodesAt is where the "nodes" value is in the file: [0] to [1].
+	nodesAt    [2]int
 	owners     map[string]bool           // emails that own a node
 	tagOwners  map[string]bool           // declared tags
 	rawGroups  map[string][]strAt        // as written
@@ -44,7 +55,7 @@ type compiler struct {
 	groupState map[string]int            // 1 expanding, 2 done
 	nodeOff    map[meshkey.Public]string // key → node name of the entries left out with an error, for duplicates (see keyOwner)
 	// declared holds the names under "nodes" whose entry had an error
-	// (the others are in doc.byName; see isDeclared), and declaredOwners
+	// (the others are in doc.nodeIndex; see isDeclared), and declaredOwners
 	// every owner the entries give: a rule naming a node (or the
 	// owner of a node) whose entry had an error is not reported again as
 	// naming an undefined one.
@@ -56,7 +67,7 @@ type compiler struct {
 func newCompiler(file string, data []byte) *compiler {
 	c := &compiler{
 		decoder:        decoder{file: file, lines: newLines(data)},
-		doc:            &Document{file: file, byKey: map[meshkey.Public]int32{}, byName: map[string]int32{}, groups: map[string][]string{}, userRules: map[string][]int32{}, principals: map[string]int32{}},
+		doc:            &Document{file: file, byKey: map[meshkey.Public]int32{}, groups: map[string][]string{}, userRules: map[string][]int32{}, principals: map[string]int32{}},
 		declared:       map[string]bool{},
 		declaredOwners: map[string]bool{},
 		owners:         map[string]bool{},
@@ -72,10 +83,13 @@ func newCompiler(file string, data []byte) *compiler {
 
 // principal returns the id of name, creating it.
 func (c *compiler) principal(name string) int32 {
+	if id, ok := c.nodeP[name]; ok {
+		return id
+	}
 	if id, ok := c.principals[name]; ok {
 		return id
 	}
-	id := int32(len(c.principals))
+	id := int32(len(c.nodeP) + len(c.principals))
 	c.principals[name] = id
 	c.doc.srcRules = append(c.doc.srcRules, nil)
 	c.doc.dstRules = append(c.doc.dstRules, nil)
@@ -112,7 +126,12 @@ func (c *compiler) document(v *hujson.Value) {
 	switch {
 	case c.doc.tailnet && haveNodes:
 		c.errorf(m.keyOff, "nodes", "a tailnet document has no \"nodes\": the tailnet's coordinator says who is who (name callers by login, group:, tag: or autogroup:)")
+	case haveNodes && c.reuse != nil:
+		if c.adoptNodes(m.val); c.needFull {
+			return
+		}
 	case haveNodes:
+		c.nodesAt = [2]int{m.val.StartOffset, m.val.EndOffset}
 		c.nodes(m.val)
 	case !c.doc.tailnet:
 		c.errorf(v.StartOffset, "", "missing \"nodes\"")
@@ -212,13 +231,13 @@ func (c *compiler) nodes(v *hujson.Value) {
 	// than filling them.
 	c.doc.nodes = make([]node, 0, len(ms))
 	c.doc.byKey = make(map[meshkey.Public]int32, len(ms))
-	c.doc.byName = make(map[string]int32, len(ms))
-	principals := make(map[string]int32, len(ms)+len(c.principals))
-	maps.Copy(principals, c.principals)
-	c.principals, c.doc.principals = principals, principals
+	// No principal exists yet: the nodes' come first, node i's name
+	// taking id i, so that the one map of names is also the index of
+	// nodes by name (see Document.nodeIndex).
+	c.principals = make(map[string]int32, len(ms)+2*len(c.tagOwners)+1024)
 	// An entry left out with an error goes into declared (its name) and
 	// nodeOff (its key), once the next one starts: the good ones are in
-	// byName and byKey, so 100,000 good nodes need no more maps.
+	// the principals and byKey, so 100,000 good nodes need no more maps.
 	var last struct {
 		started, haveKey bool
 		name             string
@@ -245,7 +264,7 @@ func (c *compiler) nodes(v *hujson.Value) {
 		if !ok {
 			continue
 		}
-		n := node{id: Identity{Node: m.key}, off: m.val.StartOffset}
+		n := node{id: Identity{Node: m.key}}
 		var haveKey, bad bool
 		for _, f := range fs {
 			ff := func() string { return join(field, f.key) } // for errors only
@@ -325,9 +344,7 @@ func (c *compiler) nodes(v *hujson.Value) {
 			c.errorf(m.val.StartOffset, field, "a node needs an owner or tags")
 			continue
 		}
-		i := int32(len(c.doc.nodes))
-		c.doc.byKey[n.id.Key] = i
-		c.doc.byName[m.key] = i
+		c.doc.byKey[n.id.Key] = int32(len(c.doc.nodes))
 		if n.id.Owner != "" {
 			c.owners[n.id.Owner] = true
 		}
@@ -351,7 +368,14 @@ func (c *compiler) nodes(v *hujson.Value) {
 		return p
 	}
 	for i := range c.doc.nodes {
+		c.principal(c.doc.nodes[i].id.Node) // id i
+	}
+	tags := map[string]bool{}
+	for i := range c.doc.nodes {
 		n := &c.doc.nodes[i]
+		for _, t := range n.id.Tags {
+			tags[t] = true
+		}
 		srcN := 2 + len(n.id.Tags)
 		if n.id.Owner != "" {
 			srcN += 2
@@ -369,6 +393,34 @@ func (c *compiler) nodes(v *hujson.Value) {
 		slices.Sort(n.srcP)
 		slices.Sort(n.dstP)
 	}
+	c.nodeP, c.principals = c.principals, map[string]int32{}
+	c.doc.principals = c.principals
+	c.doc.nodeSet = &nodeSet{nodes: c.doc.nodes, byKey: c.doc.byKey, principals: c.nodeP, owners: c.owners, tags: slices.Sorted(maps.Keys(tags))}
+}
+
+// adoptNodes takes, in a Reparse, the nodes the previous document
+// compiled from the same bytes, as nodes would compile them again: the
+// same nodes, keys and principals (ids), whatever else changed. The
+// nodes depend on nothing else in the file but the declared tags: if
+// one of theirs is no longer declared, or v is not where Reparse put the
+// stand-in for the nodes, c.needFull tells Reparse to parse the whole.
+func (c *compiler) adoptNodes(v *hujson.Value) {
+	ns := c.reuse
+	if v.StartOffset != c.cut-2 || v.EndOffset != c.cut {
+		c.needFull = true
+		return
+	}
+	for _, t := range ns.tags {
+		if !c.tagOwners[t] {
+			c.needFull = true
+			return
+		}
+	}
+	c.doc.nodeSet, c.doc.nodes, c.doc.byKey = ns, ns.nodes, ns.byKey
+	c.nodeP, c.owners, c.declaredOwners = ns.principals, ns.owners, ns.owners
+	n := len(ns.principals)
+	c.doc.srcRules, c.doc.dstRules = make([][]int32, n), make([][]int32, n)
+	c.srcSum, c.dstSum = make([]ownerSummary, n), make([]ownerSummary, n)
 }
 
 // keyOwner returns the name of the entry under "nodes" read so far that
@@ -384,7 +436,7 @@ func (c *compiler) keyOwner(k meshkey.Public) (string, bool) {
 // isDeclared reports whether "nodes" has an entry named name, compiled
 // or left out with an error.
 func (c *compiler) isDeclared(name string) bool {
-	_, ok := c.doc.byName[name]
+	_, ok := c.doc.nodeIndex(name)
 	return ok || c.declared[name]
 }
 

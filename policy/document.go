@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -52,13 +53,16 @@ type Document struct {
 	tailnet bool // "identity": "tailnet": callers and servers come from Request.Caller and Request.Server
 	nodes   []node
 	byKey   map[meshkey.Public]int32
-	byName  map[string]int32
+	// nodeSet is what nodes and byKey come from, with the nodes' names;
+	// documents Reparse makes from this one share it. nil on a tailnet.
+	nodeSet *nodeSet
 	groups  map[string][]string // group → member emails, flattened and sorted
 	rules   []rule
 	tests   []test
 
-	// principals maps every name a rule uses (login, tag, autogroup, *,
-	// node name) to its id; a tailnet document names a caller with it.
+	// principals maps every name a rule uses (login, tag, autogroup, *)
+	// but those of the nodes (in nodeSet) to its id; a tailnet document,
+	// which has no nodes, names a caller with it.
 	principals map[string]int32
 	// The ids of *, autogroup:member and autogroup:tagged, or -1 where no
 	// rule uses them: every tailnet request needs them, without a lookup.
@@ -87,7 +91,6 @@ type node struct {
 	localpart string  // of the owner, for "=" and {localpart}; "" if tagged
 	srcP      []int32 // sorted principals a src selector may name it by
 	dstP      []int32 // sorted principals a dst selector may name it by
-	off       int
 }
 
 // rule is one entry of "ssh".
@@ -131,6 +134,17 @@ func Parse(data []byte, file string) (*Document, error) {
 	}
 	c := newCompiler(file, data)
 	c.document(&v)
+	doc, err := c.finish()
+	if err == nil && doc.nodeSet != nil {
+		doc.nodeSet.sum = sha256.Sum256(data[c.nodesAt[0]:c.nodesAt[1]])
+	}
+	return doc, err
+}
+
+// finish runs the embedded tests of a compiled document and returns it,
+// or every problem found.
+func (c *compiler) finish() (*Document, error) {
+	c.gap = 0 // the document holds the file's offsets (see compiler.tests)
 	if len(c.errs) == 0 {
 		c.doc.runTests(&c.decoder)
 	}
@@ -239,10 +253,22 @@ func (doc *Document) principalID(name string) int32 {
 		}
 		return -1
 	}
-	if p, ok := doc.principals[name]; ok {
+	if p, ok := doc.principalByName(name); ok {
 		return p
 	}
 	return -1
+}
+
+// principalByName returns the id of principal name, whether a node's
+// or another's.
+func (doc *Document) principalByName(name string) (int32, bool) {
+	if doc.nodeSet != nil {
+		if p, ok := doc.nodeSet.principals[name]; ok {
+			return p, true
+		}
+	}
+	p, ok := doc.principals[name]
+	return p, ok
 }
 
 // lower folds the ASCII letters of s to lower case, and only those.
@@ -332,7 +358,7 @@ func (doc *Document) fixedPrincipals() {
 		}
 	}
 	id := func(name string) int32 {
-		if p, ok := doc.principals[name]; ok {
+		if p, ok := doc.principalByName(name); ok {
 			return p
 		}
 		return -1
@@ -475,7 +501,7 @@ func (doc *Document) Node(key meshkey.Public) (Identity, bool) {
 
 // NodeByName returns the node called name, and whether there is one.
 func (doc *Document) NodeByName(name string) (Identity, bool) {
-	i, ok := doc.byName[name]
+	i, ok := doc.nodeIndex(name)
 	if !ok {
 		return Identity{}, false
 	}

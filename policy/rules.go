@@ -197,7 +197,7 @@ func (c *compiler) ruleSrc(r *rule, m member, field string) {
 			c.errorf(s.off, s.field, "%q is not a login (user@domain), group:, tag:, autogroup:member, autogroup:tagged or *: a tailnet document names no nodes", sel)
 			continue
 		default:
-			if _, ok := c.doc.byName[sel]; !ok {
+			if _, ok := c.doc.nodeIndex(sel); !ok {
 				c.undefinedNode(s.off, s.field, sel, "")
 				continue
 			}
@@ -251,7 +251,7 @@ func (c *compiler) ruleDst(r *rule, m member, field string) {
 			c.errorf(s.off, s.field, "%q is not tag:, a login (user@domain), autogroup:self or *: a tailnet document names no nodes", sel)
 			continue
 		default:
-			if _, ok := c.doc.byName[sel]; !ok {
+			if _, ok := c.doc.nodeIndex(sel); !ok {
 				c.undefinedNode(s.off, s.field, sel, "")
 				continue
 			}
@@ -510,7 +510,7 @@ func (c *compiler) tests(v *hujson.Value) {
 						n = c.doc.tailnetServer(&id, nil)
 					}
 				} else {
-					i, ok := c.doc.byName[s]
+					i, ok := c.doc.nodeIndex(s)
 					if !ok {
 						c.undefinedNode(m.val.StartOffset, f, s, " (tests name nodes)")
 						continue
@@ -539,7 +539,7 @@ func (c *compiler) tests(v *hujson.Value) {
 					continue
 				}
 				for _, u := range us {
-					t.want = append(t.want, testCase{u.s, want, u.off})
+					t.want = append(t.want, testCase{u.s, want, c.fileOff(u.off)}) // runTests reports at the file's offset
 				}
 			}
 		}
