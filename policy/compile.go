@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"maps"
 	"slices"
 	"strings"
 
@@ -231,10 +230,6 @@ func (c *compiler) nodes(v *hujson.Value) {
 	// than filling them.
 	c.doc.nodes = make([]node, 0, len(ms))
 	c.doc.byKey = make(map[meshkey.Public]int32, len(ms))
-	// No principal exists yet: the nodes' come first, node i's name
-	// taking id i, so that the one map of names is also the index of
-	// nodes by name (see Document.nodeIndex).
-	c.principals = make(map[string]int32, len(ms)+2*len(c.tagOwners)+1024)
 	// An entry left out with an error goes into declared (its name) and
 	// nodeOff (its key), once the next one starts: the good ones are in
 	// the principals and byKey, so 100,000 good nodes need no more maps.
@@ -351,11 +346,42 @@ func (c *compiler) nodes(v *hujson.Value) {
 		c.doc.nodes = append(c.doc.nodes, n)
 	}
 	settle()
+	c.useNodes(newNodeSet(c.doc.nodes, c.doc.byKey, c.owners))
+}
+
+// newNodeSet gives compiled nodes (with their index by key and their
+// owners) their principals: node i's name is id i, then *, owners,
+// autogroup:member and tags in the order the nodes first name them. It
+// returns nil if two nodes have one name (which compiler.nodes reports
+// before: only quickNodes leaves it to this).
+func newNodeSet(nodes []node, byKey map[meshkey.Public]int32, owners map[string]bool) *nodeSet {
+	principals := make(map[string]int32, len(nodes)+len(owners)+64)
+	for i := range nodes {
+		principals[nodes[i].id.Node] = int32(i)
+	}
+	if len(principals) != len(nodes) {
+		return nil
+	}
+	// The few other names are looked up in a small map of their own:
+	// the large one costs a cache miss a lookup.
+	other := map[string]int32{}
+	var tags []string
+	id := func(name string) int32 {
+		if p, ok := other[name]; ok {
+			return p
+		}
+		p := int32(len(principals))
+		principals[name], other[name] = p, p
+		if strings.HasPrefix(name, "tag:") {
+			tags = append(tags, name)
+		}
+		return p
+	}
 	// Every node's principals share one array: one allocation, not two
 	// per node.
 	total := 0
-	for i := range c.doc.nodes {
-		n := &c.doc.nodes[i]
+	for i := range nodes {
+		n := &nodes[i]
 		total += 4 + 2*len(n.id.Tags)
 		if n.id.Owner != "" {
 			total += 2
@@ -367,35 +393,39 @@ func (c *compiler) nodes(v *hujson.Value) {
 		slab = slab[:len(slab)+size]
 		return p
 	}
-	for i := range c.doc.nodes {
-		c.principal(c.doc.nodes[i].id.Node) // id i
-	}
-	tags := map[string]bool{}
-	for i := range c.doc.nodes {
-		n := &c.doc.nodes[i]
-		for _, t := range n.id.Tags {
-			tags[t] = true
-		}
+	for i := range nodes {
+		n := &nodes[i]
 		srcN := 2 + len(n.id.Tags)
 		if n.id.Owner != "" {
 			srcN += 2
 		}
 		n.srcP, n.dstP = carve(srcN), carve(2+len(n.id.Tags))
-		n.srcP = append(n.srcP, c.principal(n.id.Node), c.principal(anyone))
-		n.dstP = append(n.dstP, c.principal(n.id.Node), c.principal(anyone))
+		n.srcP = append(n.srcP, int32(i), id(anyone))
+		n.dstP = append(n.dstP, int32(i), id(anyone))
 		if n.id.Owner != "" {
-			n.srcP = append(n.srcP, c.principal(n.id.Owner), c.principal(autogroupMember))
+			n.srcP = append(n.srcP, id(n.id.Owner), id(autogroupMember))
 		}
 		for _, t := range n.id.Tags {
-			n.srcP = append(n.srcP, c.principal(t))
-			n.dstP = append(n.dstP, c.principal(t))
+			n.srcP = append(n.srcP, id(t))
+			n.dstP = append(n.dstP, id(t))
 		}
 		slices.Sort(n.srcP)
 		slices.Sort(n.dstP)
 	}
-	c.nodeP, c.principals = c.principals, map[string]int32{}
+	slices.Sort(tags)
+	return &nodeSet{nodes: nodes, byKey: byKey, principals: principals, owners: owners, tags: tags}
+}
+
+// useNodes makes ns the document's nodes: the principals rules add come
+// after theirs.
+func (c *compiler) useNodes(ns *nodeSet) {
+	c.doc.nodeSet, c.doc.nodes, c.doc.byKey = ns, ns.nodes, ns.byKey
+	c.nodeP, c.owners = ns.principals, ns.owners
+	c.principals = map[string]int32{}
 	c.doc.principals = c.principals
-	c.doc.nodeSet = &nodeSet{nodes: c.doc.nodes, byKey: c.doc.byKey, principals: c.nodeP, owners: c.owners, tags: slices.Sorted(maps.Keys(tags))}
+	n := len(ns.principals)
+	c.doc.srcRules, c.doc.dstRules = make([][]int32, n), make([][]int32, n)
+	c.srcSum, c.dstSum = make([]ownerSummary, n), make([]ownerSummary, n)
 }
 
 // adoptNodes takes, in a Reparse, the nodes the previous document
@@ -416,11 +446,8 @@ func (c *compiler) adoptNodes(v *hujson.Value) {
 			return
 		}
 	}
-	c.doc.nodeSet, c.doc.nodes, c.doc.byKey = ns, ns.nodes, ns.byKey
-	c.nodeP, c.owners, c.declaredOwners = ns.principals, ns.owners, ns.owners
-	n := len(ns.principals)
-	c.doc.srcRules, c.doc.dstRules = make([][]int32, n), make([][]int32, n)
-	c.srcSum, c.dstSum = make([]ownerSummary, n), make([]ownerSummary, n)
+	c.useNodes(ns)
+	c.declaredOwners = ns.owners
 }
 
 // keyOwner returns the name of the entry under "nodes" read so far that

@@ -128,6 +128,20 @@ type testCase struct {
 // problems found are returned, joined with [errors.Join], one per line; each
 // is an [*Error].
 func Parse(data []byte, file string) (*Document, error) {
+	// Plainly written nodes are compiled without a tree (see quickNodes).
+	if start, end, ok := nodesValue(data); ok {
+		if ns := quickNodes(data[start:end]); ns != nil {
+			ns.sum = sha256.Sum256(data[start:end])
+			if doc, ok, err := parseWith(ns, data, start, end, file); ok {
+				return doc, err
+			}
+		}
+	}
+	return parseTree(data, file)
+}
+
+// parseTree is Parse from the HuJSON tree of the whole file.
+func parseTree(data []byte, file string) (*Document, error) {
 	v, err := hujson.Parse(data)
 	if err != nil {
 		return nil, syntaxError(file, err)

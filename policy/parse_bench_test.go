@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -28,7 +29,8 @@ func scaleDoc(n, changedRule int) []byte {
 }
 
 // BenchmarkParseScale parses the 100,001-node document of bench/run
-// --scale (start-up's policy work).
+// --scale (start-up's policy work). live-MiB is the heap a parsed
+// document holds.
 func BenchmarkParseScale(b *testing.B) {
 	data := scaleDoc(100000, -1)
 	b.ReportAllocs()
@@ -39,6 +41,17 @@ func BenchmarkParseScale(b *testing.B) {
 		}
 	}
 	cpu.report(b)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	doc, err := Parse(data, "scale.hujson")
+	if err != nil {
+		b.Fatal(err)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(doc)
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(1<<20), "live-MiB")
 }
 
 // BenchmarkReparseRuleScale is a reload of that document that changes one

@@ -50,22 +50,35 @@ func (doc *Document) Reparse(data []byte, file string) (*Document, error) {
 	if !ok || sha256.Sum256(data[start:end]) != doc.nodeSet.sum {
 		return Parse(data, file)
 	}
+	if doc, ok, err := parseWith(doc.nodeSet, data, start, end, file); ok {
+		return doc, err
+	}
+	return Parse(data, file)
+}
+
+// parseWith compiles data with ns, compiled from data[start:end], its
+// "nodes" value, as its nodes: only the rest of the file is parsed. ok is
+// false when ns cannot be used after all (see compiler.adoptNodes), or
+// the rest has a syntax error (whose place only a parse of the whole file
+// reports right): Parse must then compile the whole.
+func parseWith(ns *nodeSet, data []byte, start, end int, file string) (doc *Document, ok bool, err error) {
 	// The file with "{}" for its nodes: every other offset is that of
 	// the file, or gap bytes short of it.
 	rest := make([]byte, 0, len(data)-(end-start)+2)
 	rest = append(append(append(rest, data[:start]...), "{}"...), data[end:]...)
 	v, err := hujson.Parse(rest)
 	if err != nil {
-		return Parse(data, file) // for the error, with the file's lines
+		return nil, false, nil
 	}
 	c := newCompiler(file, data)
 	c.cut, c.gap = start+2, end-start-2
-	c.reuse = doc.nodeSet
+	c.reuse = ns
 	c.document(&v)
 	if c.needFull {
-		return Parse(data, file)
+		return nil, false, nil
 	}
-	return c.finish()
+	doc, err = c.finish()
+	return doc, true, err
 }
 
 // nodesValue finds the value of the top-level key "nodes" in a HuJSON

@@ -195,3 +195,60 @@ func TestNodesValue(t *testing.T) {
 		}
 	}
 }
+
+// TestQuickNodes: Parse compiles plainly written nodes without a tree and
+// gets the document the tree gives; nodes written otherwise take the tree.
+func TestQuickNodes(t *testing.T) {
+	base := withKeys(badBase)
+	rnd := rand.New(rand.NewPCG(5, 6))
+	tests := []struct {
+		name  string
+		doc   string
+		quick bool
+	}{
+		{"base", base, true},
+		{"random", genDoc(rnd, 300, 100), true},
+		{"random tailnet", genTailnetDoc(rnd, 300, 100), false},
+		{"owners in capitals", strings.Replace(base, `"owner": "bob@example.com"`, `"owner": "Bob@Example.com"`, 1), true},
+		{"no spaces", strings.ReplaceAll(base, " ", ""), true},
+		{"no trailing comma", strings.Replace(base, "},\n  },", "}\n  },", 1), true},
+		{"an owner with an empty tags list", strings.Replace(base, `"owner": "bob@example.com"`, `"owner": "bob@example.com", "tags": []`, 1), true},
+		{"two tags", strings.Replace(strings.Replace(base, `"tags": ["tag:server"]`, `"tags": ["tag:server", "tag:db",]`, 1), `"tagOwners": {`, `"tagOwners": {"tag:db": ["group:ops"], `, 1), true},
+		{"a comment", strings.Replace(base, `"lap": `, "// ann's\n\"lap\": ", 1), false},
+		{"an escape", strings.Replace(base, `"lap": `, `"l\u0061p": `, 1), false},
+		{"a key with spaces", strings.Replace(base, `"KEY2"`, `" KEY2 "`, 1), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			data := []byte(withKeys(tt.doc))
+			want, err := parseTree(data, "p.hujson")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := Parse(data, "p.hujson")
+			if err != nil {
+				t.Fatal(err)
+			}
+			sameDocument(t, want, got)
+			start, end, ok := nodesValue(data)
+			if quick := ok && quickNodes(data[start:end]) != nil; quick != tt.quick {
+				t.Errorf("compiled without a tree: %v, want %v", quick, tt.quick)
+			}
+		})
+	}
+}
+
+// TestQuickNodesErrors: a bad document is reported as the tree reports
+// it, whatever is wrong in its nodes.
+func TestQuickNodesErrors(t *testing.T) {
+	for _, tt := range badEdits {
+		t.Run(tt.name, func(t *testing.T) {
+			data := []byte(withKeys(strings.Replace(badBase, tt.old, tt.new, 1)))
+			_, want := parseTree(data, "p.hujson")
+			_, got := Parse(data, "p.hujson")
+			if want == nil || errString(got) != errString(want) {
+				t.Fatalf("Parse error:\n%v\nfrom the tree:\n%v", got, want)
+			}
+		})
+	}
+}
