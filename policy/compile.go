@@ -66,7 +66,7 @@ type compiler struct {
 func newCompiler(file string, data []byte) *compiler {
 	c := &compiler{
 		decoder:        decoder{file: file, lines: newLines(data)},
-		doc:            &Document{file: file, byKey: map[meshkey.Public]int32{}, groups: map[string][]string{}, userRules: map[string][]int32{}, principals: map[string]int32{}},
+		doc:            &Document{file: file, groups: map[string][]string{}, userRules: map[string][]int32{}, principals: map[string]int32{}},
 		declared:       map[string]bool{},
 		declaredOwners: map[string]bool{},
 		owners:         map[string]bool{},
@@ -229,7 +229,7 @@ func (c *compiler) nodes(v *hujson.Value) {
 	// Sized once: growing maps of 100,000 nodes step by step cost more
 	// than filling them.
 	c.doc.nodes = make([]node, 0, len(ms))
-	c.doc.byKey = make(map[meshkey.Public]int32, len(ms))
+	c.doc.byKey = newKeyIndex(len(ms))
 	// An entry left out with an error goes into declared (its name) and
 	// nodeOff (its key), once the next one starts: the good ones are in
 	// the principals and byKey, so 100,000 good nodes need no more maps.
@@ -339,11 +339,11 @@ func (c *compiler) nodes(v *hujson.Value) {
 			c.errorf(m.val.StartOffset, field, "a node needs an owner or tags")
 			continue
 		}
-		c.doc.byKey[n.id.Key] = int32(len(c.doc.nodes))
 		if n.id.Owner != "" {
 			c.owners[n.id.Owner] = true
 		}
 		c.doc.nodes = append(c.doc.nodes, n)
+		c.doc.byKey.add(c.doc.nodes, int32(len(c.doc.nodes)-1))
 	}
 	settle()
 	c.useNodes(newNodeSet(c.doc.nodes, c.doc.byKey, c.owners))
@@ -354,7 +354,7 @@ func (c *compiler) nodes(v *hujson.Value) {
 // autogroup:member and tags in the order the nodes first name them. It
 // returns nil if two nodes have one name (which compiler.nodes reports
 // before: only quickNodes leaves it to this).
-func newNodeSet(nodes []node, byKey map[meshkey.Public]int32, owners map[string]bool) *nodeSet {
+func newNodeSet(nodes []node, byKey keyIndex, owners map[string]bool) *nodeSet {
 	principals := make(map[string]int32, len(nodes)+len(owners)+64)
 	for i := range nodes {
 		principals[nodes[i].id.Node] = int32(i)
@@ -453,7 +453,7 @@ func (c *compiler) adoptNodes(v *hujson.Value) {
 // keyOwner returns the name of the entry under "nodes" read so far that
 // has key k.
 func (c *compiler) keyOwner(k meshkey.Public) (string, bool) {
-	if i, ok := c.doc.byKey[k]; ok {
+	if i, ok := c.doc.nodeByKey(k); ok {
 		return c.doc.nodes[i].id.Node, true
 	}
 	name, ok := c.nodeOff[k]

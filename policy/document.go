@@ -52,7 +52,7 @@ type Document struct {
 	file    string
 	tailnet bool // "identity": "tailnet": callers and servers come from Request.Caller and Request.Server
 	nodes   []node
-	byKey   map[meshkey.Public]int32
+	byKey   keyIndex
 	// nodeSet is what nodes and byKey come from, with the nodes' names;
 	// documents Reparse makes from this one share it. nil on a tailnet.
 	nodeSet *nodeSet
@@ -203,11 +203,11 @@ func (doc *Document) Evaluate(_ context.Context, r Request) (Decision, error) {
 	if doc.tailnet {
 		return doc.evaluateTailnet(r)
 	}
-	di, ok := doc.byKey[r.Self]
+	di, ok := doc.nodeByKey(r.Self)
 	if !ok {
 		return Decision{}, fmt.Errorf("policy: %s: the destination %s is not a node in the document", doc.file, r.Self.Short())
 	}
-	si, ok := doc.byKey[r.Key]
+	si, ok := doc.nodeByKey(r.Key)
 	if !ok {
 		return Decision{Caller: Identity{Key: r.Key}}, nil
 	}
@@ -506,7 +506,7 @@ func (r *rule) admits(s *node, user login, now time.Time) bool {
 // it names that node at all. A server uses it to refuse to start when its
 // own key is not in the document.
 func (doc *Document) Node(key meshkey.Public) (Identity, bool) {
-	i, ok := doc.byKey[key]
+	i, ok := doc.nodeByKey(key)
 	if !ok {
 		return Identity{Key: key}, false
 	}

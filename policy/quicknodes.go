@@ -26,7 +26,7 @@ func quickNodes(b []byte) *nodeSet {
 	// nodes and keys step by step cost more than filling them.
 	size := bytes.Count(b, []byte(`"key"`))
 	nodes := make([]node, 0, size)
-	byKey := make(map[meshkey.Public]int32, size)
+	byKey := newKeyIndex(size)
 	owners := map[string]bool{}
 	// By the owner as written: its lower-case form, interned, checked
 	// once per owner rather than once per node.
@@ -67,7 +67,7 @@ func quickNodes(b []byte) *nodeSet {
 					return nil
 				}
 				k, err := meshkey.ParsePublic(string(s))
-				if _, dup := byKey[k]; err != nil || k.IsZero() || dup {
+				if _, dup := byKey.find(nodes, k); err != nil || k.IsZero() || dup {
 					return nil
 				}
 				n.id.Key, haveKey = k, true
@@ -132,11 +132,11 @@ func quickNodes(b []byte) *nodeSet {
 		if !haveKey || (n.id.Owner != "") == (len(n.id.Tags) > 0) {
 			return nil
 		}
-		byKey[n.id.Key] = int32(len(nodes))
 		if n.id.Owner != "" {
 			owners[n.id.Owner] = true
 		}
 		nodes = append(nodes, n)
+		byKey.add(nodes, int32(len(nodes)-1))
 		if !q.comma('}') {
 			return nil
 		}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 
-	"github.com/sshmesh/sshmesh/meshkey"
 	"github.com/tailscale/hujson"
 )
 
@@ -17,7 +16,7 @@ type nodeSet struct {
 	// compiled from.
 	sum   [sha256.Size]byte
 	nodes []node
-	byKey map[meshkey.Public]int32
+	byKey keyIndex
 	// principals maps the names the nodes are named by (node names,
 	// owners, tags, *, autogroup:member) to their ids: node i's name has
 	// id i, so it is also the index of the nodes by name.
