@@ -41,16 +41,12 @@ type compiler struct {
 	// reuse, in a Reparse, is the previous document's nodes, whose "nodes"
 	// value had the same bytes; needFull says that they cannot be used
 	// after all (see adoptNodes) and Reparse must parse the whole.
-	reuse    *nodeSet
-	needFull bool
-	// nodesAt is where the "nodes" value is in the file: [0] to [1].
-	nodesAt    [2]int
+	reuse      *nodeSet
+	needFull   bool
 	owners     map[string]bool           // emails that own a node
 	tagOwners  map[string]bool           // declared tags
 	rawGroups  map[string][]strAt        // as written
 	groupOff   map[string]int            // where each group is defined
-	srcSum     []ownerSummary            // by principal: owners of the nodes it covers as src
-	dstSum     []ownerSummary            // by principal: owners of the untagged nodes it covers as dst
 	groupState map[string]int            // 1 expanding, 2 done
 	nodeOff    map[meshkey.Public]string // key → node name of the entries left out with an error, for duplicates (see keyOwner)
 	// declared holds the names under "nodes" whose entry had an error
@@ -92,8 +88,6 @@ func (c *compiler) principal(name string) int32 {
 	c.principals[name] = id
 	c.doc.srcRules = append(c.doc.srcRules, nil)
 	c.doc.dstRules = append(c.doc.dstRules, nil)
-	c.srcSum = append(c.srcSum, ownerSummary{})
-	c.dstSum = append(c.dstSum, ownerSummary{})
 	return id
 }
 
@@ -130,7 +124,7 @@ func (c *compiler) document(v *hujson.Value) {
 			return
 		}
 	case haveNodes:
-		c.nodesAt = [2]int{m.val.StartOffset, m.val.EndOffset}
+		c.doc.nodesAt = [2]int{m.val.StartOffset, m.val.EndOffset}
 		c.nodes(m.val)
 	case !c.doc.tailnet:
 		c.errorf(v.StartOffset, "", "missing \"nodes\"")
@@ -144,7 +138,6 @@ func (c *compiler) document(v *hujson.Value) {
 	// Go on after errors: every problem is reported in one pass. A node
 	// whose entry had an error is left out, and naming it is not reported
 	// again (see declared).
-	c.summarize()
 	if m, ok := top["ssh"]; ok {
 		c.rules(m.val)
 	}
@@ -413,7 +406,9 @@ func newNodeSet(nodes []node, byKey keyIndex, owners map[string]bool) *nodeSet {
 		slices.Sort(n.dstP)
 	}
 	slices.Sort(tags)
-	return &nodeSet{nodes: nodes, byKey: byKey, principals: principals, owners: owners, tags: tags}
+	ns := &nodeSet{nodes: nodes, byKey: byKey, principals: principals, owners: owners, tags: tags}
+	ns.summarize()
+	return ns
 }
 
 // useNodes makes ns the document's nodes: the principals rules add come
@@ -425,7 +420,6 @@ func (c *compiler) useNodes(ns *nodeSet) {
 	c.doc.principals = c.principals
 	n := len(ns.principals)
 	c.doc.srcRules, c.doc.dstRules = make([][]int32, n), make([][]int32, n)
-	c.srcSum, c.dstSum = make([]ownerSummary, n), make([]ownerSummary, n)
 }
 
 // adoptNodes takes, in a Reparse, the nodes the previous document
@@ -576,18 +570,53 @@ func (s *ownerSummary) merge(nodes []node, o ownerSummary) {
 	}
 }
 
-// summarize computes, for each principal, the owners of the nodes it
-// covers as a source and of the untagged nodes it covers as a destination.
-func (c *compiler) summarize() {
-	nodes := c.doc.nodes
+// summarize computes, for each principal of the nodes but their names,
+// the owners of the nodes it covers as a source and of the untagged nodes
+// it covers as a destination (a name covers its node alone: see
+// srcSummary).
+func (ns *nodeSet) summarize() {
+	nodes := ns.nodes
+	n := len(ns.principals) - len(nodes)
+	ns.srcSum, ns.dstSum = make([]ownerSummary, n), make([]ownerSummary, n)
 	for i := range nodes {
 		for _, p := range nodes[i].srcP {
-			c.srcSum[p].add(nodes, int32(i))
+			if int(p) >= len(nodes) {
+				ns.srcSum[int(p)-len(nodes)].add(nodes, int32(i))
+			}
 		}
 		if len(nodes[i].id.Tags) == 0 {
 			for _, p := range nodes[i].dstP {
-				c.dstSum[p].add(nodes, int32(i))
+				if int(p) >= len(nodes) {
+					ns.dstSum[int(p)-len(nodes)].add(nodes, int32(i))
+				}
 			}
 		}
 	}
+}
+
+// srcSummary returns the owners of the nodes principal p covers as a
+// source. A principal no node has (one only rules name) covers none.
+func (ns *nodeSet) srcSummary(p int32) ownerSummary {
+	switch {
+	case ns == nil || int(p) >= len(ns.principals):
+		return ownerSummary{}
+	case int(p) < len(ns.nodes): // node p's name
+		return ownerSummary{n: 1, ex: [2]int32{p}}
+	}
+	return ns.srcSum[int(p)-len(ns.nodes)]
+}
+
+// dstSummary returns the owners of the untagged nodes principal p covers
+// as a destination.
+func (ns *nodeSet) dstSummary(p int32) ownerSummary {
+	switch {
+	case ns == nil || int(p) >= len(ns.principals):
+		return ownerSummary{}
+	case int(p) < len(ns.nodes):
+		if len(ns.nodes[p].id.Tags) > 0 {
+			return ownerSummary{}
+		}
+		return ownerSummary{n: 1, ex: [2]int32{p}}
+	}
+	return ns.dstSum[int(p)-len(ns.nodes)]
 }

@@ -56,6 +56,7 @@ type Document struct {
 	// nodeSet is what nodes and byKey come from, with the nodes' names;
 	// documents Reparse makes from this one share it. nil on a tailnet.
 	nodeSet *nodeSet
+	nodesAt [2]int              // where the "nodes" value is in the file, from [0] to [1]
 	groups  map[string][]string // group → member emails, flattened and sorted
 	rules   []rule
 	tests   []test
@@ -150,7 +151,7 @@ func parseTree(data []byte, file string) (*Document, error) {
 	c.document(&v)
 	doc, err := c.finish()
 	if err == nil && doc.nodeSet != nil {
-		doc.nodeSet.sum = sha256.Sum256(data[c.nodesAt[0]:c.nodesAt[1]])
+		doc.nodeSet.sum = sha256.Sum256(data[doc.nodesAt[0]:doc.nodesAt[1]])
 	}
 	return doc, err
 }

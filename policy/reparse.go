@@ -23,6 +23,10 @@ type nodeSet struct {
 	principals map[string]int32
 	owners     map[string]bool // the owners of the nodes
 	tags       []string        // the tags of the nodes, sorted
+	// By principal after the nodes' names (see srcSummary): the owners
+	// of the nodes it covers as src, and of the untagged nodes it covers
+	// as dst (for compiler.safety).
+	srcSum, dstSum []ownerSummary
 }
 
 // nodeIndex returns the index in doc.nodes of the node called name.
@@ -45,9 +49,15 @@ func (doc *Document) Reparse(data []byte, file string) (*Document, error) {
 	if doc == nil || doc.nodeSet == nil {
 		return Parse(data, file)
 	}
-	start, end, ok := nodesValue(data)
-	if !ok || sha256.Sum256(data[start:end]) != doc.nodeSet.sum {
-		return Parse(data, file)
+	// Where the nodes were, they usually still are: the hash tells, and
+	// parseWith checks that they are the value of "nodes".
+	start, end := doc.nodesAt[0], doc.nodesAt[1]
+	if end > len(data) || sha256.Sum256(data[start:end]) != doc.nodeSet.sum {
+		var ok bool
+		start, end, ok = nodesValue(data)
+		if !ok || sha256.Sum256(data[start:end]) != doc.nodeSet.sum {
+			return Parse(data, file)
+		}
 	}
 	if doc, ok, err := parseWith(doc.nodeSet, data, start, end, file); ok {
 		return doc, err
@@ -72,6 +82,7 @@ func parseWith(ns *nodeSet, data []byte, start, end int, file string) (doc *Docu
 	c := newCompiler(file, data)
 	c.cut, c.gap = start+2, end-start-2
 	c.reuse = ns
+	c.doc.nodesAt = [2]int{start, end}
 	c.document(&v)
 	if c.needFull {
 		return nil, false, nil

@@ -272,10 +272,10 @@ func (c *compiler) safety(r *rule, m member, field string) {
 	nodes := c.doc.nodes
 	var src, dst ownerSummary
 	for _, p := range r.srcP {
-		src.merge(nodes, c.srcSum[p])
+		src.merge(nodes, c.doc.nodeSet.srcSummary(p))
 	}
 	for _, p := range r.dstP {
-		dst.merge(nodes, c.dstSum[p])
+		dst.merge(nodes, c.doc.nodeSet.dstSummary(p))
 	}
 	if src.n == 0 || dst.n == 0 {
 		return
