@@ -9,8 +9,8 @@ import (
 
 // quickNodes compiles a "nodes" value (b, from its '{' to its '}') as
 // compiler.nodes does, without building its HuJSON tree first, when it is
-// written plainly: JSON with white space, trailing commas, and strings of
-// printable ASCII without escapes, every entry valid. With 100,000 nodes
+// written plainly: strings of printable ASCII without escapes, every entry
+// valid (white space, comments and trailing commas as HuJSON has them). With 100,000 nodes
 // the tree was most of Parse's time and of its peak memory. For anything
 // else (comments, escapes, any entry compiler.nodes would report) it
 // returns nil, and Parse compiles the whole file from its tree, which
@@ -18,7 +18,7 @@ import (
 // and they get the nodes compiler.nodes would make of them. Whether the
 // tags the nodes have are declared is left to compiler.adoptNodes.
 func quickNodes(b []byte) *nodeSet {
-	q := quickReader{b: b}
+	q := quickReader{skimmer{b: b}}
 	if !q.eat('{') {
 		return nil
 	}
@@ -147,32 +147,9 @@ func quickNodes(b []byte) *nodeSet {
 	return newNodeSet(nodes, byKey, owners) // nil if a name came twice
 }
 
-// quickReader reads the plain JSON that quickNodes takes.
-type quickReader struct {
-	b []byte
-	i int
-}
-
-// eat steps over c if it is next.
-func (q *quickReader) eat(c byte) bool {
-	if q.i < len(q.b) && q.b[q.i] == c {
-		q.i++
-		return true
-	}
-	return false
-}
-
-// space steps over JSON white space.
-func (q *quickReader) space() {
-	for q.i < len(q.b) {
-		switch q.b[q.i] {
-		case ' ', '\t', '\n', '\r':
-			q.i++
-		default:
-			return
-		}
-	}
-}
+// quickReader reads the plain HuJSON that quickNodes takes: white space
+// and comments between values are stepped over as skimmer does.
+type quickReader struct{ skimmer }
 
 // str reads a string of printable ASCII without escapes and returns what
 // is between its quotes.

@@ -214,7 +214,7 @@ func TestQuickNodes(t *testing.T) {
 		{"no trailing comma", strings.Replace(base, "},\n  },", "}\n  },", 1), true},
 		{"an owner with an empty tags list", strings.Replace(base, `"owner": "bob@example.com"`, `"owner": "bob@example.com", "tags": []`, 1), true},
 		{"two tags", strings.Replace(strings.Replace(base, `"tags": ["tag:server"]`, `"tags": ["tag:server", "tag:db",]`, 1), `"tagOwners": {`, `"tagOwners": {"tag:db": ["group:ops"], `, 1), true},
-		{"a comment", strings.Replace(base, `"lap": `, "// ann's\n\"lap\": ", 1), false},
+		{"comments", strings.Replace(strings.Replace(base, `"lap": `, "// ann's\n\"lap\": ", 1), `"key": "KEY3", `, `"key": "KEY3" /* srv */, `, 1), true},
 		{"an escape", strings.Replace(base, `"lap": `, `"l\u0061p": `, 1), false},
 		{"a key with spaces", strings.Replace(base, `"KEY2"`, `" KEY2 "`, 1), true},
 	}
