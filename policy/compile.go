@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"maps"
 	"slices"
 	"strings"
 
@@ -33,18 +32,25 @@ const (
 // compiler turns the HuJSON tree into a Document.
 type compiler struct {
 	decoder
-	doc        *Document
+	doc *Document
+	// principals holds the ids of the names rules use beyond those of the
+	// nodes (nodeP, shared with the documents Reparse makes; node i's
+	// name has id i): the emails of groups, tags no node has.
 	principals map[string]int32
+	nodeP      map[string]int32
+	// reuse, in a Reparse, is the previous document's nodes, whose "nodes"
+	// value had the same bytes; needFull says that they cannot be used
+	// after all (see adoptNodes) and Reparse must parse the whole.
+	reuse      *nodeSet
+	needFull   bool
 	owners     map[string]bool           // emails that own a node
 	tagOwners  map[string]bool           // declared tags
 	rawGroups  map[string][]strAt        // as written
 	groupOff   map[string]int            // where each group is defined
-	srcSum     []ownerSummary            // by principal: owners of the nodes it covers as src
-	dstSum     []ownerSummary            // by principal: owners of the untagged nodes it covers as dst
 	groupState map[string]int            // 1 expanding, 2 done
 	nodeOff    map[meshkey.Public]string // key → node name of the entries left out with an error, for duplicates (see keyOwner)
 	// declared holds the names under "nodes" whose entry had an error
-	// (the others are in doc.byName; see isDeclared), and declaredOwners
+	// (the others are in doc.nodeIndex; see isDeclared), and declaredOwners
 	// every owner the entries give: a rule naming a node (or the
 	// owner of a node) whose entry had an error is not reported again as
 	// naming an undefined one.
@@ -56,7 +62,7 @@ type compiler struct {
 func newCompiler(file string, data []byte) *compiler {
 	c := &compiler{
 		decoder:        decoder{file: file, lines: newLines(data)},
-		doc:            &Document{file: file, byKey: map[meshkey.Public]int32{}, byName: map[string]int32{}, groups: map[string][]string{}, userRules: map[string][]int32{}, principals: map[string]int32{}},
+		doc:            &Document{file: file, groups: map[string][]string{}, userRules: map[string][]int32{}, principals: map[string]int32{}},
 		declared:       map[string]bool{},
 		declaredOwners: map[string]bool{},
 		owners:         map[string]bool{},
@@ -72,13 +78,14 @@ func newCompiler(file string, data []byte) *compiler {
 
 // principal returns the id of name, creating it.
 func (c *compiler) principal(name string) int32 {
+	if id, ok := c.nodeP[name]; ok {
+		return id
+	}
 	if id, ok := c.principals[name]; ok {
 		return id
 	}
-	id := int32(len(c.principals))
+	id := int32(len(c.nodeP) + len(c.principals))
 	c.principals[name] = id
-	c.srcSum = append(c.srcSum, ownerSummary{})
-	c.dstSum = append(c.dstSum, ownerSummary{})
 	return id
 }
 
@@ -110,7 +117,12 @@ func (c *compiler) document(v *hujson.Value) {
 	switch {
 	case c.doc.tailnet && haveNodes:
 		c.errorf(m.keyOff, "nodes", "a tailnet document has no \"nodes\": the tailnet's coordinator says who is who (name callers by login, group:, tag: or autogroup:)")
+	case haveNodes && c.reuse != nil:
+		if c.adoptNodes(m.val); c.needFull {
+			return
+		}
 	case haveNodes:
+		c.doc.nodesAt = [2]int{m.val.StartOffset, m.val.EndOffset}
 		c.nodes(m.val)
 	case !c.doc.tailnet:
 		c.errorf(v.StartOffset, "", "missing \"nodes\"")
@@ -124,7 +136,6 @@ func (c *compiler) document(v *hujson.Value) {
 	// Go on after errors: every problem is reported in one pass. A node
 	// whose entry had an error is left out, and naming it is not reported
 	// again (see declared).
-	c.summarize()
 	if m, ok := top["ssh"]; ok {
 		c.rules(m.val)
 	}
@@ -210,14 +221,10 @@ func (c *compiler) nodes(v *hujson.Value) {
 	// Sized once: growing maps of 100,000 nodes step by step cost more
 	// than filling them.
 	c.doc.nodes = make([]node, 0, len(ms))
-	c.doc.byKey = make(map[meshkey.Public]int32, len(ms))
-	c.doc.byName = make(map[string]int32, len(ms))
-	principals := make(map[string]int32, len(ms)+len(c.principals))
-	maps.Copy(principals, c.principals)
-	c.principals, c.doc.principals = principals, principals
+	c.doc.byKey = newPrefixIndex(len(ms))
 	// An entry left out with an error goes into declared (its name) and
 	// nodeOff (its key), once the next one starts: the good ones are in
-	// byName and byKey, so 100,000 good nodes need no more maps.
+	// the principals and byKey, so 100,000 good nodes need no more maps.
 	var last struct {
 		started, haveKey bool
 		name             string
@@ -244,7 +251,7 @@ func (c *compiler) nodes(v *hujson.Value) {
 		if !ok {
 			continue
 		}
-		n := node{id: Identity{Node: m.key}, off: m.val.StartOffset}
+		n := node{id: Identity{Node: m.key}}
 		var haveKey, bad bool
 		for _, f := range fs {
 			ff := func() string { return join(field, f.key) } // for errors only
@@ -324,20 +331,49 @@ func (c *compiler) nodes(v *hujson.Value) {
 			c.errorf(m.val.StartOffset, field, "a node needs an owner or tags")
 			continue
 		}
-		i := int32(len(c.doc.nodes))
-		c.doc.byKey[n.id.Key] = i
-		c.doc.byName[m.key] = i
 		if n.id.Owner != "" {
 			c.owners[n.id.Owner] = true
 		}
 		c.doc.nodes = append(c.doc.nodes, n)
+		c.doc.byKey.add(c.doc.nodes, int32(len(c.doc.nodes)-1))
 	}
 	settle()
+	c.useNodes(newNodeSet(c.doc.nodes, c.doc.byKey, c.owners))
+}
+
+// newNodeSet gives compiled nodes (with their index by key and their
+// owners) their principals: node i's name is id i, then *, owners,
+// autogroup:member and tags in the order the nodes first name them. It
+// returns nil if two nodes have one name (which compiler.nodes reports
+// before: only quickNodes leaves it to this).
+func newNodeSet(nodes []node, byKey prefixIndex, owners map[string]bool) *nodeSet {
+	principals := make(map[string]int32, len(nodes)+len(owners)+64)
+	for i := range nodes {
+		principals[nodes[i].id.Node] = int32(i)
+	}
+	if len(principals) != len(nodes) {
+		return nil
+	}
+	// The few other names are looked up in a small map of their own:
+	// the large one costs a cache miss a lookup.
+	other := map[string]int32{}
+	var tags []string
+	id := func(name string) int32 {
+		if p, ok := other[name]; ok {
+			return p
+		}
+		p := int32(len(principals))
+		principals[name], other[name] = p, p
+		if strings.HasPrefix(name, "tag:") {
+			tags = append(tags, name)
+		}
+		return p
+	}
 	// Every node's principals share one array: one allocation, not two
 	// per node.
 	total := 0
-	for i := range c.doc.nodes {
-		n := &c.doc.nodes[i]
+	for i := range nodes {
+		n := &nodes[i]
 		total += 4 + 2*len(n.id.Tags)
 		if n.id.Owner != "" {
 			total += 2
@@ -349,31 +385,66 @@ func (c *compiler) nodes(v *hujson.Value) {
 		slab = slab[:len(slab)+size]
 		return p
 	}
-	for i := range c.doc.nodes {
-		n := &c.doc.nodes[i]
+	for i := range nodes {
+		n := &nodes[i]
 		srcN := 2 + len(n.id.Tags)
 		if n.id.Owner != "" {
 			srcN += 2
 		}
 		n.srcP, n.dstP = carve(srcN), carve(2+len(n.id.Tags))
-		n.srcP = append(n.srcP, c.principal(n.id.Node), c.principal(anyone))
-		n.dstP = append(n.dstP, c.principal(n.id.Node), c.principal(anyone))
+		n.srcP = append(n.srcP, int32(i), id(anyone))
+		n.dstP = append(n.dstP, int32(i), id(anyone))
 		if n.id.Owner != "" {
-			n.srcP = append(n.srcP, c.principal(n.id.Owner), c.principal(autogroupMember))
+			n.srcP = append(n.srcP, id(n.id.Owner), id(autogroupMember))
 		}
 		for _, t := range n.id.Tags {
-			n.srcP = append(n.srcP, c.principal(t))
-			n.dstP = append(n.dstP, c.principal(t))
+			n.srcP = append(n.srcP, id(t))
+			n.dstP = append(n.dstP, id(t))
 		}
 		slices.Sort(n.srcP)
 		slices.Sort(n.dstP)
 	}
+	slices.Sort(tags)
+	ns := &nodeSet{nodes: nodes, byKey: byKey, keys: newKeyIndex(nodes), principals: principals, owners: owners, tags: tags}
+	ns.summarize()
+	return ns
+}
+
+// useNodes makes ns the document's nodes: the principals rules add come
+// after theirs.
+func (c *compiler) useNodes(ns *nodeSet) {
+	c.doc.nodeSet, c.doc.nodes, c.doc.byKey = ns, ns.nodes, ns.byKey
+	c.nodeP, c.owners = ns.principals, ns.owners
+	c.principals = map[string]int32{}
+	c.doc.principals = c.principals
+}
+
+// adoptNodes takes, in a Reparse, the nodes the previous document
+// compiled from the same bytes, as nodes would compile them again: the
+// same nodes, keys and principals (ids), whatever else changed. The
+// nodes depend on nothing else in the file but the declared tags: if
+// one of theirs is no longer declared, or v is not where Reparse put the
+// stand-in for the nodes, c.needFull tells Reparse to parse the whole.
+func (c *compiler) adoptNodes(v *hujson.Value) {
+	ns := c.reuse
+	if v.StartOffset != c.cut-2 || v.EndOffset != c.cut {
+		c.needFull = true
+		return
+	}
+	for _, t := range ns.tags {
+		if !c.tagOwners[t] {
+			c.needFull = true
+			return
+		}
+	}
+	c.useNodes(ns)
+	c.declaredOwners = ns.owners
 }
 
 // keyOwner returns the name of the entry under "nodes" read so far that
 // has key k.
 func (c *compiler) keyOwner(k meshkey.Public) (string, bool) {
-	if i, ok := c.doc.byKey[k]; ok {
+	if i, ok := c.doc.nodeByKey(k); ok {
 		return c.doc.nodes[i].id.Node, true
 	}
 	name, ok := c.nodeOff[k]
@@ -383,7 +454,7 @@ func (c *compiler) keyOwner(k meshkey.Public) (string, bool) {
 // isDeclared reports whether "nodes" has an entry named name, compiled
 // or left out with an error.
 func (c *compiler) isDeclared(name string) bool {
-	_, ok := c.doc.byName[name]
+	_, ok := c.doc.nodeIndex(name)
 	return ok || c.declared[name]
 }
 
@@ -496,18 +567,53 @@ func (s *ownerSummary) merge(nodes []node, o ownerSummary) {
 	}
 }
 
-// summarize computes, for each principal, the owners of the nodes it
-// covers as a source and of the untagged nodes it covers as a destination.
-func (c *compiler) summarize() {
-	nodes := c.doc.nodes
+// summarize computes, for each principal of the nodes but their names,
+// the owners of the nodes it covers as a source and of the untagged nodes
+// it covers as a destination (a name covers its node alone: see
+// srcSummary).
+func (ns *nodeSet) summarize() {
+	nodes := ns.nodes
+	n := len(ns.principals) - len(nodes)
+	ns.srcSum, ns.dstSum = make([]ownerSummary, n), make([]ownerSummary, n)
 	for i := range nodes {
 		for _, p := range nodes[i].srcP {
-			c.srcSum[p].add(nodes, int32(i))
+			if int(p) >= len(nodes) {
+				ns.srcSum[int(p)-len(nodes)].add(nodes, int32(i))
+			}
 		}
 		if len(nodes[i].id.Tags) == 0 {
 			for _, p := range nodes[i].dstP {
-				c.dstSum[p].add(nodes, int32(i))
+				if int(p) >= len(nodes) {
+					ns.dstSum[int(p)-len(nodes)].add(nodes, int32(i))
+				}
 			}
 		}
 	}
+}
+
+// srcSummary returns the owners of the nodes principal p covers as a
+// source. A principal no node has (one only rules name) covers none.
+func (ns *nodeSet) srcSummary(p int32) ownerSummary {
+	switch {
+	case ns == nil || int(p) >= len(ns.principals):
+		return ownerSummary{}
+	case int(p) < len(ns.nodes): // node p's name
+		return ownerSummary{n: 1, ex: [2]int32{p}}
+	}
+	return ns.srcSum[int(p)-len(ns.nodes)]
+}
+
+// dstSummary returns the owners of the untagged nodes principal p covers
+// as a destination.
+func (ns *nodeSet) dstSummary(p int32) ownerSummary {
+	switch {
+	case ns == nil || int(p) >= len(ns.principals):
+		return ownerSummary{}
+	case int(p) < len(ns.nodes):
+		if len(ns.nodes[p].id.Tags) > 0 {
+			return ownerSummary{}
+		}
+		return ownerSummary{n: 1, ex: [2]int32{p}}
+	}
+	return ns.dstSum[int(p)-len(ns.nodes)]
 }

@@ -22,6 +22,17 @@ type decoder struct {
 	file  string
 	lines lines
 	errs  []error
+	// In a Reparse the tree is of the file without its "nodes" value:
+	// offsets from cut on are gap bytes short of the file's (see fileOff).
+	cut, gap int
+}
+
+// fileOff returns the offset in the file of offset off in the tree.
+func (d *decoder) fileOff(off int) int {
+	if d.gap != 0 && off >= d.cut {
+		return off + d.gap
+	}
+	return off
 }
 
 // errorf records a problem with the value that starts at off.
@@ -32,13 +43,13 @@ func (d *decoder) errorf(off int, field, format string, args ...any) {
 	if len(d.errs) > maxErrors {
 		return
 	}
-	line, col := d.lines.at(off)
+	line, col := d.lines.at(d.fileOff(off))
 	d.errs = append(d.errs, &Error{File: d.file, Line: line, Column: col, Field: field, Err: fmt.Errorf(format, args...)})
 }
 
 // pos returns "file:line" for the value at off.
 func (d *decoder) pos(off int) (string, int) {
-	line, _ := d.lines.at(off)
+	line, _ := d.lines.at(d.fileOff(off))
 	return d.file + ":" + strconv.Itoa(line), line
 }
 

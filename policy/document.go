@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -52,14 +53,18 @@ type Document struct {
 	file    string
 	tailnet bool // "identity": "tailnet": callers and servers come from Request.Caller and Request.Server
 	nodes   []node
-	byKey   map[meshkey.Public]int32
-	byName  map[string]int32
+	byKey   prefixIndex
+	// nodeSet is what nodes and byKey come from, with the nodes' names;
+	// documents Reparse makes from this one share it. nil on a tailnet.
+	nodeSet *nodeSet
+	nodesAt [2]int              // where the "nodes" value is in the file, from [0] to [1]
 	groups  map[string][]string // group → member emails, flattened and sorted
 	rules   []rule
 	tests   []test
 
-	// principals maps every name a rule uses (login, tag, autogroup, *,
-	// node name) to its id; a tailnet document names a caller with it.
+	// principals maps every name a rule uses (login, tag, autogroup, *)
+	// but those of the nodes (in nodeSet) to its id; a tailnet document,
+	// which has no nodes, names a caller with it.
 	principals map[string]int32
 	// The ids of *, autogroup:member and autogroup:tagged, or -1 where no
 	// rule uses them: every tailnet request needs them, without a lookup.
@@ -99,7 +104,6 @@ type node struct {
 	localpart string  // of the owner, for "=" and {localpart}; "" if tagged
 	srcP      []int32 // sorted principals a src selector may name it by
 	dstP      []int32 // sorted principals a dst selector may name it by
-	off       int
 }
 
 // rule is one entry of "ssh".
@@ -137,12 +141,37 @@ type testCase struct {
 // problems found are returned, joined with [errors.Join], one per line; each
 // is an [*Error].
 func Parse(data []byte, file string) (*Document, error) {
+	// Plainly written nodes are compiled without a tree (see quickNodes).
+	if start, end, ok := nodesValue(data); ok {
+		if ns := quickNodes(data[start:end]); ns != nil {
+			ns.sum = sha256.Sum256(data[start:end])
+			if doc, ok, err := parseWith(ns, data, start, end, file); ok {
+				return doc, err
+			}
+		}
+	}
+	return parseTree(data, file)
+}
+
+// parseTree is Parse from the HuJSON tree of the whole file.
+func parseTree(data []byte, file string) (*Document, error) {
 	v, err := hujson.Parse(data)
 	if err != nil {
 		return nil, syntaxError(file, err)
 	}
 	c := newCompiler(file, data)
 	c.document(&v)
+	doc, err := c.finish()
+	if err == nil && doc.nodeSet != nil {
+		doc.nodeSet.sum = sha256.Sum256(data[doc.nodesAt[0]:doc.nodesAt[1]])
+	}
+	return doc, err
+}
+
+// finish runs the embedded tests of a compiled document and returns it,
+// or every problem found.
+func (c *compiler) finish() (*Document, error) {
+	c.gap = 0 // the document holds the file's offsets (see compiler.tests)
 	if len(c.errs) == 0 {
 		c.doc.runTests(&c.decoder)
 	}
@@ -252,10 +281,32 @@ func (doc *Document) principalID(name string) int32 {
 		}
 		return -1
 	}
-	if p, ok := doc.principals[name]; ok {
+	if p, ok := doc.principalByName(name); ok {
 		return p
 	}
 	return -1
+}
+
+// numPrincipals is the number of principals: the nodes' (doc.nodeSet)
+// and those the rules add (doc.principals), whose ids follow.
+func (doc *Document) numPrincipals() int {
+	n := len(doc.principals)
+	if doc.nodeSet != nil {
+		n += len(doc.nodeSet.principals)
+	}
+	return n
+}
+
+// principalByName returns the id of principal name, whether a node's
+// or another's.
+func (doc *Document) principalByName(name string) (int32, bool) {
+	if doc.nodeSet != nil {
+		if p, ok := doc.nodeSet.principals[name]; ok {
+			return p, true
+		}
+	}
+	p, ok := doc.principals[name]
+	return p, ok
 }
 
 // lower folds the ASCII letters of s to lower case, and only those.
@@ -345,7 +396,7 @@ func (doc *Document) fixedPrincipals() {
 		}
 	}
 	id := func(name string) int32 {
-		if p, ok := doc.principals[name]; ok {
+		if p, ok := doc.principalByName(name); ok {
 			return p
 		}
 		return -1
@@ -388,7 +439,7 @@ func (doc *Document) decision(caller Identity, ri int32, user string) Decision {
 // it names that node at all. A server uses it to refuse to start when its
 // own key is not in the document.
 func (doc *Document) Node(key meshkey.Public) (Identity, bool) {
-	i, ok := doc.byKey[key]
+	i, ok := doc.nodeByKey(key)
 	if !ok {
 		return Identity{Key: key}, false
 	}
@@ -397,7 +448,7 @@ func (doc *Document) Node(key meshkey.Public) (Identity, bool) {
 
 // NodeByName returns the node called name, and whether there is one.
 func (doc *Document) NodeByName(name string) (Identity, bool) {
-	i, ok := doc.byName[name]
+	i, ok := doc.nodeIndex(name)
 	if !ok {
 		return Identity{}, false
 	}

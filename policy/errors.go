@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"fmt"
 	"sort"
 )
@@ -31,13 +32,15 @@ func (e *Error) Unwrap() error { return e.Err }
 type lines []int // offsets at which lines 2, 3, ... start
 
 func newLines(data []byte) lines {
-	var l lines
-	for i, b := range data {
-		if b == '\n' {
-			l = append(l, i+1)
+	l := make(lines, 0, bytes.Count(data, []byte{'\n'}))
+	for off := 0; ; {
+		i := bytes.IndexByte(data[off:], '\n')
+		if i < 0 {
+			return l
 		}
+		off += i + 1
+		l = append(l, off)
 	}
-	return l
 }
 
 // at returns the 1-based line and column of offset off.

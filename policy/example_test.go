@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"strings"
 
 	"github.com/sshmesh/sshmesh/meshkey"
 	"github.com/sshmesh/sshmesh/policy"
@@ -143,4 +144,48 @@ func ExampleParse_tailnet() {
 	// ci-runner → build-1 as deploy: accept ssh[1]
 	// alice-laptop → alice-laptop as alice: check ssh[2]
 	// ci-runner → alice-laptop as alice: reject
+}
+
+// A server reloading its policy reparses the new version from the one in
+// force: nodes whose bytes did not change are not compiled again, and a
+// bad version leaves the old document as it was.
+func ExampleDocument_Reparse() {
+	const v1 = `{
+  "nodes": {
+    "alice-laptop": {"key": "IEFpcTgXf2dtu3hfIZ2U9cvSl9TOLD9ZdMA5HyvTTW8=", "owner": "alice@example.com"},
+    "build-1":      {"key": "lGqE8/8bL4EYaY7PKy+DSvqbHYmJSz8OtnwydoqbhSo=", "tags": ["tag:server"]},
+  },
+  "tagOwners": {"tag:server": ["alice@example.com"]},
+  "ssh": [{"action": "accept", "src": ["alice@example.com"], "dst": ["tag:server"], "users": ["deploy"]}],
+}`
+	doc, err := policy.Parse([]byte(v1), "policy.hujson")
+	if err != nil {
+		log.Fatal(err)
+	}
+	alice, _ := meshkey.ParsePublic("IEFpcTgXf2dtu3hfIZ2U9cvSl9TOLD9ZdMA5HyvTTW8=")
+	build1, _ := meshkey.ParsePublic("lGqE8/8bL4EYaY7PKy+DSvqbHYmJSz8OtnwydoqbhSo=")
+	show := func(doc *policy.Document) {
+		d, _ := doc.Evaluate(context.Background(), policy.Request{Key: alice, Self: build1, User: "ops"})
+		fmt.Println("alice as ops:", d.Action)
+	}
+	show(doc)
+
+	// One rule changed: only the rules are compiled again.
+	next, err := doc.Reparse([]byte(strings.Replace(v1, `["deploy"]`, `["deploy", "ops"]`, 1)), "policy.hujson")
+	if err != nil {
+		log.Fatal(err)
+	}
+	show(next)
+
+	// A bad version: an error naming file, line and field; next stays in force.
+	if _, err := next.Reparse([]byte(strings.Replace(v1, `"users"`, `"user"`, 1)), "policy.hujson"); err != nil {
+		fmt.Println(err)
+	}
+	show(next)
+	// Output:
+	// alice as ops: reject
+	// alice as ops: accept
+	// policy.hujson:7:85: ssh[0]: unknown key "user" (want one of action, src, dst, users, message, checkPeriod, checkProof, expires, sessionDuration, acceptEnv, agentForward, localForward, remoteForward, record, onRecordingFailure, recorders)
+	// policy.hujson:7:11: ssh[0]: missing "users"
+	// alice as ops: accept
 }

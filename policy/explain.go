@@ -52,11 +52,11 @@ func (doc *Document) Explain(src, dst, user string) (Explanation, error) {
 		s, d := doc.tailnetCaller(&sid, nil), doc.tailnetServer(&did, nil)
 		return doc.explain(sid, did, &s, &d, user), nil
 	}
-	si, ok := doc.byName[src]
+	si, ok := doc.nodeIndex(src)
 	if !ok {
 		return Explanation{}, fmt.Errorf("policy: %s: no node named %q", doc.file, src)
 	}
-	di, ok := doc.byName[dst]
+	di, ok := doc.nodeIndex(dst)
 	if !ok {
 		return Explanation{}, fmt.Errorf("policy: %s: no node named %q", doc.file, dst)
 	}

@@ -16,12 +16,31 @@ import (
 // document that parses evaluates every pair of nodes the way Explain does.
 // A tailnet document ("identity": "tailnet") is evaluated between logins
 // and tag sets instead, and never lets anyone into another person's
-// untagged node. The seed corpus is in testdata/fuzz/FuzzParse.
+// untagged node. Parse, which compiles plain "nodes" without a tree
+// (quickNodes), gives what the tree of the whole file gives, errors
+// included, and so does a Reparse from badBase. The seed corpus is in
+// testdata/fuzz/FuzzParse.
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(withKeys(badBase)))
 	f.Add([]byte(tailnetBase))
+	base, err := Parse([]byte(withKeys(badBase)), "fuzz.hujson")
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		doc, err := Parse(data, "fuzz.hujson")
+		treeDoc, treeErr := parseTree(data, "fuzz.hujson")
+		if errString(err) != errString(treeErr) {
+			t.Fatalf("Parse error:\n%v\nfrom the tree:\n%v", err, treeErr)
+		}
+		reDoc, reErr := base.Reparse(data, "fuzz.hujson")
+		if errString(reErr) != errString(treeErr) {
+			t.Fatalf("Reparse error:\n%v\nfrom the tree:\n%v", reErr, treeErr)
+		}
+		if err == nil {
+			sameDocument(t, treeDoc, doc)
+			sameDocument(t, treeDoc, reDoc)
+		}
 		if err != nil {
 			var perr *Error
 			if !errors.As(err, &perr) {

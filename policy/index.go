@@ -189,7 +189,7 @@ func (h *ruleHot) inForce(now clock) bool {
 // runs once, after the rules are compiled, with every principal known.
 func (doc *Document) indexRules() {
 	rules := doc.rules
-	n := len(doc.principals)
+	n := doc.numPrincipals()
 	doc.srcRules = newRuleLists(n, len(rules), func(i int) []int32 { return rules[i].srcP })
 	doc.dstRules = newRuleLists(n, len(rules), func(i int) []int32 { return rules[i].dstP })
 	doc.selfRules, doc.wildUserRules = nil, nil
@@ -235,7 +235,11 @@ func (doc *Document) indexRules() {
 			doc.wildUserRules = append(doc.wildUserRules, ri)
 		}
 	}
-	doc.keys = newKeyIndex(doc.nodes)
+	if doc.nodeSet != nil {
+		doc.keys = doc.nodeSet.keys // built once for the nodes, shared by Reparse
+	} else {
+		doc.keys = newKeyIndex(doc.nodes)
+	}
 	doc.indexNodes()
 }
 
@@ -257,13 +261,13 @@ func (doc *Document) indexNodes() {
 		n, h := &doc.nodes[i], &doc.nodeHot[i]
 		h.owner = -1
 		if o := n.id.Owner; o != "" {
-			p, ok := doc.principals[o]
+			p, ok := doc.principalByName(o)
 			if !ok {
 				if unnamed == nil {
 					unnamed = map[string]int32{}
 				}
 				if p, ok = unnamed[o]; !ok {
-					p = int32(len(doc.principals) + len(unnamed))
+					p = int32(doc.numPrincipals() + len(unnamed))
 					unnamed[o] = p
 				}
 			}

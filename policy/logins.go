@@ -21,11 +21,11 @@ type LoginNamer interface {
 // whether a name is allowed is Evaluate's answer (a reject rule above may
 // refuse it, and a root account is judged by its uid there).
 func (doc *Document) LoginNames(caller, dst meshkey.Public) []string {
-	si, ok := doc.byKey[caller]
+	si, ok := doc.nodeByKey(caller)
 	if !ok {
 		return nil
 	}
-	di, ok := doc.byKey[dst]
+	di, ok := doc.nodeByKey(dst)
 	if !ok {
 		return nil
 	}

@@ -180,7 +180,7 @@ func (c *compiler) ruleSrc(r *rule, m member, field string) {
 			c.errorf(s.off, s.field, "%q is not a login (user@domain), group:, tag:, autogroup:member, autogroup:tagged or *: a tailnet document names no nodes", sel)
 			continue
 		default:
-			if _, ok := c.doc.byName[sel]; !ok {
+			if _, ok := c.doc.nodeIndex(sel); !ok {
 				c.undefinedNode(s.off, s.field, sel, "")
 				continue
 			}
@@ -234,7 +234,7 @@ func (c *compiler) ruleDst(r *rule, m member, field string) {
 			c.errorf(s.off, s.field, "%q is not tag:, a login (user@domain), autogroup:self or *: a tailnet document names no nodes", sel)
 			continue
 		default:
-			if _, ok := c.doc.byName[sel]; !ok {
+			if _, ok := c.doc.nodeIndex(sel); !ok {
 				c.undefinedNode(s.off, s.field, sel, "")
 				continue
 			}
@@ -255,10 +255,10 @@ func (c *compiler) safety(r *rule, m member, field string) {
 	nodes := c.doc.nodes
 	var src, dst ownerSummary
 	for _, p := range r.srcP {
-		src.merge(nodes, c.srcSum[p])
+		src.merge(nodes, c.doc.nodeSet.srcSummary(p))
 	}
 	for _, p := range r.dstP {
-		dst.merge(nodes, c.dstSum[p])
+		dst.merge(nodes, c.doc.nodeSet.dstSummary(p))
 	}
 	if src.n == 0 || dst.n == 0 {
 		return
@@ -493,7 +493,7 @@ func (c *compiler) tests(v *hujson.Value) {
 						n = c.doc.tailnetServer(&id, nil)
 					}
 				} else {
-					i, ok := c.doc.byName[s]
+					i, ok := c.doc.nodeIndex(s)
 					if !ok {
 						c.undefinedNode(m.val.StartOffset, f, s, " (tests name nodes)")
 						continue
@@ -522,7 +522,7 @@ func (c *compiler) tests(v *hujson.Value) {
 					continue
 				}
 				for _, u := range us {
-					t.want = append(t.want, testCase{u.s, want, u.off})
+					t.want = append(t.want, testCase{u.s, want, c.fileOff(u.off)}) // runTests reports at the file's offset
 				}
 			}
 		}

@@ -82,7 +82,10 @@ func (r *meshReload) reload() bool {
 	}
 	doc := r.pol.doc.Load()
 	if err == nil && policySum != r.policySum {
-		doc, err = parsePolicy(policyData, r.policyPath, r.node.PublicKey())
+		// Nodes whose bytes did not change are not compiled again (see
+		// policy.Document.Reparse): a reload that changes a rule costs
+		// what the rules cost.
+		doc, err = reparsePolicy(doc, policyData, r.policyPath, r.node.PublicKey())
 	}
 	if err == nil && r.check != nil {
 		if err = r.check(doc); err != nil {
@@ -241,7 +244,13 @@ func loadPolicy(path string, self meshkey.Public) (*policy.Document, error) {
 // parsePolicy parses the policy file path holds data, which must name
 // this node.
 func parsePolicy(data []byte, path string, self meshkey.Public) (*policy.Document, error) {
-	doc, err := policy.Parse(data, path)
+	return reparsePolicy(nil, data, path, self)
+}
+
+// reparsePolicy is parsePolicy for a new version of the file that prev
+// (nil: none) was parsed from: what did not change is not compiled again.
+func reparsePolicy(prev *policy.Document, data []byte, path string, self meshkey.Public) (*policy.Document, error) {
+	doc, err := prev.Reparse(data, path)
 	if err != nil {
 		return nil, err
 	}

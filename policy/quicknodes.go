@@ -1,0 +1,180 @@
+package policy
+
+import (
+	"bytes"
+	"strings"
+
+	"github.com/sshmesh/sshmesh/meshkey"
+)
+
+// quickNodes compiles a "nodes" value (b, from its '{' to its '}') as
+// compiler.nodes does, without building its HuJSON tree first, when it is
+// written plainly: strings of printable ASCII without escapes, every entry
+// valid (white space, comments and trailing commas as HuJSON has them). With 100,000 nodes
+// the tree was most of Parse's time and of its peak memory. For anything
+// else (comments, escapes, any entry compiler.nodes would report) it
+// returns nil, and Parse compiles the whole file from its tree, which
+// reports what is wrong; so only the valid, plain "nodes" take this way,
+// and they get the nodes compiler.nodes would make of them. Whether the
+// tags the nodes have are declared is left to compiler.adoptNodes.
+func quickNodes(b []byte) *nodeSet {
+	q := quickReader{skimmer{b: b}}
+	if !q.eat('{') {
+		return nil
+	}
+	// Sized once (by a count that may be a little more): growing 100,000
+	// nodes and keys step by step cost more than filling them.
+	size := bytes.Count(b, []byte(`"key"`))
+	nodes := make([]node, 0, size)
+	byKey := newPrefixIndex(size)
+	owners := map[string]bool{}
+	// By the owner as written: its lower-case form, interned, checked
+	// once per owner rather than once per node.
+	ownerOf := map[string]string{}
+	tagOf := map[string]string{} // interned
+	for {
+		if q.space(); q.eat('}') {
+			break
+		}
+		name, ok := q.str()
+		if !ok || !validName(string(name)) { // a name twice: see newNodeSet
+			return nil
+		}
+		n := node{id: Identity{Node: string(name)}}
+		if q.space(); !q.eat(':') {
+			return nil
+		}
+		if q.space(); !q.eat('{') {
+			return nil
+		}
+		var haveKey bool
+		for {
+			if q.space(); q.eat('}') {
+				break
+			}
+			field, ok := q.str()
+			if !ok {
+				return nil
+			}
+			if q.space(); !q.eat(':') {
+				return nil
+			}
+			q.space()
+			switch string(field) {
+			case "key":
+				s, ok := q.str()
+				if !ok || haveKey {
+					return nil
+				}
+				k, err := meshkey.ParsePublic(string(s))
+				if _, dup := byKey.find(nodes, k); err != nil || k.IsZero() || dup {
+					return nil
+				}
+				n.id.Key, haveKey = k, true
+			case "owner":
+				s, ok := q.str()
+				if !ok || n.id.Owner != "" {
+					return nil
+				}
+				owner, ok := ownerOf[string(s)]
+				if !ok {
+					if !validEmail(string(s)) {
+						return nil
+					}
+					owner = lower(string(s))
+					if o, ok := ownerOf[owner]; ok {
+						owner = o // the same owner, spelled otherwise before
+					}
+					ownerOf[string(s)] = owner
+				}
+				n.id.Owner = owner
+				n.localpart, _, _ = strings.Cut(owner, "@")
+			case "tags":
+				if n.id.Tags != nil || !q.eat('[') {
+					return nil
+				}
+				for {
+					if q.space(); q.eat(']') {
+						break
+					}
+					s, ok := q.str()
+					if !ok || !strings.HasPrefix(string(s), "tag:") {
+						return nil
+					}
+					t, ok := tagOf[string(s)]
+					if !ok {
+						t = string(s)
+						tagOf[t] = t
+					}
+					for _, o := range n.id.Tags {
+						if o == t {
+							return nil
+						}
+					}
+					n.id.Tags = append(n.id.Tags, t)
+					if !q.comma(']') {
+						return nil
+					}
+				}
+				if n.id.Tags == nil {
+					n.id.Tags = []string{} // "tags": [] was there: a second one is a duplicate
+				}
+			default:
+				return nil
+			}
+			if !q.comma('}') {
+				return nil
+			}
+		}
+		if len(n.id.Tags) == 0 {
+			n.id.Tags = nil
+		}
+		if !haveKey || (n.id.Owner != "") == (len(n.id.Tags) > 0) {
+			return nil
+		}
+		if n.id.Owner != "" {
+			owners[n.id.Owner] = true
+		}
+		nodes = append(nodes, n)
+		byKey.add(nodes, int32(len(nodes)-1))
+		if !q.comma('}') {
+			return nil
+		}
+	}
+	if q.i != len(b) {
+		return nil
+	}
+	return newNodeSet(nodes, byKey, owners) // nil if a name came twice
+}
+
+// quickReader reads the plain HuJSON that quickNodes takes: white space
+// and comments between values are stepped over as skimmer does.
+type quickReader struct{ skimmer }
+
+// str reads a string of printable ASCII without escapes and returns what
+// is between its quotes.
+func (q *quickReader) str() ([]byte, bool) {
+	if !q.eat('"') {
+		return nil, false
+	}
+	start := q.i
+	for ; q.i < len(q.b); q.i++ {
+		switch c := q.b[q.i]; {
+		case c == '"':
+			q.i++
+			return q.b[start : q.i-1], true
+		case c < 0x20 || c > 0x7e || c == '\\':
+			return nil, false
+		}
+	}
+	return nil, false
+}
+
+// comma steps over the white space and comma after a value, or reports
+// whether close comes next (and leaves it to be read).
+func (q *quickReader) comma(close byte) bool {
+	if q.space(); q.eat(',') {
+		return true
+	}
+	return q.i < len(q.b) && q.b[q.i] == close
+}

@@ -1,0 +1,263 @@
+package policy
+
+import (
+	"bytes"
+	"crypto/sha256"
+
+	"github.com/tailscale/hujson"
+)
+
+// nodeSet is what a mesh document compiles from its "nodes": the nodes,
+// their index by key, and the principals they are named by. It never
+// changes once compiled, so the documents [Document.Reparse] makes from a
+// document share it.
+type nodeSet struct {
+	// sum is the SHA-256 of the bytes of the "nodes" value it was
+	// compiled from.
+	sum   [sha256.Size]byte
+	nodes []node
+	byKey prefixIndex
+	keys  keyIndex // byKey's twin for Evaluate (index.go)
+	// principals maps the names the nodes are named by (node names,
+	// owners, tags, *, autogroup:member) to their ids: node i's name has
+	// id i, so it is also the index of the nodes by name.
+	principals map[string]int32
+	owners     map[string]bool // the owners of the nodes
+	tags       []string        // the tags of the nodes, sorted
+	// By principal after the nodes' names (see srcSummary): the owners
+	// of the nodes it covers as src, and of the untagged nodes it covers
+	// as dst (for compiler.safety).
+	srcSum, dstSum []ownerSummary
+}
+
+// nodeIndex returns the index in doc.nodes of the node called name.
+func (doc *Document) nodeIndex(name string) (int32, bool) {
+	if doc.nodeSet == nil {
+		return 0, false
+	}
+	i, ok := doc.nodeSet.principals[name]
+	return i, ok && int(i) < len(doc.nodes)
+}
+
+// Reparse parses data, a new version of doc's file, as [Parse] does, with
+// the same result and the same errors; doc itself does not change. When
+// the new "nodes" value is byte for byte doc's, the nodes doc compiled
+// from it are used again (shared by both documents) and only the rest of
+// the file is parsed: with 100,000 nodes, a reload that changes a rule
+// (or a group, a test) then costs what the rules cost. A nil doc parses
+// data whole.
+func (doc *Document) Reparse(data []byte, file string) (*Document, error) {
+	if doc == nil || doc.nodeSet == nil {
+		return Parse(data, file)
+	}
+	// Where the nodes were, they usually still are: the hash tells, and
+	// parseWith checks that they are the value of "nodes".
+	start, end := doc.nodesAt[0], doc.nodesAt[1]
+	if end > len(data) || sha256.Sum256(data[start:end]) != doc.nodeSet.sum {
+		var ok bool
+		start, end, ok = nodesValue(data)
+		if !ok || sha256.Sum256(data[start:end]) != doc.nodeSet.sum {
+			return Parse(data, file)
+		}
+	}
+	if doc, ok, err := parseWith(doc.nodeSet, data, start, end, file); ok {
+		return doc, err
+	}
+	return Parse(data, file)
+}
+
+// parseWith compiles data with ns, compiled from data[start:end], its
+// "nodes" value, as its nodes: only the rest of the file is parsed. ok is
+// false when ns cannot be used after all (see compiler.adoptNodes), or
+// the rest has a syntax error (whose place only a parse of the whole file
+// reports right): Parse must then compile the whole.
+func parseWith(ns *nodeSet, data []byte, start, end int, file string) (doc *Document, ok bool, err error) {
+	// The file with "{}" for its nodes: every other offset is that of
+	// the file, or gap bytes short of it.
+	rest := make([]byte, 0, len(data)-(end-start)+2)
+	rest = append(append(append(rest, data[:start]...), "{}"...), data[end:]...)
+	v, err := hujson.Parse(rest)
+	if err != nil {
+		return nil, false, nil
+	}
+	c := newCompiler(file, data)
+	c.cut, c.gap = start+2, end-start-2
+	c.reuse = ns
+	c.doc.nodesAt = [2]int{start, end}
+	c.document(&v)
+	if c.needFull {
+		return nil, false, nil
+	}
+	doc, err = c.finish()
+	return doc, true, err
+}
+
+// nodesValue finds the value of the top-level key "nodes" in a HuJSON
+// document: data[start:end]. ok is false when there is no such key, or
+// two, or a key spelled with escapes, or the document is not well formed
+// enough to tell; Reparse then parses the whole. It only finds: Reparse
+// checks what it found (the hash of the bytes, and that hujson puts the
+// nodes there too).
+func nodesValue(data []byte) (start, end int, ok bool) {
+	s := skimmer{b: data}
+	if s.space(); !s.eat('{') {
+		return 0, 0, false
+	}
+	for {
+		if s.space(); s.eat('}') {
+			return start, end, ok
+		}
+		ks := s.i
+		if !s.str() {
+			return 0, 0, false
+		}
+		key := data[ks+1 : s.i-1]
+		if bytes.IndexByte(key, '\\') >= 0 {
+			return 0, 0, false
+		}
+		if s.space(); !s.eat(':') {
+			return 0, 0, false
+		}
+		s.space()
+		vs := s.i
+		if !s.value() {
+			return 0, 0, false
+		}
+		if string(key) == "nodes" {
+			if ok {
+				return 0, 0, false
+			}
+			start, end, ok = vs, s.i, true
+		}
+		if s.space(); !s.eat(',') {
+			if s.space(); !s.eat('}') {
+				return 0, 0, false
+			}
+			return start, end, ok
+		}
+	}
+}
+
+// skimmer steps over HuJSON values without building them.
+type skimmer struct {
+	b []byte
+	i int
+}
+
+// eat steps over c if it is next.
+func (s *skimmer) eat(c byte) bool {
+	if s.i < len(s.b) && s.b[s.i] == c {
+		s.i++
+		return true
+	}
+	return false
+}
+
+// space steps over white space and comments.
+func (s *skimmer) space() {
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		case '/':
+			if !s.comment() {
+				return
+			}
+		default:
+			return
+		}
+	}
+}
+
+// comment steps over the comment at s.i, if there is one.
+func (s *skimmer) comment() bool {
+	if s.i+1 >= len(s.b) {
+		return false
+	}
+	switch s.b[s.i+1] {
+	case '/':
+		if j := bytes.IndexByte(s.b[s.i:], '\n'); j >= 0 {
+			s.i += j + 1
+		} else {
+			s.i = len(s.b)
+		}
+		return true
+	case '*':
+		j := bytes.Index(s.b[s.i+2:], []byte("*/"))
+		if j < 0 {
+			return false
+		}
+		s.i += 2 + j + 2
+		return true
+	}
+	return false
+}
+
+// str steps over the string at s.i.
+func (s *skimmer) str() bool {
+	if !s.eat('"') {
+		return false
+	}
+	for {
+		j := bytes.IndexByte(s.b[s.i:], '"')
+		if j < 0 {
+			return false
+		}
+		if k := bytes.IndexByte(s.b[s.i:s.i+j], '\\'); k >= 0 {
+			s.i += k + 2 // a backslash and the byte it escapes
+			if s.i > len(s.b) {
+				return false
+			}
+			continue
+		}
+		s.i += j + 1
+		return true
+	}
+}
+
+// value steps over the value at s.i: an object or array with everything
+// in it, a string, or a literal.
+func (s *skimmer) value() bool {
+	if s.i >= len(s.b) {
+		return false
+	}
+	switch s.b[s.i] {
+	case '"':
+		return s.str()
+	case '{', '[':
+		depth := 0
+		for s.i < len(s.b) {
+			switch s.b[s.i] {
+			case '"':
+				if !s.str() {
+					return false
+				}
+				continue
+			case '/':
+				if !s.comment() {
+					return false
+				}
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					s.i++
+					return true
+				}
+			}
+			s.i++
+		}
+		return false
+	}
+	j := s.i
+	for j < len(s.b) && (s.b[j] == '-' || s.b[j] == '+' || s.b[j] == '.' || 'a' <= s.b[j] && s.b[j] <= 'z' || 'A' <= s.b[j] && s.b[j] <= 'Z' || '0' <= s.b[j] && s.b[j] <= '9') {
+		j++
+	}
+	if j == s.i {
+		return false
+	}
+	s.i = j
+	return true
+}
