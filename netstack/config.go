@@ -1,7 +1,6 @@
 package netstack
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -55,6 +54,11 @@ type Config struct {
 	// Logger receives the node's log; nil discards it. Private keys are
 	// never logged.
 	Logger *slog.Logger
+
+	// file is set by ParseConfig: the digests of the file's [Peer]
+	// sections, so that the node can tell which ones a later version of
+	// the file changes (see Node.ParseUpdate).
+	file *fileSums
 }
 
 // Peer is a WireGuard peer of a node.
@@ -136,28 +140,17 @@ func LoadConfig(path string) (Config, []string, error) {
 // in two peers' AllowedIPs and a peer listed twice, which [New] would
 // refuse.
 func ParseConfig(r io.Reader, name string) (Config, []string, error) {
-	p := parser{name: name, cfg: new(Config)}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 4096), 1<<20)
-	for sc.Scan() {
-		p.line++
-		if err := p.parseLine(sc.Text()); err != nil {
-			return Config{}, nil, err
-		}
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return Config{}, nil, &ConfigError{File: name, Err: err}
 	}
-	if err := sc.Err(); err != nil {
-		return Config{}, nil, &ConfigError{File: name, Line: p.line + 1, Err: err}
-	}
-	if err := p.endPeer(); err != nil {
+	f, err := parseFile(data, name, nil)
+	if err != nil {
 		return Config{}, nil, err
 	}
-	if !p.sawInterface {
-		return Config{}, nil, &ConfigError{File: name, Err: errors.New("no [Interface] section")}
-	}
-	if p.cfg.PrivateKey.IsZero() {
-		return Config{}, nil, &ConfigError{File: name, Line: p.interfaceLine, Key: "PrivateKey", Err: errors.New("missing in [Interface]")}
-	}
-	return *p.cfg, p.warnings, nil
+	cfg := *f.p.cfg
+	cfg.file = &fileSums{sums: f.sums, print: peersPrint(cfg.Peers)}
+	return cfg, f.p.warnings, nil
 }
 
 type parser struct {
@@ -177,6 +170,15 @@ type parser struct {
 	// second one's line, as [New] and [Node.SetPeers] would refuse it.
 	owner  map[netip.Prefix]int
 	peerAt map[meshkey.Public]int
+	// With track set, the parser notes, for each peer it reads, the lines
+	// of its PublicKey and of each of its AllowedIPs (see parseFile).
+	track    bool
+	tracked  []trackedPeer
+	keyLine  int
+	pfxLines []int
+	// resolved is set when the [Peer] being read names its Endpoint by
+	// host name; lastResolved says it of the last peer ended.
+	resolved, lastResolved bool
 }
 
 func (p *parser) errorf(key, format string, args ...any) error {
@@ -194,8 +196,13 @@ func (p *parser) endPeer() error {
 	if p.peer.PublicKey.IsZero() {
 		return &ConfigError{File: p.name, Line: p.peerLine, Key: "PublicKey", Err: errors.New("missing in [Peer]")}
 	}
+	if p.track {
+		p.tracked = append(p.tracked, trackedPeer{idx: len(p.cfg.Peers), keyLine: p.keyLine, pfxLines: p.pfxLines})
+	}
 	p.cfg.Peers = append(p.cfg.Peers, p.peer)
 	p.peer, p.inPeer = Peer{}, false
+	p.keyLine, p.pfxLines = 0, nil
+	p.lastResolved, p.resolved = p.resolved, false
 	return nil
 }
 
@@ -319,6 +326,7 @@ func (p *parser) peerKey(key, value string) error {
 		}
 		p.peerAt[k] = p.peerLine
 		p.peer.PublicKey = k
+		p.keyLine = p.line
 	case "presharedkey":
 		k, err := meshkey.ParsePrivate(value) // never echoes the key
 		if err != nil {
@@ -340,12 +348,18 @@ func (p *parser) peerKey(key, value string) error {
 			}
 			p.owner[m] = p.peerLine
 			p.peer.AllowedIPs = append(p.peer.AllowedIPs, pfx)
+			if p.track {
+				p.pfxLines = append(p.pfxLines, p.line)
+			}
 			return nil
 		})
 	case "endpoint":
 		ap, err := parseEndpoint(value)
 		if err != nil {
 			return p.wrap(key, err)
+		}
+		if _, err := netip.ParseAddrPort(value); err != nil {
+			p.resolved = true // a host name
 		}
 		p.peer.Endpoint = ap
 	case "persistentkeepalive":
