@@ -172,13 +172,16 @@ type parser struct {
 	peerAt map[meshkey.Public]int
 	// With track set, the parser notes, for each peer it reads, the lines
 	// of its PublicKey and of each of its AllowedIPs (see parseFile).
-	track    bool
-	tracked  []trackedPeer
-	keyLine  int
-	pfxLines []int
+	track   bool
+	tracked []trackedPeer
+	keysAt  []keyAt
+	pfxAt   []keyAt
+	nKeys   int // PublicKey lines in the [Peer] being read
+	item    int // 1-based index of the list item being read in the line, 0 outside a list
 	// resolved is set when the [Peer] being read names its Endpoint by
-	// host name; lastResolved says it of the last peer ended.
-	resolved, lastResolved bool
+	// host name; lastResolved says it of the last peer ended, and
+	// lastMultiKey that it had more than one PublicKey line.
+	resolved, lastResolved, lastMultiKey bool
 }
 
 func (p *parser) errorf(key, format string, args ...any) error {
@@ -197,16 +200,18 @@ func (p *parser) endPeer() error {
 		return &ConfigError{File: p.name, Line: p.peerLine, Key: "PublicKey", Err: errors.New("missing in [Peer]")}
 	}
 	if p.track {
-		p.tracked = append(p.tracked, trackedPeer{idx: len(p.cfg.Peers), keyLine: p.keyLine, pfxLines: p.pfxLines})
+		p.tracked = append(p.tracked, trackedPeer{idx: len(p.cfg.Peers), keys: p.keysAt, pfx: p.pfxAt})
 	}
 	p.cfg.Peers = append(p.cfg.Peers, p.peer)
 	p.peer, p.inPeer = Peer{}, false
-	p.keyLine, p.pfxLines = 0, nil
+	p.lastMultiKey = p.nKeys > 1
+	p.keysAt, p.pfxAt, p.nKeys = nil, nil, 0
 	p.lastResolved, p.resolved = p.resolved, false
 	return nil
 }
 
 func (p *parser) parseLine(raw string) error {
+	p.item = 0
 	line, _, _ := strings.Cut(raw, "#")
 	line = strings.TrimSpace(line)
 	if line == "" {
@@ -326,7 +331,10 @@ func (p *parser) peerKey(key, value string) error {
 		}
 		p.peerAt[k] = p.peerLine
 		p.peer.PublicKey = k
-		p.keyLine = p.line
+		p.nKeys++
+		if p.track {
+			p.keysAt = append(p.keysAt, keyAt{line: p.line, key: key, pub: k})
+		}
 	case "presharedkey":
 		k, err := meshkey.ParsePrivate(value) // never echoes the key
 		if err != nil {
@@ -349,7 +357,7 @@ func (p *parser) peerKey(key, value string) error {
 			p.owner[m] = p.peerLine
 			p.peer.AllowedIPs = append(p.peer.AllowedIPs, pfx)
 			if p.track {
-				p.pfxLines = append(p.pfxLines, p.line)
+				p.pfxAt = append(p.pfxAt, keyAt{line: p.line, item: p.item, key: key})
 			}
 			return nil
 		})
@@ -388,6 +396,7 @@ func (p *parser) list(key, value string, f func(string) error) error {
 		return nil
 	}
 	for item := range strings.SplitSeq(value, ",") {
+		p.item++
 		item = strings.TrimSpace(item)
 		if item == "" {
 			return p.errorf(key, "empty item in the comma-separated list")

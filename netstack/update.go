@@ -7,6 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"math"
+
+	"github.com/sshmesh/sshmesh/meshkey"
 	"strings"
 )
 
@@ -128,18 +131,34 @@ func splitSections(data []byte) []section {
 const maxLine = 1 << 20
 
 // trackedPeer is a peer a tracking parser read: its index in Config.Peers,
-// the line of its PublicKey and of each of its AllowedIPs.
+// where its PublicKey is and where each of its AllowedIPs is.
 type trackedPeer struct {
-	idx      int
-	keyLine  int
-	pfxLines []int
+	idx  int
+	keys []keyAt // every PublicKey line (the last one counts)
+	pfx  []keyAt
 }
+
+// keyAt is a line of a file (and the 1-based index of an item in its
+// list, 0 for none) and its key as written there; pub is the public key a
+// PublicKey line gives.
+type keyAt struct {
+	line, item int
+	key        string
+	pub        meshkey.Public
+}
+
+// pos orders the places of a file where ParseConfig finds problems.
+func (a keyAt) pos() int { return a.line<<20 | min(a.item, 1<<20-1) }
 
 // parsedFile is a wg-quick file parsed by parseFile.
 type parsedFile struct {
-	p    *parser
-	secs []section    // the [Peer] sections, by index in Config.Peers
-	sums []sectionSum // their digests
+	p *parser
+	// errAt is where parsing stopped at an error (keyAt.pos): where the
+	// parser was (ParseConfig would have found every problem before it
+	// first), or math.MaxInt for a check of the whole file at its end.
+	errAt int
+	secs  []section    // the [Peer] sections, by index in Config.Peers
+	sums  []sectionSum // their digests
 	// The peers [0, pre) and [len-suf, len) are the base's, unchanged.
 	pre, suf int
 }
@@ -176,10 +195,22 @@ func parseFile(data []byte, name string, base *peerBase) (*parsedFile, error) {
 	}
 	p := f.p
 	k := 0 // index of the next [Peer] section
-	for _, s := range all {
+	fail := func(line int, err error) (*parsedFile, error) {
+		f.errAt = math.MaxInt
+		if line != math.MaxInt {
+			f.errAt = keyAt{line: line, item: p.item}.pos()
+		}
+		if p.inPeer && p.track { // what it has read of the peer counts too
+			p.tracked = append(p.tracked, trackedPeer{idx: len(p.cfg.Peers), keys: p.keysAt, pfx: p.pfxAt})
+			p.cfg.Peers = append(p.cfg.Peers, p.peer)
+		}
+		return f, err
+	}
+	for si, s := range all {
 		if s.peer && (k < f.pre || k >= len(f.secs)-f.suf) {
+			p.item = 0
 			if err := p.endPeer(); err != nil {
-				return nil, err
+				return fail(s.line, err)
 			}
 			j := k // the base's index of this peer
 			if k >= f.pre {
@@ -194,32 +225,39 @@ func parseFile(data []byte, name string, base *peerBase) (*parsedFile, error) {
 			line, after, found := bytes.Cut(rest, []byte("\n"))
 			p.line++
 			if len(line)+b2i(found) > maxLine {
-				return nil, &ConfigError{File: name, Line: p.line, Err: bufio.ErrTooLong}
+				return fail(p.line, &ConfigError{File: name, Line: p.line, Err: bufio.ErrTooLong})
 			}
 			line = bytes.TrimSuffix(line, []byte("\r"))
 			if err := p.parseLine(string(line)); err != nil {
-				return nil, err
+				return fail(p.line, err)
 			}
 			rest = after
 		}
 		if s.peer {
+			p.item = 0
 			if err := p.endPeer(); err != nil {
-				return nil, err
+				next := math.MaxInt // where ParseConfig would end the peer: the next header, or the end
+				if si+1 < len(all) {
+					next = all[si+1].line
+				}
+				return fail(next, err)
 			}
-			if p.lastResolved {
-				f.sums[k] = sectionSum{} // resolved anew every time
+			if p.lastResolved || p.lastMultiKey {
+				// Resolved anew every time; or a key the node does not
+				// index (ParseConfig checks every PublicKey line's).
+				f.sums[k] = sectionSum{}
 			}
 			k++
 		}
 	}
 	if err := p.endPeer(); err != nil {
-		return nil, err
+		return fail(math.MaxInt, err)
 	}
 	if !p.sawInterface {
-		return nil, &ConfigError{File: name, Err: errors.New("no [Interface] section")}
+		return fail(math.MaxInt, &ConfigError{File: name, Err: errors.New("no [Interface] section")})
 	}
 	if p.cfg.PrivateKey.IsZero() {
-		return nil, &ConfigError{File: name, Line: p.interfaceLine, Key: "PrivateKey", Err: errors.New("missing in [Interface]")}
+		return fail(math.MaxInt, &ConfigError{File: name, Line: p.interfaceLine, Key: "PrivateKey", Err: errors.New("missing in [Interface]")})
 	}
 	return f, nil
 }
@@ -277,17 +315,23 @@ func (n *Node) ParseUpdate(data []byte, name string) (*ConfigUpdate, error) {
 		n.mu.Lock()
 		base, gen := peerBase{peers: n.peers, sums: n.sections}, n.gen
 		n.mu.Unlock()
-		f, err := parseFile(data, name, &base)
-		if err != nil {
-			return nil, err
-		}
+		f, perr := parseFile(data, name, &base)
 		n.mu.Lock()
 		if n.gen != gen { // the peers changed meanwhile
 			n.mu.Unlock()
 			continue
 		}
-		err = n.checkUnchanged(f, data, len(base.peers))
+		bound := math.MaxInt
+		if perr != nil {
+			bound = f.errAt
+		}
+		// A clash with an unchanged peer before the parse error is the
+		// error ParseConfig would report.
+		err := n.checkUnchanged(f, data, len(base.peers), bound)
 		n.mu.Unlock()
+		if err == nil {
+			err = perr
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -299,8 +343,9 @@ func (n *Node) ParseUpdate(data []byte, name string) (*ConfigUpdate, error) {
 
 // checkUnchanged checks the keys and prefixes of the peers f parsed
 // against those of the peers it took unchanged from the node (mu is held,
-// the node's peers are f's base, of which there are nOld).
-func (n *Node) checkUnchanged(f *parsedFile, data []byte, nOld int) error {
+// the node's peers are f's base, of which there are nOld). Of the clashes
+// ParseConfig would report before line bound, it returns the first.
+func (n *Node) checkUnchanged(f *parsedFile, data []byte, nOld, bound int) error {
 	if f.pre+f.suf == 0 {
 		return nil
 	}
@@ -314,14 +359,23 @@ func (n *Node) checkUnchanged(f *parsedFile, data []byte, nOld int) error {
 		}
 		return -1
 	}
+	var first *ConfigError
+	firstAt := bound
+	note := func(err *ConfigError, at int) {
+		if at < firstAt {
+			first, firstAt = err, at
+		}
+	}
 	p := f.p
 	for _, t := range p.tracked {
 		peer := p.cfg.Peers[t.idx]
-		if ps := n.states[peer.PublicKey]; ps != nil {
-			if o := newIndex(int(ps.idx)); o >= 0 {
-				return f.conflict(data, t, o, -1, func(at int) string {
-					return fmt.Sprintf("peer %s is also the [Peer] at line %d", peer.PublicKey.Short(), at)
-				})
+		for i, k := range t.keys {
+			if ps := n.states[k.pub]; ps != nil {
+				if o := newIndex(int(ps.idx)); o >= 0 {
+					note(f.clash(data, t, o, -1-i, func(at int) string {
+						return fmt.Sprintf("peer %s is also the [Peer] at line %d", k.pub.Short(), at)
+					}))
+				}
 			}
 		}
 		for i, a := range peer.AllowedIPs {
@@ -331,30 +385,36 @@ func (n *Node) checkUnchanged(f *parsedFile, data []byte, nOld int) error {
 				continue
 			}
 			if o := newIndex(int(ps.idx)); o >= 0 {
-				return f.conflict(data, t, o, i, func(at int) string {
+				note(f.clash(data, t, o, i, func(at int) string {
 					return fmt.Sprintf("%v is also in the [Peer] at line %d; WireGuard routes a prefix to one peer", m, at)
-				})
+				}))
 			}
 		}
 	}
-	return nil
+	if first == nil {
+		return nil
+	}
+	return first
 }
 
-// conflict is the error for the parsed peer t and the unchanged peer o
-// sharing a key (pfx -1) or t's prefix pfx: at the later of the two, as
-// ParseConfig reports it, naming the other's [Peer] line.
-func (f *parsedFile) conflict(data []byte, t trackedPeer, o, pfx int, msg func(at int) string) error {
+// clash is the error for the parsed peer t and the unchanged peer o
+// sharing t's prefix pfx, or the key of t's PublicKey line -1-pfx: at the
+// later of the two, as ParseConfig reports it, naming the other's [Peer]
+// line.
+func (f *parsedFile) clash(data []byte, t trackedPeer, o, pfx int, msg func(at int) string) (*ConfigError, int) {
 	tHead, oHead := f.secs[t.idx].line, f.secs[o].line
-	key, line := "PublicKey", t.keyLine
+	var at keyAt
 	if pfx >= 0 {
-		key, line = "AllowedIPs", t.pfxLines[pfx]
+		at = t.pfx[pfx]
+	} else {
+		at = t.keys[-1-pfx]
 	}
 	if oHead < tHead {
-		return &ConfigError{File: f.p.name, Line: line, Key: key, Err: errors.New(msg(oHead))}
+		return &ConfigError{File: f.p.name, Line: at.line, Key: at.key, Err: errors.New(msg(oHead))}, at.pos()
 	}
 	// The unchanged peer is the later one: find its line by parsing its
 	// section alone.
-	line = oHead
+	at = keyAt{line: oHead, key: at.key}
 	s := f.secs[o]
 	q := &parser{name: f.p.name, cfg: new(Config), track: true, line: s.line - 1}
 	for rest := data[s.start:s.end]; len(rest) > 0; {
@@ -365,20 +425,20 @@ func (f *parsedFile) conflict(data []byte, t trackedPeer, o, pfx int, msg func(a
 		}
 		rest = after
 	}
-	if q.endPeer() == nil && len(q.tracked) == 1 {
+	if q.endPeer() == nil && len(q.tracked) == 1 && len(q.tracked[0].keys) == 1 {
 		ot := q.tracked[0]
-		line = ot.keyLine
+		at = ot.keys[0]
 		if pfx >= 0 {
 			m := f.p.cfg.Peers[t.idx].AllowedIPs[pfx].Masked()
 			for i, a := range q.cfg.Peers[0].AllowedIPs {
 				if a.Masked() == m {
-					line = ot.pfxLines[i]
+					at = ot.pfx[i]
 					break
 				}
 			}
 		}
 	}
-	return &ConfigError{File: f.p.name, Line: line, Key: key, Err: errors.New(msg(tHead))}
+	return &ConfigError{File: f.p.name, Line: at.line, Key: at.key, Err: errors.New(msg(tHead))}, at.pos()
 }
 
 // ApplyUpdate makes the peers of u, from [Node.ParseUpdate], the node's
