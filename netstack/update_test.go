@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -419,5 +420,111 @@ func TestParseUpdateHostEndpoint(t *testing.T) {
 	reloadFile(t, n, f.bytes())
 	if ep := n.Peers()[2].Endpoint; ep.Addr() != addr {
 		t.Errorf("endpoint %v after the name moved to %v", ep, addr)
+	}
+}
+
+// TestUpdatePeersRandom: random peer lists, one after another (keys and
+// prefixes shared between peers, peers reordered, prefixes unmasked),
+// given to UpdatePeers, which checks only the new and changed peers: it
+// refuses exactly the lists with a key or a prefix twice, and otherwise
+// holds the list with the changes reported right and an index that
+// matches a rebuild.
+func TestUpdatePeersRandom(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(5, 6))
+	keys := make([]meshkey.Public, 30)
+	for i := range keys {
+		keys[i] = mustKey(t).Public()
+	}
+	pfxs := []string{"10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24", "fd00::/64", "10.1.2.3/24"}
+	for i := range 30 {
+		pfxs = append(pfxs, fmt.Sprintf("10.1.2.%d/32", i), fmt.Sprintf("fd00::%x/128", i))
+	}
+	n, err := newNode(Config{PrivateKey: mustKey(t), BindAddress: netip.MustParseAddr("127.0.0.1"), Addresses: []netip.Prefix{netip.MustParsePrefix("10.99.0.1/32")}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	randomPeer := func(k meshkey.Public) Peer {
+		p := Peer{PublicKey: k}
+		for range rnd.IntN(3) {
+			p.AllowedIPs = append(p.AllowedIPs, netip.MustParsePrefix(pfxs[rnd.IntN(len(pfxs))]))
+		}
+		if rnd.IntN(3) == 0 {
+			p.Endpoint = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(40000+rnd.IntN(3)))
+		}
+		return p
+	}
+	cur := []Peer{}
+	refused := 0
+	for round := range 200 {
+		next := slices.Clone(cur)
+		for range 1 + rnd.IntN(3) {
+			i := rnd.IntN(len(next) + 1)
+			switch op := rnd.IntN(5); {
+			case op == 0 || i == len(next):
+				next = slices.Insert(next, i, randomPeer(keys[rnd.IntN(len(keys))]))
+			case op == 1:
+				next = slices.Delete(next, i, i+1)
+			case op == 2:
+				next[i] = randomPeer(next[i].PublicKey)
+			case op == 3:
+				j := rnd.IntN(len(next))
+				next[i], next[j] = next[j], next[i]
+			case op == 4:
+				next[i].PersistentKeepalive = time.Duration(rnd.IntN(2)) * 25 * time.Second
+			}
+		}
+		// The reference: every key once, every masked prefix in one peer.
+		ok := true
+		keyAt, owner := map[meshkey.Public]bool{}, map[netip.Prefix]meshkey.Public{}
+		for _, p := range next {
+			ok = ok && !keyAt[p.PublicKey]
+			keyAt[p.PublicKey] = true
+			for _, a := range p.AllowedIPs {
+				if k, dup := owner[a.Masked()]; dup && k != p.PublicKey {
+					ok = false
+				}
+				owner[a.Masked()] = p.PublicKey
+			}
+		}
+		ch, err := n.UpdatePeers(next)
+		if (err == nil) != ok {
+			t.Fatalf("round %d: UpdatePeers: %v, want refused %v", round, err, !ok)
+		}
+		checkIndex(t, n)
+		if err != nil {
+			refused++
+			if diff := cmp.Diff(wantPeers(cur), n.Peers(), cmpPeers); diff != "" {
+				t.Fatalf("round %d: a refused list changed the peers:\n%s", round, diff)
+			}
+			continue
+		}
+		if diff := cmp.Diff(wantPeers(next), n.Peers(), cmpPeers); diff != "" {
+			t.Fatalf("round %d: peers (-given +held):\n%s", round, diff)
+		}
+		var want PeerChanges
+		was := map[meshkey.Public]Peer{}
+		for _, p := range wantPeers(cur) {
+			was[p.PublicKey] = p
+		}
+		for _, p := range wantPeers(next) {
+			if q, ok := was[p.PublicKey]; !ok {
+				want.Added = append(want.Added, p.PublicKey)
+			} else if !samePeer(p, q) {
+				want.Changed = append(want.Changed, p.PublicKey)
+			}
+		}
+		for _, p := range cur {
+			if !keyAt[p.PublicKey] {
+				want.Removed = append(want.Removed, p.PublicKey)
+			}
+		}
+		if diff := cmp.Diff(want, ch, cmpopts.EquateEmpty()); diff != "" {
+			t.Fatalf("round %d: changes (-want +got):\n%s", round, diff)
+		}
+		cur = next
+	}
+	if refused < 20 || refused > 180 {
+		t.Errorf("%d of 200 lists refused: the lists test too little of one kind", refused)
 	}
 }
