@@ -122,13 +122,16 @@ func newNode(cfg Config, wrapBind func(conn.Bind) conn.Bind) (*Node, error) {
 		n.log = slog.New(slog.DiscardHandler)
 	}
 	n.states, n.settled = make(map[meshkey.Public]*peerState, len(cfg.Peers)), new(table)
-	d, err := n.diffPeers("Config.Peers", cfg.Peers) // against no peers: every one checked
+	// Peers that are still the ones ParseConfig read were checked for a
+	// key or a prefix twice; the node takes the digests of their sections.
+	parsed := cfg.file != nil && len(cfg.file.sums) == len(cfg.Peers) && peersPrint(cfg.Peers) == cfg.file.print
+	d, err := n.diffPeers("Config.Peers", cfg.Peers, parsed) // against no peers: every one checked
 	if err != nil {
 		return nil, err
 	}
 	peers := d.next
-	if f := cfg.file; f != nil && len(f.sums) == len(cfg.Peers) && peersPrint(cfg.Peers) == f.print {
-		n.sections = f.sums // the peers are the file's, as parsed
+	if parsed {
+		n.sections = cfg.file.sums
 	}
 
 	ba := cfg.BindAddress.Unmap()

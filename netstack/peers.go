@@ -52,8 +52,10 @@ type peerDiff struct {
 // against the other new and changed ones and against its current owner
 // (Node.states, Node.settled) when that owner stays unchanged (a key or
 // prefix of an unchanged peer is no other unchanged peer's: the current
-// list was checked). what names the list in errors.
-func (n *Node) diffPeers(what string, peers []Peer) (*peerDiff, error) {
+// list was checked). With unique set, the caller knows that no key and no
+// masked prefix is in two peers of the list (ParseConfig checked it), and
+// only the peers themselves are checked. what names the list in errors.
+func (n *Node) diffPeers(what string, peers []Peer, unique bool) (*peerDiff, error) {
 	old := n.peers
 	d := &peerDiff{next: make([]Peer, len(peers)), from: make([]int32, len(peers)), to: make([]int32, len(old)), isFresh: make([]bool, len(peers))}
 	for j := range d.to {
@@ -79,7 +81,7 @@ func (n *Node) diffPeers(what string, peers []Peer) (*peerDiff, error) {
 				d.next[i] = old[j]
 				continue
 			}
-		} else {
+		} else if !unique {
 			if at, dup := added[p.PublicKey]; dup {
 				return nil, fmt.Errorf("netstack: %s[%d] and [%d]: peer %s is listed twice", what, at, i, p.PublicKey.Short())
 			}
@@ -99,6 +101,9 @@ func (n *Node) diffPeers(what string, peers []Peer) (*peerDiff, error) {
 		d.next[i] = q
 		d.fresh = append(d.fresh, i)
 		d.isFresh[i] = true
+	}
+	if unique {
+		return d, nil
 	}
 	owner := make(map[netip.Prefix]int, len(d.fresh))
 	for _, i := range d.fresh {
@@ -234,7 +239,7 @@ func (n *Node) UpdatePeers(peers []Peer) (PeerChanges, error) {
 	if n.isClosed {
 		return PeerChanges{}, ErrClosed
 	}
-	d, err := n.diffPeers("SetPeers", peers)
+	d, err := n.diffPeers("SetPeers", peers, false)
 	if err != nil {
 		return PeerChanges{}, err
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"math"
+	"net/netip"
 
 	"github.com/sshmesh/sshmesh/meshkey"
 	"strings"
@@ -183,6 +184,9 @@ func parseFile(data []byte, name string, base *peerBase) (*parsedFile, error) {
 		nPeers += b2i(s.peer)
 	}
 	f.secs, f.sums, f.p.cfg.Peers = make([]section, 0, nPeers), make([]sectionSum, 0, nPeers), make([]Peer, 0, nPeers)
+	if base == nil || base.sums == nil { // every section parsed: the maps are made once, at their size
+		f.p.peerAt, f.p.owner = make(map[meshkey.Public]int, nPeers), make(map[netip.Prefix]int, nPeers)
+	}
 	for _, s := range all {
 		if s.peer {
 			f.secs = append(f.secs, s)
@@ -451,7 +455,7 @@ func (n *Node) ApplyUpdate(u *ConfigUpdate) (PeerChanges, error) {
 	if n.isClosed {
 		return PeerChanges{}, ErrClosed
 	}
-	d, err := n.diffPeers(u.name+": peers", u.peers)
+	d, err := n.diffPeers(u.name+": peers", u.peers, false)
 	if err != nil {
 		return PeerChanges{}, err
 	}

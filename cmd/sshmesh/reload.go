@@ -22,7 +22,8 @@ import (
 
 // meshReload re-reads serve's wg-quick file and policy together (on
 // SIGHUP) and applies both or neither: the peers through
-// netstack.Node.SetPeers, which leaves unchanged peers and their sessions
+// netstack.Node.ParseUpdate and ApplyUpdate, which parse only the [Peer]
+// sections that changed and leave unchanged peers and their sessions
 // alone, then the policy through Server.SetPolicy. A removed peer's conns
 // end. A bad file, or a change to what the running node cannot take live
 // ([Interface]: PrivateKey, Address, ListenPort, MTU), is logged with its
