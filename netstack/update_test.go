@@ -401,6 +401,17 @@ func TestNewTrustsOnlyTheFilesPeers(t *testing.T) {
 	if u := reloadFile(t, n, f.bytes()); u.Parsed != 6 {
 		t.Errorf("parsed %d sections, want all 6", u.Parsed)
 	}
+	// A prefix given to a second peer after ParseConfig checked the file
+	// is refused by New all the same.
+	cfg, _, err = ParseConfig(bytes.NewReader(f.bytes()), "wg0.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Peers[3].AllowedIPs = append(cfg.Peers[3].AllowedIPs, cfg.Peers[1].AllowedIPs[0])
+	if n, err := New(cfg); err == nil {
+		n.Close()
+		t.Error("New took a prefix given to two peers after ParseConfig")
+	}
 }
 
 // TestParseUpdateHostEndpoint: a section naming its Endpoint by host name
