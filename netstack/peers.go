@@ -54,10 +54,15 @@ type peerDiff struct {
 // prefix of an unchanged peer is no other unchanged peer's: the current
 // list was checked). With unique set, the caller knows that no key and no
 // masked prefix is in two peers of the list (ParseConfig checked it), and
-// only the peers themselves are checked. what names the list in errors.
-func (n *Node) diffPeers(what string, peers []Peer, unique bool) (*peerDiff, error) {
+// only the peers themselves are checked. With owned set, peers is the
+// node's to keep: it becomes the private copy, in place. what names the
+// list in errors.
+func (n *Node) diffPeers(what string, peers []Peer, unique, owned bool) (*peerDiff, error) {
 	old := n.peers
-	d := &peerDiff{next: make([]Peer, len(peers)), from: make([]int32, len(peers)), to: make([]int32, len(old)), isFresh: make([]bool, len(peers))}
+	d := &peerDiff{next: peers, from: make([]int32, len(peers)), to: make([]int32, len(old)), isFresh: make([]bool, len(peers))}
+	if !owned {
+		d.next = make([]Peer, len(peers))
+	}
 	for j := range d.to {
 		d.to[j] = -1
 	}
@@ -239,7 +244,7 @@ func (n *Node) UpdatePeers(peers []Peer) (PeerChanges, error) {
 	if n.isClosed {
 		return PeerChanges{}, ErrClosed
 	}
-	d, err := n.diffPeers("SetPeers", peers, false)
+	d, err := n.diffPeers("SetPeers", peers, false, false)
 	if err != nil {
 		return PeerChanges{}, err
 	}

@@ -301,6 +301,7 @@ type ConfigUpdate struct {
 	name  string
 	peers []Peer // every peer of the file; the unchanged ones are the node's
 	sums  []sectionSum
+	used  bool // by ApplyUpdate
 }
 
 // NumPeers returns the number of peers the file lists.
@@ -448,14 +449,19 @@ func (f *parsedFile) clash(data []byte, t trackedPeer, o, pfx int, msg func(at i
 // ApplyUpdate makes the peers of u, from [Node.ParseUpdate], the node's
 // peer set, as [Node.UpdatePeers] does (the same checks, the same
 // guarantees); the peers whose sections did not change are not looked at
-// again.
+// again. It uses u up: u cannot be applied twice, not even after an error.
 func (n *Node) ApplyUpdate(u *ConfigUpdate) (PeerChanges, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.isClosed {
 		return PeerChanges{}, ErrClosed
 	}
-	d, err := n.diffPeers(u.name+": peers", u.peers, false)
+	if u.used {
+		return PeerChanges{}, errors.New("netstack: ApplyUpdate: this update was applied already; parse the file again")
+	}
+	u.used = true
+	// u's list is private: it becomes the node's, with no copy.
+	d, err := n.diffPeers(u.name+": peers", u.peers, false, true)
 	if err != nil {
 		return PeerChanges{}, err
 	}

@@ -354,6 +354,9 @@ func TestApplyUpdateFailedDevice(t *testing.T) {
 	if _, err := n.ApplyUpdate(u); err == nil {
 		t.Fatal("the update the device refuses did not fail")
 	}
+	if _, err := n.ApplyUpdate(u); err == nil || !strings.Contains(err.Error(), "applied already") {
+		t.Errorf("an update applied a second time: %v, want refused", err)
+	}
 	if diff := cmp.Diff(before, n.Peers(), cmpPeers); diff != "" {
 		t.Errorf("a failed update changed the peers:\n%s", diff)
 	}
