@@ -1,7 +1,6 @@
 package netstack
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -55,6 +54,11 @@ type Config struct {
 	// Logger receives the node's log; nil discards it. Private keys are
 	// never logged.
 	Logger *slog.Logger
+
+	// file is set by ParseConfig: the digests of the file's [Peer]
+	// sections, so that the node can tell which ones a later version of
+	// the file changes (see Node.ParseUpdate).
+	file *fileSums
 }
 
 // Peer is a WireGuard peer of a node.
@@ -136,28 +140,17 @@ func LoadConfig(path string) (Config, []string, error) {
 // in two peers' AllowedIPs and a peer listed twice, which [New] would
 // refuse.
 func ParseConfig(r io.Reader, name string) (Config, []string, error) {
-	p := parser{name: name, cfg: new(Config)}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 4096), 1<<20)
-	for sc.Scan() {
-		p.line++
-		if err := p.parseLine(sc.Text()); err != nil {
-			return Config{}, nil, err
-		}
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return Config{}, nil, &ConfigError{File: name, Err: err}
 	}
-	if err := sc.Err(); err != nil {
-		return Config{}, nil, &ConfigError{File: name, Line: p.line + 1, Err: err}
-	}
-	if err := p.endPeer(); err != nil {
+	f, err := parseFile(data, name, nil)
+	if err != nil {
 		return Config{}, nil, err
 	}
-	if !p.sawInterface {
-		return Config{}, nil, &ConfigError{File: name, Err: errors.New("no [Interface] section")}
-	}
-	if p.cfg.PrivateKey.IsZero() {
-		return Config{}, nil, &ConfigError{File: name, Line: p.interfaceLine, Key: "PrivateKey", Err: errors.New("missing in [Interface]")}
-	}
-	return *p.cfg, p.warnings, nil
+	cfg := *f.p.cfg
+	cfg.file = &fileSums{sums: f.sums, print: peersPrint(cfg.Peers)}
+	return cfg, f.p.warnings, nil
 }
 
 type parser struct {
@@ -177,6 +170,18 @@ type parser struct {
 	// second one's line, as [New] and [Node.SetPeers] would refuse it.
 	owner  map[netip.Prefix]int
 	peerAt map[meshkey.Public]int
+	// With track set, the parser notes, for each peer it reads, the lines
+	// of its PublicKey and of each of its AllowedIPs (see parseFile).
+	track   bool
+	tracked []trackedPeer
+	keysAt  []keyAt
+	pfxAt   []keyAt
+	nKeys   int // PublicKey lines in the [Peer] being read
+	item    int // 1-based index of the list item being read in the line, 0 outside a list
+	// resolved is set when the [Peer] being read names its Endpoint by
+	// host name; lastResolved says it of the last peer ended, and
+	// lastMultiKey that it had more than one PublicKey line.
+	resolved, lastResolved, lastMultiKey bool
 }
 
 func (p *parser) errorf(key, format string, args ...any) error {
@@ -194,12 +199,19 @@ func (p *parser) endPeer() error {
 	if p.peer.PublicKey.IsZero() {
 		return &ConfigError{File: p.name, Line: p.peerLine, Key: "PublicKey", Err: errors.New("missing in [Peer]")}
 	}
+	if p.track {
+		p.tracked = append(p.tracked, trackedPeer{idx: len(p.cfg.Peers), keys: p.keysAt, pfx: p.pfxAt})
+	}
 	p.cfg.Peers = append(p.cfg.Peers, p.peer)
 	p.peer, p.inPeer = Peer{}, false
+	p.lastMultiKey = p.nKeys > 1
+	p.keysAt, p.pfxAt, p.nKeys = nil, nil, 0
+	p.lastResolved, p.resolved = p.resolved, false
 	return nil
 }
 
 func (p *parser) parseLine(raw string) error {
+	p.item = 0
 	line, _, _ := strings.Cut(raw, "#")
 	line = strings.TrimSpace(line)
 	if line == "" {
@@ -319,6 +331,10 @@ func (p *parser) peerKey(key, value string) error {
 		}
 		p.peerAt[k] = p.peerLine
 		p.peer.PublicKey = k
+		p.nKeys++
+		if p.track {
+			p.keysAt = append(p.keysAt, keyAt{line: p.line, key: key, pub: k})
+		}
 	case "presharedkey":
 		k, err := meshkey.ParsePrivate(value) // never echoes the key
 		if err != nil {
@@ -340,12 +356,18 @@ func (p *parser) peerKey(key, value string) error {
 			}
 			p.owner[m] = p.peerLine
 			p.peer.AllowedIPs = append(p.peer.AllowedIPs, pfx)
+			if p.track {
+				p.pfxAt = append(p.pfxAt, keyAt{line: p.line, item: p.item, key: key})
+			}
 			return nil
 		})
 	case "endpoint":
 		ap, err := parseEndpoint(value)
 		if err != nil {
 			return p.wrap(key, err)
+		}
+		if _, err := netip.ParseAddrPort(value); err != nil {
+			p.resolved = true // a host name
 		}
 		p.peer.Endpoint = ap
 	case "persistentkeepalive":
@@ -374,6 +396,7 @@ func (p *parser) list(key, value string, f func(string) error) error {
 		return nil
 	}
 	for item := range strings.SplitSeq(value, ",") {
+		p.item++
 		item = strings.TrimSpace(item)
 		if item == "" {
 			return p.errorf(key, "empty item in the comma-separated list")

@@ -25,7 +25,7 @@ const (
 	pskText  = "FpCyhws9cxwWoV4xELtfJvjJN+zQVRPISllRWgeopVE="
 )
 
-var cmpNet = cmpopts.EquateComparable(netip.Prefix{}, netip.AddrPort{}, netip.Addr{})
+var cmpNet = cmp.Options{cmpopts.EquateComparable(netip.Prefix{}, netip.AddrPort{}, netip.Addr{}), cmpopts.IgnoreUnexported(netstack.Config{})}
 
 func mustPub(s string) meshkey.Public {
 	k, err := meshkey.ParsePublic(s)

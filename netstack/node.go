@@ -57,6 +57,13 @@ type Node struct {
 	mu     sync.Mutex                    // serializes SetPeers, Listen, Close and the waking of dormant peers
 	peers  []Peer                        // the current peer set, validated
 	states map[meshkey.Public]*peerState // one per peer in peers; the tables point at them
+	// stateAt is states by index in peers.
+	stateAt []*peerState
+	// sections are the digests of the wg-quick file's [Peer] sections
+	// that peers came from, by index in peers; nil when they came from
+	// elsewhere (see ParseUpdate).
+	sections []sectionSum
+	gen      uint64 // counts the changes of peers
 	// A peer is dormant, off the device until it writes (see dormant.go),
 	// when its state says so while mu is held outside SetPeers.
 	listeners map[net.Listener]struct{}
@@ -114,9 +121,17 @@ func newNode(cfg Config, wrapBind func(conn.Bind) conn.Bind) (*Node, error) {
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
 	}
-	peers, err := n.validatePeers("Config.Peers", cfg.Peers)
+	n.states, n.settled = make(map[meshkey.Public]*peerState, len(cfg.Peers)), new(table)
+	// Peers that are still the ones ParseConfig read were checked for a
+	// key or a prefix twice; the node takes the digests of their sections.
+	parsed := cfg.file != nil && len(cfg.file.sums) == len(cfg.Peers) && peersPrint(cfg.Peers) == cfg.file.print
+	d, err := n.diffPeers("Config.Peers", cfg.Peers, parsed, false) // against no peers: every one checked
 	if err != nil {
 		return nil, err
+	}
+	peers := d.next
+	if parsed {
+		n.sections = cfg.file.sums
 	}
 
 	ba := cfg.BindAddress.Unmap()
@@ -148,7 +163,7 @@ func newNode(cfg Config, wrapBind func(conn.Bind) conn.Bind) (*Node, error) {
 	// Set before the device comes up: from then on, wake and the link
 	// read them.
 	n.peers = peers
-	n.states = make(map[meshkey.Public]*peerState, len(peers))
+	n.stateAt = make([]*peerState, len(peers))
 	nDormant := 0 // once the device is up, wake changes the count
 	for i, p := range peers {
 		ps := &peerState{key: p.PublicKey, idx: int32(i)}
@@ -159,6 +174,7 @@ func newNode(cfg Config, wrapBind func(conn.Bind) conn.Bind) (*Node, error) {
 			writePeer(&uapi, p, false)
 		}
 		n.states[p.PublicKey] = ps
+		n.stateAt[i] = ps
 	}
 	n.dormantN.Store(int64(nDormant))
 	n.settled = newTable(peers, n.states)

@@ -29,50 +29,147 @@ func writePeer(w io.Writer, p Peer, update bool) {
 	}
 }
 
-// validatePeers checks a peer list and returns a private copy of it with
-// masked prefixes. what names the list in errors.
-func (n *Node) validatePeers(what string, peers []Peer) ([]Peer, error) {
-	out := make([]Peer, len(peers))
-	keys := make(map[meshkey.Public]int, len(peers))
-	owner := make(map[netip.Prefix]int, len(peers))
+// peerDiff is a new peer list checked against the node's current one
+// (Node.peers): built by diffPeers, applied by UpdatePeers.
+type peerDiff struct {
+	// next is a private, validated copy of the new list; a peer that did
+	// not change is the current one, its slices shared.
+	next []Peer
+	// from is, by index in next, the peer's index in the current list, or
+	// -1 for a new peer; to is, by index in the current list, the peer's
+	// index in next, or -1 for a removed one.
+	from, to []int32
+	// fresh are the indexes in next of the peers added or changed, in
+	// order; isFresh says the same by index in next.
+	fresh   []int
+	isFresh []bool
+}
+
+// diffPeers checks a new peer list against the current one (mu is held)
+// and returns its private copy and what changed. Only new and changed
+// peers are validated and copied; the others were when they came. The
+// whole list is still checked: a key or prefix of a new or changed peer
+// against the other new and changed ones and against its current owner
+// (Node.states, Node.settled) when that owner stays unchanged (a key or
+// prefix of an unchanged peer is no other unchanged peer's: the current
+// list was checked). With unique set, the caller knows that no key and no
+// masked prefix is in two peers of the list (ParseConfig checked it), and
+// only the peers themselves are checked. With owned set, peers is the
+// node's to keep: it becomes the private copy, in place. what names the
+// list in errors.
+func (n *Node) diffPeers(what string, peers []Peer, unique, owned bool) (*peerDiff, error) {
+	old := n.peers
+	d := &peerDiff{next: peers, from: make([]int32, len(peers)), to: make([]int32, len(old)), isFresh: make([]bool, len(peers))}
+	if !owned {
+		d.next = make([]Peer, len(peers))
+	}
+	for j := range d.to {
+		d.to[j] = -1
+	}
+	var added map[meshkey.Public]int // key → index in next, of the keys not in old
 	for i, p := range peers {
-		if p.PublicKey.IsZero() {
-			return nil, fmt.Errorf("netstack: %s[%d].PublicKey is required", what, i)
+		j := -1
+		if i < len(old) && old[i].PublicKey == p.PublicKey {
+			j = i // where it was: no look-up
+		} else if k := i + len(old) - len(peers); k >= 0 && k < len(old) && old[k].PublicKey == p.PublicKey {
+			j = k // as far from the end as it was
+		} else if ps := n.states[p.PublicKey]; ps != nil {
+			j = int(ps.idx)
 		}
-		if p.PublicKey == n.pub {
-			return nil, fmt.Errorf("netstack: %s[%d]: peer %s is this node's own key", what, i, p.PublicKey.Short())
-		}
-		if j, dup := keys[p.PublicKey]; dup {
-			return nil, fmt.Errorf("netstack: %s[%d] and [%d]: peer %s is listed twice", what, j, i, p.PublicKey.Short())
-		}
-		keys[p.PublicKey] = i
-		if p.PersistentKeepalive < 0 || p.PersistentKeepalive > 65535*time.Second {
-			return nil, fmt.Errorf("netstack: %s[%d].PersistentKeepalive %v is out of range (0-65535s)", what, i, p.PersistentKeepalive)
-		}
-		if p.Endpoint.IsValid() && p.Endpoint.Port() == 0 {
-			return nil, fmt.Errorf("netstack: %s[%d].Endpoint %v has port 0", what, i, p.Endpoint)
-		}
-		q := p
-		q.Endpoint = netip.AddrPortFrom(p.Endpoint.Addr().Unmap(), p.Endpoint.Port())
-		q.AllowedIPs = make([]netip.Prefix, 0, len(p.AllowedIPs))
-		for _, a := range p.AllowedIPs {
-			if !a.IsValid() || a.Addr().Zone() != "" {
-				return nil, fmt.Errorf("netstack: %s[%d].AllowedIPs: %v is not a prefix", what, i, a)
+		d.from[i] = int32(j)
+		if j >= 0 {
+			if at := d.to[j]; at >= 0 {
+				return nil, fmt.Errorf("netstack: %s[%d] and [%d]: peer %s is listed twice", what, at, i, p.PublicKey.Short())
 			}
-			m := a.Masked()
-			if j, dup := owner[m]; dup {
-				if j == i {
-					continue // the same peer twice: harmless
-				}
-				return nil, fmt.Errorf("netstack: %s: prefix %v is given to two peers, %s ([%d]) and %s ([%d]); WireGuard routes a prefix to one peer",
-					what, m, peers[j].PublicKey.Short(), j, p.PublicKey.Short(), i)
+			d.to[j] = int32(i)
+			if samePeer(old[j], p) { // validated when it came, prefixes masked
+				d.next[i] = old[j]
+				continue
+			}
+		} else if !unique {
+			if at, dup := added[p.PublicKey]; dup {
+				return nil, fmt.Errorf("netstack: %s[%d] and [%d]: peer %s is listed twice", what, at, i, p.PublicKey.Short())
+			}
+			if added == nil {
+				added = make(map[meshkey.Public]int)
+			}
+			added[p.PublicKey] = i
+		}
+		q, err := n.validatePeer(what, i, p)
+		if err != nil {
+			return nil, err
+		}
+		if j >= 0 && samePeer(old[j], q) { // the same once masked
+			d.next[i] = old[j]
+			continue
+		}
+		d.next[i] = q
+		d.fresh = append(d.fresh, i)
+		d.isFresh[i] = true
+	}
+	if unique {
+		return d, nil
+	}
+	owner := make(map[netip.Prefix]int, len(d.fresh))
+	for _, i := range d.fresh {
+		for _, m := range d.next[i].AllowedIPs {
+			if at, dup := owner[m]; dup {
+				return nil, twoOwners(what, m, peers, at, i)
 			}
 			owner[m] = i
-			q.AllowedIPs = append(q.AllowedIPs, m)
+			if ps, ok := n.settled.owner(m); ok && ps != nil {
+				if at := d.to[ps.idx]; at >= 0 && !d.isFresh[at] {
+					return nil, twoOwners(what, m, peers, int(at), i)
+				}
+			}
 		}
-		out[i] = q
 	}
-	return out, nil
+	return d, nil
+}
+
+// twoOwners is the error for a prefix m given to peers[i] and peers[j].
+func twoOwners(what string, m netip.Prefix, peers []Peer, i, j int) error {
+	i, j = min(i, j), max(i, j)
+	return fmt.Errorf("netstack: %s: prefix %v is given to two peers, %s ([%d]) and %s ([%d]); WireGuard routes a prefix to one peer",
+		what, m, peers[i].PublicKey.Short(), i, peers[j].PublicKey.Short(), j)
+}
+
+// validatePeer checks peers[i], p, on its own and returns its private
+// copy, with masked prefixes (a prefix it lists twice, once).
+func (n *Node) validatePeer(what string, i int, p Peer) (Peer, error) {
+	if p.PublicKey.IsZero() {
+		return Peer{}, fmt.Errorf("netstack: %s[%d].PublicKey is required", what, i)
+	}
+	if p.PublicKey == n.pub {
+		return Peer{}, fmt.Errorf("netstack: %s[%d]: peer %s is this node's own key", what, i, p.PublicKey.Short())
+	}
+	if p.PersistentKeepalive < 0 || p.PersistentKeepalive > 65535*time.Second {
+		return Peer{}, fmt.Errorf("netstack: %s[%d].PersistentKeepalive %v is out of range (0-65535s)", what, i, p.PersistentKeepalive)
+	}
+	if p.Endpoint.IsValid() && p.Endpoint.Port() == 0 {
+		return Peer{}, fmt.Errorf("netstack: %s[%d].Endpoint %v has port 0", what, i, p.Endpoint)
+	}
+	q := p
+	q.Endpoint = netip.AddrPortFrom(p.Endpoint.Addr().Unmap(), p.Endpoint.Port())
+	q.AllowedIPs = make([]netip.Prefix, 0, len(p.AllowedIPs))
+	var seen map[netip.Prefix]bool // for a long list
+	if len(p.AllowedIPs) > 16 {
+		seen = make(map[netip.Prefix]bool, len(p.AllowedIPs))
+	}
+	for _, a := range p.AllowedIPs {
+		if !a.IsValid() || a.Addr().Zone() != "" {
+			return Peer{}, fmt.Errorf("netstack: %s[%d].AllowedIPs: %v is not a prefix", what, i, a)
+		}
+		m := a.Masked()
+		if seen[m] || seen == nil && slices.Contains(q.AllowedIPs, m) {
+			continue // the same prefix twice: harmless
+		}
+		if seen != nil {
+			seen[m] = true
+		}
+		q.AllowedIPs = append(q.AllowedIPs, m)
+	}
+	return q, nil
 }
 
 // Peers returns a copy of the current peer set, with allowed IPs masked.
@@ -142,47 +239,53 @@ type PeerChanges struct {
 // UpdatePeers is [Node.SetPeers], and reports what changed. With many
 // peers, it spares the caller a copy of the old set to compare.
 func (n *Node) UpdatePeers(peers []Peer) (PeerChanges, error) {
-	var ch PeerChanges
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.isClosed {
-		return ch, ErrClosed
+		return PeerChanges{}, ErrClosed
 	}
-	next, err := n.validatePeers("SetPeers", peers)
+	d, err := n.diffPeers("SetPeers", peers, false, false)
 	if err != nil {
-		return ch, err
+		return PeerChanges{}, err
 	}
+	ch, err := n.applyDiff(d)
+	if err == nil {
+		n.sections = nil // no file's
+	}
+	return ch, err
+}
+
+// applyDiff makes d's list the node's peer set (mu is held): the device,
+// the table, the peers' states.
+func (n *Node) applyDiff(d *peerDiff) (PeerChanges, error) {
+	var ch PeerChanges
+	next := d.next
 	// Removals first: at the device's peer limit, a change that swaps
 	// peers fits only that way. Without replace_peers, the peers not named
 	// here stay as they are.
 	var removals, uapi strings.Builder
-	states := make(map[meshkey.Public]*peerState, len(next))
+	stateAt := make([]*peerState, len(next))
 	stayDormant := make([]bool, len(next)) // by index in next
-	isNew := make([]bool, len(next))       // added or changed, by index in next
 	nDormant := 0
 	for i, p := range next {
 		// A peer keeps its state; a new one starts dormant, off the
 		// device, until the change is applied (its prefixes are in flux
 		// until then anyway).
-		ps := n.states[p.PublicKey]
-		existed := ps != nil
-		wasDormant := existed && ps.dormant.Load()
-		if !existed {
+		var ps *peerState
+		if j := d.from[i]; j >= 0 {
+			ps = n.stateAt[j]
+		} else {
 			ps = &peerState{key: p.PublicKey}
 			ps.dormant.Store(true)
-		}
-		states[p.PublicKey] = ps
-		same := existed && samePeer(n.peers[ps.idx], p)
-		switch {
-		case !existed:
 			ch.Added = append(ch.Added, p.PublicKey)
-			isNew[i] = true
-		case !same:
+		}
+		stateAt[i] = ps
+		existed, same := d.from[i] >= 0, !d.isFresh[i]
+		if existed && !same {
 			ch.Changed = append(ch.Changed, p.PublicKey)
-			isNew[i] = true
 		}
 		switch {
-		case existed && !wasDormant: // on the device: it stays there
+		case existed && !ps.dormant.Load(): // on the device: it stays there
 			if !same {
 				writePeer(&uapi, p, true)
 			}
@@ -193,9 +296,9 @@ func (n *Node) UpdatePeers(peers []Peer) (PeerChanges, error) {
 			writePeer(&uapi, p, false)
 		}
 	}
-	for _, p := range n.peers {
-		if _, kept := states[p.PublicKey]; !kept {
-			if !n.isDormant(p.PublicKey) {
+	for j, p := range n.peers {
+		if d.to[j] < 0 {
+			if !n.stateAt[j].dormant.Load() {
 				fmt.Fprintf(&removals, "public_key=%s\nremove=true\n", p.PublicKey.Hex())
 			}
 			ch.Removed = append(ch.Removed, p.PublicKey)
@@ -205,21 +308,24 @@ func (n *Node) UpdatePeers(peers []Peer) (PeerChanges, error) {
 	if old := n.table.Load(); old == n.settled && len(ch.Added)+len(ch.Changed)+len(ch.Removed) < len(next)/4 {
 		// A few peers changed: patch the table rather than rebuild it.
 		var gone, came []Peer
-		for _, k := range ch.Removed {
-			gone = append(gone, n.peers[n.states[k].idx])
-		}
-		for _, k := range ch.Changed {
-			gone = append(gone, n.peers[n.states[k].idx])
-		}
-		for i, p := range next {
-			if isNew[i] {
-				came = append(came, p)
+		states := make(map[meshkey.Public]*peerState, len(d.fresh))
+		for j, p := range n.peers {
+			if at := d.to[j]; at < 0 || d.isFresh[at] {
+				gone = append(gone, p)
 			}
+		}
+		for _, i := range d.fresh {
+			came = append(came, next[i])
+			states[next[i].PublicKey] = stateAt[i]
 		}
 		nextTable, transTable = patchTables(old, gone, came, states)
 	} else {
 		// Many changed, or the last SetPeers failed and left a table in
 		// flux: rebuild.
+		states := make(map[meshkey.Public]*peerState, len(next))
+		for i, p := range next {
+			states[p.PublicKey] = stateAt[i]
+		}
 		nextTable = newTable(next, states)
 		transTable = transition(old, nextTable)
 	}
@@ -237,7 +343,7 @@ func (n *Node) UpdatePeers(peers []Peer) (PeerChanges, error) {
 		// device back as it was, so the two agree again. If that fails
 		// too, the table stays fail-closed for every prefix in flux and
 		// the next SetPeers replaces the device's peer set whole.
-		restore := "replace_peers=true\n" + deviceConfig(n.peers, func(i int) bool { return !n.isDormant(n.peers[i].PublicKey) })
+		restore := "replace_peers=true\n" + deviceConfig(n.peers, func(j int) bool { return !n.stateAt[j].dormant.Load() })
 		if rerr := n.dev.IpcSet(restore); rerr != nil {
 			n.deviceUnknown = true
 			n.log.Error("netstack: SetPeers failed and the WireGuard device could not be restored; addresses in flux stay refused until a SetPeers succeeds",
@@ -250,8 +356,7 @@ func (n *Node) UpdatePeers(peers []Peer) (PeerChanges, error) {
 	}
 	n.deviceUnknown = false
 	// The device holds every peer of next but the dormant ones now.
-	for i, p := range next {
-		ps := states[p.PublicKey]
+	for i, ps := range stateAt {
 		ps.idx = int32(i)
 		if !stayDormant[i] {
 			ps.dormant.Store(false)
@@ -259,8 +364,17 @@ func (n *Node) UpdatePeers(peers []Peer) (PeerChanges, error) {
 	}
 	n.table.Store(nextTable)
 	n.settled = nextTable
+	for _, k := range ch.Removed {
+		delete(n.states, k)
+	}
+	for i, j := range d.from {
+		if j < 0 {
+			n.states[next[i].PublicKey] = stateAt[i]
+		}
+	}
 	n.peers = next
-	n.states = states
+	n.stateAt = stateAt
+	n.gen++
 	n.dormantN.Store(int64(nDormant))
 	for _, k := range ch.Removed {
 		n.log.Info("netstack: peer removed", "peer", k.String())

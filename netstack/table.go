@@ -32,7 +32,18 @@ type table struct {
 	// A nil entry is a tombstone: the prefix matches, but names no peer.
 	v4 [33]map[netip.Prefix]*peerState
 	v6 [129]map[netip.Prefix]*peerState
+	// A patched table (see patchTables) shares v4 and v6 with the table
+	// it was patched from, never changing them; over4 and over6, by
+	// prefix length too, shadow them: an entry there replaces theirs, and
+	// goneState takes theirs away. nOver counts those entries, size the
+	// entries of v4 and v6.
+	over4       [33]map[netip.Prefix]*peerState
+	over6       [129]map[netip.Prefix]*peerState
+	nOver, size int
 }
+
+// goneState marks a prefix taken away in a patched table's over maps.
+var goneState = new(peerState)
 
 // set gives p to ps (nil for a tombstone), replacing any earlier owner of
 // the same prefix.
@@ -56,18 +67,24 @@ func (t *table) lookup(a netip.Addr) *peerState {
 		return nil
 	}
 	a = a.Unmap().WithZone("")
-	maps := t.v6[:]
+	maps, over := t.v6[:], t.over6[:]
 	if a.Is4() {
-		maps = t.v4[:]
+		maps, over = t.v4[:], t.over4[:]
 	}
 	for bits := len(maps) - 1; bits >= 0; bits-- {
-		m := maps[bits]
-		if m == nil {
+		m, o := maps[bits], over[bits]
+		if m == nil && o == nil {
 			continue
 		}
 		p, err := a.Prefix(bits)
 		if err != nil {
 			continue
+		}
+		if ps, ok := o[p]; ok {
+			if ps == goneState {
+				continue
+			}
+			return ps
 		}
 		if ps, ok := m[p]; ok {
 			return ps
@@ -98,13 +115,23 @@ func (t *table) sender(a netip.Addr) (meshkey.Public, bool) {
 
 // each calls f for every prefix in t with its owner (nil for a tombstone).
 func (t *table) each(f func(netip.Prefix, *peerState)) {
-	for _, m := range t.v4 {
-		for p, ps := range m {
+	for bits, m := range t.v4 {
+		eachOf(m, t.over4[bits], f)
+	}
+	for bits, m := range t.v6 {
+		eachOf(m, t.over6[bits], f)
+	}
+}
+
+// eachOf calls f for every prefix of the map m as the map over shadows it.
+func eachOf(m, over map[netip.Prefix]*peerState, f func(netip.Prefix, *peerState)) {
+	for p, ps := range over {
+		if ps != goneState {
 			f(p, ps)
 		}
 	}
-	for _, m := range t.v6 {
-		for p, ps := range m {
+	for p, ps := range m {
+		if _, shadowed := over[p]; !shadowed {
 			f(p, ps)
 		}
 	}
@@ -114,9 +141,12 @@ func (t *table) each(f func(netip.Prefix, *peerState)) {
 // tombstone).
 func (t *table) owner(p netip.Prefix) (*peerState, bool) {
 	p = p.Masked()
-	m := t.v6[p.Bits()]
+	m, o := t.v6[p.Bits()], t.over6[p.Bits()]
 	if p.Addr().Is4() {
-		m = t.v4[p.Bits()]
+		m, o = t.v4[p.Bits()], t.over4[p.Bits()]
+	}
+	if ps, ok := o[p]; ok {
+		return ps, ps != goneState
 	}
 	ps, ok := m[p]
 	return ps, ok
@@ -144,62 +174,93 @@ func newTable(peers []Peer, states map[meshkey.Public]*peerState) *table {
 			t.set(pfx, states[p.PublicKey])
 		}
 	}
+	t.size = t.count()
 	return t
 }
 
-// clone returns a copy of t.
-func (t *table) clone() *table {
-	c := new(table)
-	for i, m := range t.v4 {
+// count returns the number of entries of t's own maps.
+func (t *table) count() int {
+	n := 0
+	for _, m := range t.v4 {
+		n += len(m)
+	}
+	for _, m := range t.v6 {
+		n += len(m)
+	}
+	return n
+}
+
+// patched returns a table that says what t says, sharing t's own maps
+// (never changed) and copying its over maps, for setOver to change.
+func (t *table) patched() *table {
+	c := &table{v4: t.v4, v6: t.v6, size: t.size, nOver: t.nOver}
+	for i, m := range t.over4 {
 		if m != nil {
-			c.v4[i] = maps.Clone(m)
+			c.over4[i] = maps.Clone(m)
 		}
 	}
-	for i, m := range t.v6 {
+	for i, m := range t.over6 {
 		if m != nil {
-			c.v6[i] = maps.Clone(m)
+			c.over6[i] = maps.Clone(m)
 		}
 	}
 	return c
 }
 
-// remove takes the masked prefix p out of t.
-func (t *table) remove(p netip.Prefix) {
+// setOver gives the masked prefix p to ps (nil for a tombstone,
+// goneState to take it away) in t's over maps.
+func (t *table) setOver(p netip.Prefix, ps *peerState) {
 	p = p.Masked()
-	m := t.v6[p.Bits()]
+	m := &t.over6[p.Bits()]
 	if p.Addr().Is4() {
-		m = t.v4[p.Bits()]
+		m = &t.over4[p.Bits()]
 	}
-	delete(m, p)
+	if *m == nil {
+		*m = make(map[netip.Prefix]*peerState)
+	}
+	if _, ok := (*m)[p]; !ok {
+		t.nOver++
+	}
+	(*m)[p] = ps
+}
+
+// flat returns t as a table of its own maps only.
+func (t *table) flat() *table {
+	c := new(table)
+	t.each(c.set)
+	c.size = c.count()
+	return c
 }
 
 // patchTables returns what newTable and transition would build for a
 // change from old, the table of the current peer set, to a set that
 // differs from it only in the peers gone (removed or changed, as they
-// were) and came (added or changed, as they are now): a copy of old with
-// the changes made, not a rebuild of every peer. A prefix of a peer
-// outside gone and came belongs to that peer in both sets (a prefix has
-// one peer), so only the prefixes of gone and came can change owner.
+// were) and came (added or changed, as they are now): old patched with
+// the changes (see table.over4), not a rebuild or copy of every peer's
+// prefixes. A prefix of a peer outside gone and came belongs to that peer
+// in both sets (a prefix has one peer), so only the prefixes of gone and
+// came can change owner. When the patches grow to a sixteenth of the
+// table, next is made flat again.
 func patchTables(old *table, gone, came []Peer, states map[meshkey.Public]*peerState) (next, trans *table) {
-	next = old.clone()
+	next = old.patched()
 	for _, p := range gone {
 		for _, pfx := range p.AllowedIPs {
-			next.remove(pfx)
+			next.setOver(pfx, goneState)
 		}
 	}
 	for _, p := range came {
 		for _, pfx := range p.AllowedIPs {
-			next.set(pfx, states[p.PublicKey])
+			next.setOver(pfx, states[p.PublicKey])
 		}
 	}
-	trans = old.clone()
+	trans = old.patched()
 	flux := func(pfx netip.Prefix) {
 		ps, inOld := old.owner(pfx)
 		ps2, inNext := next.owner(pfx)
 		if inOld && inNext && ps != nil && ps2 != nil && ps.key == ps2.key {
 			return // the same owner before and after
 		}
-		trans.set(pfx, nil)
+		trans.setOver(pfx, nil)
 	}
 	for _, p := range gone {
 		for _, pfx := range p.AllowedIPs {
@@ -210,6 +271,9 @@ func patchTables(old *table, gone, came []Peer, states map[meshkey.Public]*peerS
 		for _, pfx := range p.AllowedIPs {
 			flux(pfx)
 		}
+	}
+	if next.nOver > 64+next.size/16 {
+		next = next.flat()
 	}
 	return next, trans
 }

@@ -194,8 +194,17 @@ func TestPatchTablesMatchesRebuild(t *testing.T) {
 	for _, k := range keys {
 		states[k] = &peerState{key: k}
 	}
+	var lastPeers []Peer
+	var last *table // the patched next table of the round before
 	for round := range 300 {
 		oldPeers, nextPeers := randomSet(), randomSet()
+		if round%3 == 1 && last != nil { // patch a patched table
+			oldPeers = lastPeers
+			nextPeers = slices.Clone(oldPeers)
+			if len(nextPeers) > 0 {
+				nextPeers = slices.Delete(nextPeers, 0, 1)
+			}
+		}
 		if round%2 == 0 { // a small change: keep most of old
 			nextPeers = slices.Clone(oldPeers)
 			if len(nextPeers) > 0 {
@@ -207,6 +216,9 @@ func TestPatchTablesMatchesRebuild(t *testing.T) {
 			}
 		}
 		old := newTable(oldPeers, states)
+		if round%3 == 1 && last != nil {
+			old = last
+		}
 		byKey := map[meshkey.Public]Peer{}
 		for _, p := range oldPeers {
 			byKey[p.PublicKey] = p
@@ -239,5 +251,12 @@ func TestPatchTablesMatchesRebuild(t *testing.T) {
 		if diff := cmp.Diff(contents(newTable(oldPeers, states)), contents(old)); diff != "" {
 			t.Fatalf("round %d: patching changed the old table:\n%s", round, diff)
 		}
+		for _, s := range prefixes { // look-ups agree too
+			a := netip.MustParsePrefix(s).Addr()
+			if got, want := next.lookup(a), wantNext.lookup(a); got != want {
+				t.Fatalf("round %d: %v looks up as %v in the patched table, %v rebuilt", round, a, got, want)
+			}
+		}
+		lastPeers, last = nextPeers, next
 	}
 }

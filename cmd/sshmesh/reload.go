@@ -22,7 +22,8 @@ import (
 
 // meshReload re-reads serve's wg-quick file and policy together (on
 // SIGHUP) and applies both or neither: the peers through
-// netstack.Node.SetPeers, which leaves unchanged peers and their sessions
+// netstack.Node.ParseUpdate and ApplyUpdate, which parse only the [Peer]
+// sections that changed and leave unchanged peers and their sessions
 // alone, then the policy through Server.SetPolicy. A removed peer's conns
 // end. A bad file, or a change to what the running node cannot take live
 // ([Interface]: PrivateKey, Address, ListenPort, MTU), is logged with its
@@ -64,18 +65,19 @@ func (r *meshReload) reload() bool {
 		}
 	}
 	wgSum, policySum := sha256.Sum256(wgData), sha256.Sum256(policyData)
-	var cfg netstack.Config
+	var update *netstack.ConfigUpdate
 	// An Endpoint given by host name is resolved on every reload, as
-	// before: such a file is always parsed again.
+	// before: such a file is always read again (and its sections naming
+	// hosts parsed again).
 	peersChanged := wgSum != r.wgSum || hasEndpointNames(wgData)
 	if err == nil && peersChanged {
-		var warnings []string
-		cfg, warnings, err = netstack.ParseConfig(bytes.NewReader(wgData), r.wgPath)
+		// Only the [Peer] sections that changed are parsed.
+		update, err = r.node.ParseUpdate(wgData, r.wgPath)
 		if err == nil {
-			err = r.sameInterface(cfg)
+			err = r.sameInterface(update.Config)
 		}
 		if err == nil {
-			for _, w := range warnings {
+			for _, w := range update.Warnings {
 				r.logger.Warn("wg-quick file: "+w, "file", r.wgPath)
 			}
 		}
@@ -95,7 +97,7 @@ func (r *meshReload) reload() bool {
 	if err == nil {
 		var changes netstack.PeerChanges
 		if peersChanged {
-			changes, err = r.node.UpdatePeers(cfg.Peers)
+			changes, err = r.node.ApplyUpdate(update)
 		}
 		if err == nil {
 			r.pol.doc.Store(doc)
