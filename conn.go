@@ -457,7 +457,7 @@ func (c *serverConn) decide(user string, banner func(string) error) error {
 	// The peer was resolved at accept; the mesh may have given its address
 	// to another key since (SetPeers), and that key may have finished the
 	// key exchange. Serve only the key that still owns the address.
-	if !c.peer.stillOwns() {
+	if !c.peer.Current() {
 		log.Warn("login refused: the conn's address no longer belongs to its peer", attrs...)
 		return c.refuse("the conn's address no longer belongs to its peer", "access denied")
 	}

@@ -116,3 +116,44 @@ func TestIdentityConnVouchedIdentities(t *testing.T) {
 		t.Errorf("the session's stderr says %q; want why it ended", s)
 	}
 }
+
+// wrappedConn is a conn over another, as a tls.Conn is: it tells what it
+// wraps only through NetConn.
+type wrappedConn struct{ net.Conn }
+
+func (c wrappedConn) NetConn() net.Conn { return c.Conn }
+
+// TestPeerCurrentThroughWrappers: Peer.Current follows the transport's
+// word through any NetConn wrapper PeerOf looks through, so code serving
+// a wrapped conn for long (the recorder's Recheck) sees a caller the
+// coordinator stopped vouching for (found by review: the recorder asked
+// the outer conn, which has no PeerCurrent, and never ended such streams).
+func TestPeerCurrentThroughWrappers(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	current := &atomic.Bool{}
+	current.Store(true)
+	c := wrappedConn{wrappedConn{vouchedConn{Conn: a, caller: policy.Identity{Key: meshkey.Public{1}, Node: "n"}, current: current}}}
+	p, ok := sshmesh.PeerOf(c)
+	if !ok || p.Key != (meshkey.Public{1}) {
+		t.Fatalf("PeerOf(wrapped) = %v, %v; want the inner conn's peer", p.Key.Short(), ok)
+	}
+	if !p.Current() {
+		t.Fatal("Current is false while the transport still vouches for the peer")
+	}
+	current.Store(false)
+	if p.Current() {
+		t.Fatal("Current is true after the transport stopped vouching for the peer")
+	}
+	if (sshmesh.Peer{}).Current() != true {
+		t.Fatal("a Peer whose conn has no transport check is not current")
+	}
+}

@@ -74,9 +74,12 @@ type Peer struct {
 	current func() bool // PeerConn.PeerCurrent of the conn; nil: always
 }
 
-// stillOwns reports whether the mesh still gives p's address to p's key
-// (false once the peer was removed or its address moved to another peer).
-func (p Peer) stillOwns() bool {
+// Current reports whether the conn's transport still gives p's address to
+// p's key: false once the peer was removed or its address moved to another
+// peer (on a tailnet: once the coordinator no longer vouches for the node
+// as it did when the conn was accepted). Code that serves a conn for long
+// checks it to stop serving a caller that is gone.
+func (p Peer) Current() bool {
 	return p.current == nil || p.current()
 }
 
@@ -186,7 +189,7 @@ func (c *Conn) PeerKey() meshkey.Public { return c.peer.Key }
 func (c *Conn) NodeKey() meshkey.Public { return c.peer.Self }
 
 // PeerCurrent reports whether the conn's address still belongs to its peer.
-func (c *Conn) PeerCurrent() bool { return c.peer.stillOwns() }
+func (c *Conn) PeerCurrent() bool { return c.peer.Current() }
 
 // NetConn returns the conn underneath.
 func (c *Conn) NetConn() net.Conn { return c.Conn }

@@ -79,7 +79,7 @@ func (s *Server) watchPeers(done <-chan struct{}) {
 		case <-t.C:
 		}
 		for _, c := range s.authenticatedConns() {
-			if !c.peer.stillOwns() && !c.revoked.Swap(true) {
+			if !c.peer.Current() && !c.revoked.Swap(true) {
 				reason := "peer removed from the mesh"
 				if c.peer.Identity != nil {
 					reason = "access revoked: the coordinator no longer vouches for this node as at login (it left the tailnet, expired, or changed user or tags)"

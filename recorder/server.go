@@ -298,6 +298,7 @@ func (s *Server) serveConn(in *inbound) {
 		s.syncLoop(rec, w, stop)
 	}()
 	complete, err := s.receive(in, rec)
+	in.finish()
 	close(stop)
 	<-syncDone
 	if err != nil {

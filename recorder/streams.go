@@ -27,8 +27,19 @@ type inbound struct {
 var errStreamEnded = errors.New("the stream ended")
 
 // keptPayload is the largest payload memory a stream keeps for its next
-// frame; a larger one goes back to the heap once stored.
-const keptPayload = 64 << 10
+// frame; a larger one goes back to the heap once stored. It is small: a
+// stream that waits holds it outside the sender's pending budget, so 1024
+// idle streams of one sender hold at most 4 MiB (bulk frames, larger
+// than 64 KiB, were never kept).
+const keptPayload = payloadFirst
+
+// streamDone marks a stream whose frames are all read (finish): end then
+// does nothing, so a refusal already sent lingers undisturbed and is not
+// counted again.
+var streamDone = "the stream is done"
+
+// finish marks the stream's reading over (see streamDone).
+func (in *inbound) finish() { in.ended.CompareAndSwap(nil, &streamDone) }
 
 // end stops the stream with why: its read returns why as the error, and
 // serveConn then refuses the stream with it (the recording is kept,
@@ -116,7 +127,7 @@ func (s *Server) disallowed(in *inbound) string {
 	if !in.known {
 		return "" // refused as it is
 	}
-	if pc, ok := in.c.(interface{ PeerCurrent() bool }); ok && !pc.PeerCurrent() {
+	if !in.peer.Current() { // through any wrapper of the mesh conn, as PeerOf found it
 		return "the sending node left the mesh (or its coordinator no longer vouches for it)"
 	}
 	if id, named := s.identify(in.peer); !named || id.Node == "" || !matches(id, s.Senders) {
