@@ -82,6 +82,11 @@ var badEdits = []struct {
 	{"bad message", `"users": ["autogroup:nonroot"]}`, `"users": ["autogroup:nonroot"], "message": "hi\u001b[2J"}`, `"hi\u001b`, `ssh[0].message: control characters are not allowed`},
 	{"test names an undefined node", `"src": "lap", "dst": "srv"`, `"src": "lap", "dst": "server"`, `"server"`, `tests[0].dst: undefined node "server" (tests name nodes)`},
 	{"failing test", `"deny": ["root"]`, `"deny": ["deploy"]`, `"deploy"]}]`, `tests[0]: lap → srv as deploy: want deny, got accept by ssh[0] (line 10)`},
+	// Comments inside "nodes" that hujson refuses (found by review: the
+	// quick reading of nodes stepped over them).
+	{"block comment not UTF-8 in nodes", `"lap":     {`, "/* \xff */ \"lap\": {", "/* \xff", `syntax error: invalid UTF-8 in comment`},
+	{"line comment not UTF-8 in nodes", `"lap":     {`, "// \xff\n    \"lap\": {", "// \xff", `syntax error: invalid UTF-8 in comment`},
+	{"line separator in a line comment in nodes", `"lap":     {`, "// a\u2028b\n    \"lap\": {", "\u2028b", `syntax error: invalid character '\u2028' in line comment`},
 	{"failing test, no rule", `"accept": ["deploy"]`, `"accept": ["deploy"], "check": ["root"]`, `"root"]`, `tests[0]: lap → srv as root: want check, got deny (no rule matched)`},
 }
 

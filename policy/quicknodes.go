@@ -2,6 +2,7 @@ package policy
 
 import (
 	"bytes"
+	"encoding/binary"
 	"strings"
 
 	"github.com/sshmesh/sshmesh/meshkey"
@@ -12,12 +13,19 @@ import (
 // written plainly: strings of printable ASCII without escapes, every entry
 // valid (white space, comments and trailing commas as HuJSON has them). With 100,000 nodes
 // the tree was most of Parse's time and of its peak memory. For anything
-// else (comments, escapes, any entry compiler.nodes would report) it
+// else (escapes, a byte that is not ASCII even in a comment, any entry
+// compiler.nodes would report) it
 // returns nil, and Parse compiles the whole file from its tree, which
 // reports what is wrong; so only the valid, plain "nodes" take this way,
 // and they get the nodes compiler.nodes would make of them. Whether the
 // tags the nodes have are declared is left to compiler.adoptNodes.
 func quickNodes(b []byte) *nodeSet {
+	if !allASCII(b) {
+		// Strings here are ASCII, so the byte is in a comment, which
+		// hujson requires to be valid UTF-8 without U+2028 or U+2029 in a
+		// line comment: left to the tree to judge.
+		return nil
+	}
 	q := quickReader{skimmer{b: b}}
 	if !q.eat('{') {
 		return nil
@@ -177,4 +185,20 @@ func (q *quickReader) comma(close byte) bool {
 		return true
 	}
 	return q.i < len(q.b) && q.b[q.i] == close
+}
+
+// allASCII reports whether b holds only bytes below 0x80 (eight at a time:
+// "nodes" run to 10 MB).
+func allASCII(b []byte) bool {
+	for ; len(b) >= 8; b = b[8:] {
+		if binary.LittleEndian.Uint64(b)&0x8080808080808080 != 0 {
+			return false
+		}
+	}
+	for _, c := range b {
+		if c >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
