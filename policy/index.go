@@ -30,8 +30,9 @@ import (
 // keyIndex finds a node by its WireGuard key: open addressing with linear
 // probing over a table at most half full, each slot holding the high bits
 // of the key's hash and the node's index plus one (0: empty). The hash is
-// seeded when the nodes are compiled (a Reparse that reuses them keeps it), so keys chosen to collide (a node's key is whatever
-// its owner made) cannot be chosen in advance; a found slot is confirmed
+// seeded when the nodes are compiled (a Reparse that reuses them keeps
+// the seed), so keys chosen to collide (a node's key is whatever its
+// owner made) cannot be chosen in advance; a found slot is confirmed
 // against the node's whole key.
 type keyIndex struct {
 	seed  maphash.Seed
