@@ -7,29 +7,6 @@ import (
 	"github.com/tailscale/hujson"
 )
 
-// nodeSet is what a mesh document compiles from its "nodes": the nodes,
-// their index by key, and the principals they are named by. It never
-// changes once compiled, so the documents [Document.Reparse] makes from a
-// document share it.
-type nodeSet struct {
-	// sum is the SHA-256 of the bytes of the "nodes" value it was
-	// compiled from.
-	sum   [sha256.Size]byte
-	nodes []node
-	byKey prefixIndex
-	keys  keyIndex // byKey's twin for Evaluate (index.go)
-	// principals maps the names the nodes are named by (node names,
-	// owners, tags, *, autogroup:member) to their ids: node i's name has
-	// id i, so it is also the index of the nodes by name.
-	principals map[string]int32
-	owners     map[string]bool // the owners of the nodes
-	tags       []string        // the tags of the nodes, sorted
-	// By principal after the nodes' names (see srcSummary): the owners
-	// of the nodes it covers as src, and of the untagged nodes it covers
-	// as dst (for compiler.safety).
-	srcSum, dstSum []ownerSummary
-}
-
 // nodeIndex returns the index in doc.nodes of the node called name.
 func (doc *Document) nodeIndex(name string) (int32, bool) {
 	if doc.nodeSet == nil {
