@@ -53,7 +53,7 @@ type serverConn struct {
 	open     map[*Session]struct{}
 	ssh      *ssh.ServerConn // nil for a web terminal's conn
 	// link is the authenticated conn's transport: ssh, or a web terminal's
-	// WebSocket (webterm.go); nil until authenticated.
+	// WebSocket (webterm_session.go); nil until authenticated.
 	link        connLink
 	closeReason string
 	refusal     string // why the last login attempt was refused (refuse)

@@ -22,7 +22,7 @@ func TestRunQuick(t *testing.T) {
 	sshmeshtest.NeedRoot(t)
 	for _, b := range [][2]string{
 		{"bash", "bash"}, {"ip", "iproute2"}, {"unshare", "util-linux"},
-		{"timeout", "coreutils"}, {"ssh", "openssh-client"}, {"go", "golang"},
+		{"timeout", "coreutils"}, {"script", "bsdutils"}, {"ssh", "openssh-client"}, {"go", "golang"},
 	} {
 		sshmeshtest.NeedBinary(t, b[0], b[1])
 	}

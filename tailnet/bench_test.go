@@ -84,38 +84,13 @@ func BenchmarkTailnetSetup(b *testing.B) {
 	alice := hs.createUser("alice", "alice@example.com")
 
 	ours := startServeProcess(b, hs, user.Name)
-	var tsSSH, client *tailscaled
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		tsSSH = startTailscaled(b, tl, hs, "tailscale-ssh", hs.authKey(0, "tag:server"), "--ssh")
-	}()
-	go func() { defer wg.Done(); client = startTailscaled(b, tl, hs, "alice-laptop", hs.authKey(alice)) }()
-	wg.Wait()
-	if b.Failed() {
-		b.FailNow()
-	}
+	tsSSH, client := startTailscaleSSHAndClient(b, tl, hs, alice)
 	targets := []*benchTarget{
 		{name: "sshmesh-tsnet", host: ours.host, pid: ours.pid},
 		{name: "tailscaled-ssh", host: tsSSH.ip4(), pid: tsSSH.pid},
 	}
-	sshArgs := func(tg *benchTarget, command string) []string {
-		return append(append(sshOptions(client), "-c", "chacha20-poly1305@openssh.com",
-			"-o", "KexAlgorithms=curve25519-sha256", user.Name+"@"+tg.host), command)
-	}
 	run := func(tg *benchTarget, command string, stdin *os.File) time.Duration {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, "ssh", sshArgs(tg, command)...)
-		cmd.Stdin = stdin // nil: /dev/null; stdout nil: /dev/null, so no copying in this process
-		errOut := &bytes.Buffer{}
-		cmd.Stderr = errOut
-		start := time.Now()
-		if err := cmd.Run(); err != nil {
-			b.Fatalf("ssh %s %q: %v\n%s", tg.name, command, err, errOut)
-		}
-		return time.Since(start)
+		return timeSSH(b, client, user.Name, tg, command, stdin)
 	}
 
 	// Warm-up: the first logins find the path (seconds) and fill caches.
@@ -134,18 +109,9 @@ func BenchmarkTailnetSetup(b *testing.B) {
 		}
 	}
 
-	upFile := filepath.Join(b.TempDir(), "zeros")
-	if err := os.WriteFile(upFile, nil, 0o644); err != nil {
-		b.Fatal(err)
-	}
-	if err := os.Truncate(upFile, size); err != nil { // sparse: reading it costs no disk
-		b.Fatal(err)
-	}
+	upFile := zeros(b, size)
 	for _, tg := range targets {
-		// 5 resets the peak (VmHWM) to the current RSS: the peak below is the bulk phase's.
-		if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", tg.pid), []byte("5"), 0); err != nil {
-			b.Logf("cannot reset the peak RSS of %s (%v): its peak is the process's whole life", tg.name, err)
-		}
+		resetPeakRSS(b, tg) // the peak below is the bulk phase's
 	}
 	mib := float64(size) / (1 << 20)
 	perfDir := os.Getenv("SSHMESH_TAILNET_BENCH_PERF")
@@ -199,6 +165,69 @@ func BenchmarkTailnetSetup(b *testing.B) {
 			b.ReportMetric(float64(tg.rssPeak)/1024, "rss-peak-MiB")
 			b.ReportMetric(float64(tg.rssAfter)/1024, "rss-after-MiB")
 		})
+	}
+}
+
+// startTailscaleSSHAndClient starts, side by side, Tailscale SSH
+// (tailscaled --ssh, userspace networking, tagged tag:server by its auth
+// key) and alice's tailscaled node, through which the stock ssh client
+// reaches the servers (`tailscale nc`).
+func startTailscaleSSHAndClient(tb testing.TB, tl tools, hs *headscale, alice uint64) (tsSSH, client *tailscaled) {
+	tb.Helper()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		tsSSH = startTailscaled(tb, tl, hs, "tailscale-ssh", hs.authKey(0, "tag:server"), "--ssh")
+	}()
+	go func() { defer wg.Done(); client = startTailscaled(tb, tl, hs, "alice-laptop", hs.authKey(alice)) }()
+	wg.Wait()
+	if tb.Failed() {
+		tb.FailNow()
+	}
+	return tsSSH, client
+}
+
+// timeSSH runs command on tg as user with the stock ssh client from
+// client's node (chacha20-poly1305 and curve25519-sha256 pinned) and
+// returns how long ssh ran. stdin nil reads /dev/null; the output goes to
+// /dev/null, so no copying in this process.
+func timeSSH(tb testing.TB, client *tailscaled, user string, tg *benchTarget, command string, stdin *os.File) time.Duration {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	args := append(append(sshOptions(client), "-c", "chacha20-poly1305@openssh.com",
+		"-o", "KexAlgorithms=curve25519-sha256", user+"@"+tg.host), command)
+	cmd := exec.CommandContext(ctx, "ssh", args...)
+	cmd.Stdin = stdin
+	errOut := &bytes.Buffer{}
+	cmd.Stderr = errOut
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		tb.Fatalf("ssh %s %q: %v\n%s", tg.name, command, err, errOut)
+	}
+	return time.Since(start)
+}
+
+// zeros is a file of size zero bytes to upload: sparse, so reading it
+// costs no disk.
+func zeros(tb testing.TB, size int64) string {
+	tb.Helper()
+	name := filepath.Join(tb.TempDir(), "zeros")
+	if err := os.WriteFile(name, nil, 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.Truncate(name, size); err != nil {
+		tb.Fatal(err)
+	}
+	return name
+}
+
+// resetPeakRSS resets tg's peak RSS (VmHWM) to its current RSS, so that a
+// later reading of the peak is that of what ran since.
+func resetPeakRSS(tb testing.TB, tg *benchTarget) {
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", tg.pid), []byte("5"), 0); err != nil {
+		tb.Logf("cannot reset the peak RSS of %s (%v): its peak is the process's whole life", tg.name, err)
 	}
 }
 

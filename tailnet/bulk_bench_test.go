@@ -1,13 +1,10 @@
 package tailnet_test
 
 import (
-	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -64,53 +61,21 @@ func BenchmarkTailnetBulk(b *testing.B) {
 		p := startServeVariant(b, hs, user.Name, fmt.Sprintf("sshmesh-bulk-%d", i), bin, env)
 		ordered = append(ordered, &benchTarget{name: name, host: p.host, pid: p.pid})
 	}
-	var wg sync.WaitGroup
-	var tsSSH, client *tailscaled
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		tsSSH = startTailscaled(b, tl, hs, "tailscale-ssh", hs.authKey(0, "tag:server"), "--ssh")
-	}()
-	go func() { defer wg.Done(); client = startTailscaled(b, tl, hs, "alice-laptop", hs.authKey(alice)) }()
-	wg.Wait()
-	if b.Failed() {
-		b.FailNow()
-	}
+	tsSSH, client := startTailscaleSSHAndClient(b, tl, hs, alice)
 	ts := &benchTarget{name: "tailscaled-ssh", host: tsSSH.ip4(), pid: tsSSH.pid}
 	ordered = append(ordered, ts)
 
 	run := func(tg *benchTarget, command string, stdin *os.File) time.Duration {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-		defer cancel()
-		args := append(append(sshOptions(client), "-c", "chacha20-poly1305@openssh.com",
-			"-o", "KexAlgorithms=curve25519-sha256", user.Name+"@"+tg.host), command)
-		cmd := exec.CommandContext(ctx, "ssh", args...)
-		cmd.Stdin = stdin
-		var errOut strings.Builder
-		cmd.Stderr = &errOut
-		start := time.Now()
-		if err := cmd.Run(); err != nil {
-			b.Fatalf("ssh %s %q: %v\n%s", tg.name, command, err, errOut.String())
-		}
-		return time.Since(start)
+		return timeSSH(b, client, user.Name, tg, command, stdin)
 	}
 	for range 2 {
 		for _, tg := range ordered {
 			run(tg, "true", nil)
 		}
 	}
-	upFile := filepath.Join(b.TempDir(), "zeros")
-	if err := os.WriteFile(upFile, nil, 0o644); err != nil {
-		b.Fatal(err)
-	}
-	if err := os.Truncate(upFile, size); err != nil {
-		b.Fatal(err)
-	}
+	upFile := zeros(b, size)
 	for _, tg := range ordered {
-		// 5 resets the peak (VmHWM): the peak below is the bulk phase's.
-		if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", tg.pid), []byte("5"), 0); err != nil {
-			b.Logf("cannot reset the peak RSS of %s: %v", tg.name, err)
-		}
+		resetPeakRSS(b, tg) // the peak below is the bulk phase's
 	}
 	mib := float64(size) / (1 << 20)
 	gib := float64(size) / (1 << 30)

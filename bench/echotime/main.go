@@ -12,6 +12,14 @@
 // marker until its echo arrives, so the login and the session's start are
 // not counted. The report is one line: median and 99th percentile in ms,
 // and how many round trips were timed.
+//
+// With -floor, echotime times the same echo through a local PTY instead:
+// script(1) runs the echo command above in a fresh PTY, with no ssh and no
+// mesh (script relays the bytes as the ssh client does). Measured beside
+// the same load, it is the floor: what the kernel's scheduling alone costs
+// on this machine at that moment (bench/run and bench/echoab report it).
+//
+//	echotime -floor -n 300 -gap 20ms
 package main
 
 import (
@@ -22,6 +30,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"time"
 )
 
@@ -30,21 +39,41 @@ func main() {
 	gap := flag.Duration("gap", 20*time.Millisecond, "pause between a byte's echo and the next byte")
 	timeout := flag.Duration("timeout", 10*time.Second, "give up when an echo takes longer than this")
 	start := flag.Duration("start", 120*time.Second, "give up when the session has not echoed by then")
+	floor := flag.Bool("floor", false, "time the echo of a local PTY (script(1) running "+strconv.Quote(echoCommand)+"; no command)")
 	flag.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: echotime [-n N] [-gap D] -- command [args...]\n")
+		fmt.Fprintf(os.Stderr, "usage: echotime [-n N] [-gap D] -- command [args...]\n       echotime -floor [-n N] [-gap D]\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
-	if flag.NArg() == 0 || *n < 1 {
+	argv := flag.Args()
+	if *floor {
+		argv = floorCommand(argv)
+	}
+	if len(argv) == 0 || *n < 1 {
 		flag.Usage()
 		os.Exit(2)
 	}
-	rtts, err := run(flag.Args(), *n, *gap, *timeout, *start)
+	rtts, err := run(argv, *n, *gap, *timeout, *start)
 	if err != nil {
 		log.Fatalf("echotime: %v", err)
 	}
 	p50, p99 := percentiles(rtts)
 	fmt.Printf("%.2f %.2f %d\n", p50, p99, len(rtts))
+}
+
+// echoCommand echoes each byte typed into its PTY once and prints nothing
+// else: the PTY's line discipline echoes, `stty -icanon` keeps the line
+// buffer from filling, cat discards the input.
+const echoCommand = "stty -icanon; exec cat > /dev/null"
+
+// floorCommand is the command -floor times: echoCommand in a fresh local
+// PTY (script -q: no start and end lines; -f: each echo relayed at once),
+// or nil when the caller also named a command (-floor takes none).
+func floorCommand(args []string) []string {
+	if len(args) > 0 {
+		return nil
+	}
+	return []string{"script", "-qfc", echoCommand, "/dev/null"}
 }
 
 // run starts the command, waits for its session to echo, then times n round

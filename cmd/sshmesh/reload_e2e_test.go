@@ -96,28 +96,88 @@ func (s *echoSession) alive(t *testing.T, what string) {
 	}
 }
 
+// ends checks that the session ends within 15 s (what ended it: what).
+func (s *echoSession) ends(t *testing.T, what string) {
+	t.Helper()
+	ended := make(chan error, 1)
+	go func() { ended <- s.cmd.Wait() }()
+	select {
+	case <-ended:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("%s: the session outlived the reload", what)
+	}
+}
+
+// reloadServe is a `sshmesh serve` whose wg-quick file and policy a test
+// rewrites and reloads with SIGHUP: a mesh of a server and two peers, a
+// and b, whose in-process nodes are closed (the serve process and stock
+// ssh clients through `sshmesh nc` take their keys and ports).
+type reloadServe struct {
+	server, a, b *sshmeshtest.Node
+	serverConf   string // the server's wg-quick file: the test writes it before start
+	aConf, bConf string // the peers' wg-quick files, for stock ssh
+	policy       string // the policy file: the test writes it before start
+	me           *user.User
+	login        string // me at the server's mesh address
+	dir          string
+	log          sshmeshtest.Buffer
+	cmd          *exec.Cmd
+}
+
+// newReloadServe makes the mesh and the peers' files; the server is
+// started by start, once its wg-quick file and policy are written.
+func newReloadServe(t *testing.T) *reloadServe {
+	t.Helper()
+	m := sshmeshtest.NewMesh(t, 3)
+	for _, n := range m.Nodes {
+		n.Node.Close()
+	}
+	r := &reloadServe{server: m.Nodes[0], a: m.Nodes[1], b: m.Nodes[2], dir: t.TempDir()}
+	r.serverConf = filepath.Join(r.dir, "server.conf")
+	r.policy = filepath.Join(r.dir, "policy.hujson")
+	r.aConf = r.a.WriteWGQuick(t, filepath.Join(r.dir, "a.conf"))
+	r.bConf = r.b.WriteWGQuick(t, filepath.Join(r.dir, "b.conf"))
+	var err error
+	if r.me, err = user.Current(); err != nil {
+		t.Fatal(err)
+	}
+	r.login = r.me.Username + "@" + r.server.Addr.String()
+	return r
+}
+
+// writePolicy replaces the policy file's text (read at start and on hup).
+func (r *reloadServe) writePolicy(t *testing.T, text string) {
+	t.Helper()
+	if err := os.WriteFile(r.policy, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// start runs `sshmesh serve` on the server's files, until the test ends.
+func (r *reloadServe) start(t *testing.T) {
+	t.Helper()
+	r.cmd = startServe(t, &r.log, nil, "--wg", r.serverConf, "--policy", r.policy,
+		"--hostkey", filepath.Join(r.dir, "hostkey"), "--port", "22", "--check-port", "0")
+}
+
+// hup asks serve to reload both files.
+func (r *reloadServe) hup(t *testing.T) {
+	t.Helper()
+	if err := r.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestServeReloadPeers: SIGHUP re-reads the wg-quick file and the policy
 // together. A session of peer A keeps running while peer B is added, logs
 // in, and is removed (its session ends); a bad file changes neither the
 // peers nor the policy and is reported with its line; a changed
 // [Interface] is refused.
 func TestServeReloadPeers(t *testing.T) {
-	m := sshmeshtest.NewMesh(t, 3)
-	server, a, b := m.Nodes[0], m.Nodes[1], m.Nodes[2]
-	for _, n := range m.Nodes {
-		n.Node.Close()
-	}
-	dir := t.TempDir()
-	serverConf := filepath.Join(dir, "server.conf")
-	serverWGQuick(server, a).Write(t, serverConf)
-	aConf := a.WriteWGQuick(t, filepath.Join(dir, "a.conf"))
-	bConf := b.WriteWGQuick(t, filepath.Join(dir, "b.conf"))
-
-	me, err := user.Current()
-	if err != nil {
-		t.Fatal(err)
-	}
-	login := me.Username + "@" + server.Addr.String()
+	r := newReloadServe(t)
+	server, a, b := r.server, r.a, r.b
+	serverWGQuick(server, a).Write(t, r.serverConf)
+	me := r.me.Username
 	policyFor := func(src ...string) string {
 		return fmt.Sprintf(`{
   "nodes": {
@@ -127,32 +187,23 @@ func TestServeReloadPeers(t *testing.T) {
   },
   "tagOwners": {"tag:server": ["%s@example.com"]},
   "ssh": [{"action": "accept", "src": [%s], "dst": ["tag:server"], "users": ["root", "="]}],
-}`, server.Key.Public(), a.Key.Public(), me.Username, b.Key.Public(), me.Username, me.Username, `"`+strings.Join(src, `", "`)+`"`)
+}`, server.Key.Public(), a.Key.Public(), me, b.Key.Public(), me, me, `"`+strings.Join(src, `", "`)+`"`)
 	}
-	polPath := filepath.Join(dir, "policy.hujson")
-	os.WriteFile(polPath, []byte(policyFor("a")), 0o600)
-
-	var log sshmeshtest.Buffer
-	cmd := startServe(t, &log, nil, "--wg", serverConf, "--policy", polPath, "--hostkey", filepath.Join(dir, "hostkey"), "--port", "22", "--check-port", "0")
-	hup := func() {
-		t.Helper()
-		if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
-			t.Fatal(err)
-		}
-	}
-	sessA := startEchoSession(t, aConf, login)
+	r.writePolicy(t, policyFor("a"))
+	r.start(t)
+	sessA := startEchoSession(t, r.aConf, r.login)
 	sessA.alive(t, "before")
 
 	// B added: to the peers and to the policy, in one reload.
-	serverWGQuick(server, a, b).Write(t, serverConf)
-	os.WriteFile(polPath, []byte(policyFor("a", "b")), 0o600)
-	hup()
-	waitCount(t, &log, "msg=reloaded", 1)
-	if !strings.Contains(log.String(), "added=1 removed=0") {
-		t.Errorf("the reload did not log the peer it added:\n%s", log.String())
+	serverWGQuick(server, a, b).Write(t, r.serverConf)
+	r.writePolicy(t, policyFor("a", "b"))
+	r.hup(t)
+	waitCount(t, &r.log, "msg=reloaded", 1)
+	if !strings.Contains(r.log.String(), "added=1 removed=0") {
+		t.Errorf("the reload did not log the peer it added:\n%s", r.log.String())
 	}
 	sessA.alive(t, "after-add")
-	if out, errOut, code := stockSSH(t, bConf, login, "echo b-in"); code != 0 || out != "b-in\n" {
+	if out, errOut, code := stockSSH(t, r.bConf, r.login, "echo b-in"); code != 0 || out != "b-in\n" {
 		t.Fatalf("B after the reload: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 
@@ -162,47 +213,43 @@ func TestServeReloadPeers(t *testing.T) {
 	other, _ := meshkey.NewPrivate()
 	bad := good + "\n[Peer]\nPublicKey = " + other.Public().String() + "\nAllowedIPs = " + a.Addr.String() + "/32\n"
 	badLine := strings.Count(good, "\n") + 4
-	os.WriteFile(serverConf, []byte(bad), 0o600)
-	os.WriteFile(polPath, []byte(policyFor("b")), 0o600)
-	hup()
-	waitCount(t, &log, "reload failed", 1)
-	if want := fmt.Sprintf("file=%s line=%d", serverConf, badLine); !strings.Contains(log.String(), want) {
-		t.Errorf("the failed reload does not say %q:\n%s", want, log.String())
+	if err := os.WriteFile(r.serverConf, []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.writePolicy(t, policyFor("b"))
+	r.hup(t)
+	waitCount(t, &r.log, "reload failed", 1)
+	if want := fmt.Sprintf("file=%s line=%d", r.serverConf, badLine); !strings.Contains(r.log.String(), want) {
+		t.Errorf("the failed reload does not say %q:\n%s", want, r.log.String())
 	}
 	// The policy refusing A did not apply (it would have ended A's conn).
 	// No second login from A while its session is open: two `sshmesh nc`
 	// with one key make the server roam between their ports.
 	sessA.alive(t, "after-bad-file")
-	if _, errOut, code := stockSSH(t, bConf, login, "true"); code != 0 {
+	if _, errOut, code := stockSSH(t, r.bConf, r.login, "true"); code != 0 {
 		t.Errorf("B after the bad reload: exit %d, %s", code, errOut)
 	}
 
 	// A changed ListenPort needs a restart: refused, named with its line.
 	moved := serverWGQuick(server, a, b)
 	moved.ListenPort++
-	moved.Write(t, serverConf)
-	os.WriteFile(polPath, []byte(policyFor("a", "b")), 0o600)
-	hup()
-	waitCount(t, &log, "reload failed", 2)
-	if want := fmt.Sprintf("line=4 err=%q", serverConf+":4: ListenPort: changed; the running node cannot take it live: restart sshmesh serve to apply it"); !strings.Contains(log.String(), want) {
-		t.Errorf("the refused reload does not say %s:\n%s", want, log.String())
+	moved.Write(t, r.serverConf)
+	r.writePolicy(t, policyFor("a", "b"))
+	r.hup(t)
+	waitCount(t, &r.log, "reload failed", 2)
+	if want := fmt.Sprintf("line=4 err=%q", r.serverConf+":4: ListenPort: changed; the running node cannot take it live: restart sshmesh serve to apply it"); !strings.Contains(r.log.String(), want) {
+		t.Errorf("the refused reload does not say %s:\n%s", want, r.log.String())
 	}
 
 	// B removed: its open session ends, A's goes on.
-	sessB := startEchoSession(t, bConf, login, "-o", "ServerAliveInterval=1", "-o", "ServerAliveCountMax=3")
+	sessB := startEchoSession(t, r.bConf, r.login, "-o", "ServerAliveInterval=1", "-o", "ServerAliveCountMax=3")
 	sessA.alive(t, "before-remove")
-	serverWGQuick(server, a).Write(t, serverConf)
-	hup()
-	waitCount(t, &log, "msg=reloaded", 2)
-	if !strings.Contains(log.String(), "added=0 removed=1 changed=0 conns_ended=1") {
-		t.Errorf("the reload did not end B's conn:\n%s", log.String())
+	serverWGQuick(server, a).Write(t, r.serverConf)
+	r.hup(t)
+	waitCount(t, &r.log, "msg=reloaded", 2)
+	if !strings.Contains(r.log.String(), "added=0 removed=1 changed=0 conns_ended=1") {
+		t.Errorf("the reload did not end B's conn:\n%s", r.log.String())
 	}
-	ended := make(chan error, 1)
-	go func() { ended <- sessB.cmd.Wait() }()
-	select {
-	case <-ended:
-	case <-time.After(15 * time.Second):
-		t.Fatal("B's session outlived its removal from the mesh")
-	}
+	sessB.ends(t, "B removed from the mesh")
 	sessA.alive(t, "after-remove")
 }

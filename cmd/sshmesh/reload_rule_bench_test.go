@@ -5,14 +5,10 @@ package main
 import (
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/sshmesh/sshmesh"
-	"github.com/sshmesh/sshmesh/netstack"
 )
 
 // BenchmarkReloadRuleScale is what a SIGHUP reload does when only one
@@ -21,35 +17,10 @@ import (
 // profiling with -cpuprofile: the nodes of the policy are not compiled
 // again (policy.Document.Reparse).
 func BenchmarkReloadRuleScale(b *testing.B) {
-	dir := os.Getenv("SSHMESH_SCALE_DIR")
-	if dir == "" {
-		b.Skip("SSHMESH_SCALE_DIR is not set (bench/scalegen writes the files)")
-	}
+	dir := scaleDir(b)
 	conf := filepath.Join(dir, "server.conf")
 	policies := []string{filepath.Join(dir, "policy-rule.hujson"), filepath.Join(dir, "policy.hujson")}
-	cfg, _, err := netstack.LoadConfig(conf)
-	if err != nil {
-		b.Fatal(err)
-	}
-	doc, err := loadPolicy(policies[1], cfg.PrivateKey.Public())
-	if err != nil {
-		b.Fatal(err)
-	}
-	started := cfg
-	cfg.ListenPort = 0
-	node, err := netstack.New(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer node.Close()
-	r := &reloadable{}
-	r.doc.Store(doc)
-	rl := &meshReload{wgPath: conf, started: started, node: node, pol: r, srv: &sshmesh.Server{Policy: r},
-		logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	rl.policyPath = policies[1]
-	if !rl.reload() { // the wg-quick file, once
-		b.Fatal("reload failed")
-	}
+	rl := startTestReload(b, conf, policies[1], slog.New(slog.NewTextHandler(io.Discard, nil)))
 	b.ReportAllocs()
 	cpu0 := cpuTime()
 	for i := 0; b.Loop(); i++ {

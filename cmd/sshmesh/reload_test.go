@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"fmt"
 	"log/slog"
@@ -42,37 +43,55 @@ func newReloadWorld(t *testing.T) *reloadWorld {
 	}
 	w.writeConf(t, 0, 1, 2)
 	w.writePolicy(t, "root")
-	data, err := os.ReadFile(w.conf)
+	w.log = &sshmeshtest.Buffer{}
+	w.rl = startTestReload(t, w.conf, w.pol, slog.New(slog.NewTextHandler(w.log, nil)))
+	return w
+}
+
+// startReload brings up the node `sshmesh serve` starts on the wg-quick
+// file conf and the policy pol, as serve does but on no UDP port, and
+// returns the meshReload serve would run on SIGHUP, logging to logger. It
+// knows the files' digests, as serve does from start-up: a reload applies
+// only what changed after this call. The caller closes rl.node.
+func startReload(conf, pol string, logger *slog.Logger) (*meshReload, error) {
+	wgData, err := os.ReadFile(conf)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	cfg, _, err := netstack.LoadConfig(w.conf)
+	cfg, _, err := netstack.ParseConfig(bytes.NewReader(wgData), conf)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	doc, err := loadPolicy(w.pol, w.self.Public())
+	policyData, err := os.ReadFile(pol)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
+	doc, err := parsePolicy(policyData, pol, cfg.PrivateKey.Public())
+	if err != nil {
+		return nil, err
+	}
+	started := cfg
+	started.Peers = nil // the node holds its own copy
 	cfg.ListenPort = 0
 	node, err := netstack.New(cfg)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	t.Cleanup(func() { node.Close() })
-	pol := &reloadable{}
-	pol.doc.Store(doc)
-	policyData, err := os.ReadFile(w.pol)
+	r := &reloadable{}
+	r.doc.Store(doc)
+	return &meshReload{wgPath: conf, policyPath: pol, started: started, wgSum: sha256.Sum256(wgData), policySum: sha256.Sum256(policyData),
+		node: node, pol: r, srv: &sshmesh.Server{Policy: r}, logger: logger}, nil
+}
+
+// startTestReload is startReload whose node is closed when tb ends.
+func startTestReload(tb testing.TB, conf, pol string, logger *slog.Logger) *meshReload {
+	tb.Helper()
+	rl, err := startReload(conf, pol, logger)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	w.log = &sshmeshtest.Buffer{}
-	started := cfg
-	started.Peers = nil
-	w.rl = &meshReload{wgPath: w.conf, policyPath: w.pol, started: started, node: node, pol: pol,
-		srv: &sshmesh.Server{Policy: pol}, logger: slog.New(slog.NewTextHandler(w.log, nil))}
-	w.rl.wgSum, w.rl.policySum = sha256.Sum256(data), sha256.Sum256(policyData)
-	return w
+	tb.Cleanup(func() { rl.node.Close() })
+	return rl
 }
 
 // writeConf writes the wg-quick file with the peers of the given indexes

@@ -8,9 +8,6 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"testing"
-
-	"github.com/sshmesh/sshmesh"
-	"github.com/sshmesh/sshmesh/netstack"
 )
 
 // BenchmarkServeScale runs what `sshmesh serve` does at start-up (read
@@ -20,46 +17,21 @@ import (
 // -cpuprofile and -memprofile: bench/run --scale measures the real
 // process.
 func BenchmarkServeScale(b *testing.B) {
-	dir := os.Getenv("SSHMESH_SCALE_DIR")
-	if dir == "" {
-		b.Skip("SSHMESH_SCALE_DIR is not set (bench/scalegen writes the files)")
-	}
+	dir := scaleDir(b)
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	conf, peerConf := filepath.Join(dir, "server.conf"), filepath.Join(dir, "server-peer.conf")
 	pol := filepath.Join(dir, "policy.hujson")
 	b.Run("startup", func(b *testing.B) {
 		for b.Loop() {
-			cfg, _, err := netstack.LoadConfig(conf)
+			rl, err := startReload(conf, pol, logger)
 			if err != nil {
 				b.Fatal(err)
 			}
-			if _, err := loadPolicy(pol, cfg.PrivateKey.Public()); err != nil {
-				b.Fatal(err)
-			}
-			cfg.ListenPort = 0
-			node, err := netstack.New(cfg)
-			if err != nil {
-				b.Fatal(err)
-			}
-			node.Close()
+			rl.node.Close()
 		}
 	})
 	b.Run("reload", func(b *testing.B) {
-		cfg, _, err := netstack.LoadConfig(conf)
-		if err != nil {
-			b.Fatal(err)
-		}
-		doc, err := loadPolicy(pol, cfg.PrivateKey.Public())
-		if err != nil {
-			b.Fatal(err)
-		}
-		started := cfg
-		cfg.ListenPort = 0
-		node, err := netstack.New(cfg)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer node.Close()
+		rl := startTestReload(b, conf, pol, logger)
 		if p := os.Getenv("SSHMESH_SCALE_HEAP"); p != "" {
 			runtime.GC()
 			f, err := os.Create(p)
@@ -69,14 +41,8 @@ func BenchmarkServeScale(b *testing.B) {
 			pprof.WriteHeapProfile(f)
 			f.Close()
 		}
-		r := &reloadable{}
-		r.doc.Store(doc)
-		rl := &meshReload{wgPath: conf, policyPath: pol, started: started, node: node, pol: r, srv: &sshmesh.Server{Policy: r}, logger: logger}
-		if !rl.reload() { // learns the files' digests (serve has them from start-up): the timed reloads change one peer
-			b.Fatal("reload failed")
-		}
 		b.ResetTimer()
-		for i := 0; b.Loop(); i++ {
+		for i := 0; b.Loop(); i++ { // the files in turn: each reload changes one peer
 			rl.wgPath = conf
 			if i%2 == 0 {
 				rl.wgPath = peerConf
@@ -86,4 +52,15 @@ func BenchmarkServeScale(b *testing.B) {
 			}
 		}
 	})
+}
+
+// scaleDir is $SSHMESH_SCALE_DIR, where bench/scalegen wrote its files;
+// without it the benchmark is skipped.
+func scaleDir(b *testing.B) string {
+	b.Helper()
+	dir := os.Getenv("SSHMESH_SCALE_DIR")
+	if dir == "" {
+		b.Skip("SSHMESH_SCALE_DIR is not set (bench/scalegen writes the files)")
+	}
+	return dir
 }
