@@ -188,7 +188,7 @@ func (s *Server) webPage(w http.ResponseWriter, r *http.Request) {
 		Logins:      s.webLogins(r.Context(), peer),
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	if err := webtermui.Page.Execute(w, data); err != nil {
+	if err := webtermui.Page().Execute(w, data); err != nil {
 		s.logger().Warn("web terminal: page not rendered", "err", err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sshmesh/sshmesh"
@@ -205,10 +206,14 @@ func (s *Server) list(node, user, date string) []entry {
 	return out
 }
 
-var pageTmpl = template.Must(template.New("").Funcs(template.FuncMap{
-	"when": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
-	"dur":  func(s float64) string { return (time.Duration(s * float64(time.Second))).Round(time.Second).String() },
-}).Parse(`{{define "head"}}<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{{.}}</title><link rel="stylesheet" href="/assets/page.css">{{end}}
+// pageTmpl is parsed on first use, not at init: every sshmesh process links
+// this package (serve streams recordings with it) but only a recorder
+// serves its pages.
+var pageTmpl = sync.OnceValue(func() *template.Template {
+	return template.Must(template.New("").Funcs(template.FuncMap{
+		"when": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
+		"dur":  func(s float64) string { return (time.Duration(s * float64(time.Second))).Round(time.Second).String() },
+	}).Parse(`{{define "head"}}<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{{.}}</title><link rel="stylesheet" href="/assets/page.css">{{end}}
 {{define "list"}}{{template "head" "Recordings"}}</head><body>
 <h1>Recordings</h1>
 <form method="get" action="/"><label>Node <input name="node" value="{{.Node}}"></label> <label>User <input name="user" value="{{.User}}"></label> <label>Date <input name="date" value="{{.Date}}" placeholder="YYYY-MM-DD"></label> <button>Filter</button></form>
@@ -219,6 +224,7 @@ var pageTmpl = template.Must(template.New("").Funcs(template.FuncMap{
 {{define "play"}}{{template "head" .Title}}<link rel="stylesheet" href="/assets/player.css"><script src="/assets/player.js"></script><script src="/assets/play.js"></script></head><body>
 <p><a href="/">All recordings</a></p><h1>{{.Title}}</h1>
 <div id="player" data-src="/cast/{{.Path}}"></div></body></html>{{end}}`))
+})
 
 func (s *Server) serveList(w http.ResponseWriter, r *http.Request) {
 	v := r.Context().Value(viewerKey{}).(policy.Identity)
@@ -227,7 +233,7 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request) {
 	entries := s.list(node, user, date)
 	s.logger().Info("recordings listed", "viewer", v.Name(), "owner", v.Owner, "peer", v.Key.String(), "count", len(entries))
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	pageTmpl.ExecuteTemplate(w, "list", map[string]any{"Entries": entries, "Node": node, "User": user, "Date": date, "Viewer": v.Name()})
+	pageTmpl().ExecuteTemplate(w, "list", map[string]any{"Entries": entries, "Node": node, "User": user, "Date": date, "Viewer": v.Name()})
 }
 
 // recordingPath returns the file of the request's recording, or "".
@@ -250,7 +256,7 @@ func (s *Server) servePlay(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	pageTmpl.ExecuteTemplate(w, "play", map[string]any{"Title": "Recording " + rel, "Path": rel})
+	pageTmpl().ExecuteTemplate(w, "play", map[string]any{"Title": "Recording " + rel, "Path": rel})
 }
 
 func (s *Server) serveCast(w http.ResponseWriter, r *http.Request) {

@@ -8,6 +8,7 @@ package webtermui
 import (
 	"embed"
 	"html/template"
+	"sync"
 )
 
 //go:embed page/index.html page/app.js page/app.css
@@ -33,8 +34,12 @@ type PageData struct {
 	Logins               []Login
 }
 
-// Page is the page's template; execute it with a PageData.
-var Page = template.Must(template.ParseFS(files, "page/index.html"))
+// Page returns the page's template, parsed on first use (not at init: every
+// sshmesh process, a serve without the web terminal and an nc too, would
+// pay for parsing it at start-up); execute it with a PageData.
+var Page = sync.OnceValue(func() *template.Template {
+	return template.Must(template.ParseFS(files, "page/index.html"))
+})
 
 // File is an embedded file served under /assets/.
 type File struct {
