@@ -32,14 +32,18 @@ func (e *Error) Unwrap() error { return e.Err }
 type lines []int // offsets at which lines 2, 3, ... start
 
 func newLines(data []byte) lines {
-	l := make(lines, 0, bytes.Count(data, []byte{'\n'}))
+	return make(lines, 0, bytes.Count(data, []byte{'\n'})).add(data, 0)
+}
+
+// add appends the line starts in b, the file's bytes from offset base on.
+func (l lines) add(b []byte, base int) lines {
 	for off := 0; ; {
-		i := bytes.IndexByte(data[off:], '\n')
+		i := bytes.IndexByte(b[off:], '\n')
 		if i < 0 {
 			return l
 		}
 		off += i + 1
-		l = append(l, off)
+		l = append(l, base+off)
 	}
 }
 

@@ -60,8 +60,8 @@ func (doc *Document) Explain(src, dst, user string) (Explanation, error) {
 	if !ok {
 		return Explanation{}, fmt.Errorf("policy: %s: no node named %q", doc.file, dst)
 	}
-	s, d := &doc.nodes[si], &doc.nodes[di]
-	return doc.explain(s.id, d.id, s, d, user), nil
+	s, d := doc.nodeSet.node(si), doc.nodeSet.node(di)
+	return doc.explain(s.id, d.id, &s, &d, user), nil
 }
 
 // explain is Explain for caller s and destination d, which are src and dst

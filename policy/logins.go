@@ -29,7 +29,8 @@ func (doc *Document) LoginNames(caller, dst meshkey.Public) []string {
 	if !ok {
 		return nil
 	}
-	s, d := &doc.nodes[si], &doc.nodes[di]
+	sn, dn := doc.nodeSet.node(si), doc.nodeSet.node(di)
+	s, d := &sn, &dn
 	now := doc.now()
 	var names []string
 	add := func(n string) {
