@@ -90,6 +90,9 @@ type Document struct {
 	// list that follows.
 	classDst  []int32
 	ruledDstP []int32
+	// dstNamed has bit i set when a rule names node i in dst: 12.5 KB at
+	// 100,000 nodes, where the rule lists' counts are 400.
+	dstNamed []uint64
 	// The rules whose users name a login explicitly, by name; and the rules
 	// whose users have a wildcard form (*, =, autogroup:nonroot, templates).
 	userRules     map[string][]int32
@@ -100,13 +103,19 @@ type Document struct {
 // on a tailnet a caller or server as Request.Caller or Request.Server
 // describes it (see tailnetCaller).
 type node struct {
-	id        Identity
-	localpart string // of the owner, for "=" and {localpart}; "" if tagged
+	id Identity
 	// name is the principal of the node's name (its index in the
 	// nodeSet); -1 on a tailnet, whose nodes have none.
 	name int32
 	srcP []int32 // sorted principals a src selector may name it by, but its name
 	dstP []int32 // sorted principals a dst selector may name it by, but its name
+}
+
+// localpart is the local part of n's owner, for "=" and {localpart}; ""
+// if n is tagged.
+func (n *node) localpart() string {
+	lp, _, _ := strings.Cut(n.id.Owner, "@")
+	return lp
 }
 
 // rule is one entry of "ssh".
@@ -223,7 +232,7 @@ func (doc *Document) Evaluate(_ context.Context, r Request) (Decision, error) {
 	if ns == nil {
 		ns = &nodeSet{} // no nodes: not a Document Parse made
 	}
-	di, dok, si, sok := ns.byKey.find2(ns.keys, r.Self, r.Key)
+	di, dok, si, sok := ns.byKey.find2(ns.recs, r.Self, r.Key)
 	if !dok {
 		return Decision{}, fmt.Errorf("policy: %s: the destination %s is not a node in the document", doc.file, r.Self.Short())
 	}
@@ -231,8 +240,8 @@ func (doc *Document) Evaluate(_ context.Context, r Request) (Decision, error) {
 		return Decision{Caller: Identity{Key: r.Key}}, nil
 	}
 	now := doc.now()
-	s, d := ns.node(si), ns.node(di)
-	sc, dc := ns.class[si], ns.class[di]
+	s, d := ns.node(si), ns.unnamed(di)
+	sc, dc := ns.recs[si].class, ns.recs[di].class
 	self := sc == dc && s.id.Owner != "" // one class per owner: owned nodes have no tags
 	ri := doc.matchOn(&s, &d, doc.ruledDst(dc), doc.ruledName(di), self, len(d.id.Tags) > 0, loginOf(r), now)
 	return doc.decision(s.id, ri, r.User), nil
@@ -340,7 +349,6 @@ func (doc *Document) tailnetCaller(id *Identity, buf []int32) (n node) {
 	n.id.Owner, login = doc.tailnetOwner(id)
 	n.id.Tags = id.Tags
 	n.name = -1
-	n.localpart, _, _ = strings.Cut(n.id.Owner, "@")
 	buf = appendID(buf, doc.anyoneP)
 	switch {
 	case len(n.id.Tags) > 0:
@@ -488,8 +496,8 @@ func (doc *Document) NodesNamed(name string) []Identity {
 		return nil
 	}
 	var ids []Identity
-	for i, c := range ns.class {
-		if slices.Contains(ns.classes[c].tags, name) {
+	for i, r := range ns.recs {
+		if slices.Contains(ns.classes[r.class].tags, name) {
 			ids = append(ids, ns.identity(int32(i)))
 		}
 	}

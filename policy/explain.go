@@ -86,8 +86,8 @@ func (doc *Document) explain(src, dst Identity, s, d *node, user string) Explana
 				describe(d.id), ownerOrNone(d.id.Owner))
 		case !r.expires.IsZero() && !now.Before(r.expires):
 			st.Reason = "expired at " + r.expires.Format(time.RFC3339)
-		case !r.users.match(loginNamed(user), s.localpart, r.action == Reject):
-			st.Reason = r.users.why(loginNamed(user), s.localpart)
+		case !r.users.match(loginNamed(user), s.localpart(), r.action == Reject):
+			st.Reason = r.users.why(loginNamed(user), s.localpart())
 		default:
 			st.Matched = true
 		}

@@ -167,12 +167,19 @@ func (doc *Document) indexClasses() {
 	if ns == nil {
 		return
 	}
+	doc.dstNamed = make([]uint64, (ns.len()+63)/64)
+	for i := range ns.len() {
+		if doc.dstRules.count(int32(i)) > 0 {
+			doc.dstNamed[i/64] |= 1 << (i % 64)
+		}
+	}
 	doc.classDst = make([]int32, len(ns.classes))
 	doc.ruledDstP = []int32{0} // the empty list, shared
 	for c := range ns.classes {
 		start := len(doc.ruledDstP)
 		doc.ruledDstP = append(doc.ruledDstP, 0)
-		for _, p := range ns.classes[c].dstP {
+		_, dstP := ns.principalsOf(&ns.classes[c])
+		for _, p := range dstP {
 			if doc.dstRules.count(p) > 0 {
 				doc.ruledDstP = append(doc.ruledDstP, p)
 			}
@@ -196,7 +203,7 @@ func (doc *Document) ruledDst(c int32) []int32 {
 // ruledName returns the principal of node i's name if some rule names it
 // in dst, else -1.
 func (doc *Document) ruledName(i int32) int32 {
-	if doc.dstRules.count(i) > 0 {
+	if doc.dstNamed[i/64]&(1<<(i%64)) != 0 {
 		return i
 	}
 	return -1

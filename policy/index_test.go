@@ -11,7 +11,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
-	"github.com/sshmesh/sshmesh/meshkey"
 )
 
 // refDecide is the reference the index is held to: the rules read one by
@@ -251,9 +250,9 @@ func FuzzIndex(f *testing.F) {
 // own node.
 func TestKeyIndex(t *testing.T) {
 	for _, n := range []int{0, 1, 2, 3, 100, 5000} {
-		nodes := make([]meshkey.Public, n)
+		nodes := make([]nodeRec, n)
 		for i := range nodes {
-			nodes[i] = testKey(i + 1)
+			nodes[i].key = testKey(i + 1)
 		}
 		x := newKeyIndex(0) // grown as keys are added
 		for i := range nodes {

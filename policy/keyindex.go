@@ -41,12 +41,12 @@ func tableSize(n int) int {
 	return size
 }
 
-// add indexes keys[i], which no key indexed before equals.
-func (x *keyIndex) add(keys []meshkey.Public, i int32) {
+// add indexes recs[i].key, which no key indexed before equals.
+func (x *keyIndex) add(recs []nodeRec, i int32) {
 	if 2*(x.n+1) > len(x.slots) {
-		x.grow(keys)
+		x.grow(recs)
 	}
-	x.put(maphash.Comparable(x.seed, keys[i]), i)
+	x.put(maphash.Comparable(x.seed, recs[i].key), i)
 	x.n++
 }
 
@@ -61,42 +61,42 @@ func (x *keyIndex) put(h uint64, i int32) {
 }
 
 // grow doubles the table (the keys' hashes are computed again).
-func (x *keyIndex) grow(keys []meshkey.Public) {
+func (x *keyIndex) grow(recs []nodeRec) {
 	old := x.slots
 	x.slots = make([]uint64, tableSize(max(2*x.n, 1)))
 	for _, e := range old {
 		if e != 0 {
 			i := int32(uint32(e)) - 1
-			x.put(maphash.Comparable(x.seed, keys[i]), i)
+			x.put(maphash.Comparable(x.seed, recs[i].key), i)
 		}
 	}
 }
 
-// find returns the index in keys of key k.
-func (x *keyIndex) find(keys []meshkey.Public, k meshkey.Public) (int32, bool) {
+// find returns the index in recs of the node with key k.
+func (x *keyIndex) find(recs []nodeRec, k meshkey.Public) (int32, bool) {
 	if x.n == 0 {
 		return -1, false
 	}
 	h := maphash.Comparable(x.seed, k)
-	return x.probe(keys, k, h, x.slots[h&uint64(len(x.slots)-1)])
+	return x.probe(recs, k, h, x.slots[h&uint64(len(x.slots)-1)])
 }
 
 // find2 is find for two keys, a and b, with the first loads from the
 // table side by side: at 100,000 nodes each is a miss in the cache.
-func (x *keyIndex) find2(keys []meshkey.Public, a, b meshkey.Public) (ia int32, okA bool, ib int32, okB bool) {
+func (x *keyIndex) find2(recs []nodeRec, a, b meshkey.Public) (ia int32, okA bool, ib int32, okB bool) {
 	if x.n == 0 {
 		return -1, false, -1, false
 	}
 	ha, hb := maphash.Comparable(x.seed, a), maphash.Comparable(x.seed, b)
 	mask := uint64(len(x.slots) - 1)
 	ea, eb := x.slots[ha&mask], x.slots[hb&mask]
-	ia, okA = x.probe(keys, a, ha, ea)
-	ib, okB = x.probe(keys, b, hb, eb)
+	ia, okA = x.probe(recs, a, ha, ea)
+	ib, okB = x.probe(recs, b, hb, eb)
 	return ia, okA, ib, okB
 }
 
 // probe looks for key k of hash h from its first slot, whose entry is e.
-func (x *keyIndex) probe(keys []meshkey.Public, k meshkey.Public, h, e uint64) (int32, bool) {
+func (x *keyIndex) probe(recs []nodeRec, k meshkey.Public, h, e uint64) (int32, bool) {
 	mask := uint64(len(x.slots) - 1)
 	for i := h & mask; ; i = (i + 1) & mask {
 		if i != h&mask {
@@ -106,7 +106,7 @@ func (x *keyIndex) probe(keys []meshkey.Public, k meshkey.Public, h, e uint64) (
 			return -1, false
 		}
 		if e>>32 == h>>32 {
-			if n := int32(uint32(e)) - 1; keys[n] == k {
+			if n := int32(uint32(e)) - 1; recs[n].key == k {
 				return n, true
 			}
 		}

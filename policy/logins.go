@@ -46,14 +46,14 @@ func (doc *Document) LoginNames(caller, dst meshkey.Public) []string {
 		for _, n := range r.users.names {
 			add(n)
 		}
-		if s.localpart == "" {
+		if s.localpart() == "" {
 			continue
 		}
 		if r.users.same {
-			add(s.localpart)
+			add(s.localpart())
 		}
 		for _, t := range r.users.templates {
-			add(t.pre + s.localpart + t.suf)
+			add(t.pre + s.localpart() + t.suf)
 		}
 	}
 	return names

@@ -131,10 +131,10 @@ func (m *matcher) admits(h *ruleHot, ri int32) bool {
 		return false
 	case h.users&(usersAny|usersNonroot) != 0:
 		return true
-	case h.users&usersByOwner == 0 || m.s.localpart == "":
+	case h.users&usersByOwner == 0 || m.s.localpart() == "":
 		return false
 	}
-	return m.doc.rules[ri].users.match(m.user, m.s.localpart, reject)
+	return m.doc.rules[ri].users.match(m.user, m.s.localpart(), reject)
 }
 
 // reaches reports whether an accept or check rule may let s into d at all:

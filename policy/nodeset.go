@@ -27,15 +27,16 @@ import (
 type nodeSet struct {
 	// sum is the SHA-256 of the bytes of the "nodes" value it was
 	// compiled from.
-	sum   [sha256.Size]byte
-	keys  []meshkey.Public // node i's key
-	names string           // the nodes' names, one after the other
-	// nameEnd[i] is where node i's name ends in names (it starts where
-	// node i-1's ends).
-	nameEnd []uint32
-	class   []int32 // node i's class, an index in classes
+	sum     [sha256.Size]byte
+	recs    []nodeRec // node i's
+	names   string    // the nodes' names, one after the other
 	classes []nodeClass
-	byKey   keyIndex
+	// longP holds the principals of the classes that have too many to
+	// hold them inline (see nodeClass), and anyoneOnly the dst principals
+	// of an owned node but its name: *.
+	longP      [][]int32
+	anyoneOnly []int32
+	byKey      keyIndex
 	// byName finds a node by name: node i's name is principal i.
 	byName nameIndex
 	// others maps the principals of the nodes other than their names (*,
@@ -50,53 +51,87 @@ type nodeSet struct {
 	srcSum, dstSum []ownerSummary
 }
 
-// nodeClass is what the nodes with one owner and tags share.
-type nodeClass struct {
-	owner     string   // "" for tagged nodes
-	localpart string   // of the owner, for "=" and {localpart}; "" if tagged
-	tags      []string // as written (capacity clipped: shared by every node of the class)
-	// The sorted principals a src, or dst, selector may name the nodes by
-	// besides their names.
-	srcP, dstP []int32
+// nodeRec is what a node has of its own, in 40 bytes: what Evaluate reads
+// of a node is in one or two lines of the cache.
+type nodeRec struct {
+	key   meshkey.Public
+	class int32 // an index in nodeSet.classes
+	// nameEnd is where the node's name ends in nodeSet.names (it starts
+	// where the node before's ends).
+	nameEnd uint32
 }
+
+// nodeClass is what the nodes with one owner and tags share, in 64
+// bytes: one line of the cache (at 100,000 nodes of 40,000 owners the
+// classes are not all in the cache, and Evaluate reads two).
+type nodeClass struct {
+	owner string   // "" for tagged nodes
+	tags  []string // as written (capacity clipped: shared by every node of the class)
+	// The sorted principals a src selector may name the nodes by besides
+	// their names: *, the owner and autogroup:member, or * and the tags;
+	// inline[:n], or nodeSet.longP[inline[0]] when n is longList. A dst
+	// selector names a tagged node by the same, an owned one by * alone
+	// (nodeSet.anyoneOnly).
+	inline [5]int32
+	n      uint8
+}
+
+// longList is nodeClass.n for principals that do not fit inline.
+const longList = 255
 
 // len is the number of nodes.
 func (ns *nodeSet) len() int {
 	if ns == nil {
 		return 0
 	}
-	return len(ns.keys)
+	return len(ns.recs)
 }
 
 // name returns node i's name.
 func (ns *nodeSet) name(i int32) string {
 	start := uint32(0)
 	if i > 0 {
-		start = ns.nameEnd[i-1]
+		start = ns.recs[i-1].nameEnd
 	}
-	return ns.names[start:ns.nameEnd[i]]
+	return ns.names[start:ns.recs[i].nameEnd]
 }
 
 // classOf returns node i's class.
-func (ns *nodeSet) classOf(i int32) *nodeClass { return &ns.classes[ns.class[i]] }
+func (ns *nodeSet) classOf(i int32) *nodeClass { return &ns.classes[ns.recs[i].class] }
 
 // identity returns what the document says of node i. Its Tags are shared
 // with the node set (and every node of its class).
 func (ns *nodeSet) identity(i int32) Identity {
 	c := ns.classOf(i)
-	return Identity{Key: ns.keys[i], Node: ns.name(i), Owner: c.owner, Tags: c.tags}
+	return Identity{Key: ns.recs[i].key, Node: ns.name(i), Owner: c.owner, Tags: c.tags}
 }
 
 // node returns node i as match reads it.
 func (ns *nodeSet) node(i int32) node {
+	n := ns.unnamed(i)
+	n.id.Node = ns.name(i)
+	return n
+}
+
+// unnamed is node without its name in its id (its principal is there):
+// all that match reads, which Evaluate gives it for the destination.
+func (ns *nodeSet) unnamed(i int32) node {
 	c := ns.classOf(i)
-	return node{
-		id:        Identity{Key: ns.keys[i], Node: ns.name(i), Owner: c.owner, Tags: c.tags},
-		localpart: c.localpart,
-		name:      i,
-		srcP:      c.srcP,
-		dstP:      c.dstP,
+	src, dst := ns.principalsOf(c)
+	return node{id: Identity{Key: ns.recs[i].key, Owner: c.owner, Tags: c.tags}, name: i, srcP: src, dstP: dst}
+}
+
+// principalsOf returns the sorted principals a src, and a dst, selector
+// may name the nodes of class c by, but their names.
+func (ns *nodeSet) principalsOf(c *nodeClass) (src, dst []int32) {
+	src = c.inline[:min(c.n, uint8(len(c.inline)))]
+	if c.n == longList {
+		src = ns.longP[c.inline[0]]
 	}
+	if c.owner != "" {
+		return src, ns.anyoneOnly
+	}
+	return src, src
 }
 
 // findKey returns the index of the node with key k.
@@ -104,7 +139,7 @@ func (ns *nodeSet) findKey(k meshkey.Public) (int32, bool) {
 	if ns == nil {
 		return -1, false
 	}
-	return ns.byKey.find(ns.keys, k)
+	return ns.byKey.find(ns.recs, k)
 }
 
 // findName returns the index of the node called name.
@@ -148,11 +183,9 @@ type nodeBuilder struct {
 func newNodeBuilder(size int) *nodeBuilder {
 	return &nodeBuilder{
 		ns: &nodeSet{
-			keys:    make([]meshkey.Public, 0, size),
-			nameEnd: make([]uint32, 0, size),
-			class:   make([]int32, 0, size),
-			byKey:   newKeyIndex(size),
-			owners:  map[string]bool{},
+			recs:   make([]nodeRec, 0, size),
+			byKey:  newKeyIndex(size),
+			owners: map[string]bool{},
 		},
 		names:   make([]byte, 0, 8*size),
 		classOf: map[string]int32{},
@@ -161,29 +194,28 @@ func newNodeBuilder(size int) *nodeBuilder {
 
 // findKey returns the index of the node added with key k.
 func (b *nodeBuilder) findKey(k meshkey.Public) (int32, bool) {
-	return b.ns.byKey.find(b.ns.keys, k)
+	return b.ns.byKey.find(b.ns.recs, k)
 }
 
 // name returns the name of node i, one of those added.
 func (b *nodeBuilder) name(i int32) string {
 	start := uint32(0)
 	if i > 0 {
-		start = b.ns.nameEnd[i-1]
+		start = b.ns.recs[i-1].nameEnd
 	}
-	return string(b.names[start:b.ns.nameEnd[i]])
+	return string(b.names[start:b.ns.recs[i].nameEnd])
 }
 
 // count is the number of nodes added.
-func (b *nodeBuilder) count() int { return len(b.ns.keys) }
+func (b *nodeBuilder) count() int { return len(b.ns.recs) }
 
 // addNode adds a node called name with key (which no node added has), an
 // owner (lower case) or tags. tags is not kept: the class's are a copy.
 func addNode[S ~string | ~[]byte](b *nodeBuilder, name S, key meshkey.Public, owner string, tags []string) {
 	ns := b.ns
 	b.names = append(b.names, name...)
-	ns.nameEnd = append(ns.nameEnd, uint32(len(b.names)))
-	ns.keys = append(ns.keys, key)
-	ns.byKey.add(ns.keys, int32(len(ns.keys)-1))
+	ns.recs = append(ns.recs, nodeRec{key: key, nameEnd: uint32(len(b.names))})
+	ns.byKey.add(ns.recs, int32(len(ns.recs)-1))
 	// The class's key: the owner, then each tag, each ended by a 0 byte
 	// (which neither holds).
 	b.key = append(b.key[:0], owner...)
@@ -197,7 +229,6 @@ func addNode[S ~string | ~[]byte](b *nodeBuilder, name S, key meshkey.Public, ow
 		b.classOf[string(b.key)] = c
 		nc := nodeClass{owner: owner}
 		if owner != "" {
-			nc.localpart, _, _ = strings.Cut(owner, "@")
 			ns.owners[owner] = true
 		}
 		if len(tags) > 0 {
@@ -205,7 +236,7 @@ func addNode[S ~string | ~[]byte](b *nodeBuilder, name S, key meshkey.Public, ow
 		}
 		ns.classes = append(ns.classes, nc)
 	}
-	ns.class = append(ns.class, c)
+	ns.recs[len(ns.recs)-1].class = c
 }
 
 // finish gives the nodes their principals (see principals) and returns
@@ -214,9 +245,7 @@ func addNode[S ~string | ~[]byte](b *nodeBuilder, name S, key meshkey.Public, ow
 func (b *nodeBuilder) finish() *nodeSet {
 	ns := b.ns
 	ns.names = string(b.names)
-	ns.keys = slices.Clip(ns.keys)
-	ns.nameEnd = slices.Clip(ns.nameEnd)
-	ns.class = slices.Clip(ns.class)
+	ns.recs = slices.Clip(ns.recs)
 	var ok bool
 	if ns.byName, ok = newNameIndex(ns); !ok {
 		return nil
@@ -243,19 +272,26 @@ func (ns *nodeSet) principals() {
 		return p
 	}
 	// Classes are numbered in the order their first nodes come.
+	var p []int32
 	for i := range ns.classes {
 		c := &ns.classes[i]
-		c.srcP = append(c.srcP, id(anyone))
-		c.dstP = append(c.dstP, id(anyone))
+		p = append(p[:0], id(anyone))
 		if c.owner != "" {
-			c.srcP = append(c.srcP, id(c.owner), id(autogroupMember))
+			p = append(p, id(c.owner), id(autogroupMember))
 		}
 		for _, t := range c.tags {
-			c.srcP = append(c.srcP, id(t))
-			c.dstP = append(c.dstP, id(t))
+			p = append(p, id(t))
 		}
-		slices.Sort(c.srcP)
-		slices.Sort(c.dstP)
+		slices.Sort(p)
+		if len(p) <= len(c.inline) {
+			c.n = uint8(copy(c.inline[:], p))
+		} else {
+			c.n, c.inline[0] = longList, int32(len(ns.longP))
+			ns.longP = append(ns.longP, slices.Clone(p))
+		}
+	}
+	if len(ns.classes) > 0 {
+		ns.anyoneOnly = []int32{id(anyone)}
 	}
 	slices.Sort(ns.tags)
 }
@@ -291,13 +327,13 @@ func (ns *nodeSet) summarize() {
 	n := len(ns.others)
 	ns.srcSum, ns.dstSum = make([]ownerSummary, n), make([]ownerSummary, n)
 	base := int32(ns.len())
-	for i := range ns.keys {
-		c := ns.classOf(int32(i))
-		for _, p := range c.srcP {
+	for i := range ns.recs {
+		n := ns.unnamed(int32(i))
+		for _, p := range n.srcP {
 			ns.srcSum[p-base].add(ns, int32(i))
 		}
-		if len(c.tags) == 0 {
-			for _, p := range c.dstP {
+		if len(n.id.Tags) == 0 {
+			for _, p := range n.dstP {
 				ns.dstSum[p-base].add(ns, int32(i))
 			}
 		}

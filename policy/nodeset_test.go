@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"unsafe"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -108,8 +109,9 @@ func TestNodeClasses(t *testing.T) {
 		if got := len(ns.classes); got != 5 {
 			t.Errorf("%d classes, want 5", got)
 		}
-		if ns.class[0] != ns.class[2] || ns.class[3] != ns.class[5] || ns.class[0] == ns.class[1] || ns.class[3] == ns.class[4] {
-			t.Errorf("classes by node: %v", ns.class)
+		class := func(i int) int32 { return ns.recs[i].class }
+		if class(0) != class(2) || class(3) != class(5) || class(0) == class(1) || class(3) == class(4) {
+			t.Errorf("classes by node: %v", ns.recs)
 		}
 		id, _ := doc.Node(testKey(4))
 		_ = append(id.Tags, "tag:z")
@@ -165,5 +167,60 @@ func TestNodesNamed(t *testing.T) {
 	}
 	if got := tn.NodesNamed("tag:x"); got != nil {
 		t.Errorf("a tailnet document's NodesNamed = %v", got)
+	}
+}
+
+// TestNodeRecordSizes: a node's record and a class's fit the lines of the
+// cache their comments promise.
+func TestNodeRecordSizes(t *testing.T) {
+	if got := unsafe.Sizeof(nodeRec{}); got != 40 {
+		t.Errorf("nodeRec is %d bytes, want 40", got)
+	}
+	if got := unsafe.Sizeof(nodeClass{}); got != 64 {
+		t.Errorf("nodeClass is %d bytes, want 64", got)
+	}
+}
+
+// TestManyTags: a node with more tags than its class holds inline is
+// named by each of them, as a source and as a destination, and by no
+// other.
+func TestManyTags(t *testing.T) {
+	src := withKeys(`{
+  "nodes": {
+    "many": {"key": "KEY1", "tags": ["tag:a", "tag:b", "tag:c", "tag:d", "tag:e", "tag:f"]},
+    "few":  {"key": "KEY2", "tags": ["tag:g"]},
+  },
+  "tagOwners": {"tag:a": [], "tag:b": [], "tag:c": [], "tag:d": [], "tag:e": [], "tag:f": [], "tag:g": []},
+  "ssh": [
+    {"action": "accept", "src": ["tag:f"], "dst": ["tag:g"], "users": ["out"]},
+    {"action": "accept", "src": ["tag:g"], "dst": ["tag:f"], "users": ["in"]},
+    {"action": "accept", "src": ["tag:g"], "dst": ["tag:a"], "users": ["a"]},
+  ],
+}`)
+	for _, parse := range []func([]byte, string) (*Document, error){Parse, parseTree} {
+		doc, err := parse([]byte(src), "p.hujson")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := doc.nodeSet.classOf(0); c.n != longList {
+			t.Fatalf("seven principals held inline (n %d)", c.n)
+		}
+		for _, c := range []struct {
+			src, dst, user string
+			want           Action
+		}{
+			{"many", "few", "out", Accept},
+			{"few", "many", "in", Accept},
+			{"few", "many", "a", Accept},
+			{"few", "many", "out", Reject},
+			{"many", "few", "in", Reject},
+		} {
+			s, _ := doc.NodeByName(c.src)
+			d, _ := doc.NodeByName(c.dst)
+			got, err := doc.Evaluate(t.Context(), Request{Key: s.Key, Self: d.Key, User: c.user})
+			if err != nil || got.Action != c.want {
+				t.Errorf("%s → %s as %s: %v, %v, want %v", c.src, c.dst, c.user, got.Action, err, c.want)
+			}
+		}
 	}
 }
