@@ -8,11 +8,13 @@ import (
 
 // keyIndex finds a node by its WireGuard key, for Evaluate and for every
 // other lookup (and, while the nodes are compiled, for duplicates): open
-// addressing with linear probing over a table at most half full, each
-// slot holding the high bits of the key's hash and the node's index plus
-// one (0: empty). One load from a flat table finds most keys (a Go map of
-// 100,000 32-byte keys costs three or four), in 8 bytes a slot at about
-// 2.6 slots a node. The hash is seeded when the nodes are compiled (a
+// addressing with linear probing over a table at most four fifths full,
+// each slot holding the high bits of the key's hash and the node's index
+// plus one (0: empty). One load from a flat table finds most keys (a Go
+// map of 100,000 32-byte keys costs three or four; a probe past the first
+// slot is mostly in the same line of the cache, and the hash bits spare
+// reading the keys of other nodes), in 8 bytes a slot at 1.3 slots a node
+// (at 100,000). The hash is seeded when the nodes are compiled (a
 // Reparse that reuses them keeps the seed), so keys chosen to collide (a
 // node's key is whatever its owner made) cannot be chosen in advance; a
 // found slot is confirmed against the node's whole key.
@@ -32,10 +34,11 @@ func newKeyIndex(size int) keyIndex {
 	return x
 }
 
-// tableSize is the power of two at least twice n.
+// tableSize is the smallest power of two that n entries fill to at most
+// four fifths (and at least 2).
 func tableSize(n int) int {
 	size := 2
-	for size < 2*n {
+	for size*4 < n*5 {
 		size <<= 1
 	}
 	return size
@@ -43,7 +46,7 @@ func tableSize(n int) int {
 
 // add indexes recs[i].key, which no key indexed before equals.
 func (x *keyIndex) add(recs []nodeRec, i int32) {
-	if 2*(x.n+1) > len(x.slots) {
+	if (x.n+1)*5 > len(x.slots)*4 {
 		x.grow(recs)
 	}
 	x.put(maphash.Comparable(x.seed, recs[i].key), i)
@@ -63,7 +66,7 @@ func (x *keyIndex) put(h uint64, i int32) {
 // grow doubles the table (the keys' hashes are computed again).
 func (x *keyIndex) grow(recs []nodeRec) {
 	old := x.slots
-	x.slots = make([]uint64, tableSize(max(2*x.n, 1)))
+	x.slots = make([]uint64, tableSize(max(2*x.n, 1))) // twice as many
 	for _, e := range old {
 		if e != 0 {
 			i := int32(uint32(e)) - 1
@@ -114,11 +117,11 @@ func (x *keyIndex) probe(recs []nodeRec, k meshkey.Public, h, e uint64) (int32, 
 }
 
 // nameIndex finds a node by its name: open addressing with linear probing
-// over a table at most half full of node indexes plus one (0: empty), each
-// found slot confirmed against the name itself. At 4 bytes a slot it takes
-// a third of what a map from 100,000 names to their ids did; a lookup
-// (rules and tests naming nodes, Explain, NodeByName) reads a name per
-// probe, which Evaluate never needs.
+// over a table at most four fifths full of node indexes plus one (0:
+// empty), each found slot confirmed against the name itself. At 4 bytes a
+// slot it takes a sixth of what a map from 100,000 names to their ids
+// did; a lookup (rules and tests naming nodes, Explain, NodeByName) reads
+// a name per probe, which Evaluate never needs.
 type nameIndex struct {
 	seed  maphash.Seed
 	slots []uint32
