@@ -65,7 +65,7 @@ func readCut(f *os.File, path string, prev *Document) (*File, error) {
 		return nil, nil
 	}
 	file.Write(cut.head)
-	cut.lines = make(lines, 0, 64).add(cut.head, 0)
+	cut.lines.add(cut.head, 0)
 	buf := make([]byte, min(readChunk, end-start))
 	for off := start; off < end; {
 		b := buf[:min(len(buf), end-off)]
@@ -74,7 +74,7 @@ func readCut(f *os.File, path string, prev *Document) (*File, error) {
 		}
 		file.Write(b)
 		nodes.Write(b)
-		cut.lines = cut.lines.add(b, off)
+		cut.lines.skip(b, off)
 		off += len(b)
 	}
 	if !bytes.Equal(nodes.Sum(nil), prev.nodeSet.sum[:]) {
@@ -86,7 +86,7 @@ func readCut(f *os.File, path string, prev *Document) (*File, error) {
 	}
 	cut.tail, cut.size = tail, end+len(tail)
 	file.Write(tail)
-	cut.lines = cut.lines.add(tail, end)
+	cut.lines.add(tail, end)
 	pf := &File{path: path, cut: cut}
 	file.Sum(pf.Sum[:0])
 	return pf, nil

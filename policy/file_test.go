@@ -74,3 +74,29 @@ func TestReadFileLeavesNodesOut(t *testing.T) {
 		t.Errorf("the changed nodes were not compiled (c5x found: %v)", ok)
 	}
 }
+
+// TestLinesSkipped: offsets before and after a part of a file whose line
+// starts are skipped (read in chunks of any size) have the line and column
+// they have in the whole file.
+func TestLinesSkipped(t *testing.T) {
+	data := []byte("a\nbb\n{\n x\n\n y\n} c\nd\n\nend")
+	start, end := strings.Index(string(data), "{"), strings.Index(string(data), "}")+1
+	whole := newLines(data)
+	for chunk := 1; chunk <= end-start; chunk++ {
+		var l lines
+		l.add(data[:start], 0)
+		for off := start; off < end; off += chunk {
+			l.skip(data[off:min(off+chunk, end)], off)
+		}
+		l.add(data[end:], end)
+		for off := range len(data) {
+			if off >= start && off < end {
+				continue
+			}
+			wl, wc := whole.at(off)
+			if gl, gc := l.at(off); gl != wl || gc != wc {
+				t.Fatalf("chunks of %d: offset %d at %d:%d, want %d:%d", chunk, off, gl, gc, wl, wc)
+			}
+		}
+	}
+}

@@ -2,6 +2,8 @@ package policy
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -64,4 +66,51 @@ func liveBytes(make func() any) int64 {
 	runtime.GC()
 	runtime.ReadMemStats(&without)
 	return int64(with.HeapAlloc) - int64(without.HeapAlloc)
+}
+
+// BenchmarkReparseRuleScale is a reload of that document that changes one
+// rule (and back, in turn): the nodes are those of the document before.
+func BenchmarkReparseRuleScale(b *testing.B) {
+	files := [][]byte{scaleDoc(100000, 99), scaleDoc(100000, -1)}
+	doc, err := Parse(files[1], "scale.hujson")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	cpu := startCPU()
+	for i := 0; b.Loop(); i++ {
+		if doc, err = doc.Reparse(files[i%2], "scale.hujson"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	cpu.report(b)
+}
+
+// BenchmarkReparseFileRuleScale is that reload as SIGHUP makes it: the
+// file read by ReadFile (its nodes into a digest, not kept) and parsed by
+// ReparseFile.
+func BenchmarkReparseFileRuleScale(b *testing.B) {
+	dir := b.TempDir()
+	paths := []string{filepath.Join(dir, "rule.hujson"), filepath.Join(dir, "base.hujson")}
+	for i, data := range [][]byte{scaleDoc(100000, 99), scaleDoc(100000, -1)} {
+		if err := os.WriteFile(paths[i], data, 0o600); err != nil {
+			b.Fatal(err)
+		}
+	}
+	doc, err := Load(paths[1])
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	cpu := startCPU()
+	for i := 0; b.Loop(); i++ {
+		f, err := ReadFile(paths[i%2], doc)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if doc, err = doc.ReparseFile(f); err != nil {
+			b.Fatal(err)
+		}
+	}
+	cpu.report(b)
 }
