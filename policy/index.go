@@ -212,7 +212,9 @@ func (doc *Document) ruledName(i int32) int32 {
 // names reports whether the sorted rule principals name n (one of src or
 // dst: nodeP is n.srcP or n.dstP).
 func names(ruleP []int32, n *node, nodeP []int32) bool {
-	if n.name >= 0 {
+	// Node names have the lowest ids: a rule that names no node (most)
+	// starts past them.
+	if n.name >= 0 && len(ruleP) > 0 && ruleP[0] <= n.name {
 		if _, ok := slices.BinarySearch(ruleP, n.name); ok {
 			return true
 		}
