@@ -164,9 +164,10 @@ func TestEvaluateMatchesExplain(t *testing.T) {
 		at := time.Date(2026, time.Month(1+rnd.IntN(12)), 1, 0, 0, 0, 0, time.UTC)
 		doc.Now = func() time.Time { return at }
 		for range 300 {
-			si, di := rnd.IntN(len(doc.nodes)), rnd.IntN(len(doc.nodes))
+			ids := doc.Nodes()
+			si, di := rnd.IntN(len(ids)), rnd.IntN(len(ids))
 			user := users[rnd.IntN(len(users))]
-			s, d := doc.nodes[si].id, doc.nodes[di].id
+			s, d := ids[si], ids[di]
 			got, err := doc.Evaluate(context.Background(), Request{Key: s.Key, Self: d.Key, User: user})
 			if err != nil {
 				t.Fatal(err)

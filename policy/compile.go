@@ -34,15 +34,15 @@ type compiler struct {
 	decoder
 	doc *Document
 	// principals holds the ids of the names rules use beyond those of the
-	// nodes (nodeP, shared with the documents Reparse makes; node i's
-	// name has id i): the emails of groups, tags no node has.
+	// nodes (doc.nodeSet's, shared with the documents Reparse makes; node
+	// i's name has id i): the emails of groups, tags no node has.
 	principals map[string]int32
-	nodeP      map[string]int32
 	// reuse, in a Reparse, is the previous document's nodes, whose "nodes"
 	// value had the same bytes; needFull says that they cannot be used
 	// after all (see adoptNodes) and Reparse must parse the whole.
 	reuse      *nodeSet
 	needFull   bool
+	building   *nodeBuilder              // the nodes while compiler.nodes reads them
 	owners     map[string]bool           // emails that own a node
 	tagOwners  map[string]bool           // declared tags
 	rawGroups  map[string][]strAt        // as written
@@ -59,9 +59,11 @@ type compiler struct {
 	interned       map[string]string // see intern
 }
 
-func newCompiler(file string, data []byte) *compiler {
+// newCompiler returns a compiler of the file called file, whose lines
+// start where l says.
+func newCompiler(file string, l lines) *compiler {
 	c := &compiler{
-		decoder:        decoder{file: file, lines: newLines(data)},
+		decoder:        decoder{file: file, lines: l},
 		doc:            &Document{file: file, groups: map[string][]string{}, userRules: map[string][]int32{}, principals: map[string]int32{}},
 		declared:       map[string]bool{},
 		declaredOwners: map[string]bool{},
@@ -78,13 +80,13 @@ func newCompiler(file string, data []byte) *compiler {
 
 // principal returns the id of name, creating it.
 func (c *compiler) principal(name string) int32 {
-	if id, ok := c.nodeP[name]; ok {
+	if id, ok := c.doc.nodeSet.principal(name); ok {
 		return id
 	}
 	if id, ok := c.principals[name]; ok {
 		return id
 	}
-	id := int32(len(c.nodeP) + len(c.principals))
+	id := int32(c.doc.nodeSet.numPrincipals() + len(c.principals))
 	c.principals[name] = id
 	return id
 }
@@ -126,6 +128,9 @@ func (c *compiler) document(v *hujson.Value) {
 		c.nodes(m.val)
 	case !c.doc.tailnet:
 		c.errorf(v.StartOffset, "", "missing \"nodes\"")
+	}
+	if !c.doc.tailnet && c.doc.nodeSet == nil { // "nodes" had an error
+		c.useNodes(newNodeBuilder(0).finish())
 	}
 	if m, ok := top["groups"]; ok {
 		c.groups(m.val)
@@ -218,21 +223,20 @@ func (c *compiler) nodes(v *hujson.Value) {
 	if !ok {
 		return
 	}
-	// Sized once: growing maps of 100,000 nodes step by step cost more
-	// than filling them.
-	c.doc.nodes = make([]node, 0, len(ms))
-	c.doc.byKey = newPrefixIndex(len(ms))
+	// Sized once: growing 100,000 nodes step by step cost more than
+	// filling them.
+	c.building = newNodeBuilder(len(ms))
 	// An entry left out with an error goes into declared (its name) and
 	// nodeOff (its key), once the next one starts: the good ones are in
-	// the principals and byKey, so 100,000 good nodes need no more maps.
+	// the builder, so 100,000 good nodes need no more maps.
 	var last struct {
 		started, haveKey bool
 		name             string
 		key              meshkey.Public
-		count            int // len(c.doc.nodes) when it started
+		count            int // c.building.count() when it started
 	}
 	settle := func() {
-		if last.started && len(c.doc.nodes) == last.count {
+		if last.started && c.building.count() == last.count {
 			c.declared[last.name] = true
 			if last.haveKey {
 				c.nodeOff[last.key] = last.name
@@ -241,7 +245,7 @@ func (c *compiler) nodes(v *hujson.Value) {
 	}
 	for _, m := range ms {
 		settle()
-		last.started, last.haveKey, last.name, last.count = true, false, m.key, len(c.doc.nodes)
+		last.started, last.haveKey, last.name, last.count = true, false, m.key, c.building.count()
 		field := join("nodes", m.key)
 		if !validName(m.key) {
 			c.errorf(m.keyOff, field, "a node name is letters, digits, . _ - (no : or @)")
@@ -251,7 +255,7 @@ func (c *compiler) nodes(v *hujson.Value) {
 		if !ok {
 			continue
 		}
-		n := node{id: Identity{Node: m.key}}
+		var n Identity
 		var haveKey, bad bool
 		for _, f := range fs {
 			ff := func() string { return join(field, f.key) } // for errors only
@@ -279,7 +283,7 @@ func (c *compiler) nodes(v *hujson.Value) {
 					continue
 				}
 				last.key, last.haveKey = k, true
-				n.id.Key, haveKey = k, true
+				n.Key, haveKey = k, true
 			case "owner":
 				s, ok := c.fastStr(f.val, ff)
 				if !ok {
@@ -293,8 +297,7 @@ func (c *compiler) nodes(v *hujson.Value) {
 				}
 				owner := c.intern(lower(s))
 				c.declaredOwners[owner] = true
-				n.id.Owner = owner
-				n.localpart, _, _ = strings.Cut(n.id.Owner, "@")
+				n.Owner = owner
 			case "tags":
 				tags, ok := c.strings(f.val, ff())
 				if !ok {
@@ -309,11 +312,11 @@ func (c *compiler) nodes(v *hujson.Value) {
 					case !c.tagOwners[t.s]:
 						c.errorf(t.off, t.field, "undefined tag %q (declare it in tagOwners)", t.s)
 						bad = true
-					case slices.Contains(n.id.Tags, t.s):
+					case slices.Contains(n.Tags, t.s):
 						c.errorf(t.off, t.field, "duplicate tag %q", t.s)
 						bad = true
 					default:
-						n.id.Tags = append(n.id.Tags, t.s)
+						n.Tags = append(n.Tags, t.s)
 					}
 				}
 			}
@@ -324,28 +327,29 @@ func (c *compiler) nodes(v *hujson.Value) {
 		case !haveKey:
 			c.errorf(m.val.StartOffset, field, "missing \"key\"")
 			continue
-		case n.id.Owner != "" && len(n.id.Tags) > 0:
+		case n.Owner != "" && len(n.Tags) > 0:
 			c.errorf(m.val.StartOffset, field, "a node has an owner or tags, not both (a tagged node belongs to no person)")
 			continue
-		case n.id.Owner == "" && len(n.id.Tags) == 0:
+		case n.Owner == "" && len(n.Tags) == 0:
 			c.errorf(m.val.StartOffset, field, "a node needs an owner or tags")
 			continue
 		}
-		if n.id.Owner != "" {
-			c.owners[n.id.Owner] = true
-		}
-		c.doc.nodes = append(c.doc.nodes, n)
-		c.doc.byKey.add(c.doc.nodes, int32(len(c.doc.nodes)-1))
+		addNode(c.building, m.key, n.Key, n.Owner, n.Tags)
 	}
 	settle()
-	c.useNodes(newNodeSet(c.doc.nodes, c.doc.byKey, c.owners))
+	ns := c.building.finish()
+	c.building = nil
+	if ns == nil { // not reached: c.object reports a name twice
+		c.errorf(v.StartOffset, "nodes", "two nodes have one name")
+		return
+	}
+	c.useNodes(ns)
 }
 
 // useNodes makes ns the document's nodes: the principals rules add come
 // after theirs.
 func (c *compiler) useNodes(ns *nodeSet) {
-	c.doc.nodeSet, c.doc.nodes, c.doc.byKey = ns, ns.nodes, ns.byKey
-	c.nodeP, c.owners = ns.principals, ns.owners
+	c.doc.nodeSet, c.owners = ns, ns.owners
 	c.principals = map[string]int32{}
 	c.doc.principals = c.principals
 }
@@ -375,8 +379,8 @@ func (c *compiler) adoptNodes(v *hujson.Value) {
 // keyOwner returns the name of the entry under "nodes" read so far that
 // has key k.
 func (c *compiler) keyOwner(k meshkey.Public) (string, bool) {
-	if i, ok := c.doc.nodeByKey(k); ok {
-		return c.doc.nodes[i].id.Node, true
+	if i, ok := c.building.findKey(k); ok {
+		return c.building.name(i), true
 	}
 	name, ok := c.nodeOff[k]
 	return name, ok

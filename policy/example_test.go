@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/sshmesh/sshmesh/meshkey"
@@ -187,5 +189,58 @@ func ExampleDocument_Reparse() {
 	// alice as ops: accept
 	// policy.hujson:7:85: ssh[0]: unknown key "user" (want one of action, src, dst, users, message, checkPeriod, checkProof, expires, sessionDuration, acceptEnv, agentForward, localForward, remoteForward, record, onRecordingFailure, recorders)
 	// policy.hujson:7:11: ssh[0]: missing "users"
+	// alice as ops: accept
+}
+
+// A reload as `sshmesh serve` makes it on SIGHUP: ReadFile reads the file
+// without keeping the bytes of nodes the document in force already has
+// (with 100,000 nodes, most of the file), and ReparseFile parses the
+// rest; File.Sum tells an unchanged file, which need not be parsed.
+func ExampleReadFile() {
+	dir, err := os.MkdirTemp("", "policy-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "policy.hujson")
+	const v1 = `{
+  "nodes": {
+    "alice-laptop": {"key": "IEFpcTgXf2dtu3hfIZ2U9cvSl9TOLD9ZdMA5HyvTTW8=", "owner": "alice@example.com"},
+    "build-1":      {"key": "lGqE8/8bL4EYaY7PKy+DSvqbHYmJSz8OtnwydoqbhSo=", "tags": ["tag:server"]},
+  },
+  "tagOwners": {"tag:server": ["alice@example.com"]},
+  "ssh": [{"action": "accept", "src": ["alice@example.com"], "dst": ["tag:server"], "users": ["deploy"]}],
+}`
+	if err := os.WriteFile(path, []byte(v1), 0o600); err != nil {
+		log.Fatal(err)
+	}
+	doc, err := policy.Load(path)
+	if err != nil {
+		log.Fatal(err)
+	}
+	first, err := policy.ReadFile(path, doc)
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	// One rule changed, then the reload.
+	if err := os.WriteFile(path, []byte(strings.Replace(v1, `["deploy"]`, `["deploy", "ops"]`, 1)), 0o600); err != nil {
+		log.Fatal(err)
+	}
+	f, err := policy.ReadFile(path, doc)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("changed:", f.Sum != first.Sum)
+	next, err := doc.ReparseFile(f)
+	if err != nil {
+		log.Fatal(err)
+	}
+	alice, _ := meshkey.ParsePublic("IEFpcTgXf2dtu3hfIZ2U9cvSl9TOLD9ZdMA5HyvTTW8=")
+	build1, _ := meshkey.ParsePublic("lGqE8/8bL4EYaY7PKy+DSvqbHYmJSz8OtnwydoqbhSo=")
+	d, _ := next.Evaluate(context.Background(), policy.Request{Key: alice, Self: build1, User: "ops"})
+	fmt.Println("alice as ops:", d.Action)
+	// Output:
+	// changed: true
 	// alice as ops: accept
 }

@@ -60,8 +60,8 @@ func (doc *Document) Explain(src, dst, user string) (Explanation, error) {
 	if !ok {
 		return Explanation{}, fmt.Errorf("policy: %s: no node named %q", doc.file, dst)
 	}
-	s, d := &doc.nodes[si], &doc.nodes[di]
-	return doc.explain(s.id, d.id, s, d, user), nil
+	s, d := doc.nodeSet.node(si), doc.nodeSet.node(di)
+	return doc.explain(s.id, d.id, &s, &d, user), nil
 }
 
 // explain is Explain for caller s and destination d, which are src and dst
@@ -86,8 +86,8 @@ func (doc *Document) explain(src, dst Identity, s, d *node, user string) Explana
 				describe(d.id), ownerOrNone(d.id.Owner))
 		case !r.expires.IsZero() && !now.Before(r.expires):
 			st.Reason = "expired at " + r.expires.Format(time.RFC3339)
-		case !r.users.match(loginNamed(user), s.localpart, r.action == Reject):
-			st.Reason = r.users.why(loginNamed(user), s.localpart)
+		case !r.users.match(loginNamed(user), s.localpart(), r.action == Reject):
+			st.Reason = r.users.why(loginNamed(user), s.localpart())
 		default:
 			st.Matched = true
 		}

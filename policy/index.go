@@ -1,107 +1,29 @@
 package policy
 
 import (
-	"hash/maphash"
 	"slices"
 	"time"
-
-	"github.com/sshmesh/sshmesh/meshkey"
 )
 
 // The structures Evaluate reads, built once at load and laid out for few
 // cache misses: at 100,000 nodes and 10,000 rules an evaluation costs
 // what its memory loads cost, not what its comparisons do.
 //
-//   - keyIndex finds a node by key with one load from a flat table (a Go
-//     map of 100,000 32-byte keys costs three or four).
+//   - keyIndex (keyindex.go) finds a node by key with one load from a
+//     flat table (a Go map of 100,000 32-byte keys costs three or four).
 //   - ruleLists holds, for every principal, the rules that name it, in one
 //     flat array: a count is two adjacent loads, not a slice header of its
 //     own per principal (most principals, node names, have no rules).
 //   - ruleHot holds what a rule's match needs before its login names, in a
 //     small record of its own, with its principals in one shared array.
-//   - nodeHot holds a node's owner as a number and the few of its dst
-//     principals that rules name: for most nodes none, and then Evaluate
-//     reads no rule list at all.
+//   - classDst lists, per class of nodes (those with one owner, or one
+//     set of tags), the few of its dst principals that rules name: for
+//     most classes none, and then Evaluate reads no rule list at all
+//     (but that of the node's name, when a rule names it).
 //
 // match (match.go) walks the shortest of the candidate lists these give;
 // the randomized TestIndexMatchesReference and FuzzIndex hold it to a
 // plain scan of every rule as written.
-
-// keyIndex finds a node by its WireGuard key: open addressing with linear
-// probing over a table at most half full, each slot holding the high bits
-// of the key's hash and the node's index plus one (0: empty). The hash is
-// seeded when the nodes are compiled (a Reparse that reuses them keeps
-// the seed), so keys chosen to collide (a node's key is whatever its
-// owner made) cannot be chosen in advance; a found slot is confirmed
-// against the node's whole key.
-type keyIndex struct {
-	seed  maphash.Seed
-	slots []uint64
-}
-
-// newKeyIndex indexes the keys of nodes.
-func newKeyIndex(nodes []node) keyIndex {
-	x := keyIndex{seed: maphash.MakeSeed()}
-	if len(nodes) == 0 {
-		return x
-	}
-	size := 2
-	for size < 2*len(nodes) {
-		size <<= 1
-	}
-	x.slots = make([]uint64, size)
-	mask := uint64(size - 1)
-	for n := range nodes {
-		h := maphash.Comparable(x.seed, nodes[n].id.Key)
-		i := h & mask
-		for x.slots[i] != 0 {
-			i = (i + 1) & mask
-		}
-		x.slots[i] = h&^0xffffffff | uint64(n+1)
-	}
-	return x
-}
-
-// find returns the index in nodes of the node with key k.
-func (x *keyIndex) find(nodes []node, k meshkey.Public) (int32, bool) {
-	if len(x.slots) == 0 {
-		return -1, false
-	}
-	h := maphash.Comparable(x.seed, k)
-	return x.probe(nodes, k, h, x.slots[h&uint64(len(x.slots)-1)])
-}
-
-// find2 is find for two keys, a and b, with the first loads from the
-// table side by side: at 100,000 nodes each is a miss in the cache.
-func (x *keyIndex) find2(nodes []node, a, b meshkey.Public) (ia int32, okA bool, ib int32, okB bool) {
-	if len(x.slots) == 0 {
-		return -1, false, -1, false
-	}
-	ha, hb := maphash.Comparable(x.seed, a), maphash.Comparable(x.seed, b)
-	mask := uint64(len(x.slots) - 1)
-	ea, eb := x.slots[ha&mask], x.slots[hb&mask]
-	ia, okA = x.probe(nodes, a, ha, ea)
-	ib, okB = x.probe(nodes, b, hb, eb)
-	return ia, okA, ib, okB
-}
-
-// probe looks for key k of hash h from its first slot, whose entry is e.
-func (x *keyIndex) probe(nodes []node, k meshkey.Public, h, e uint64) (int32, bool) {
-	mask := uint64(len(x.slots) - 1)
-	for i := h & mask; ; i = (i + 1) & mask {
-		if i != h&mask {
-			e = x.slots[i]
-		}
-		if e == 0 {
-			return -1, false
-		}
-		if e>>32 == h>>32 {
-			if n := int32(uint32(e)) - 1; nodes[n].id.Key == k {
-				return n, true
-			}
-		}
-	}
-}
 
 // ruleLists maps a principal to the rules naming it, in document order:
 // the rules of p are list[start[p]:start[p+1]].
@@ -236,64 +158,68 @@ func (doc *Document) indexRules() {
 			doc.wildUserRules = append(doc.wildUserRules, ri)
 		}
 	}
-	if doc.nodeSet != nil {
-		doc.keys = doc.nodeSet.keys // built once for the nodes, shared by Reparse
-	} else {
-		doc.keys = newKeyIndex(doc.nodes)
+	doc.indexClasses()
+}
+
+// indexClasses builds doc.classDst and doc.ruledDstP.
+func (doc *Document) indexClasses() {
+	ns := doc.nodeSet
+	if ns == nil {
+		return
 	}
-	doc.indexNodes()
-}
-
-// nodeHot is what Evaluate reads of a node on the mesh besides its key and
-// identity: its owner, as a number, and where the principals of its that
-// some rule names in dst are listed. Most nodes (untagged ones no rule
-// names by name) have none, and Evaluate then reads no rule list at all.
-type nodeHot struct {
-	owner int32 // the principal of the node's owner; -1 for a tagged node
-	dst   int32 // ruledDstP[dst] is the length of the list that follows; 0: none
-}
-
-// indexNodes builds doc.nodeHot and doc.ruledDstP.
-func (doc *Document) indexNodes() {
-	doc.nodeHot = make([]nodeHot, len(doc.nodes))
-	doc.ruledDstP = []int32{0}   // the empty list, shared
-	var unnamed map[string]int32 // owners without a principal: none, see compiler.nodes
-	for i := range doc.nodes {
-		n, h := &doc.nodes[i], &doc.nodeHot[i]
-		h.owner = -1
-		if o := n.id.Owner; o != "" {
-			p, ok := doc.principalByName(o)
-			if !ok {
-				if unnamed == nil {
-					unnamed = map[string]int32{}
-				}
-				if p, ok = unnamed[o]; !ok {
-					p = int32(doc.numPrincipals() + len(unnamed))
-					unnamed[o] = p
-				}
-			}
-			h.owner = p
+	doc.dstNamed = make([]uint64, (ns.len()+63)/64)
+	for i := range ns.len() {
+		if doc.dstRules.count(int32(i)) > 0 {
+			doc.dstNamed[i/64] |= 1 << (i % 64)
 		}
+	}
+	doc.classDst = make([]int32, len(ns.classes))
+	doc.ruledDstP = []int32{0} // the empty list, shared
+	for c := range ns.classes {
 		start := len(doc.ruledDstP)
 		doc.ruledDstP = append(doc.ruledDstP, 0)
-		for _, p := range n.dstP {
+		_, dstP := ns.principalsOf(&ns.classes[c])
+		for _, p := range dstP {
 			if doc.dstRules.count(p) > 0 {
 				doc.ruledDstP = append(doc.ruledDstP, p)
 			}
 		}
 		if k := len(doc.ruledDstP) - start - 1; k > 0 {
-			doc.ruledDstP[start], h.dst = int32(k), int32(start)
+			doc.ruledDstP[start], doc.classDst[c] = int32(k), int32(start)
 		} else {
 			doc.ruledDstP = doc.ruledDstP[:start]
 		}
 	}
 }
 
-// ruledDst returns the dst principals of the node of h that some rule
-// names.
-func (doc *Document) ruledDst(h nodeHot) []int32 {
-	n := doc.ruledDstP[h.dst]
-	return doc.ruledDstP[h.dst+1 : h.dst+1+n]
+// ruledDst returns the dst principals of the nodes of class c (but their
+// names) that some rule names.
+func (doc *Document) ruledDst(c int32) []int32 {
+	at := doc.classDst[c]
+	n := doc.ruledDstP[at]
+	return doc.ruledDstP[at+1 : at+1+n]
+}
+
+// ruledName returns the principal of node i's name if some rule names it
+// in dst, else -1.
+func (doc *Document) ruledName(i int32) int32 {
+	if doc.dstNamed[i/64]&(1<<(i%64)) != 0 {
+		return i
+	}
+	return -1
+}
+
+// names reports whether the sorted rule principals name n (one of src or
+// dst: nodeP is n.srcP or n.dstP).
+func names(ruleP []int32, n *node, nodeP []int32) bool {
+	// Node names have the lowest ids: a rule that names no node (most)
+	// starts past them.
+	if n.name >= 0 && len(ruleP) > 0 && ruleP[0] <= n.name {
+		if _, ok := slices.BinarySearch(ruleP, n.name); ok {
+			return true
+		}
+	}
+	return overlaps(ruleP, nodeP)
 }
 
 // overlaps reports whether the sorted rule principals and the (short)

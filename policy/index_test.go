@@ -250,11 +250,14 @@ func FuzzIndex(f *testing.F) {
 // own node.
 func TestKeyIndex(t *testing.T) {
 	for _, n := range []int{0, 1, 2, 3, 100, 5000} {
-		nodes := make([]node, n)
+		nodes := make([]nodeRec, n)
 		for i := range nodes {
-			nodes[i].id.Key = testKey(i + 1)
+			nodes[i].key = testKey(i + 1)
 		}
-		x := newKeyIndex(nodes)
+		x := newKeyIndex(0) // grown as keys are added
+		for i := range nodes {
+			x.add(nodes, int32(i))
+		}
 		for i := range nodes {
 			if got, ok := x.find(nodes, testKey(i+1)); !ok || got != int32(i) {
 				t.Fatalf("%d nodes: key %d found at %d, %v", n, i+1, got, ok)

@@ -29,7 +29,8 @@ func (doc *Document) LoginNames(caller, dst meshkey.Public) []string {
 	if !ok {
 		return nil
 	}
-	s, d := &doc.nodes[si], &doc.nodes[di]
+	sn, dn := doc.nodeSet.node(si), doc.nodeSet.node(di)
+	s, d := &sn, &dn
 	now := doc.now()
 	var names []string
 	add := func(n string) {
@@ -45,14 +46,14 @@ func (doc *Document) LoginNames(caller, dst meshkey.Public) []string {
 		for _, n := range r.users.names {
 			add(n)
 		}
-		if s.localpart == "" {
+		if s.localpart() == "" {
 			continue
 		}
 		if r.users.same {
-			add(s.localpart)
+			add(s.localpart())
 		}
 		for _, t := range r.users.templates {
-			add(t.pre + s.localpart + t.suf)
+			add(t.pre + s.localpart() + t.suf)
 		}
 	}
 	return names

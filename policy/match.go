@@ -21,17 +21,18 @@ const shortList = 16
 // evaluation.
 func (doc *Document) match(s, d *node, user login, now time.Time) int32 {
 	self := s.id.Owner != "" && s.id.Owner == d.id.Owner
-	return doc.matchOn(s, d, d.dstP, self, len(d.id.Tags) > 0, user, now)
+	return doc.matchOn(s, d, d.dstP, d.name, self, len(d.id.Tags) > 0, user, now)
 }
 
 // matchOn is match with what Evaluate has found out already: dstP, the
-// principals of d that rules name in dst (d.dstP, or only those that some
-// rule names), whether s and d have one owner (self) and whether d is
-// tagged.
-func (doc *Document) matchOn(s, d *node, dstP []int32, self, tagged bool, user login, now time.Time) int32 {
+// principals of d but its name that rules name in dst (d.dstP, or only
+// those that some rule names), and dstName, the principal of d's name
+// (d.name, or -1 when no rule names it), whether s and d have one owner
+// (self) and whether d is tagged.
+func (doc *Document) matchOn(s, d *node, dstP []int32, dstName int32, self, tagged bool, user login, now time.Time) int32 {
 	m := matcher{doc: doc, s: s, d: d, self: self, reach: tagged || self, user: user, validUser: validUser(user.name),
 		now: clockOf(now), best: int32(len(doc.rules))}
-	dstN := 0
+	dstN := doc.dstRules.count(dstName)
 	for _, p := range dstP {
 		dstN += doc.dstRules.count(p)
 	}
@@ -41,7 +42,7 @@ func (doc *Document) matchOn(s, d *node, dstP []int32, self, tagged bool, user l
 	side := 'd'
 	var named []int32
 	if dstN > shortList {
-		srcN := 0
+		srcN := doc.srcRules.count(s.name)
 		for _, p := range s.srcP {
 			srcN += doc.srcRules.count(p)
 		}
@@ -60,11 +61,13 @@ func (doc *Document) matchOn(s, d *node, dstP []int32, self, tagged bool, user l
 		m.scan(doc.wildUserRules)
 	case 's':
 		m.srcNamed = true
+		m.scan(doc.srcRules.of(s.name))
 		for _, p := range s.srcP {
 			m.scan(doc.srcRules.of(p))
 		}
 	default:
 		m.dstNamed = true
+		m.scan(doc.dstRules.of(dstName))
 		for _, p := range dstP {
 			m.scan(doc.dstRules.of(p))
 		}
@@ -104,8 +107,8 @@ func (m *matcher) scan(list []int32) {
 		}
 		h := &doc.hot[ri]
 		if (m.reach || h.action == Reject) && h.inForce(m.now) &&
-			(m.srcNamed || overlaps(doc.hotPrincipals[h.srcOff:h.srcOff+h.srcLen], m.s.srcP)) &&
-			(m.dstNamed || h.self && m.self || overlaps(doc.hotPrincipals[h.dstOff:h.dstOff+h.dstLen], m.d.dstP)) &&
+			(m.srcNamed || names(doc.hotPrincipals[h.srcOff:h.srcOff+h.srcLen], m.s, m.s.srcP)) &&
+			(m.dstNamed || h.self && m.self || names(doc.hotPrincipals[h.dstOff:h.dstOff+h.dstLen], m.d, m.d.dstP)) &&
 			m.admits(h, ri) {
 			m.best = ri
 			return
@@ -128,10 +131,10 @@ func (m *matcher) admits(h *ruleHot, ri int32) bool {
 		return false
 	case h.users&(usersAny|usersNonroot) != 0:
 		return true
-	case h.users&usersByOwner == 0 || m.s.localpart == "":
+	case h.users&usersByOwner == 0 || m.s.localpart() == "":
 		return false
 	}
-	return m.doc.rules[ri].users.match(m.user, m.s.localpart, reject)
+	return m.doc.rules[ri].users.match(m.user, m.s.localpart(), reject)
 }
 
 // reaches reports whether an accept or check rule may let s into d at all:

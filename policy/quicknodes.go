@@ -3,6 +3,7 @@ package policy
 import (
 	"bytes"
 	"encoding/binary"
+	"slices"
 	"strings"
 
 	"github.com/sshmesh/sshmesh/meshkey"
@@ -33,29 +34,30 @@ func quickNodes(b []byte) *nodeSet {
 	// Sized once (by a count that may be a little more): growing 100,000
 	// nodes and keys step by step cost more than filling them.
 	size := bytes.Count(b, []byte(`"key"`))
-	nodes := make([]node, 0, size)
-	byKey := newPrefixIndex(size)
-	owners := map[string]bool{}
+	nb := newNodeBuilder(size)
 	// By the owner as written: its lower-case form, interned, checked
 	// once per owner rather than once per node.
 	ownerOf := map[string]string{}
 	tagOf := map[string]string{} // interned
+	var tags []string            // the node's, reused
 	for {
 		if q.space(); q.eat('}') {
 			break
 		}
 		name, ok := q.str()
-		if !ok || !validName(string(name)) { // a name twice: see newNodeSet
+		if !ok || !validName(string(name)) { // a name twice: see nodeBuilder.finish
 			return nil
 		}
-		n := node{id: Identity{Node: string(name)}}
 		if q.space(); !q.eat(':') {
 			return nil
 		}
 		if q.space(); !q.eat('{') {
 			return nil
 		}
-		var haveKey bool
+		var key meshkey.Public
+		var owner string
+		var haveKey, haveTags bool
+		tags = tags[:0]
 		for {
 			if q.space(); q.eat('}') {
 				break
@@ -75,32 +77,32 @@ func quickNodes(b []byte) *nodeSet {
 					return nil
 				}
 				k, err := meshkey.ParsePublic(string(s))
-				if _, dup := byKey.find(nodes, k); err != nil || k.IsZero() || dup {
+				if _, dup := nb.findKey(k); err != nil || k.IsZero() || dup {
 					return nil
 				}
-				n.id.Key, haveKey = k, true
+				key, haveKey = k, true
 			case "owner":
 				s, ok := q.str()
-				if !ok || n.id.Owner != "" {
+				if !ok || owner != "" {
 					return nil
 				}
-				owner, ok := ownerOf[string(s)]
+				o, ok := ownerOf[string(s)]
 				if !ok {
 					if !validEmail(string(s)) {
 						return nil
 					}
-					owner = lower(string(s))
-					if o, ok := ownerOf[owner]; ok {
-						owner = o // the same owner, spelled otherwise before
+					o = lower(string(s))
+					if p, ok := ownerOf[o]; ok {
+						o = p // the same owner, spelled otherwise before
 					}
-					ownerOf[string(s)] = owner
+					ownerOf[string(s)] = o
 				}
-				n.id.Owner = owner
-				n.localpart, _, _ = strings.Cut(owner, "@")
+				owner = o
 			case "tags":
-				if n.id.Tags != nil || !q.eat('[') {
+				if haveTags || !q.eat('[') {
 					return nil
 				}
+				haveTags = true // "tags": [] was there: a second one is a duplicate
 				for {
 					if q.space(); q.eat(']') {
 						break
@@ -114,18 +116,13 @@ func quickNodes(b []byte) *nodeSet {
 						t = string(s)
 						tagOf[t] = t
 					}
-					for _, o := range n.id.Tags {
-						if o == t {
-							return nil
-						}
+					if slices.Contains(tags, t) {
+						return nil
 					}
-					n.id.Tags = append(n.id.Tags, t)
+					tags = append(tags, t)
 					if !q.comma(']') {
 						return nil
 					}
-				}
-				if n.id.Tags == nil {
-					n.id.Tags = []string{} // "tags": [] was there: a second one is a duplicate
 				}
 			default:
 				return nil
@@ -134,17 +131,10 @@ func quickNodes(b []byte) *nodeSet {
 				return nil
 			}
 		}
-		if len(n.id.Tags) == 0 {
-			n.id.Tags = nil
-		}
-		if !haveKey || (n.id.Owner != "") == (len(n.id.Tags) > 0) {
+		if !haveKey || (owner != "") == (len(tags) > 0) {
 			return nil
 		}
-		if n.id.Owner != "" {
-			owners[n.id.Owner] = true
-		}
-		nodes = append(nodes, n)
-		byKey.add(nodes, int32(len(nodes)-1))
+		addNode(nb, name, key, owner, tags)
 		if !q.comma('}') {
 			return nil
 		}
@@ -152,7 +142,7 @@ func quickNodes(b []byte) *nodeSet {
 	if q.i != len(b) {
 		return nil
 	}
-	return newNodeSet(nodes, byKey, owners) // nil if a name came twice
+	return nb.finish() // nil if a name came twice
 }
 
 // quickReader reads the plain HuJSON that quickNodes takes: white space

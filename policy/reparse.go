@@ -4,16 +4,18 @@ import (
 	"bytes"
 	"crypto/sha256"
 
+	"github.com/sshmesh/sshmesh/meshkey"
 	"github.com/tailscale/hujson"
 )
 
-// nodeIndex returns the index in doc.nodes of the node called name.
+// nodeIndex returns the index in doc.nodeSet of the node called name.
 func (doc *Document) nodeIndex(name string) (int32, bool) {
-	if doc.nodeSet == nil {
-		return 0, false
-	}
-	i, ok := doc.nodeSet.principals[name]
-	return i, ok && int(i) < len(doc.nodes)
+	return doc.nodeSet.findName(name)
+}
+
+// nodeByKey returns the index in doc.nodeSet of the node with key k.
+func (doc *Document) nodeByKey(k meshkey.Public) (int32, bool) {
+	return doc.nodeSet.findKey(k)
 }
 
 // Reparse parses data, a new version of doc's file, as [Parse] does, with
@@ -49,15 +51,31 @@ func (doc *Document) Reparse(data []byte, file string) (*Document, error) {
 // the rest has a syntax error (whose place only a parse of the whole file
 // reports right): Parse must then compile the whole.
 func parseWith(ns *nodeSet, data []byte, start, end int, file string) (doc *Document, ok bool, err error) {
+	return parseRest(ns, cutFile{head: data[:start], tail: data[end:], size: len(data), lines: newLines(data)}, file)
+}
+
+// cutFile is a policy file without the bytes of its "nodes" value: those
+// before it (head) and after it (tail), its size, and where its lines
+// start.
+type cutFile struct {
+	head, tail []byte
+	size       int
+	lines      lines
+}
+
+// parseRest compiles f with ns, compiled from the bytes f leaves out, as
+// its nodes: ok and err are parseWith's.
+func parseRest(ns *nodeSet, f cutFile, file string) (doc *Document, ok bool, err error) {
+	start, end := len(f.head), f.size-len(f.tail)
 	// The file with "{}" for its nodes: every other offset is that of
 	// the file, or gap bytes short of it.
-	rest := make([]byte, 0, len(data)-(end-start)+2)
-	rest = append(append(append(rest, data[:start]...), "{}"...), data[end:]...)
+	rest := make([]byte, 0, len(f.head)+2+len(f.tail))
+	rest = append(append(append(rest, f.head...), "{}"...), f.tail...)
 	v, err := hujson.Parse(rest)
 	if err != nil {
 		return nil, false, nil
 	}
-	c := newCompiler(file, data)
+	c := newCompiler(file, f.lines)
 	c.cut, c.gap = start+2, end-start-2
 	c.reuse = ns
 	c.doc.nodesAt = [2]int{start, end}

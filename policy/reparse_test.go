@@ -2,7 +2,10 @@ package policy
 
 import (
 	"context"
+	"crypto/sha256"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -23,17 +26,19 @@ func sameDocument(t *testing.T, want, got *Document) {
 		// A key table's seed is drawn at random for each one built, so
 		// its slots differ; what it finds is held to the nodes by
 		// TestKeyIndex and TestIndexMatchesReference.
-		cmp.Comparer(func(a, b keyIndex) bool { return filledSlots(a) == filledSlots(b) }),
+		cmp.Comparer(func(a, b keyIndex) bool { return filledSlots(a.slots) == filledSlots(b.slots) }),
+		cmp.Comparer(func(a, b nameIndex) bool { return filledSlots(a.slots) == filledSlots(b.slots) }),
 	}
 	if diff := cmp.Diff(want, got, opts); diff != "" {
 		t.Fatalf("Reparse and Parse differ (-parse +reparse):\n%s", diff)
 	}
 }
 
-// filledSlots is the number of keys x holds.
-func filledSlots(x keyIndex) int {
+// filledSlots is the number of entries a table of the key or name index
+// holds.
+func filledSlots[E uint32 | uint64](slots []E) int {
 	n := 0
-	for _, e := range x.slots {
+	for _, e := range slots {
 		if e != 0 {
 			n++
 		}
@@ -57,7 +62,38 @@ func reparse(t *testing.T, before, after string) (prev, doc *Document, err error
 	if err == nil {
 		sameDocument(t, want, doc)
 	}
+	reparseFile(t, prev, after, doc)
 	return prev, doc, err
+}
+
+// reparseFile checks that ReadFile and ReparseFile, from prev, make of a
+// file holding after what Parse does (and share prev's nodes as
+// Reparse, which made doc, did).
+func reparseFile(t *testing.T, prev *Document, after string, doc *Document) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "p.hujson")
+	if err := os.WriteFile(path, []byte(after), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := ReadFile(path, prev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Sum != sha256.Sum256([]byte(after)) {
+		t.Fatal("ReadFile's digest is not that of the file")
+	}
+	want, wantErr := Parse([]byte(after), path)
+	got, err := prev.ReparseFile(f)
+	if errString(err) != errString(wantErr) {
+		t.Fatalf("ReparseFile error:\n%v\nParse error:\n%v", err, wantErr)
+	}
+	if err != nil {
+		return
+	}
+	sameDocument(t, want, got)
+	if doc != nil && (got.nodeSet == prev.nodeSet) != (doc.nodeSet == prev.nodeSet) {
+		t.Fatalf("ReparseFile shares the nodes: %v; Reparse: %v", got.nodeSet == prev.nodeSet, doc.nodeSet == prev.nodeSet)
+	}
 }
 
 func errString(err error) string {
@@ -170,16 +206,17 @@ func TestReparseRuleChangeDecides(t *testing.T) {
 	fresh, _ := Parse([]byte(after), "p.hujson")
 	ctx := context.Background()
 	for _, user := range []string{"root", "extra", "deploy", "u1"} {
-		for s := range doc.nodes {
-			for d := range doc.nodes {
-				r := Request{Key: doc.nodes[s].id.Key, Self: doc.nodes[d].id.Key, User: user}
+		ids := doc.Nodes()
+		for s := range ids {
+			for d := range ids {
+				r := Request{Key: ids[s].Key, Self: ids[d].Key, User: user}
 				want, _ := fresh.Evaluate(ctx, r)
 				got, _ := doc.Evaluate(ctx, r)
 				if want.Rule == got.Rule && want.Action == got.Action && want.LocalUser == got.LocalUser && want.Caller.Node == got.Caller.Node {
 					continue
 				}
 				if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
-					t.Fatalf("%s → %s as %s (-parse +reparse):\n%s", doc.nodes[s].id.Node, doc.nodes[d].id.Node, user, diff)
+					t.Fatalf("%s → %s as %s (-parse +reparse):\n%s", ids[s].Node, ids[d].Node, user, diff)
 				}
 			}
 		}

@@ -252,36 +252,37 @@ func (c *compiler) ruleDst(r *rule, m member, field string) {
 // have the caller's owner: that holds exactly when the sources and the
 // untagged destinations all belong to one and the same person.
 func (c *compiler) safety(r *rule, m member, field string) {
-	nodes := c.doc.nodes
+	ns := c.doc.nodeSet
 	var src, dst ownerSummary
 	for _, p := range r.srcP {
-		src.merge(nodes, c.doc.nodeSet.srcSummary(p))
+		src.merge(ns, ns.srcSummary(p))
 	}
 	for _, p := range r.dstP {
-		dst.merge(nodes, c.doc.nodeSet.dstSummary(p))
+		dst.merge(ns, ns.dstSummary(p))
 	}
 	if src.n == 0 || dst.n == 0 {
 		return
 	}
-	if src.n == 1 && dst.n == 1 && nodes[src.ex[0]].id.Owner == nodes[dst.ex[0]].id.Owner {
+	owner := func(i int32) string { return ns.classOf(i).owner }
+	if src.n == 1 && dst.n == 1 && owner(src.ex[0]) == owner(dst.ex[0]) {
 		return
 	}
 	// Name one offending pair.
 	s, d := src.ex[0], dst.ex[0]
-	if nodes[s].id.Owner == nodes[d].id.Owner {
+	if owner(s) == owner(d) {
 		if src.n == 2 {
 			s = src.ex[1]
 		} else {
 			d = dst.ex[1]
 		}
 	}
-	who := nodes[s].id.Owner
+	who := owner(s)
 	if who == "" {
-		who = strings.Join(nodes[s].id.Tags, ", ")
+		who = strings.Join(ns.classOf(s).tags, ", ")
 	}
 	c.errorf(m.val.StartOffset, field,
 		"%s rule would let %s (%s) into %s, an untagged node of %s; accept and check rules may reach only tagged nodes and the caller's own (autogroup:self)",
-		r.action, nodes[s].id.Node, who, nodes[d].id.Node, nodes[d].id.Owner)
+		r.action, ns.name(s), who, ns.name(d), owner(d))
 }
 
 // tailnetSafety is the safety rule for a tailnet document, whose nodes are
@@ -498,7 +499,7 @@ func (c *compiler) tests(v *hujson.Value) {
 						c.undefinedNode(m.val.StartOffset, f, s, " (tests name nodes)")
 						continue
 					}
-					n = c.doc.nodes[i]
+					n = c.doc.nodeSet.node(i)
 				}
 				if m.key == "src" {
 					t.src, t.srcName, haveSrc = n, s, true

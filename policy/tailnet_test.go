@@ -370,13 +370,13 @@ func TestTailnetIdentityMesh(t *testing.T) {
 	if bdoc.IdentitySource() != "mesh" {
 		t.Errorf("IdentitySource() = %q", bdoc.IdentitySource())
 	}
-	for _, s := range a.nodes {
-		for _, d := range a.nodes {
-			r := Request{Key: s.id.Key, Self: d.id.Key, User: "deploy"}
+	for _, s := range a.Nodes() {
+		for _, d := range a.Nodes() {
+			r := Request{Key: s.Key, Self: d.Key, User: "deploy"}
 			da, _ := a.Evaluate(context.Background(), r)
 			db, _ := bdoc.Evaluate(context.Background(), r)
 			if diff := cmp.Diff(da, db, cmpopts.EquateEmpty(), cmpopts.IgnoreFields(Decision{}, "RulePos")); diff != "" {
-				t.Errorf("%s → %s: (-absent +mesh)\n%s", s.id.Node, d.id.Node, diff)
+				t.Errorf("%s → %s: (-absent +mesh)\n%s", s.Node, d.Node, diff)
 			}
 		}
 	}

@@ -318,15 +318,16 @@ func (t tee) Resize(c, r int) error { t.b.Resize(c, r); return t.a.Resize(c, r) 
 func (t tee) Close() error          { return errors.Join(t.a.Close(), t.b.Close()) }
 
 // MeshResolver resolves a rule's recorder names with the policy's nodes
-// (a node name, or every node with a tag, in the document's order) and the
-// mesh's peers (a node's address is the first single address of its
-// AllowedIPs), at port.
-func MeshResolver(nodes func() []policy.Identity, peers func() []netstack.Peer, port uint16) func(name string) ([]Target, error) {
+// (a node name, or every node with a tag, in the document's order: nodes
+// returns those a name stands for, as [policy.Document.NodesNamed] does)
+// and the mesh's peers (a node's address is the first single address of
+// its AllowedIPs), at port.
+func MeshResolver(nodes func(name string) []policy.Identity, peers func() []netstack.Peer, port uint16) func(name string) ([]Target, error) {
 	return func(name string) ([]Target, error) {
 		var out []Target
 		var missing []string
 		ps := peers()
-		for _, id := range nodes() {
+		for _, id := range nodes(name) {
 			if id.Node != name && !containsString(id.Tags, name) {
 				continue
 			}

@@ -58,13 +58,7 @@ func (r *meshReload) reload() bool {
 	if err != nil {
 		err = fmt.Errorf("netstack: %w", err)
 	}
-	var policyData []byte
-	if err == nil {
-		if policyData, err = os.ReadFile(r.policyPath); err != nil {
-			err = fmt.Errorf("policy: %w", err)
-		}
-	}
-	wgSum, policySum := sha256.Sum256(wgData), sha256.Sum256(policyData)
+	wgSum := sha256.Sum256(wgData)
 	var update *netstack.ConfigUpdate
 	// An Endpoint given by host name is resolved on every reload, as
 	// before: such a file is always read again (and its sections naming
@@ -82,12 +76,21 @@ func (r *meshReload) reload() bool {
 			}
 		}
 	}
+	wgData = nil // read after this: the policy file, not beside it
 	doc := r.pol.doc.Load()
-	if err == nil && policySum != r.policySum {
-		// Nodes whose bytes did not change are not compiled again (see
-		// policy.Document.Reparse): a reload that changes a rule costs
-		// what the rules cost.
-		doc, err = reparsePolicy(doc, policyData, r.policyPath, r.node.PublicKey())
+	var policySum [sha256.Size]byte
+	if err == nil {
+		// Nodes whose bytes did not change are neither kept in memory
+		// nor compiled again (see policy.ReadFile and
+		// Document.ReparseFile): a reload that changes a rule costs what
+		// the rules cost.
+		var pf *policy.File
+		if pf, err = policy.ReadFile(r.policyPath, doc); err == nil && pf.Sum != r.policySum {
+			doc, err = reparsePolicyFile(doc, pf, r.policyPath, r.node.PublicKey())
+		}
+		if pf != nil {
+			policySum = pf.Sum // the bytes parsed (see ReparseFile)
+		}
 	}
 	if err == nil && r.check != nil {
 		if err = r.check(doc); err != nil {
@@ -253,6 +256,19 @@ func parsePolicy(data []byte, path string, self meshkey.Public) (*policy.Documen
 // (nil: none) was parsed from: what did not change is not compiled again.
 func reparsePolicy(prev *policy.Document, data []byte, path string, self meshkey.Public) (*policy.Document, error) {
 	doc, err := prev.Reparse(data, path)
+	return namesSelf(doc, err, path, self)
+}
+
+// reparsePolicyFile is reparsePolicy for the file as policy.ReadFile read
+// it for prev.
+func reparsePolicyFile(prev *policy.Document, f *policy.File, path string, self meshkey.Public) (*policy.Document, error) {
+	doc, err := prev.ReparseFile(f)
+	return namesSelf(doc, err, path, self)
+}
+
+// namesSelf returns doc, parsed from path with err, if that is nil and
+// doc names this node.
+func namesSelf(doc *policy.Document, err error, path string, self meshkey.Public) (*policy.Document, error) {
 	if err != nil {
 		return nil, err
 	}

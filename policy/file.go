@@ -1,0 +1,123 @@
+package policy
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"os"
+)
+
+// File is a policy file as [ReadFile] read it for a reload: its digest,
+// and what [Document.ReparseFile] needs of its bytes.
+type File struct {
+	// Sum is the SHA-256 of the file's bytes (those ReparseFile parsed,
+	// once it has).
+	Sum  [sha256.Size]byte
+	path string
+	// data is the whole file, when the nodes are not those of the
+	// document it was read for; else cut holds the rest of it.
+	data []byte
+	cut  cutFile
+}
+
+// readChunk is how much of a "nodes" value ReadFile reads at a time.
+const readChunk = 256 << 10
+
+// ReadFile reads the policy file at path for a reload of prev (nil: a
+// first load). Where prev's "nodes" value was, the bytes are read a chunk
+// at a time into digests and not kept when they are prev's nodes byte for
+// byte: a reload that changes a rule of a 10 MB policy of 100,000 nodes
+// then holds the rest of the file (its rules), not all of it. Otherwise
+// the file is read whole.
+func ReadFile(path string, prev *Document) (*File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	if prev == nil || prev.nodeSet == nil || int64(prev.nodesAt[1]) > st.Size() || !st.Mode().IsRegular() {
+		return readWhole(f, path)
+	}
+	if pf, err := readCut(f, path, prev); err != nil || pf != nil {
+		return pf, err
+	}
+	// Other nodes (or a file that changed while it was read): the whole
+	// file is parsed, so read it whole.
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, fmt.Errorf("policy: %s: %w", path, err)
+	}
+	return readWhole(f, path)
+}
+
+// readCut reads f, the policy file at path, leaving out prev's nodes. It
+// returns nil (and no error) if the bytes where they were are not
+// theirs, or end before they do.
+func readCut(f *os.File, path string, prev *Document) (*File, error) {
+	start, end := prev.nodesAt[0], prev.nodesAt[1]
+	file, nodes := sha256.New(), sha256.New()
+	cut := cutFile{head: make([]byte, start)}
+	if _, err := io.ReadFull(f, cut.head); err != nil {
+		return nil, nil
+	}
+	file.Write(cut.head)
+	cut.lines.add(cut.head, 0)
+	buf := make([]byte, min(readChunk, end-start))
+	for off := start; off < end; {
+		b := buf[:min(len(buf), end-off)]
+		if _, err := io.ReadFull(f, b); err != nil {
+			return nil, nil
+		}
+		file.Write(b)
+		nodes.Write(b)
+		cut.lines.skip(b, off)
+		off += len(b)
+	}
+	if !bytes.Equal(nodes.Sum(nil), prev.nodeSet.sum[:]) {
+		return nil, nil
+	}
+	tail, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("policy: %s: %w", path, err)
+	}
+	cut.tail, cut.size = tail, end+len(tail)
+	file.Write(tail)
+	cut.lines.add(tail, end)
+	pf := &File{path: path, cut: cut}
+	file.Sum(pf.Sum[:0])
+	return pf, nil
+}
+
+// readWhole reads all of f, the policy file at path.
+func readWhole(f *os.File, path string) (*File, error) {
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("policy: %s: %w", path, err)
+	}
+	return &File{Sum: sha256.Sum256(data), path: path, data: data}, nil
+}
+
+// ReparseFile parses f as [Document.Reparse] parses the file's bytes, with
+// the same result and the same errors, f having been read by [ReadFile]
+// for doc. When f left doc's nodes out and the rest of the file cannot
+// take them after all (its syntax is broken, or a tag of theirs is no
+// longer declared), the file is read again, whole, to be parsed and
+// reported as Parse does; f.Sum is then that of the bytes read.
+func (doc *Document) ReparseFile(f *File) (*Document, error) {
+	if f.data != nil {
+		return doc.Reparse(f.data, f.path)
+	}
+	if d, ok, err := parseRest(doc.nodeSet, f.cut, f.path); ok {
+		return d, err
+	}
+	data, err := os.ReadFile(f.path)
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	f.Sum, f.data, f.cut = sha256.Sum256(data), data, cutFile{}
+	return Parse(data, f.path)
+}
