@@ -35,7 +35,7 @@ func BenchmarkReloadRuleScale(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	started := cfg
+	started := interfaceOf(cfg)
 	cfg.ListenPort = 0
 	node, err := netstack.New(cfg)
 	if err != nil {

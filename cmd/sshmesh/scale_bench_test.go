@@ -53,7 +53,7 @@ func BenchmarkServeScale(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		started := cfg
+		started := interfaceOf(cfg)
 		cfg.ListenPort = 0
 		node, err := netstack.New(cfg)
 		if err != nil {
