@@ -158,11 +158,17 @@ type parsedFile struct {
 	// parser was (ParseConfig would have found every problem before it
 	// first), or math.MaxInt for a check of the whole file at its end.
 	errAt int
-	secs  []section    // the [Peer] sections, by index in Config.Peers
-	sums  []sectionSum // their digests
+	// all are the file's sections; peerSecs the indexes in all of its
+	// [Peer] sections, in order (not a copy of them: 4 bytes a peer, not 32).
+	all      []section
+	peerSecs []int32
+	sums     []sectionSum // their digests
 	// The peers [0, pre) and [len-suf, len) are the base's, unchanged.
 	pre, suf int
 }
+
+// sec returns the file's [Peer] section k.
+func (f *parsedFile) sec(k int) section { return f.all[f.peerSecs[k]] }
 
 // peerBase is the node's peer set a file is parsed against: its peers
 // (their records and states, by index) and the digests of the sections
@@ -185,13 +191,13 @@ func parseFile(data []byte, name string, base *peerBase) (*parsedFile, error) {
 	for _, s := range all {
 		nPeers += b2i(s.peer)
 	}
-	f.secs, f.sums = make([]section, 0, nPeers), make([]sectionSum, 0, nPeers)
+	f.all, f.peerSecs, f.sums = all, make([]int32, 0, nPeers), make([]sectionSum, 0, nPeers)
 	if base == nil || base.sums == nil { // every section parsed: the maps are made once, at their size
 		f.p.peerAt, f.p.owner = make(map[meshkey.Public]int, nPeers), make(map[netip.Prefix]int, nPeers)
 	}
-	for _, s := range all {
+	for si, s := range all {
 		if s.peer {
-			f.secs = append(f.secs, s)
+			f.peerSecs = append(f.peerSecs, int32(si))
 			f.sums = append(f.sums, sumSection(data[s.start:s.end]))
 		}
 	}
@@ -214,7 +220,7 @@ func parseFile(data []byte, name string, base *peerBase) (*parsedFile, error) {
 		return f, err
 	}
 	for si, s := range all {
-		if s.peer && (k < f.pre || k >= len(f.secs)-f.suf) {
+		if s.peer && (k < f.pre || k >= len(f.peerSecs)-f.suf) {
 			p.item = 0
 			if err := p.endPeer(); err != nil {
 				return fail(s.line, err)
@@ -360,7 +366,7 @@ func (n *Node) ParseUpdate(data []byte, name string) (*ConfigUpdate, error) {
 		if err != nil {
 			return nil, err
 		}
-		u := &ConfigUpdate{Config: *f.p.cfg, Warnings: f.p.warnings, Parsed: len(f.secs) - f.pre - f.suf, name: name,
+		u := &ConfigUpdate{Config: *f.p.cfg, Warnings: f.p.warnings, Parsed: len(f.peerSecs) - f.pre - f.suf, name: name,
 			base: base, pre: f.pre, suf: f.suf, mid: f.p.cfg.Peers, sums: f.sums}
 		u.Config.Peers = nil
 		return u, nil
@@ -385,7 +391,7 @@ func (n *Node) checkUnchanged(f *parsedFile, data []byte, nOld, bound int) error
 		case j < f.pre:
 			return j
 		case j >= nOld-f.suf:
-			return j - nOld + len(f.secs)
+			return j - nOld + len(f.peerSecs)
 		}
 		return -1
 	}
@@ -432,7 +438,7 @@ func (n *Node) checkUnchanged(f *parsedFile, data []byte, nOld, bound int) error
 // later of the two, as ParseConfig reports it, naming the other's [Peer]
 // line.
 func (f *parsedFile) clash(data []byte, t trackedPeer, o, pfx int, msg func(at int) string) (*ConfigError, int) {
-	tHead, oHead := f.secs[t.idx].line, f.secs[o].line
+	tHead, oHead := f.sec(t.idx).line, f.sec(o).line
 	var at keyAt
 	if pfx >= 0 {
 		at = t.pfx[pfx]
@@ -445,7 +451,7 @@ func (f *parsedFile) clash(data []byte, t trackedPeer, o, pfx int, msg func(at i
 	// The unchanged peer is the later one: find its line by parsing its
 	// section alone.
 	at = keyAt{line: oHead, key: at.key}
-	s := f.secs[o]
+	s := f.sec(o)
 	q := &parser{name: f.p.name, cfg: new(Config), track: true, line: s.line - 1}
 	for rest := data[s.start:s.end]; len(rest) > 0; {
 		l, after, _ := bytes.Cut(rest, []byte("\n"))
