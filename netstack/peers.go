@@ -265,7 +265,20 @@ func (n *Node) applyDiff(d *peerDiff) (PeerChanges, error) {
 	// peers fits only that way. Without replace_peers, the peers not named
 	// here stay as they are.
 	var removals, uapi strings.Builder
-	stateAt := make([]*peerState, len(next))
+	// A change that keeps every peer where it was (the same keys in the
+	// same order: only settings changed, as a reload that changes a peer's
+	// address) keeps the states by index and the key index as they are.
+	sameOrder := len(next) == len(n.peers)
+	for i, j := range d.from {
+		if int(j) != i {
+			sameOrder = false
+			break
+		}
+	}
+	stateAt := n.stateAt
+	if !sameOrder {
+		stateAt = make([]*peerState, len(next))
+	}
 	stayDormant := make([]bool, len(next)) // by index in next
 	nDormant := 0
 	var fresh []peerState // the new peers' states, allocated together
@@ -286,7 +299,9 @@ func (n *Node) applyDiff(d *peerDiff) (PeerChanges, error) {
 			ps.dormant.Store(true)
 			ch.Added = append(ch.Added, p.PublicKey)
 		}
-		stateAt[i] = ps
+		if !sameOrder {
+			stateAt[i] = ps
+		}
 		existed, same := d.from[i] >= 0, !d.isFresh[i]
 		if existed && !same {
 			ch.Changed = append(ch.Changed, p.PublicKey)
@@ -368,8 +383,10 @@ func (n *Node) applyDiff(d *peerDiff) (PeerChanges, error) {
 	n.table.Store(nextTable)
 	n.settled = nextTable
 	n.peers = next
-	n.stateAt = stateAt
-	n.byKey = newKeyIndex(stateAt)
+	if !sameOrder {
+		n.stateAt = stateAt
+		n.byKey = newKeyIndex(stateAt)
+	}
 	n.gen++
 	n.dormantN.Store(int64(nDormant))
 	for _, k := range ch.Removed {
