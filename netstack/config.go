@@ -117,12 +117,11 @@ var osOnlyKeys = []string{"DNS", "Table", "PreUp", "PostUp", "PreDown", "PostDow
 // LoadConfig reads the wg-quick file at path; see [ParseConfig]. The
 // Config goes to [New] as it is.
 func LoadConfig(path string) (Config, []string, error) {
-	f, err := os.Open(path)
+	data, err := os.ReadFile(path) // at the file's size: no copies as it grows
 	if err != nil {
 		return Config{}, nil, fmt.Errorf("netstack: %w", err)
 	}
-	defer f.Close()
-	return ParseConfig(f, path)
+	return ParseConfigBytes(data, path)
 }
 
 // ParseConfig reads a WireGuard configuration in the wg-quick file format.
@@ -144,6 +143,13 @@ func ParseConfig(r io.Reader, name string) (Config, []string, error) {
 	if err != nil {
 		return Config{}, nil, &ConfigError{File: name, Err: err}
 	}
+	return ParseConfigBytes(data, name)
+}
+
+// ParseConfigBytes is [ParseConfig] for a file already read: data is
+// parsed where it is, not copied (a file of 100,000 peers is about 10 MB),
+// and not kept.
+func ParseConfigBytes(data []byte, name string) (Config, []string, error) {
 	f, err := parseFile(data, name, nil)
 	if err != nil {
 		return Config{}, nil, err
@@ -174,6 +180,7 @@ type parser struct {
 	// of its PublicKey and of each of its AllowedIPs (see parseFile).
 	track   bool
 	tracked []trackedPeer
+	skipped int // peers of the file not parsed, before the ones parsed (see parseFile)
 	keysAt  []keyAt
 	pfxAt   []keyAt
 	nKeys   int // PublicKey lines in the [Peer] being read
@@ -200,7 +207,7 @@ func (p *parser) endPeer() error {
 		return &ConfigError{File: p.name, Line: p.peerLine, Key: "PublicKey", Err: errors.New("missing in [Peer]")}
 	}
 	if p.track {
-		p.tracked = append(p.tracked, trackedPeer{idx: len(p.cfg.Peers), keys: p.keysAt, pfx: p.pfxAt})
+		p.tracked = append(p.tracked, trackedPeer{idx: p.skipped + len(p.cfg.Peers), keys: p.keysAt, pfx: p.pfxAt})
 	}
 	p.cfg.Peers = append(p.cfg.Peers, p.peer)
 	p.peer, p.inPeer = Peer{}, false

@@ -21,9 +21,9 @@
 //
 // # Configuration
 //
-// [Config] is a plain struct; [ParseConfig] and [LoadConfig] read the
-// wg-quick file format, so an existing wg-quick file (or the output of
-// `wg genkey`/`wg pubkey`) works as it is. Keys come from package
+// [Config] is a plain struct; [ParseConfig], [ParseConfigBytes] and
+// [LoadConfig] read the wg-quick file format, so an existing wg-quick file
+// (or the output of `wg genkey`/`wg pubkey`) works as it is. Keys come from package
 // [github.com/sshmesh/sshmesh/meshkey]; private and preshared keys are never
 // printed, logged or echoed in errors.
 //

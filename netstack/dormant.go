@@ -71,7 +71,7 @@ func startsDormant(p Peer) bool { return !p.Endpoint.IsValid() }
 // isDormant reports whether k is a dormant peer of the set; mu is held,
 // outside SetPeers.
 func (n *Node) isDormant(k meshkey.Public) bool {
-	ps := n.states[k]
+	ps := n.byKey.get(k)
 	return ps != nil && ps.dormant.Load()
 }
 
@@ -93,12 +93,12 @@ func (n *Node) wake(msg []byte) {
 	if !n.isDormant(in.static) || n.isClosed || !n.resp.authentic(in) {
 		return
 	}
-	ps := n.states[in.static]
-	p := n.peers[ps.idx]
+	ps := n.byKey.get(in.static)
+	p := n.peerAt(int(ps.idx))
 	var uapi strings.Builder
 	writePeer(&uapi, p, false)
 	if err := n.dev.IpcSet(uapi.String()); err != nil {
-		n.log.Error("netstack: add a dormant peer to the WireGuard device", "peer", p.PublicKey.String(), "err", redactUAPIError(err, n.secrets([]Peer{p})...))
+		n.log.Error("netstack: add a dormant peer to the WireGuard device", "peer", p.PublicKey.String(), "err", redactUAPIError(err, n.secrets(n.peers[ps.idx:ps.idx+1])...))
 		return
 	}
 	ps.dormant.Store(false) // on the device: its packets are its own now

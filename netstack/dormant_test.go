@@ -467,7 +467,7 @@ func TestUpdatePeersPatchesTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	n.mu.Lock()
-	got, want, settled := contents(n.table.Load()), contents(newTable(n.peers, n.states)), n.settled == n.table.Load()
+	got, want, settled := contents(n.table.Load()), contents(newTable(n.peers, n.stateAt)), n.settled == n.table.Load()
 	n.mu.Unlock()
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("table after UpdatePeers (-rebuilt +patched):\n%s", diff)

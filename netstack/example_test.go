@@ -1,7 +1,6 @@
 package netstack_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log"
@@ -90,7 +89,7 @@ func ExampleNode_ParseUpdate() {
 			"[Peer]\nPublicKey = %s\nAllowedIPs = %s\n",
 			key.Base64(), peer1.Public(), peer2.Public(), addr2)
 	}
-	cfg, _, err := netstack.ParseConfig(bytes.NewReader(file("100.64.0.3/32")), "wg0.conf")
+	cfg, _, err := netstack.ParseConfigBytes(file("100.64.0.3/32"), "wg0.conf")
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -54,11 +54,12 @@ type Node struct {
 	wakes    budget       // of initiations opened per second
 	dormantN atomic.Int64 // len(dormant), read without mu
 
-	mu     sync.Mutex                    // serializes SetPeers, Listen, Close and the waking of dormant peers
-	peers  []Peer                        // the current peer set, validated
-	states map[meshkey.Public]*peerState // one per peer in peers; the tables point at them
-	// stateAt is states by index in peers.
+	mu    sync.Mutex // serializes SetPeers, Listen, Close and the waking of dormant peers
+	peers []peerRec  // the current peer set, validated
+	// stateAt holds the state of each peer in peers, by index; the tables
+	// point at them. byKey finds them by the peer's key.
 	stateAt []*peerState
+	byKey   keyIndex
 	// sections are the digests of the wg-quick file's [Peer] sections
 	// that peers came from, by index in peers; nil when they came from
 	// elsewhere (see ParseUpdate).
@@ -121,11 +122,11 @@ func newNode(cfg Config, wrapBind func(conn.Bind) conn.Bind) (*Node, error) {
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
 	}
-	n.states, n.settled = make(map[meshkey.Public]*peerState, len(cfg.Peers)), new(table)
+	n.settled = new(table)
 	// Peers that are still the ones ParseConfig read were checked for a
 	// key or a prefix twice; the node takes the digests of their sections.
 	parsed := cfg.file != nil && len(cfg.file.sums) == len(cfg.Peers) && peersPrint(cfg.Peers) == cfg.file.print
-	d, err := n.diffPeers("Config.Peers", cfg.Peers, parsed, false) // against no peers: every one checked
+	d, err := n.diffPeers("Config.Peers", peerSlice(cfg.Peers), parsed) // against no peers: every one checked
 	if err != nil {
 		return nil, err
 	}
@@ -164,20 +165,23 @@ func newNode(cfg Config, wrapBind func(conn.Bind) conn.Bind) (*Node, error) {
 	// read them.
 	n.peers = peers
 	n.stateAt = make([]*peerState, len(peers))
-	nDormant := 0 // once the device is up, wake changes the count
-	for i, p := range peers {
-		ps := &peerState{key: p.PublicKey, idx: int32(i)}
+	states := make([]peerState, len(peers)) // one allocation, not one per peer
+	nDormant := 0                           // once the device is up, wake changes the count
+	for i, r := range peers {
+		p := r.peer(cfg.Peers[i].PublicKey)
+		ps := &states[i]
+		ps.key, ps.idx = p.PublicKey, int32(i)
 		if startsDormant(p) {
 			ps.dormant.Store(true)
 			nDormant++
 		} else {
 			writePeer(&uapi, p, false)
 		}
-		n.states[p.PublicKey] = ps
 		n.stateAt[i] = ps
 	}
+	n.byKey = newKeyIndex(n.stateAt)
 	n.dormantN.Store(int64(nDormant))
-	n.settled = newTable(peers, n.states)
+	n.settled = newTable(peers, n.stateAt)
 	n.table.Store(n.settled)
 	if err := n.dev.IpcSet(uapi.String()); err != nil {
 		n.dev.Close()
@@ -221,10 +225,12 @@ func redactUAPIError(err error, secrets ...meshkey.Private) error {
 }
 
 // secrets returns the private key and the peers' preshared keys.
-func (n *Node) secrets(peers []Peer) []meshkey.Private {
+func (n *Node) secrets(peers []peerRec) []meshkey.Private {
 	s := []meshkey.Private{n.priv}
-	for _, p := range peers {
-		s = append(s, p.PresharedKey)
+	for _, r := range peers {
+		if k := r.psk(); !k.IsZero() {
+			s = append(s, k)
+		}
 	}
 	return s
 }

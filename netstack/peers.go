@@ -29,12 +29,27 @@ func writePeer(w io.Writer, p Peer, update bool) {
 	}
 }
 
+// peerSource is a peer list: given (peerSlice), or a file read again
+// (ConfigUpdate). Its peers' allowed IPs are not to be changed.
+type peerSource interface {
+	len() int
+	at(i int) Peer
+}
+
+// peerSlice is a peer list given whole.
+type peerSlice []Peer
+
+func (s peerSlice) len() int      { return len(s) }
+func (s peerSlice) at(i int) Peer { return s[i] }
+
 // peerDiff is a new peer list checked against the node's current one
 // (Node.peers): built by diffPeers, applied by UpdatePeers.
 type peerDiff struct {
-	// next is a private, validated copy of the new list; a peer that did
-	// not change is the current one, its slices shared.
-	next []Peer
+	// peers is the new list as given, next its private, validated
+	// records, by the same index; a peer that did not change keeps its
+	// current record.
+	peers peerSource
+	next  []peerRec
 	// from is, by index in next, the peer's index in the current list, or
 	// -1 for a new peer; to is, by index in the current list, the peer's
 	// index in next, or -1 for a removed one.
@@ -50,30 +65,27 @@ type peerDiff struct {
 // peers are validated and copied; the others were when they came. The
 // whole list is still checked: a key or prefix of a new or changed peer
 // against the other new and changed ones and against its current owner
-// (Node.states, Node.settled) when that owner stays unchanged (a key or
+// (Node.byKey, Node.settled) when that owner stays unchanged (a key or
 // prefix of an unchanged peer is no other unchanged peer's: the current
 // list was checked). With unique set, the caller knows that no key and no
 // masked prefix is in two peers of the list (ParseConfig checked it), and
-// only the peers themselves are checked. With owned set, peers is the
-// node's to keep: it becomes the private copy, in place. what names the
-// list in errors.
-func (n *Node) diffPeers(what string, peers []Peer, unique, owned bool) (*peerDiff, error) {
-	old := n.peers
-	d := &peerDiff{next: peers, from: make([]int32, len(peers)), to: make([]int32, len(old)), isFresh: make([]bool, len(peers))}
-	if !owned {
-		d.next = make([]Peer, len(peers))
-	}
+// only the peers themselves are checked. what names the list in errors.
+func (n *Node) diffPeers(what string, peers peerSource, unique bool) (*peerDiff, error) {
+	old, nNew := n.peers, peers.len()
+	d := &peerDiff{peers: peers, next: make([]peerRec, nNew), from: make([]int32, nNew), to: make([]int32, len(old)), isFresh: make([]bool, nNew)}
+	oldKey := func(j int) meshkey.Public { return n.stateAt[j].key }
 	for j := range d.to {
 		d.to[j] = -1
 	}
 	var added map[meshkey.Public]int // key → index in next, of the keys not in old
-	for i, p := range peers {
+	for i := range nNew {
+		p := peers.at(i)
 		j := -1
-		if i < len(old) && old[i].PublicKey == p.PublicKey {
+		if i < len(old) && oldKey(i) == p.PublicKey {
 			j = i // where it was: no look-up
-		} else if k := i + len(old) - len(peers); k >= 0 && k < len(old) && old[k].PublicKey == p.PublicKey {
+		} else if k := i + len(old) - nNew; k >= 0 && k < len(old) && oldKey(k) == p.PublicKey {
 			j = k // as far from the end as it was
-		} else if ps := n.states[p.PublicKey]; ps != nil {
+		} else if ps := n.byKey.get(p.PublicKey); ps != nil {
 			j = int(ps.idx)
 		}
 		d.from[i] = int32(j)
@@ -82,7 +94,7 @@ func (n *Node) diffPeers(what string, peers []Peer, unique, owned bool) (*peerDi
 				return nil, fmt.Errorf("netstack: %s[%d] and [%d]: peer %s is listed twice", what, at, i, p.PublicKey.Short())
 			}
 			d.to[j] = int32(i)
-			if samePeer(old[j], p) { // validated when it came, prefixes masked
+			if samePeer(n.peerAt(j), p) { // validated when it came, prefixes masked
 				d.next[i] = old[j]
 				continue
 			}
@@ -99,11 +111,11 @@ func (n *Node) diffPeers(what string, peers []Peer, unique, owned bool) (*peerDi
 		if err != nil {
 			return nil, err
 		}
-		if j >= 0 && samePeer(old[j], q) { // the same once masked
+		if j >= 0 && samePeer(n.peerAt(j), q) { // the same once masked
 			d.next[i] = old[j]
 			continue
 		}
-		d.next[i] = q
+		d.next[i] = recOf(q)
 		d.fresh = append(d.fresh, i)
 		d.isFresh[i] = true
 	}
@@ -112,7 +124,7 @@ func (n *Node) diffPeers(what string, peers []Peer, unique, owned bool) (*peerDi
 	}
 	owner := make(map[netip.Prefix]int, len(d.fresh))
 	for _, i := range d.fresh {
-		for _, m := range d.next[i].AllowedIPs {
+		for _, m := range d.next[i].ips {
 			if at, dup := owner[m]; dup {
 				return nil, twoOwners(what, m, peers, at, i)
 			}
@@ -128,10 +140,10 @@ func (n *Node) diffPeers(what string, peers []Peer, unique, owned bool) (*peerDi
 }
 
 // twoOwners is the error for a prefix m given to peers[i] and peers[j].
-func twoOwners(what string, m netip.Prefix, peers []Peer, i, j int) error {
+func twoOwners(what string, m netip.Prefix, peers peerSource, i, j int) error {
 	i, j = min(i, j), max(i, j)
 	return fmt.Errorf("netstack: %s: prefix %v is given to two peers, %s ([%d]) and %s ([%d]); WireGuard routes a prefix to one peer",
-		what, m, peers[i].PublicKey.Short(), i, peers[j].PublicKey.Short(), j)
+		what, m, peers.at(i).PublicKey.Short(), i, peers.at(j).PublicKey.Short(), j)
 }
 
 // validatePeer checks peers[i], p, on its own and returns its private
@@ -170,18 +182,6 @@ func (n *Node) validatePeer(what string, i int, p Peer) (Peer, error) {
 		q.AllowedIPs = append(q.AllowedIPs, m)
 	}
 	return q, nil
-}
-
-// Peers returns a copy of the current peer set, with allowed IPs masked.
-func (n *Node) Peers() []Peer {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	out := make([]Peer, len(n.peers))
-	for i, p := range n.peers {
-		p.AllowedIPs = slices.Clone(p.AllowedIPs)
-		out[i] = p
-	}
-	return out
 }
 
 // NumPeers returns the number of peers in the node's peer set.
@@ -244,7 +244,7 @@ func (n *Node) UpdatePeers(peers []Peer) (PeerChanges, error) {
 	if n.isClosed {
 		return PeerChanges{}, ErrClosed
 	}
-	d, err := n.diffPeers("SetPeers", peers, false, false)
+	d, err := n.diffPeers("SetPeers", peerSlice(peers), false)
 	if err != nil {
 		return PeerChanges{}, err
 	}
@@ -260,14 +260,30 @@ func (n *Node) UpdatePeers(peers []Peer) (PeerChanges, error) {
 func (n *Node) applyDiff(d *peerDiff) (PeerChanges, error) {
 	var ch PeerChanges
 	next := d.next
+	nextPeer := func(i int) Peer { return next[i].peer(d.peers.at(i).PublicKey) }
 	// Removals first: at the device's peer limit, a change that swaps
 	// peers fits only that way. Without replace_peers, the peers not named
 	// here stay as they are.
 	var removals, uapi strings.Builder
-	stateAt := make([]*peerState, len(next))
+	// A change that keeps every peer where it was (the same keys in the
+	// same order: only settings changed, as a reload that changes a peer's
+	// address) keeps the states by index and the key index as they are.
+	sameOrder := len(next) == len(n.peers)
+	for i, j := range d.from {
+		if int(j) != i {
+			sameOrder = false
+			break
+		}
+	}
+	stateAt := n.stateAt
+	if !sameOrder {
+		stateAt = make([]*peerState, len(next))
+	}
 	stayDormant := make([]bool, len(next)) // by index in next
 	nDormant := 0
-	for i, p := range next {
+	var fresh []peerState // the new peers' states, allocated together
+	for i := range next {
+		p := nextPeer(i)
 		// A peer keeps its state; a new one starts dormant, off the
 		// device, until the change is applied (its prefixes are in flux
 		// until then anyway).
@@ -275,11 +291,17 @@ func (n *Node) applyDiff(d *peerDiff) (PeerChanges, error) {
 		if j := d.from[i]; j >= 0 {
 			ps = n.stateAt[j]
 		} else {
-			ps = &peerState{key: p.PublicKey}
+			if len(fresh) == 0 {
+				fresh = make([]peerState, len(d.fresh))
+			}
+			ps, fresh = &fresh[0], fresh[1:]
+			ps.key = p.PublicKey
 			ps.dormant.Store(true)
 			ch.Added = append(ch.Added, p.PublicKey)
 		}
-		stateAt[i] = ps
+		if !sameOrder {
+			stateAt[i] = ps
+		}
 		existed, same := d.from[i] >= 0, !d.isFresh[i]
 		if existed && !same {
 			ch.Changed = append(ch.Changed, p.PublicKey)
@@ -296,44 +318,40 @@ func (n *Node) applyDiff(d *peerDiff) (PeerChanges, error) {
 			writePeer(&uapi, p, false)
 		}
 	}
-	for j, p := range n.peers {
+	for j, ps := range n.stateAt {
 		if d.to[j] < 0 {
-			if !n.stateAt[j].dormant.Load() {
-				fmt.Fprintf(&removals, "public_key=%s\nremove=true\n", p.PublicKey.Hex())
+			if !ps.dormant.Load() {
+				fmt.Fprintf(&removals, "public_key=%s\nremove=true\n", ps.key.Hex())
 			}
-			ch.Removed = append(ch.Removed, p.PublicKey)
+			ch.Removed = append(ch.Removed, ps.key)
 		}
 	}
 	var nextTable, transTable *table
 	if old := n.table.Load(); old == n.settled && len(ch.Added)+len(ch.Changed)+len(ch.Removed) < len(next)/4 {
 		// A few peers changed: patch the table rather than rebuild it.
 		var gone, came []Peer
-		states := make(map[meshkey.Public]*peerState, len(d.fresh))
-		for j, p := range n.peers {
+		cameStates := make([]*peerState, 0, len(d.fresh))
+		for j := range n.peers {
 			if at := d.to[j]; at < 0 || d.isFresh[at] {
-				gone = append(gone, p)
+				gone = append(gone, n.peerAt(j))
 			}
 		}
 		for _, i := range d.fresh {
-			came = append(came, next[i])
-			states[next[i].PublicKey] = stateAt[i]
+			came = append(came, nextPeer(i))
+			cameStates = append(cameStates, stateAt[i])
 		}
-		nextTable, transTable = patchTables(old, gone, came, states)
+		nextTable, transTable = patchTables(old, gone, came, cameStates)
 	} else {
 		// Many changed, or the last SetPeers failed and left a table in
 		// flux: rebuild.
-		states := make(map[meshkey.Public]*peerState, len(next))
-		for i, p := range next {
-			states[p.PublicKey] = stateAt[i]
-		}
-		nextTable = newTable(next, states)
+		nextTable = newTable(next, stateAt)
 		transTable = transition(old, nextTable)
 	}
 	change := removals.String() + uapi.String()
 	if n.deviceUnknown {
 		// A failed SetPeers left the device in a state nobody knows:
 		// replace its whole peer set with what this one says.
-		change = "replace_peers=true\n" + deviceConfig(next, func(i int) bool { return !stayDormant[i] })
+		change = "replace_peers=true\n" + deviceConfig(len(next), nextPeer, func(i int) bool { return !stayDormant[i] })
 	}
 	n.table.Store(transTable)
 	if err := n.dev.IpcSet(change); err != nil {
@@ -343,7 +361,7 @@ func (n *Node) applyDiff(d *peerDiff) (PeerChanges, error) {
 		// device back as it was, so the two agree again. If that fails
 		// too, the table stays fail-closed for every prefix in flux and
 		// the next SetPeers replaces the device's peer set whole.
-		restore := "replace_peers=true\n" + deviceConfig(n.peers, func(j int) bool { return !n.stateAt[j].dormant.Load() })
+		restore := "replace_peers=true\n" + deviceConfig(len(n.peers), n.peerAt, func(j int) bool { return !n.stateAt[j].dormant.Load() })
 		if rerr := n.dev.IpcSet(restore); rerr != nil {
 			n.deviceUnknown = true
 			n.log.Error("netstack: SetPeers failed and the WireGuard device could not be restored; addresses in flux stay refused until a SetPeers succeeds",
@@ -364,16 +382,11 @@ func (n *Node) applyDiff(d *peerDiff) (PeerChanges, error) {
 	}
 	n.table.Store(nextTable)
 	n.settled = nextTable
-	for _, k := range ch.Removed {
-		delete(n.states, k)
-	}
-	for i, j := range d.from {
-		if j < 0 {
-			n.states[next[i].PublicKey] = stateAt[i]
-		}
-	}
 	n.peers = next
-	n.stateAt = stateAt
+	if !sameOrder {
+		n.stateAt = stateAt
+		n.byKey = newKeyIndex(stateAt)
+	}
 	n.gen++
 	n.dormantN.Store(int64(nDormant))
 	for _, k := range ch.Removed {
@@ -382,13 +395,13 @@ func (n *Node) applyDiff(d *peerDiff) (PeerChanges, error) {
 	return ch, nil
 }
 
-// deviceConfig writes the device lines of the peers for which onDevice(i)
-// is true (the others are dormant, off the device).
-func deviceConfig(peers []Peer, onDevice func(i int) bool) string {
+// deviceConfig writes the device lines of the peers peer(i), i < n, for
+// which onDevice(i) is true (the others are dormant, off the device).
+func deviceConfig(n int, peer func(i int) Peer, onDevice func(i int) bool) string {
 	var b strings.Builder
-	for i, p := range peers {
+	for i := range n {
 		if onDevice(i) {
-			writePeer(&b, p, false)
+			writePeer(&b, peer(i), false)
 		}
 	}
 	return b.String()
@@ -398,7 +411,7 @@ func deviceConfig(peers []Peer, onDevice func(i int) bool) string {
 func (n *Node) isPeer(peer meshkey.Public) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.states[peer] != nil
+	return n.byKey.get(peer) != nil
 }
 
 func samePeer(a, b Peer) bool {

@@ -31,8 +31,7 @@ type PeerStatus struct {
 // on the device, with its endpoint, last handshake and traffic; or dormant.
 func (n *Node) PeerStatus() ([]PeerStatus, error) {
 	n.mu.Lock()
-	peers := make([]Peer, len(n.peers))
-	copy(peers, n.peers)
+	peers := n.peerList()
 	dormant := make(map[meshkey.Public]bool, n.dormantN.Load())
 	for _, p := range peers {
 		if n.isDormant(p.PublicKey) {

@@ -1,6 +1,7 @@
 package netstack
 
 import (
+	"encoding/binary"
 	"maps"
 	"net/netip"
 	"sync/atomic"
@@ -28,16 +29,19 @@ type peerState struct {
 // stored masked, as the device stores them. A table is never changed after
 // it is built; Node swaps whole tables.
 type table struct {
-	// entries holds one map per prefix length, keyed by the masked prefix.
-	// A nil entry is a tombstone: the prefix matches, but names no peer.
-	v4 [33]map[netip.Prefix]*peerState
+	// v4 and v6 hold one map per prefix length: v4's keyed by the masked
+	// IPv4 address as a number (a key of 4 bytes rather than a
+	// netip.Prefix's 32: with 100,000 peers of one /32 each, the map is
+	// most of the table), v6's by the masked prefix. A nil entry is a
+	// tombstone: the prefix matches, but names no peer.
+	v4 [33]map[uint32]*peerState
 	v6 [129]map[netip.Prefix]*peerState
 	// A patched table (see patchTables) shares v4 and v6 with the table
 	// it was patched from, never changing them; over4 and over6, by
 	// prefix length too, shadow them: an entry there replaces theirs, and
 	// goneState takes theirs away. nOver counts those entries, size the
 	// entries of v4 and v6.
-	over4       [33]map[netip.Prefix]*peerState
+	over4       [33]map[uint32]*peerState
 	over6       [129]map[netip.Prefix]*peerState
 	nOver, size int
 }
@@ -45,18 +49,39 @@ type table struct {
 // goneState marks a prefix taken away in a patched table's over maps.
 var goneState = new(peerState)
 
+// addr4 returns the IPv4 address a as a number.
+func addr4(a netip.Addr) uint32 {
+	b := a.As4()
+	return binary.BigEndian.Uint32(b[:])
+}
+
+// mask4 returns the IPv4 address u with all but its first bits cleared.
+func mask4(u uint32, bits int) uint32 {
+	return uint32(uint64(u) &^ (1<<(32-bits) - 1))
+}
+
+// prefix4 is the IPv4 prefix of v4's key u at length bits.
+func prefix4(u uint32, bits int) netip.Prefix {
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(u >> 24), byte(u >> 16), byte(u >> 8), byte(u)}), bits)
+}
+
+// put sets m[k] = ps, making m first.
+func put[K comparable](m *map[K]*peerState, k K, ps *peerState) {
+	if *m == nil {
+		*m = make(map[K]*peerState)
+	}
+	(*m)[k] = ps
+}
+
 // set gives p to ps (nil for a tombstone), replacing any earlier owner of
 // the same prefix.
 func (t *table) set(p netip.Prefix, ps *peerState) {
 	p = p.Masked()
-	m := &t.v6[p.Bits()]
 	if p.Addr().Is4() {
-		m = &t.v4[p.Bits()]
+		put(&t.v4[p.Bits()], addr4(p.Addr()), ps)
+	} else {
+		put(&t.v6[p.Bits()], p, ps)
 	}
-	if *m == nil {
-		*m = make(map[netip.Prefix]*peerState)
-	}
-	(*m)[p] = ps
 }
 
 // lookup returns the peer owning the longest prefix that contains a, or
@@ -67,26 +92,32 @@ func (t *table) lookup(a netip.Addr) *peerState {
 		return nil
 	}
 	a = a.Unmap().WithZone("")
-	maps, over := t.v6[:], t.over6[:]
 	if a.Is4() {
-		maps, over = t.v4[:], t.over4[:]
+		u := addr4(a)
+		return lookupIn(t.v4[:], t.over4[:], func(bits int) uint32 { return mask4(u, bits) })
 	}
+	return lookupIn(t.v6[:], t.over6[:], func(bits int) netip.Prefix {
+		p, _ := a.Prefix(bits) // bits is within a's length
+		return p
+	})
+}
+
+// lookupIn is lookup in one family's maps, by prefix length from the
+// longest; key(bits) is the key of the address's prefix of that length.
+func lookupIn[K comparable](maps, over []map[K]*peerState, key func(bits int) K) *peerState {
 	for bits := len(maps) - 1; bits >= 0; bits-- {
 		m, o := maps[bits], over[bits]
 		if m == nil && o == nil {
 			continue
 		}
-		p, err := a.Prefix(bits)
-		if err != nil {
-			continue
-		}
-		if ps, ok := o[p]; ok {
+		k := key(bits)
+		if ps, ok := o[k]; ok {
 			if ps == goneState {
 				continue
 			}
 			return ps
 		}
-		if ps, ok := m[p]; ok {
+		if ps, ok := m[k]; ok {
 			return ps
 		}
 	}
@@ -116,23 +147,23 @@ func (t *table) sender(a netip.Addr) (meshkey.Public, bool) {
 // each calls f for every prefix in t with its owner (nil for a tombstone).
 func (t *table) each(f func(netip.Prefix, *peerState)) {
 	for bits, m := range t.v4 {
-		eachOf(m, t.over4[bits], f)
+		eachOf(m, t.over4[bits], func(u uint32, ps *peerState) { f(prefix4(u, bits), ps) })
 	}
 	for bits, m := range t.v6 {
 		eachOf(m, t.over6[bits], f)
 	}
 }
 
-// eachOf calls f for every prefix of the map m as the map over shadows it.
-func eachOf(m, over map[netip.Prefix]*peerState, f func(netip.Prefix, *peerState)) {
-	for p, ps := range over {
+// eachOf calls f for every key of the map m as the map over shadows it.
+func eachOf[K comparable](m, over map[K]*peerState, f func(K, *peerState)) {
+	for k, ps := range over {
 		if ps != goneState {
-			f(p, ps)
+			f(k, ps)
 		}
 	}
-	for p, ps := range m {
-		if _, shadowed := over[p]; !shadowed {
-			f(p, ps)
+	for k, ps := range m {
+		if _, shadowed := over[k]; !shadowed {
+			f(k, ps)
 		}
 	}
 }
@@ -141,24 +172,28 @@ func eachOf(m, over map[netip.Prefix]*peerState, f func(netip.Prefix, *peerState
 // tombstone).
 func (t *table) owner(p netip.Prefix) (*peerState, bool) {
 	p = p.Masked()
-	m, o := t.v6[p.Bits()], t.over6[p.Bits()]
 	if p.Addr().Is4() {
-		m, o = t.v4[p.Bits()], t.over4[p.Bits()]
+		return ownerIn(t.v4[p.Bits()], t.over4[p.Bits()], addr4(p.Addr()))
 	}
-	if ps, ok := o[p]; ok {
+	return ownerIn(t.v6[p.Bits()], t.over6[p.Bits()], p)
+}
+
+// ownerIn is owner in one map m and the map over that shadows it.
+func ownerIn[K comparable](m, over map[K]*peerState, k K) (*peerState, bool) {
+	if ps, ok := over[k]; ok {
 		return ps, ps != goneState
 	}
-	ps, ok := m[p]
+	ps, ok := m[k]
 	return ps, ok
 }
 
 // newTable builds the table of a validated peer list; states holds the
-// state of every peer in it.
-func newTable(peers []Peer, states map[meshkey.Public]*peerState) *table {
+// state of each peer of it, by index.
+func newTable(peers []peerRec, states []*peerState) *table {
 	t := new(table)
 	var n4 [33]int // prefixes per length: each map is made once, at its size
 	for _, p := range peers {
-		for _, pfx := range p.AllowedIPs {
+		for _, pfx := range p.ips {
 			if pfx.Addr().Is4() {
 				n4[pfx.Bits()]++
 			}
@@ -166,12 +201,12 @@ func newTable(peers []Peer, states map[meshkey.Public]*peerState) *table {
 	}
 	for bits, n := range n4 {
 		if n > 0 {
-			t.v4[bits] = make(map[netip.Prefix]*peerState, n)
+			t.v4[bits] = make(map[uint32]*peerState, n)
 		}
 	}
-	for _, p := range peers {
-		for _, pfx := range p.AllowedIPs {
-			t.set(pfx, states[p.PublicKey])
+	for i, p := range peers {
+		for _, pfx := range p.ips {
+			t.set(pfx, states[i])
 		}
 	}
 	t.size = t.count()
@@ -211,17 +246,22 @@ func (t *table) patched() *table {
 // goneState to take it away) in t's over maps.
 func (t *table) setOver(p netip.Prefix, ps *peerState) {
 	p = p.Masked()
-	m := &t.over6[p.Bits()]
+	isNew := false
 	if p.Addr().Is4() {
-		m = &t.over4[p.Bits()]
+		isNew = putNew(&t.over4[p.Bits()], addr4(p.Addr()), ps)
+	} else {
+		isNew = putNew(&t.over6[p.Bits()], p, ps)
 	}
-	if *m == nil {
-		*m = make(map[netip.Prefix]*peerState)
-	}
-	if _, ok := (*m)[p]; !ok {
+	if isNew {
 		t.nOver++
 	}
-	(*m)[p] = ps
+}
+
+// putNew is put, and reports whether k was not in m before.
+func putNew[K comparable](m *map[K]*peerState, k K, ps *peerState) bool {
+	_, had := (*m)[k]
+	put(m, k, ps)
+	return !had
 }
 
 // flat returns t as a table of its own maps only.
@@ -239,18 +279,19 @@ func (t *table) flat() *table {
 // the changes (see table.over4), not a rebuild or copy of every peer's
 // prefixes. A prefix of a peer outside gone and came belongs to that peer
 // in both sets (a prefix has one peer), so only the prefixes of gone and
-// came can change owner. When the patches grow to a sixteenth of the
-// table, next is made flat again.
-func patchTables(old *table, gone, came []Peer, states map[meshkey.Public]*peerState) (next, trans *table) {
+// came can change owner; cameStates holds the state of each peer of came,
+// by index. When the patches grow to a sixteenth of the table, next is
+// made flat again.
+func patchTables(old *table, gone, came []Peer, cameStates []*peerState) (next, trans *table) {
 	next = old.patched()
 	for _, p := range gone {
 		for _, pfx := range p.AllowedIPs {
 			next.setOver(pfx, goneState)
 		}
 	}
-	for _, p := range came {
+	for i, p := range came {
 		for _, pfx := range p.AllowedIPs {
-			next.setOver(pfx, states[p.PublicKey])
+			next.setOver(pfx, cameStates[i])
 		}
 	}
 	trans = old.patched()

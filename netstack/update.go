@@ -28,7 +28,7 @@ import (
 // parsed as ParseConfig parses them, and what ParseConfig checks across
 // the whole file (a peer listed twice, a prefix in two peers) is checked
 // for them: against each other by the parser, against the unchanged peers
-// through the node's own index of keys (Node.states) and prefixes
+// through the node's own index of keys (Node.byKey) and prefixes
 // (Node.settled). Errors name the file and line as ParseConfig's do.
 
 // sectionSum identifies the bytes of a [Peer] section: a digest with a
@@ -131,7 +131,7 @@ func splitSections(data []byte) []section {
 // maxLine is the longest line the parser takes (with its newline).
 const maxLine = 1 << 20
 
-// trackedPeer is a peer a tracking parser read: its index in Config.Peers,
+// trackedPeer is a peer a tracking parser read: its index in the file,
 // where its PublicKey is and where each of its AllowedIPs is.
 type trackedPeer struct {
 	idx  int
@@ -158,17 +158,25 @@ type parsedFile struct {
 	// parser was (ParseConfig would have found every problem before it
 	// first), or math.MaxInt for a check of the whole file at its end.
 	errAt int
-	secs  []section    // the [Peer] sections, by index in Config.Peers
-	sums  []sectionSum // their digests
+	// all are the file's sections; peerSecs the indexes in all of its
+	// [Peer] sections, in order (not a copy of them: 4 bytes a peer, not 32).
+	all      []section
+	peerSecs []int32
+	sums     []sectionSum // their digests
 	// The peers [0, pre) and [len-suf, len) are the base's, unchanged.
 	pre, suf int
 }
 
+// sec returns the file's [Peer] section k.
+func (f *parsedFile) sec(k int) section { return f.all[f.peerSecs[k]] }
+
 // peerBase is the node's peer set a file is parsed against: its peers
-// and the digests of the sections they came from.
+// (their records and states, by index) and the digests of the sections
+// they came from.
 type peerBase struct {
-	peers []Peer
-	sums  []sectionSum
+	recs   []peerRec
+	states []*peerState
+	sums   []sectionSum
 }
 
 // parseFile parses the wg-quick file data as ParseConfig does. With a base
@@ -183,13 +191,13 @@ func parseFile(data []byte, name string, base *peerBase) (*parsedFile, error) {
 	for _, s := range all {
 		nPeers += b2i(s.peer)
 	}
-	f.secs, f.sums, f.p.cfg.Peers = make([]section, 0, nPeers), make([]sectionSum, 0, nPeers), make([]Peer, 0, nPeers)
+	f.all, f.peerSecs, f.sums = all, make([]int32, 0, nPeers), make([]sectionSum, 0, nPeers)
 	if base == nil || base.sums == nil { // every section parsed: the maps are made once, at their size
 		f.p.peerAt, f.p.owner = make(map[meshkey.Public]int, nPeers), make(map[netip.Prefix]int, nPeers)
 	}
-	for _, s := range all {
+	for si, s := range all {
 		if s.peer {
-			f.secs = append(f.secs, s)
+			f.peerSecs = append(f.peerSecs, int32(si))
 			f.sums = append(f.sums, sumSection(data[s.start:s.end]))
 		}
 	}
@@ -197,6 +205,7 @@ func parseFile(data []byte, name string, base *peerBase) (*parsedFile, error) {
 		f.p.track = true
 		f.pre, f.suf = alignSums(f.sums, base.sums)
 	}
+	f.p.cfg.Peers = make([]Peer, 0, nPeers-f.pre-f.suf) // the peers parsed
 	p := f.p
 	k := 0 // index of the next [Peer] section
 	fail := func(line int, err error) (*parsedFile, error) {
@@ -205,22 +214,18 @@ func parseFile(data []byte, name string, base *peerBase) (*parsedFile, error) {
 			f.errAt = keyAt{line: line, item: p.item}.pos()
 		}
 		if p.inPeer && p.track { // what it has read of the peer counts too
-			p.tracked = append(p.tracked, trackedPeer{idx: len(p.cfg.Peers), keys: p.keysAt, pfx: p.pfxAt})
+			p.tracked = append(p.tracked, trackedPeer{idx: p.skipped + len(p.cfg.Peers), keys: p.keysAt, pfx: p.pfxAt})
 			p.cfg.Peers = append(p.cfg.Peers, p.peer)
 		}
 		return f, err
 	}
 	for si, s := range all {
-		if s.peer && (k < f.pre || k >= len(f.secs)-f.suf) {
+		if s.peer && (k < f.pre || k >= len(f.peerSecs)-f.suf) {
 			p.item = 0
 			if err := p.endPeer(); err != nil {
 				return fail(s.line, err)
 			}
-			j := k // the base's index of this peer
-			if k >= f.pre {
-				j = k - len(f.secs) + len(base.sums)
-			}
-			p.cfg.Peers = append(p.cfg.Peers, base.peers[j])
+			p.skipped++ // the update takes it from the base: not in p.cfg.Peers
 			k++
 			continue
 		}
@@ -298,14 +303,35 @@ type ConfigUpdate struct {
 	// the same as the ones the node's peers came from.
 	Parsed int
 
-	name  string
-	peers []Peer // every peer of the file; the unchanged ones are the node's
-	sums  []sectionSum
-	used  bool // by ApplyUpdate
+	name string
+	// The file's peers are base's first pre peers, then mid (the ones
+	// parsed), then base's last suf peers: the peers taken unchanged are
+	// not copied (with 100,000 peers, a list of them all was 13 MB more
+	// during a reload).
+	base     peerBase
+	pre, suf int
+	mid      []Peer
+	sums     []sectionSum
+	used     bool // by ApplyUpdate
 }
 
 // NumPeers returns the number of peers the file lists.
-func (u *ConfigUpdate) NumPeers() int { return len(u.peers) }
+func (u *ConfigUpdate) NumPeers() int { return u.len() }
+
+func (u *ConfigUpdate) len() int { return u.pre + len(u.mid) + u.suf }
+
+// at returns the file's peer i; a peer taken from the base has the
+// node's allowed IPs, not a copy.
+func (u *ConfigUpdate) at(i int) Peer {
+	j := i // the base's index
+	switch {
+	case i >= u.pre && i < u.pre+len(u.mid):
+		return u.mid[i-u.pre]
+	case i >= u.pre:
+		j = i - u.len() + len(u.base.recs)
+	}
+	return u.base.recs[j].peer(u.base.states[j].key)
+}
 
 // ParseUpdate parses data, a new version of the wg-quick file the node's
 // peers came from (through [ParseConfig] and [New], or an earlier
@@ -318,7 +344,7 @@ func (u *ConfigUpdate) NumPeers() int { return len(u.peers) }
 func (n *Node) ParseUpdate(data []byte, name string) (*ConfigUpdate, error) {
 	for {
 		n.mu.Lock()
-		base, gen := peerBase{peers: n.peers, sums: n.sections}, n.gen
+		base, gen := peerBase{recs: n.peers, states: n.stateAt, sums: n.sections}, n.gen
 		n.mu.Unlock()
 		f, perr := parseFile(data, name, &base)
 		n.mu.Lock()
@@ -332,7 +358,7 @@ func (n *Node) ParseUpdate(data []byte, name string) (*ConfigUpdate, error) {
 		}
 		// A clash with an unchanged peer before the parse error is the
 		// error ParseConfig would report.
-		err := n.checkUnchanged(f, data, len(base.peers), bound)
+		err := n.checkUnchanged(f, data, len(base.recs), bound)
 		n.mu.Unlock()
 		if err == nil {
 			err = perr
@@ -340,11 +366,16 @@ func (n *Node) ParseUpdate(data []byte, name string) (*ConfigUpdate, error) {
 		if err != nil {
 			return nil, err
 		}
-		u := &ConfigUpdate{Config: *f.p.cfg, Warnings: f.p.warnings, Parsed: len(f.secs) - f.pre - f.suf, name: name, peers: f.p.cfg.Peers, sums: f.sums}
+		u := &ConfigUpdate{Config: *f.p.cfg, Warnings: f.p.warnings, Parsed: len(f.peerSecs) - f.pre - f.suf, name: name,
+			base: base, pre: f.pre, suf: f.suf, mid: f.p.cfg.Peers, sums: f.sums}
 		u.Config.Peers = nil
 		return u, nil
 	}
 }
+
+// peer returns the peer of f that t tracks: f.p.cfg.Peers holds only the
+// peers parsed, after the base's first f.pre.
+func (f *parsedFile) peer(t trackedPeer) Peer { return f.p.cfg.Peers[t.idx-f.pre] }
 
 // checkUnchanged checks the keys and prefixes of the peers f parsed
 // against those of the peers it took unchanged from the node (mu is held,
@@ -360,7 +391,7 @@ func (n *Node) checkUnchanged(f *parsedFile, data []byte, nOld, bound int) error
 		case j < f.pre:
 			return j
 		case j >= nOld-f.suf:
-			return j - nOld + len(f.secs)
+			return j - nOld + len(f.peerSecs)
 		}
 		return -1
 	}
@@ -373,9 +404,9 @@ func (n *Node) checkUnchanged(f *parsedFile, data []byte, nOld, bound int) error
 	}
 	p := f.p
 	for _, t := range p.tracked {
-		peer := p.cfg.Peers[t.idx]
+		peer := f.peer(t)
 		for i, k := range t.keys {
-			if ps := n.states[k.pub]; ps != nil {
+			if ps := n.byKey.get(k.pub); ps != nil {
 				if o := newIndex(int(ps.idx)); o >= 0 {
 					note(f.clash(data, t, o, -1-i, func(at int) string {
 						return fmt.Sprintf("peer %s is also the [Peer] at line %d", k.pub.Short(), at)
@@ -407,7 +438,7 @@ func (n *Node) checkUnchanged(f *parsedFile, data []byte, nOld, bound int) error
 // later of the two, as ParseConfig reports it, naming the other's [Peer]
 // line.
 func (f *parsedFile) clash(data []byte, t trackedPeer, o, pfx int, msg func(at int) string) (*ConfigError, int) {
-	tHead, oHead := f.secs[t.idx].line, f.secs[o].line
+	tHead, oHead := f.sec(t.idx).line, f.sec(o).line
 	var at keyAt
 	if pfx >= 0 {
 		at = t.pfx[pfx]
@@ -420,7 +451,7 @@ func (f *parsedFile) clash(data []byte, t trackedPeer, o, pfx int, msg func(at i
 	// The unchanged peer is the later one: find its line by parsing its
 	// section alone.
 	at = keyAt{line: oHead, key: at.key}
-	s := f.secs[o]
+	s := f.sec(o)
 	q := &parser{name: f.p.name, cfg: new(Config), track: true, line: s.line - 1}
 	for rest := data[s.start:s.end]; len(rest) > 0; {
 		l, after, _ := bytes.Cut(rest, []byte("\n"))
@@ -434,7 +465,7 @@ func (f *parsedFile) clash(data []byte, t trackedPeer, o, pfx int, msg func(at i
 		ot := q.tracked[0]
 		at = ot.keys[0]
 		if pfx >= 0 {
-			m := f.p.cfg.Peers[t.idx].AllowedIPs[pfx].Masked()
+			m := f.peer(t).AllowedIPs[pfx].Masked()
 			for i, a := range q.cfg.Peers[0].AllowedIPs {
 				if a.Masked() == m {
 					at = ot.pfx[i]
@@ -460,8 +491,7 @@ func (n *Node) ApplyUpdate(u *ConfigUpdate) (PeerChanges, error) {
 		return PeerChanges{}, errors.New("netstack: ApplyUpdate: this update was applied already; parse the file again")
 	}
 	u.used = true
-	// u's list is private: it becomes the node's, with no copy.
-	d, err := n.diffPeers(u.name+": peers", u.peers, false, true)
+	d, err := n.diffPeers(u.name+": peers", u, false)
 	if err != nil {
 		return PeerChanges{}, err
 	}

@@ -129,22 +129,22 @@ func checkIndex(t *testing.T, n *Node) {
 	t.Helper()
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if len(n.states) != len(n.peers) || len(n.stateAt) != len(n.peers) {
-		t.Fatalf("%d peers, %d states by key, %d by index", len(n.peers), len(n.states), len(n.stateAt))
+	if len(n.byKey.states) != len(n.peers) || len(n.stateAt) != len(n.peers) {
+		t.Fatalf("%d peers, %d states by key, %d by index", len(n.peers), len(n.byKey.states), len(n.stateAt))
 	}
 	if n.sections != nil && len(n.sections) != len(n.peers) {
 		t.Fatalf("%d peers, %d section digests", len(n.peers), len(n.sections))
 	}
-	for i, p := range n.peers {
-		ps := n.states[p.PublicKey]
-		if ps == nil || ps != n.stateAt[i] || int(ps.idx) != i || ps.key != p.PublicKey {
-			t.Fatalf("peer %d (%s): its state is not indexed right", i, p.PublicKey.Short())
+	for i, st := range n.stateAt {
+		ps := n.byKey.get(st.key)
+		if ps == nil || ps != st || int(ps.idx) != i {
+			t.Fatalf("peer %d (%s): its state is not indexed right", i, st.key.Short())
 		}
 	}
 	if n.table.Load() != n.settled {
 		t.Fatal("the table in force is not the settled one")
 	}
-	if diff := cmp.Diff(contents(newTable(n.peers, n.states)), contents(n.settled)); diff != "" {
+	if diff := cmp.Diff(contents(newTable(n.peers, n.stateAt)), contents(n.settled)); diff != "" {
 		t.Fatalf("table (-rebuilt +node's):\n%s", diff)
 	}
 }

@@ -79,7 +79,7 @@ func cmdRecorder(ctx context.Context, args []string, io stdio) (err error) {
 	if err != nil {
 		return err
 	}
-	rl := &meshReload{wgPath: *wgPath, policyPath: *policyPath, started: cfg, node: node, pol: pol, check: checkLists, recheck: rec.Recheck, logger: logger}
+	rl := &meshReload{wgPath: *wgPath, policyPath: *policyPath, started: interfaceOf(cfg), node: node, pol: pol, check: checkLists, recheck: rec.Recheck, logger: logger}
 	stopReload := onHangup(logger, rl)
 	defer stopReload()
 	err = rec.ServeNode(ctx, node.Listen, uint16(*port), uint16(*httpPort), func() {

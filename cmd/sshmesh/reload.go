@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -40,7 +41,7 @@ import (
 // of the work of a reload that changes one peer or one rule.
 type meshReload struct {
 	wgPath, policyPath string
-	started            netstack.Config // as the node was started: its [Interface] is fixed (its Peers are not kept)
+	started            netstack.Config // as the node was started (interfaceOf): its [Interface] is fixed
 	// The digests of the files' bytes last applied; the zero value
 	// matches no file.
 	wgSum, policySum [sha256.Size]byte
@@ -54,19 +55,28 @@ type meshReload struct {
 
 // reload applies the files as they are now and reports whether it did.
 func (r *meshReload) reload() bool {
-	wgData, err := os.ReadFile(r.wgPath)
+	// The wg-quick file is read whole only when it changed (a 100,000-peer
+	// file is about 10 MB): first its digest, streamed.
+	wgSum, wgNames, err := scanWGFile(r.wgPath)
 	if err != nil {
 		err = fmt.Errorf("netstack: %w", err)
 	}
-	wgSum := sha256.Sum256(wgData)
 	var update *netstack.ConfigUpdate
 	// An Endpoint given by host name is resolved on every reload, as
 	// before: such a file is always read again (and its sections naming
 	// hosts parsed again).
-	peersChanged := wgSum != r.wgSum || hasEndpointNames(wgData)
+	peersChanged := wgSum != r.wgSum || wgNames
 	if err == nil && peersChanged {
-		// Only the [Peer] sections that changed are parsed.
-		update, err = r.node.ParseUpdate(wgData, r.wgPath)
+		var wgData []byte
+		if wgData, err = os.ReadFile(r.wgPath); err != nil {
+			err = fmt.Errorf("netstack: %w", err)
+		} else {
+			// The bytes parsed are the ones a later reload compares with,
+			// even if the file changed since it was scanned.
+			wgSum = sha256.Sum256(wgData)
+			// Only the [Peer] sections that changed are parsed.
+			update, err = r.node.ParseUpdate(wgData, r.wgPath)
+		}
 		if err == nil {
 			err = r.sameInterface(update.Config)
 		}
@@ -76,14 +86,13 @@ func (r *meshReload) reload() bool {
 			}
 		}
 	}
-	wgData = nil // read after this: the policy file, not beside it
 	doc := r.pol.doc.Load()
 	var policySum [sha256.Size]byte
 	if err == nil {
 		// Nodes whose bytes did not change are neither kept in memory
 		// nor compiled again (see policy.ReadFile and
 		// Document.ReparseFile): a reload that changes a rule costs what
-		// the rules cost.
+		// the rules cost. The wg-quick file's bytes are garbage by now.
 		var pf *policy.File
 		if pf, err = policy.ReadFile(r.policyPath, doc); err == nil && pf.Sum != r.policySum {
 			doc, err = reparsePolicyFile(doc, pf, r.policyPath, r.node.PublicKey())
@@ -172,6 +181,37 @@ func (r *meshReload) applied(ch netstack.PeerChanges) {
 		"peers", r.node.NumPeers(), "added", len(ch.Added), "removed", len(ch.Removed), "changed", len(ch.Changed), "conns_ended", ended)
 }
 
+// scanWGFile reads the wg-quick file at path through, without holding it:
+// the digest of its bytes, and whether it names an Endpoint by host name
+// (see hasEndpointNames; a line longer than the reader's buffer counts as
+// one, so that the file is parsed).
+func scanWGFile(path string) (sum [sha256.Size]byte, names bool, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return sum, false, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	br := bufio.NewReaderSize(io.TeeReader(f, h), 64<<10)
+	for {
+		line, err := br.ReadSlice('\n')
+		switch {
+		case err == bufio.ErrBufferFull:
+			names = true
+		case err == nil || err == io.EOF:
+			names = names || hasEndpointNames(line)
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil && err != bufio.ErrBufferFull {
+			return sum, false, err
+		}
+	}
+	h.Sum(sum[:0])
+	return sum, names, nil
+}
+
 // hasEndpointNames reports whether a wg-quick file names an Endpoint by
 // host name rather than by IP address.
 func hasEndpointNames(data []byte) bool {
@@ -188,6 +228,14 @@ func hasEndpointNames(data []byte) bool {
 		}
 	}
 	return false
+}
+
+// interfaceOf returns what sameInterface compares of cfg, the node's
+// [Interface]: a meshReload keeps only that (with 100,000 peers, the
+// parsed peers, about 13 MB, and their section digests are the node's
+// business).
+func interfaceOf(cfg netstack.Config) netstack.Config {
+	return netstack.Config{PrivateKey: cfg.PrivateKey, Addresses: cfg.Addresses, ListenPort: cfg.ListenPort, MTU: cfg.MTU}
 }
 
 // sameInterface refuses a file whose [Interface] differs from the one the

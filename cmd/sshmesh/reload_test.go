@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"fmt"
 	"log/slog"
@@ -58,23 +57,24 @@ func startReload(conf, pol string, logger *slog.Logger) (*meshReload, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg, _, err := netstack.ParseConfig(bytes.NewReader(wgData), conf)
+	cfg, _, err := netstack.ParseConfigBytes(wgData, conf)
+	if err != nil {
+		return nil, err
+	}
+	started := interfaceOf(cfg)
+	cfg.ListenPort = 0
+	node, err := netstack.New(cfg)
 	if err != nil {
 		return nil, err
 	}
 	policyData, err := os.ReadFile(pol)
 	if err != nil {
+		node.Close()
 		return nil, err
 	}
 	doc, err := parsePolicy(policyData, pol, cfg.PrivateKey.Public())
 	if err != nil {
-		return nil, err
-	}
-	started := cfg
-	started.Peers = nil // the node holds its own copy
-	cfg.ListenPort = 0
-	node, err := netstack.New(cfg)
-	if err != nil {
+		node.Close()
 		return nil, err
 	}
 	r := &reloadable{}
@@ -244,5 +244,44 @@ func TestHasEndpointNames(t *testing.T) {
 		if got := hasEndpointNames([]byte(tc.conf)); got != tc.want {
 			t.Errorf("hasEndpointNames(%q) = %v, want %v", tc.conf, got, tc.want)
 		}
+	}
+}
+
+// TestScanWGFile: the streamed scan of a wg-quick file gives the digest
+// of its bytes and says what hasEndpointNames says of them, also for a
+// last line without a newline, lines longer than its buffer (which count
+// as naming a host: the file is then parsed) and a file larger than it.
+func TestScanWGFile(t *testing.T) {
+	peers := strings.Repeat("[Peer]\nPublicKey = x\nAllowedIPs = 10.0.0.2/32\nEndpoint = 192.0.2.1:51820\n", 3000)
+	for _, tc := range []struct {
+		name, conf string
+		want       bool
+	}{
+		{"empty", "", false},
+		{"addresses", peers, false},
+		{"a name at the end", peers + "[Peer]\nEndpoint = vpn.example.com:1", true},
+		{"a name at the start", "[Peer]\nEndpoint = vpn.example.com:1\n" + peers, true},
+		{"no newline at the end", peers + "[Peer]\nEndpoint = 192.0.2.9:1", false},
+		{"a long comment line", peers + "# " + strings.Repeat("x", 200<<10) + "\n" + peers, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "wg.conf")
+			if err := os.WriteFile(path, []byte(tc.conf), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			sum, names, err := scanWGFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sum != sha256.Sum256([]byte(tc.conf)) {
+				t.Error("the digest is not the file's")
+			}
+			if names != tc.want {
+				t.Errorf("names a host: %v, want %v", names, tc.want)
+			}
+		})
+	}
+	if _, _, err := scanWGFile(filepath.Join(t.TempDir(), "missing")); err == nil {
+		t.Error("a missing file scanned without an error")
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -96,7 +95,7 @@ func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 		return fmt.Errorf("netstack: %w", err)
 	}
 	wgSum := sha256.Sum256(wgData)
-	cfg, warnings, err := netstack.ParseConfig(bytes.NewReader(wgData), *wgPath)
+	cfg, warnings, err := netstack.ParseConfigBytes(wgData, *wgPath)
 	if err != nil {
 		return err
 	}
@@ -107,6 +106,16 @@ func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 	if w := othersCanRead(*wgPath); w != "" {
 		logger.Warn("wg-quick file: "+w, "file", *wgPath)
 	}
+	// The node first: then the parsed peers (13 MB with 100,000) are
+	// garbage before the policy is read, rather than beside it. It
+	// listens on nothing until the policy is in.
+	cfg.Logger = logger
+	node, err := netstack.New(cfg)
+	if err != nil {
+		return err
+	}
+	defer node.Close()
+	cfg.Peers = nil // the node holds its own copy
 	policyData, err := os.ReadFile(*policyPath)
 	if err != nil {
 		return fmt.Errorf("policy: %w", err)
@@ -117,13 +126,6 @@ func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 		return err
 	}
 	policyData = nil
-	cfg.Logger = logger
-	node, err := netstack.New(cfg)
-	if err != nil {
-		return err
-	}
-	defer node.Close()
-	cfg.Peers = nil // the node holds its own copy
 	id, _ := doc.Node(node.PublicKey())
 	pol := &reloadable{}
 	pol.doc.Store(doc)
@@ -216,7 +218,7 @@ func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 		}
 	}
 
-	rl := &meshReload{wgPath: *wgPath, policyPath: *policyPath, started: cfg, wgSum: wgSum, policySum: policySum,
+	rl := &meshReload{wgPath: *wgPath, policyPath: *policyPath, started: interfaceOf(cfg), wgSum: wgSum, policySum: policySum,
 		node: node, pol: pol, srv: srv, logger: logger}
 	stopReload := onHangup(logger, rl)
 	defer stopReload()
