@@ -154,6 +154,9 @@ type testCase struct {
 // problems found are returned, joined with [errors.Join], one per line; each
 // is an [*Error].
 func Parse(data []byte, file string) (*Document, error) {
+	if err := checkSize(int64(len(data)), file); err != nil {
+		return nil, err
+	}
 	// Plainly written nodes are compiled without a tree (see quickNodes).
 	if start, end, ok := nodesValue(data); ok {
 		if ns := quickNodes(data[start:end]); ns != nil {
@@ -201,6 +204,19 @@ func Load(path string) (*Document, error) {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
 	return Parse(data, path)
+}
+
+// maxDocumentSize is the largest policy document read: it keeps the
+// offsets and counts of a compiled document (names' ends, node indexes)
+// far from their types' limits.
+const maxDocumentSize = 1 << 30
+
+// checkSize refuses a document of size bytes over maxDocumentSize.
+func checkSize(size int64, file string) error {
+	if size > maxDocumentSize {
+		return &Error{File: file, Line: 1, Column: 1, Err: fmt.Errorf("the document is %d bytes; at most %d are read", size, maxDocumentSize)}
+	}
+	return nil
 }
 
 // syntaxError turns hujson's "hujson: line L, column C: msg" into an *Error.
@@ -456,7 +472,7 @@ func (doc *Document) Node(key meshkey.Public) (Identity, bool) {
 	if !ok {
 		return Identity{Key: key}, false
 	}
-	return doc.nodeSet.identity(i), true
+	return doc.nodeSet.ownIdentity(i), true
 }
 
 // NodeByName returns the node called name, and whether there is one.
@@ -465,7 +481,7 @@ func (doc *Document) NodeByName(name string) (Identity, bool) {
 	if !ok {
 		return Identity{}, false
 	}
-	return doc.nodeSet.identity(i), true
+	return doc.nodeSet.ownIdentity(i), true
 }
 
 // Nodes returns what the document says about each of its nodes, in the
@@ -476,15 +492,14 @@ func (doc *Document) Nodes() []Identity {
 	ns := doc.nodeSet
 	ids := make([]Identity, ns.len())
 	for i := range ids {
-		ids[i] = ns.identity(int32(i))
+		ids[i] = ns.ownIdentity(int32(i))
 	}
 	return ids
 }
 
 // NodesNamed returns, in the document's order, the nodes a name stands for
 // as a recorder name does: the node called name, or every node with tag
-// name (nil for none). Their Tags are shared with the document; do not
-// modify them.
+// name (nil for none).
 func (doc *Document) NodesNamed(name string) []Identity {
 	ns := doc.nodeSet
 	if ns == nil {
@@ -492,14 +507,14 @@ func (doc *Document) NodesNamed(name string) []Identity {
 	}
 	if !strings.HasPrefix(name, "tag:") {
 		if i, ok := ns.findName(name); ok {
-			return []Identity{ns.identity(i)}
+			return []Identity{ns.ownIdentity(i)}
 		}
 		return nil
 	}
 	var ids []Identity
 	for i, r := range ns.recs {
 		if slices.Contains(ns.classes[r.class].tags, name) {
-			ids = append(ids, ns.identity(int32(i)))
+			ids = append(ids, ns.ownIdentity(int32(i)))
 		}
 	}
 	return ids

@@ -19,6 +19,8 @@ type File struct {
 	// document it was read for; else cut holds the rest of it.
 	data []byte
 	cut  cutFile
+	// ns are the nodes cut out: those of the document it was read for.
+	ns *nodeSet
 }
 
 // readChunk is how much of a "nodes" value ReadFile reads at a time.
@@ -39,6 +41,9 @@ func ReadFile(path string, prev *Document) (*File, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
+	}
+	if err := checkSize(st.Size(), path); err != nil {
+		return nil, err
 	}
 	if prev == nil || prev.nodeSet == nil || int64(prev.nodesAt[1]) > st.Size() || !st.Mode().IsRegular() {
 		return readWhole(f, path)
@@ -87,7 +92,7 @@ func readCut(f *os.File, path string, prev *Document) (*File, error) {
 	cut.tail, cut.size = tail, end+len(tail)
 	file.Write(tail)
 	cut.lines.add(tail, end)
-	pf := &File{path: path, cut: cut}
+	pf := &File{path: path, cut: cut, ns: prev.nodeSet}
 	file.Sum(pf.Sum[:0])
 	return pf, nil
 }
@@ -111,8 +116,12 @@ func (doc *Document) ReparseFile(f *File) (*Document, error) {
 	if f.data != nil {
 		return doc.Reparse(f.data, f.path)
 	}
-	if d, ok, err := parseRest(doc.nodeSet, f.cut, f.path); ok {
-		return d, err
+	// f read for another document left that one's nodes out, which
+	// need not be doc's: then the whole file is read.
+	if f.ns == doc.nodeSet {
+		if d, ok, err := parseRest(doc.nodeSet, f.cut, f.path); ok {
+			return d, err
+		}
 	}
 	data, err := os.ReadFile(f.path)
 	if err != nil {

@@ -106,6 +106,15 @@ func (ns *nodeSet) identity(i int32) Identity {
 	return Identity{Key: ns.recs[i].key, Node: ns.name(i), Owner: c.owner, Tags: c.tags}
 }
 
+// ownIdentity is identity with Tags of its own: what the exported
+// accessors return, so that a caller changing them in place changes
+// neither the document nor the other nodes of the class.
+func (ns *nodeSet) ownIdentity(i int32) Identity {
+	id := ns.identity(i)
+	id.Tags = slices.Clone(id.Tags)
+	return id
+}
+
 // node returns node i as match reads it.
 func (ns *nodeSet) node(i int32) node {
 	n := ns.unnamed(i)

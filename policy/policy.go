@@ -295,7 +295,10 @@ type Decision struct {
 	// rule. Check approvals are keyed by it. "" when no rule matched; a
 	// Policy of its own may leave it empty (Rule is used instead).
 	RuleID string
-	// Caller is what the policy knows about the caller (node name, owner, tags).
+	// Caller is what the policy knows about the caller (node name, owner,
+	// tags). Its Tags are shared with the document (Evaluate allocates
+	// nothing): read them, never change them in place; the accessors such
+	// as [Document.Node] return copies.
 	Caller Identity
 
 	// AcceptEnv lists environment names (with * wildcards) the client may

@@ -26,7 +26,7 @@ func (doc *Document) nodeByKey(k meshkey.Public) (int32, bool) {
 // (or a group, a test) then costs what the rules cost. A nil doc parses
 // data whole.
 func (doc *Document) Reparse(data []byte, file string) (*Document, error) {
-	if doc == nil || doc.nodeSet == nil {
+	if doc == nil || doc.nodeSet == nil || len(data) > maxDocumentSize {
 		return Parse(data, file)
 	}
 	// Where the nodes were, they usually still are: the hash tells, and
@@ -80,7 +80,9 @@ func parseRest(ns *nodeSet, f cutFile, file string) (doc *Document, ok bool, err
 	c.reuse = ns
 	c.doc.nodesAt = [2]int{start, end}
 	c.document(&v)
-	if c.needFull {
+	if c.needFull || c.doc.nodeSet != ns {
+		// ns was not adopted as the value of "nodes" (say the stand-in
+		// fell into a comment): the whole file is parsed.
 		return nil, false, nil
 	}
 	doc, err = c.finish()
