@@ -303,8 +303,13 @@ func startTailscaled(tb testing.TB, t tools, h *headscale, hostname, authKey str
 			tb.Logf("tailscaled %s log:\n%s", hostname, tail(b, 3000))
 		}
 	})
+	// The socket file appears when tailscaled binds it, a moment before
+	// it listens (a connect in between is refused): wait for a connect.
 	waitFor(tb, 30*time.Second, "tailscaled to listen", func() error {
-		_, err := os.Stat(d.socket)
+		c, err := net.Dial("unix", d.socket)
+		if err == nil {
+			c.Close()
+		}
 		return err
 	})
 	d.run(append([]string{"up", "--login-server=" + h.URL, "--authkey=" + authKey, "--hostname=" + hostname, "--accept-dns=false", "--timeout=90s"}, upFlags...)...)
