@@ -126,7 +126,7 @@ func newNode(cfg Config, wrapBind func(conn.Bind) conn.Bind) (*Node, error) {
 	// Peers that are still the ones ParseConfig read were checked for a
 	// key or a prefix twice; the node takes the digests of their sections.
 	parsed := cfg.file != nil && len(cfg.file.sums) == len(cfg.Peers) && peersPrint(cfg.Peers) == cfg.file.print
-	d, err := n.diffPeers("Config.Peers", peerSlice(cfg.Peers), parsed) // against no peers: every one checked
+	d, err := n.diffPeers("Config.Peers", newPeerSlice(cfg.Peers), parsed) // against no peers: every one checked
 	if err != nil {
 		return nil, err
 	}

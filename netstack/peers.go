@@ -36,11 +36,34 @@ type peerSource interface {
 	at(i int) Peer
 }
 
-// peerSlice is a peer list given whole.
-type peerSlice []Peer
+// peerSlice is a peer list given whole by a caller, with its keys copied
+// when the call began: the checks and the change read the same keys
+// whatever the caller does to its slice meanwhile (the rest of a peer is
+// copied when it is checked).
+type peerSlice struct {
+	peers []Peer
+	keys  []meshkey.Public
+}
 
-func (s peerSlice) len() int      { return len(s) }
-func (s peerSlice) at(i int) Peer { return s[i] }
+func newPeerSlice(peers []Peer) peerSlice {
+	keys := make([]meshkey.Public, len(peers))
+	for i := range peers {
+		keys[i] = peers[i].PublicKey
+	}
+	return peerSlice{peers: peers, keys: keys}
+}
+
+func (s peerSlice) len() int { return len(s.keys) }
+
+func (s peerSlice) at(i int) Peer {
+	p := s.peers[i]
+	p.PublicKey = s.keys[i]
+	return p
+}
+
+// newStates allocates n peer states together (a variable: tests watch
+// the blocks' sizes).
+var newStates = func(n int) []peerState { return make([]peerState, n) }
 
 // peerDiff is a new peer list checked against the node's current one
 // (Node.peers): built by diffPeers, applied by UpdatePeers.
@@ -244,7 +267,7 @@ func (n *Node) UpdatePeers(peers []Peer) (PeerChanges, error) {
 	if n.isClosed {
 		return PeerChanges{}, ErrClosed
 	}
-	d, err := n.diffPeers("SetPeers", peerSlice(peers), false)
+	d, err := n.diffPeers("SetPeers", newPeerSlice(peers), false)
 	if err != nil {
 		return PeerChanges{}, err
 	}
@@ -292,7 +315,16 @@ func (n *Node) applyDiff(d *peerDiff) (PeerChanges, error) {
 			ps = n.stateAt[j]
 		} else {
 			if len(fresh) == 0 {
-				fresh = make([]peerState, len(d.fresh))
+				// Sized by the new peers to come (not the changed ones,
+				// which keep their states): one new peer's state keeps
+				// the block alive.
+				nNew := 0
+				for _, j := range d.from[i:] {
+					if j < 0 {
+						nNew++
+					}
+				}
+				fresh = newStates(nNew)
 			}
 			ps, fresh = &fresh[0], fresh[1:]
 			ps.key = p.PublicKey
