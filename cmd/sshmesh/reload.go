@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"unicode"
 
 	"github.com/sshmesh/sshmesh"
 	"github.com/sshmesh/sshmesh/meshkey"
@@ -218,6 +219,11 @@ func hasEndpointNames(data []byte) bool {
 	for len(data) > 0 {
 		var line []byte
 		line, data, _ = bytes.Cut(data, []byte("\n"))
+		// Most lines are no Endpoint: a key that is "endpoint" once
+		// trimmed starts with an e.
+		if line = bytes.TrimLeftFunc(line, unicode.IsSpace); len(line) == 0 || line[0]|0x20 != 'e' {
+			continue
+		}
 		line, _, _ = bytes.Cut(line, []byte("#"))
 		k, v, ok := bytes.Cut(line, []byte("="))
 		if !ok || !strings.EqualFold(string(bytes.TrimSpace(k)), "endpoint") {

@@ -240,6 +240,8 @@ func TestHasEndpointNames(t *testing.T) {
 		{"[Peer]\nEndpoint = 192.0.2.1:51820\n[Peer]\n  ENDPOINT = vpn.example.com:51820\n", true},
 		{"[Peer]\n# Endpoint = vpn.example.com:51820\n", false},
 		{"[Peer]\r\nEndpoint = host:1\r\n", true},
+		{"[Peer]\n\t\u00a0Endpoint = host:1\n", true}, // Unicode space before the key, as TrimSpace takes it
+		{"[Peer]\nxEndpoint = host:1\n", false},
 	} {
 		if got := hasEndpointNames([]byte(tc.conf)); got != tc.want {
 			t.Errorf("hasEndpointNames(%q) = %v, want %v", tc.conf, got, tc.want)
