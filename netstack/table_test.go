@@ -238,27 +238,7 @@ func TestPatchTablesMatchesRebuild(t *testing.T) {
 		if round%3 == 1 && last != nil {
 			old = last
 		}
-		byKey := map[meshkey.Public]Peer{}
-		for _, p := range oldPeers {
-			byKey[p.PublicKey] = p
-		}
-		var gone, came []Peer
-		inNext := map[meshkey.Public]bool{}
-		for _, p := range nextPeers {
-			inNext[p.PublicKey] = true
-			prev, ok := byKey[p.PublicKey]
-			switch {
-			case !ok:
-				came = append(came, p)
-			case !samePeer(prev, p):
-				gone, came = append(gone, prev), append(came, p)
-			}
-		}
-		for _, p := range oldPeers {
-			if !inNext[p.PublicKey] {
-				gone = append(gone, p)
-			}
-		}
+		gone, came := changedPeers(oldPeers, nextPeers)
 		next, trans := patchTables(old, gone, came, statesOf(came, states))
 		wantNext := newTable(recsOf(nextPeers), statesOf(nextPeers, states))
 		if diff := cmp.Diff(contents(wantNext), contents(next)); diff != "" {
@@ -417,26 +397,7 @@ func TestTableMatchesReference(t *testing.T) {
 		built := newTable(recsOf(next), statesOf(next, states))
 		check(round, "built", built, refOf(next))
 		if curTable != nil {
-			byKey := map[meshkey.Public]Peer{}
-			for _, p := range cur {
-				byKey[p.PublicKey] = p
-			}
-			var gone, came []Peer
-			inNext := map[meshkey.Public]bool{}
-			for _, p := range next {
-				inNext[p.PublicKey] = true
-				if prev, ok := byKey[p.PublicKey]; !ok || !samePeer(prev, p) {
-					came = append(came, p)
-					if ok {
-						gone = append(gone, prev)
-					}
-				}
-			}
-			for _, p := range cur {
-				if !inNext[p.PublicKey] {
-					gone = append(gone, p)
-				}
-			}
+			gone, came := changedPeers(cur, next)
 			patched, trans := patchTables(curTable, gone, came, statesOf(came, states))
 			check(round, "patched", patched, refOf(next))
 			// The transition: every prefix of either set, its owner where
@@ -548,4 +509,30 @@ func TestPeerRecord(t *testing.T) {
 			t.Errorf("peer %s: psk() is not the preshared key", p.PublicKey.Short())
 		}
 	}
+}
+
+// changedPeers is what a change from old to next takes away (removed
+// peers, and changed ones as they were) and brings (new peers, and
+// changed ones as they are), as patchTables takes them.
+func changedPeers(old, next []Peer) (gone, came []Peer) {
+	byKey := map[meshkey.Public]Peer{}
+	for _, p := range old {
+		byKey[p.PublicKey] = p
+	}
+	inNext := map[meshkey.Public]bool{}
+	for _, p := range next {
+		inNext[p.PublicKey] = true
+		if prev, ok := byKey[p.PublicKey]; !ok || !samePeer(prev, p) {
+			came = append(came, p)
+			if ok {
+				gone = append(gone, prev)
+			}
+		}
+	}
+	for _, p := range old {
+		if !inNext[p.PublicKey] {
+			gone = append(gone, p)
+		}
+	}
+	return gone, came
 }
