@@ -52,6 +52,7 @@ type serverConn struct {
 	sessions int
 	open     map[*Session]struct{}
 	ssh      *ssh.ServerConn // nil for a web terminal's conn
+	ended    <-chan struct{} // closed when the authenticated conn ends (its channels are done)
 	// link is the authenticated conn's transport: ssh, or a web terminal's
 	// WebSocket (webterm_session.go); nil until authenticated.
 	link        connLink
@@ -145,16 +146,17 @@ func (c *serverConn) serve() {
 	}
 	c.nc.SetDeadline(time.Time{})
 	s.authenticated(c)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	c.mu.Lock()
 	c.ssh = sconn
 	c.link = sconn
+	c.ended = ctx.Done()
 	c.mu.Unlock()
 	if !c.decision.Expires.IsZero() {
 		c.expires.Store(c.decision.Expires.UnixNano())
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	go c.globalRequests(ctx, reqs)
 	go c.watch(ctx, sconn)
 

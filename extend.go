@@ -78,12 +78,51 @@ func (ci ConnInfo) LocalAccount() (*session.User, error) { return ci.c.localAcco
 
 // OpenChannel opens a channel of type kind to the client (forwarded-tcpip,
 // auth-agent@openssh.com, or an embedder's own), as ssh.Conn.OpenChannel.
+// It returns an error when the conn ends before the client answers.
 func (ci ConnInfo) OpenChannel(kind string, payload []byte) (ssh.Channel, <-chan *ssh.Request, error) {
-	sc := ci.c.sshConn()
+	sc, ended := ci.c.sshConn()
 	if sc == nil {
 		return nil, nil, errors.New("sshmesh: the conn is not open")
 	}
-	return sc.OpenChannel(kind, payload)
+	return openChannel(sc, ended, kind, payload)
+}
+
+// errConnEnded is what opening a channel gives when the conn ended first.
+var errConnEnded = errors.New("sshmesh: the conn ended before the client answered the channel open")
+
+// openChannel opens a channel on sc, giving up when ended is closed.
+// x/crypto's OpenChannel can wait for an answer forever when the conn
+// closes just as the open goes out (the mux forgets its channels on EOF,
+// then the new channel joins the list and is never closed; seen in
+// TestForwardNoLeak); what waits for an open (a forward's copy, which the
+// conn's end waits for) must not wait with it. A channel that opens after
+// the caller gave up is closed.
+func openChannel(sc interface {
+	OpenChannel(string, []byte) (ssh.Channel, <-chan *ssh.Request, error)
+}, ended <-chan struct{}, kind string, payload []byte) (ssh.Channel, <-chan *ssh.Request, error) {
+	type opened struct {
+		ch   ssh.Channel
+		reqs <-chan *ssh.Request
+		err  error
+	}
+	res := make(chan opened) // unbuffered: a result is either taken or cleaned up below
+	go func() {
+		ch, reqs, err := sc.OpenChannel(kind, payload)
+		select {
+		case res <- opened{ch, reqs, err}:
+		case <-ended:
+			if err == nil {
+				ch.Close()
+				go ssh.DiscardRequests(reqs)
+			}
+		}
+	}()
+	select {
+	case r := <-res:
+		return r.ch, r.reqs, r.err
+	case <-ended:
+		return nil, nil, errConnEnded
+	}
 }
 
 // Touch records activity on the conn: data moved on a channel of a
@@ -138,11 +177,13 @@ func (c *serverConn) dispatchRequest(ctx context.Context, req *ssh.Request) bool
 	return true
 }
 
-// sshConn returns the conn's *ssh.ServerConn, to open channels to the client.
-func (c *serverConn) sshConn() *ssh.ServerConn {
+// sshConn returns the conn's *ssh.ServerConn, to open channels to the
+// client, and what is closed when the conn ends (nil before it is
+// authenticated).
+func (c *serverConn) sshConn() (*ssh.ServerConn, <-chan struct{}) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.ssh
+	return c.ssh, c.ended
 }
 
 // sessionHandler returns the handler of a session: the registered one of

@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -35,7 +34,8 @@ type Mesh struct {
 
 // NewMesh starts n nodes on 127.0.0.1, with mesh addresses 100.64.0.1,
 // 100.64.0.2, ..., each a peer of every other, and closes them at the end
-// of the test.
+// of the test. Each node's UDP port is the one the kernel gave it (no
+// other test can take it between a pick and the bind).
 func NewMesh(tb testing.TB, n int) *Mesh {
 	tb.Helper()
 	m := &Mesh{}
@@ -44,17 +44,19 @@ func NewMesh(tb testing.TB, n int) *Mesh {
 		if err != nil {
 			tb.Fatal(err)
 		}
-		port, err := freeUDPPort()
+		addr := netip.AddrFrom4([4]byte{100, 64, 0, byte(i + 1)})
+		nd := &Node{Key: k, Addr: addr, Config: netstack.Config{
+			PrivateKey:  k,
+			Addresses:   []netip.Prefix{netip.PrefixFrom(addr, 32)},
+			BindAddress: netip.MustParseAddr("127.0.0.1"),
+		}}
+		nd.Node, err = netstack.New(nd.Config)
 		if err != nil {
 			tb.Fatal(err)
 		}
-		addr := netip.AddrFrom4([4]byte{100, 64, 0, byte(i + 1)})
-		m.Nodes = append(m.Nodes, &Node{Key: k, Addr: addr, Config: netstack.Config{
-			PrivateKey:  k,
-			Addresses:   []netip.Prefix{netip.PrefixFrom(addr, 32)},
-			ListenPort:  port,
-			BindAddress: netip.MustParseAddr("127.0.0.1"),
-		}})
+		tb.Cleanup(func() { nd.Node.Close() })
+		nd.Config.ListenPort = nd.Node.ListenPort()
+		m.Nodes = append(m.Nodes, nd)
 	}
 	for _, a := range m.Nodes {
 		for _, b := range m.Nodes {
@@ -66,14 +68,9 @@ func NewMesh(tb testing.TB, n int) *Mesh {
 				})
 			}
 		}
-	}
-	for _, nd := range m.Nodes {
-		var err error
-		nd.Node, err = netstack.New(nd.Config)
-		if err != nil {
+		if err := a.SetPeers(a.Config.Peers); err != nil {
 			tb.Fatal(err)
 		}
-		tb.Cleanup(func() { nd.Node.Close() })
 	}
 	return m
 }
@@ -89,15 +86,6 @@ func (n *Node) WriteWGQuick(tb testing.TB, path string) string {
 		c.Peers = append(c.Peers, testkit.WGPeer{PublicKey: p.PublicKey, AllowedIPs: p.AllowedIPs, Endpoint: p.Endpoint})
 	}
 	return c.Write(tb, path)
-}
-
-func freeUDPPort() (uint16, error) {
-	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer c.Close()
-	return uint16(c.LocalAddr().(*net.UDPAddr).Port), nil
 }
 
 // Serve serves srv on node's port 22 (giving it a fresh host key when it has
