@@ -57,6 +57,7 @@ type Document struct {
 	// makes from this one share it. nil on a tailnet.
 	nodeSet *nodeSet
 	nodesAt [2]int              // where the "nodes" value is in the file, from [0] to [1]
+	sum     [sha256.Size]byte   // of the bytes parsed (see Sum)
 	groups  map[string][]string // group → member emails, flattened and sorted
 	rules   []rule
 	tests   []test
@@ -178,8 +179,13 @@ func parseTree(data []byte, file string) (*Document, error) {
 	c := newCompiler(file, newLines(data))
 	c.document(&v)
 	doc, err := c.finish()
-	if err == nil && doc.nodeSet != nil {
-		doc.nodeSet.sum = sha256.Sum256(data[doc.nodesAt[0]:doc.nodesAt[1]])
+	if err == nil {
+		if doc.nodeSet == nil {
+			doc.sum = fileSum(data, nil, nil)
+		} else {
+			doc.nodeSet.sum = sha256.Sum256(data[doc.nodesAt[0]:doc.nodesAt[1]])
+			doc.sum = fileSum(data[:doc.nodesAt[0]], &doc.nodeSet.sum, data[doc.nodesAt[1]:])
+		}
 	}
 	return doc, err
 }

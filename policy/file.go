@@ -3,6 +3,7 @@ package policy
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
@@ -11,8 +12,10 @@ import (
 // File is a policy file as [ReadFile] read it for a reload: its digest,
 // and what [Document.ReparseFile] needs of its bytes.
 type File struct {
-	// Sum is the SHA-256 of the file's bytes (those ReparseFile parsed,
-	// once it has).
+	// Sum identifies the file's bytes: it is [Document.Sum] of the
+	// document they parse to. It is zero when ReadFile cannot tell it
+	// without parsing (the file was read whole, see ReadFile): parse it
+	// then (ReparseFile) and take the document's.
 	Sum  [sha256.Size]byte
 	path string
 	// data is the whole file, when the nodes are not those of the
@@ -64,12 +67,11 @@ func ReadFile(path string, prev *Document) (*File, error) {
 // theirs, or end before they do.
 func readCut(f *os.File, path string, prev *Document) (*File, error) {
 	start, end := prev.nodesAt[0], prev.nodesAt[1]
-	file, nodes := sha256.New(), sha256.New()
+	nodes := sha256.New()
 	cut := cutFile{head: make([]byte, start)}
 	if _, err := io.ReadFull(f, cut.head); err != nil {
 		return nil, nil
 	}
-	file.Write(cut.head)
 	cut.lines.add(cut.head, 0)
 	buf := make([]byte, min(readChunk, end-start))
 	for off := start; off < end; {
@@ -77,7 +79,6 @@ func readCut(f *os.File, path string, prev *Document) (*File, error) {
 		if _, err := io.ReadFull(f, b); err != nil {
 			return nil, nil
 		}
-		file.Write(b)
 		nodes.Write(b)
 		cut.lines.skip(b, off)
 		off += len(b)
@@ -90,11 +91,10 @@ func readCut(f *os.File, path string, prev *Document) (*File, error) {
 		return nil, fmt.Errorf("policy: %s: %w", path, err)
 	}
 	cut.tail, cut.size = tail, end+len(tail)
-	file.Write(tail)
 	cut.lines.add(tail, end)
-	pf := &File{path: path, cut: cut, ns: prev.nodeSet}
-	file.Sum(pf.Sum[:0])
-	return pf, nil
+	// The nodes' digest is the document's (compared above): the file's
+	// is made from it, so that their bytes are hashed once.
+	return &File{Sum: fileSum(cut.head, &prev.nodeSet.sum, tail), path: path, cut: cut, ns: prev.nodeSet}, nil
 }
 
 // readWhole reads all of f, the policy file at path.
@@ -103,15 +103,45 @@ func readWhole(f *os.File, path string) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policy: %s: %w", path, err)
 	}
-	return &File{Sum: sha256.Sum256(data), path: path, data: data}, nil
+	return &File{path: path, data: data}, nil
 }
+
+// fileSum is [Document.Sum] of a policy file: a digest of the bytes
+// before its "nodes" value (head), that value's SHA-256 (nil: the file
+// has none; head is then all of it) and the bytes after (tail). A reload
+// that finds the nodes unchanged then hashes their bytes once, not twice.
+// Two files have the same sum only if their bytes are the same (or
+// SHA-256 collides).
+func fileSum(head []byte, nodes *[sha256.Size]byte, tail []byte) [sha256.Size]byte {
+	h := sha256.New()
+	var n [9]byte
+	binary.BigEndian.PutUint64(n[:8], uint64(len(head)))
+	if nodes != nil {
+		n[8] = 1
+	}
+	h.Write(n[:])
+	h.Write(head)
+	if nodes != nil {
+		h.Write(nodes[:])
+	}
+	h.Write(tail)
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	return sum
+}
+
+// Sum identifies the bytes the document was parsed from: two documents
+// parsed from the same bytes have the same Sum, and [File.Sum] of a file
+// with those bytes is it (when not zero). A reload compares them to skip
+// a file that did not change.
+func (doc *Document) Sum() [sha256.Size]byte { return doc.sum }
 
 // ReparseFile parses f as [Document.Reparse] parses the file's bytes, with
 // the same result and the same errors, f having been read by [ReadFile]
 // for doc. When f left doc's nodes out and the rest of the file cannot
 // take them after all (its syntax is broken, or a tag of theirs is no
 // longer declared), the file is read again, whole, to be parsed and
-// reported as Parse does; f.Sum is then that of the bytes read.
+// reported as Parse does. The document's Sum is that of the bytes parsed.
 func (doc *Document) ReparseFile(f *File) (*Document, error) {
 	if f.data != nil {
 		return doc.Reparse(f.data, f.path)
@@ -127,6 +157,6 @@ func (doc *Document) ReparseFile(f *File) (*Document, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
-	f.Sum, f.data, f.cut = sha256.Sum256(data), data, cutFile{}
+	f.data, f.cut = data, cutFile{}
 	return Parse(data, f.path)
 }

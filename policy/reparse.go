@@ -86,6 +86,9 @@ func parseRest(ns *nodeSet, f cutFile, file string) (doc *Document, ok bool, err
 		return nil, false, nil
 	}
 	doc, err = c.finish()
+	if err == nil {
+		doc.sum = fileSum(f.head, &ns.sum, f.tail)
+	}
 	return doc, true, err
 }
 

@@ -61,15 +61,22 @@ func reparse(t *testing.T, before, after string) (prev, doc *Document, err error
 	}
 	if err == nil {
 		sameDocument(t, want, doc)
+		if doc.Sum() != want.Sum() {
+			t.Fatal("Reparse's document has another Sum than Parse's of the same bytes")
+		}
 	}
-	reparseFile(t, prev, after, doc)
+	if wantErr == nil && (prev.Sum() == want.Sum()) != (before == after) {
+		t.Fatalf("Sum: the same for the two files: %v; the files are the same: %v", prev.Sum() == want.Sum(), before == after)
+	}
+	reparseFile(t, prev, before, after, doc)
 	return prev, doc, err
 }
 
-// reparseFile checks that ReadFile and ReparseFile, from prev, make of a
-// file holding after what Parse does (and share prev's nodes as
-// Reparse, which made doc, did).
-func reparseFile(t *testing.T, prev *Document, after string, doc *Document) {
+// reparseFile checks that ReadFile and ReparseFile, from prev (parsed
+// from before), make of a file holding after what Parse does (and share
+// prev's nodes as Reparse, which made doc, did), and that File.Sum tells
+// whether the file changed.
+func reparseFile(t *testing.T, prev *Document, before, after string, doc *Document) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "p.hujson")
 	if err := os.WriteFile(path, []byte(after), 0o600); err != nil {
@@ -79,8 +86,8 @@ func reparseFile(t *testing.T, prev *Document, after string, doc *Document) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.Sum != sha256.Sum256([]byte(after)) {
-		t.Fatal("ReadFile's digest is not that of the file")
+	if f.Sum != ([sha256.Size]byte{}) && (f.Sum == prev.Sum()) != (before == after) {
+		t.Fatalf("ReadFile's Sum is prev's: %v; the file is the same: %v", f.Sum == prev.Sum(), before == after)
 	}
 	want, wantErr := Parse([]byte(after), path)
 	got, err := prev.ReparseFile(f)
@@ -91,6 +98,9 @@ func reparseFile(t *testing.T, prev *Document, after string, doc *Document) {
 		return
 	}
 	sameDocument(t, want, got)
+	if f.Sum != ([sha256.Size]byte{}) && f.Sum != want.Sum() || got.Sum() != want.Sum() {
+		t.Fatal("ReadFile's Sum, or ReparseFile's document's, is not that of the document Parse makes of the file")
+	}
 	if doc != nil && (got.nodeSet == prev.nodeSet) != (doc.nodeSet == prev.nodeSet) {
 		t.Fatalf("ReparseFile shares the nodes: %v; Reparse: %v", got.nodeSet == prev.nodeSet, doc.nodeSet == prev.nodeSet)
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto/sha256"
 	"fmt"
 	"log/slog"
 	"os"
@@ -79,7 +78,7 @@ func startReload(conf, pol string, logger *slog.Logger) (*meshReload, error) {
 	}
 	r := &reloadable{}
 	r.doc.Store(doc)
-	return &meshReload{wgPath: conf, policyPath: pol, started: started, wgSum: sha256.Sum256(wgData), policySum: sha256.Sum256(policyData),
+	return &meshReload{wgPath: conf, policyPath: pol, started: started, wgSum: digestWG(wgData), policySum: doc.Sum(),
 		node: node, pol: r, srv: &sshmesh.Server{Policy: r}, logger: logger}, nil
 }
 
@@ -275,8 +274,11 @@ func TestScanWGFile(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if sum != sha256.Sum256([]byte(tc.conf)) {
+			if sum != digestWG([]byte(tc.conf)) {
 				t.Error("the digest is not the file's")
+			}
+			if sum == (wgDigest{}) || sum == digestWG([]byte(tc.conf+"\n")) {
+				t.Error("the digest matches no file, or another file")
 			}
 			if names != tc.want {
 				t.Errorf("names a host: %v, want %v", names, tc.want)

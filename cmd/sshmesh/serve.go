@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -94,7 +93,7 @@ func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 	if err != nil {
 		return fmt.Errorf("netstack: %w", err)
 	}
-	wgSum := sha256.Sum256(wgData)
+	wgSum := digestWG(wgData)
 	cfg, warnings, err := netstack.ParseConfigBytes(wgData, *wgPath)
 	if err != nil {
 		return err
@@ -120,7 +119,6 @@ func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 	if err != nil {
 		return fmt.Errorf("policy: %w", err)
 	}
-	policySum := sha256.Sum256(policyData)
 	doc, err := parsePolicy(policyData, *policyPath, cfg.PrivateKey.Public())
 	if err != nil {
 		return err
@@ -218,7 +216,7 @@ func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 		}
 	}
 
-	rl := &meshReload{wgPath: *wgPath, policyPath: *policyPath, started: interfaceOf(cfg), wgSum: wgSum, policySum: policySum,
+	rl := &meshReload{wgPath: *wgPath, policyPath: *policyPath, started: interfaceOf(cfg), wgSum: wgSum, policySum: doc.Sum(),
 		node: node, pol: pol, srv: srv, logger: logger}
 	stopReload := onHangup(logger, rl)
 	defer stopReload()
