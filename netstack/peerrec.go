@@ -66,6 +66,21 @@ func (n *Node) peerList() []Peer {
 	return out
 }
 
+// Peer returns the current peer with key k (a copy, allowed IPs masked),
+// found through the node's key index: with many peers, what one lookup
+// needs is not a copy of them all ([Node.Peers]).
+func (n *Node) Peer(k meshkey.Public) (Peer, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ps := n.byKey.get(k)
+	if ps == nil {
+		return Peer{}, false
+	}
+	p := n.peerAt(int(ps.idx))
+	p.AllowedIPs = slices.Clone(p.AllowedIPs)
+	return p, true
+}
+
 // Peers returns a copy of the current peer set, with allowed IPs masked.
 func (n *Node) Peers() []Peer {
 	n.mu.Lock()

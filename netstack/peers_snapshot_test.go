@@ -93,3 +93,42 @@ func TestChangedPeersAllocateNoStates(t *testing.T) {
 		}
 	}
 }
+
+// Peer finds each peer by key as Peers lists it, through changes, and
+// gives a copy: a caller changing its AllowedIPs changes nothing in the
+// node.
+func TestPeerByKey(t *testing.T) {
+	n, err := newNode(Config{PrivateKey: mustKey(t), BindAddress: netip.MustParseAddr("127.0.0.1"),
+		Addresses: []netip.Prefix{netip.MustParsePrefix("10.99.0.1/32")}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	keys := make([]meshkey.Public, 40)
+	peers := make([]Peer, len(keys))
+	for i := range keys {
+		keys[i] = mustKey(t).Public()
+		peers[i] = Peer{PublicKey: keys[i], AllowedIPs: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i + 1)}), 32)}}
+	}
+	for _, set := range [][]Peer{peers, peers[10:], append(peers[25:], peers[:5]...)} {
+		if err := n.SetPeers(set); err != nil {
+			t.Fatal(err)
+		}
+		in := map[meshkey.Public]Peer{}
+		for _, p := range n.Peers() {
+			in[p.PublicKey] = p
+		}
+		for _, k := range keys {
+			got, ok := n.Peer(k)
+			want, wantOK := in[k]
+			if ok != wantOK || ok && (got.PublicKey != k || len(got.AllowedIPs) != 1 || got.AllowedIPs[0] != want.AllowedIPs[0]) {
+				t.Fatalf("Peer(%s) = %v, %v; Peers has %v, %v", k.Short(), got, ok, want, wantOK)
+			}
+		}
+	}
+	p, _ := n.Peer(keys[0])
+	p.AllowedIPs[0] = netip.MustParsePrefix("10.0.9.9/32")
+	if q, _ := n.Peer(keys[0]); q.AllowedIPs[0] == p.AllowedIPs[0] {
+		t.Error("a change to what Peer returned changed the node's peer")
+	}
+}

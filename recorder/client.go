@@ -320,18 +320,18 @@ func (t tee) Close() error          { return errors.Join(t.a.Close(), t.b.Close(
 // MeshResolver resolves a rule's recorder names with the policy's nodes
 // (a node name, or every node with a tag, in the document's order: nodes
 // returns those a name stands for, as [policy.Document.NodesNamed] does)
-// and the mesh's peers (a node's address is the first single address of
-// its AllowedIPs), at port.
-func MeshResolver(nodes func(name string) []policy.Identity, peers func() []netstack.Peer, port uint16) func(name string) ([]Target, error) {
+// and the mesh's peers (peer returns the one with a key, as
+// [netstack.Node.Peer] does; a node's address is the first single address
+// of its AllowedIPs), at port.
+func MeshResolver(nodes func(name string) []policy.Identity, peer func(meshkey.Public) (netstack.Peer, bool), port uint16) func(name string) ([]Target, error) {
 	return func(name string) ([]Target, error) {
 		var out []Target
 		var missing []string
-		ps := peers()
 		for _, id := range nodes(name) {
 			if id.Node != name && !containsString(id.Tags, name) {
 				continue
 			}
-			addr, ok := peerAddr(ps, id.Key)
+			addr, ok := peerAddr(peer, id.Key)
 			if !ok {
 				missing = append(missing, id.Name())
 				continue
@@ -348,15 +348,16 @@ func MeshResolver(nodes func(name string) []policy.Identity, peers func() []nets
 	}
 }
 
-func peerAddr(peers []netstack.Peer, key meshkey.Public) (netip.Addr, bool) {
-	for _, p := range peers {
-		if p.PublicKey != key {
-			continue
-		}
-		for _, pre := range p.AllowedIPs {
-			if pre.IsSingleIP() {
-				return pre.Addr(), true
-			}
+// peerAddr is the first single address of the AllowedIPs of the peer with
+// key.
+func peerAddr(peer func(meshkey.Public) (netstack.Peer, bool), key meshkey.Public) (netip.Addr, bool) {
+	p, ok := peer(key)
+	if !ok {
+		return netip.Addr{}, false
+	}
+	for _, pre := range p.AllowedIPs {
+		if pre.IsSingleIP() {
+			return pre.Addr(), true
 		}
 	}
 	return netip.Addr{}, false

@@ -24,7 +24,7 @@ func ExampleClient() {
 		HostKeys: []ssh.Signer{hostKey},
 		Recorder: &recorder.Client{
 			Dial:    node.Dial,
-			Resolve: recorder.MeshResolver(doc.NodesNamed, node.Peers, recorder.DefaultPort),
+			Resolve: recorder.MeshResolver(doc.NodesNamed, node.Peer, recorder.DefaultPort),
 			Local:   sshmesh.DirRecorder{Dir: "/var/lib/sshmesh/recordings"},
 		},
 	}

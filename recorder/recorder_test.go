@@ -119,7 +119,7 @@ func newRig(t testing.TB, o rigOptions) *rig {
 	}
 	r.server = &sshmesh.Server{Policy: doc, Handler: h, Logger: r.serverLog.Logger(), Recorder: &recorder.Client{
 		Dial:       r.srv.Dial,
-		Resolve:    recorder.MeshResolver(doc.NodesNamed, r.srv.Peers, recorder.DefaultPort),
+		Resolve:    recorder.MeshResolver(doc.NodesNamed, r.srv.Peer, recorder.DefaultPort),
 		Local:      sshmesh.DirRecorder{Dir: r.localDir},
 		AckTimeout: o.bound,
 	}}

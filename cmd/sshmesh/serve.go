@@ -163,7 +163,7 @@ func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 	}
 	srv.Recorder = &recorder.Client{
 		Dial:       node.Dial,
-		Resolve:    recorder.MeshResolver(func(name string) []policy.Identity { return pol.doc.Load().NodesNamed(name) }, node.Peers, uint16(*recorderPort)),
+		Resolve:    recorder.MeshResolver(func(name string) []policy.Identity { return pol.doc.Load().NodesNamed(name) }, node.Peer, uint16(*recorderPort)),
 		Local:      sshmesh.DirRecorder{Dir: *recordDir},
 		KeepLocal:  *recordKeepLocal && *recordDir != "",
 		AckTimeout: *recorderTimeout,
