@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/sshmesh/sshmesh/netstack"
 	"github.com/sshmesh/sshmesh/policy"
 	"github.com/sshmesh/sshmesh/recorder"
 )
@@ -43,15 +42,12 @@ func cmdRecorder(ctx context.Context, args []string, io stdio) (err error) {
 	if err != nil {
 		return err
 	}
-	node, err := startNode(*wgPath, io.err, logger)
+	rl, err := startMesh(*wgPath, *policyPath, logger)
 	if err != nil {
 		return err
 	}
+	node, doc, pol := rl.node, rl.pol.doc.Load(), rl.pol
 	defer node.Close()
-	doc, err := loadPolicy(*policyPath, node.PublicKey())
-	if err != nil {
-		return err
-	}
 	checkLists := func(doc *policy.Document) error {
 		for flag, list := range map[string]string{"--senders": *senders, "--viewers": *viewers} {
 			if err := checkPrincipals(doc, splitList(list)); err != nil {
@@ -66,8 +62,6 @@ func cmdRecorder(ctx context.Context, args []string, io stdio) (err error) {
 	if err := os.MkdirAll(*dir, 0o700); err != nil {
 		return fmt.Errorf("--dir: %w", err)
 	}
-	pol := &reloadable{}
-	pol.doc.Store(doc)
 	rec := &recorder.Server{Dir: *dir, Identify: pol.Node, Senders: splitList(*senders), Viewers: splitList(*viewers),
 		Logger: logger, Addrs: node.Addresses(), MaxStreamsPerSender: *maxStreams, MaxStreamsPerCaller: *maxPerCaller, MaxRecordingBytes: int64(*maxMiB) << 20}
 	defer rec.Close()
@@ -75,11 +69,7 @@ func cmdRecorder(ctx context.Context, args []string, io stdio) (err error) {
 	// SIGHUP re-reads the policy (who is who: senders and viewers are
 	// matched against it) and the wg-quick file's peers, as serve does;
 	// the streams of senders they no longer allow end.
-	cfg, _, err := netstack.LoadConfig(*wgPath)
-	if err != nil {
-		return err
-	}
-	rl := &meshReload{wgPath: *wgPath, policyPath: *policyPath, started: interfaceOf(cfg), node: node, pol: pol, check: checkLists, recheck: rec.Recheck, logger: logger}
+	rl.check, rl.recheck = checkLists, rec.Recheck
 	stopReload := onHangup(logger, rl)
 	defer stopReload()
 	err = rec.ServeNode(ctx, node.Listen, uint16(*port), uint16(*httpPort), func() {

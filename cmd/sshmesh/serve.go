@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -88,54 +87,13 @@ func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 		*hostKeyPath = filepath.Join(*stateDir, "ssh_host_ed25519_key")
 	}
 
-	// The files' bytes are read once: what was parsed is what a reload
-	// compares with.
-	wgData, err := os.ReadFile(*wgPath)
-	if err != nil {
-		return fmt.Errorf("netstack: %w", err)
-	}
-	wgSum := digestWG(wgData)
-	cfg, warnings, err := netstack.ParseConfigBytes(wgData, *wgPath)
+	rl, err := startMesh(*wgPath, *policyPath, logger)
 	if err != nil {
 		return err
 	}
-	// The start-up's peak RSS is the garbage of each step beside what
-	// the next one builds (with 100,000 peers: the 10 MB file and the
-	// parser's indexes beside the node's records, then the parsed peers
-	// beside the policy's): collected between the steps, the peak is
-	// about 5 MB (a tenth of the idle RSS) lower, for a collection of
-	// what is live, some 10 ms each.
-	wgData = nil
-	runtime.GC()
-	for _, w := range warnings {
-		logger.Warn("wg-quick file: "+w, "file", *wgPath)
-	}
-	if w := othersCanRead(*wgPath); w != "" {
-		logger.Warn("wg-quick file: "+w, "file", *wgPath)
-	}
-	// The node first: then the parsed peers (13 MB with 100,000) are
-	// garbage before the policy is read, rather than beside it. It
-	// listens on nothing until the policy is in.
-	cfg.Logger = logger
-	node, err := netstack.New(cfg)
-	if err != nil {
-		return err
-	}
+	node, doc, pol := rl.node, rl.pol.doc.Load(), rl.pol
 	defer node.Close()
-	cfg.Peers = nil // the node holds its own copy
-	runtime.GC()
-	policyData, err := os.ReadFile(*policyPath)
-	if err != nil {
-		return fmt.Errorf("policy: %w", err)
-	}
-	doc, err := parsePolicy(policyData, *policyPath, cfg.PrivateKey.Public())
-	if err != nil {
-		return err
-	}
-	policyData = nil
 	id, _ := doc.Node(node.PublicKey())
-	pol := &reloadable{}
-	pol.doc.Store(doc)
 
 	hostKey, err := sshmesh.LoadOrCreateHostKey(*hostKeyPath)
 	if err != nil {
@@ -225,8 +183,7 @@ func cmdServe(ctx context.Context, args []string, io stdio) (err error) {
 		}
 	}
 
-	rl := &meshReload{wgPath: *wgPath, policyPath: *policyPath, started: interfaceOf(cfg), wgSum: wgSum, policySum: doc.Sum(),
-		node: node, pol: pol, srv: srv, logger: logger}
+	rl.srv = srv
 	stopReload := onHangup(logger, rl)
 	defer stopReload()
 
