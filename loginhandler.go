@@ -1,7 +1,6 @@
 package sshmesh
 
 import (
-	"context"
 	"errors"
 	"fmt"
 
@@ -44,10 +43,10 @@ func serveLogin(s *Session) {
 			req.Notice = s.conn.takeNotice()
 		}
 	}
-	// Until the session ends, not its Context: Shutdown's start asks Go
-	// handlers to finish, but leaves login sessions running until its
-	// deadline, as sshd does.
-	proc, err := session.Start(doneContext(s.Done()), req)
+	// Until the session ends (s.Done), not its Context: Shutdown's start
+	// asks Go handlers to finish, but leaves login sessions running until
+	// its deadline, as sshd does.
+	proc, err := session.Start(s.life, req)
 	if err != nil {
 		msg := "could not start the session"
 		var ce *session.ClientError
@@ -97,14 +96,4 @@ func serveLogin(s *Session) {
 		return
 	}
 	s.Exit(exit.Code)
-}
-
-// doneContext is a context that is done when done is closed.
-func doneContext(done <-chan struct{}) context.Context {
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		<-done
-		cancel()
-	}()
-	return ctx
 }

@@ -2,7 +2,6 @@ package session
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"os"
 	"runtime"
@@ -145,14 +144,17 @@ func killpgAs(uid, pgid int, sig syscall.Signal) error {
 // after the session was killed.
 const pamCloseGrace = 10 * time.Second
 
-// watch ends the session when ctx is done: SIGHUP to every process of the
-// session, then SIGKILL to those left, then stops waiting for output.
-func (p *Process) watch(ctx context.Context) {
+// hangUp ends the session when its context is done (start arms it with
+// context.AfterFunc, so that it holds no goroutine while the session
+// runs: an idle session's memory is mostly goroutine stacks): SIGHUP to
+// every process of the session, then SIGKILL to those left, then stops
+// waiting for output.
+func (p *Process) hangUp() {
 	select {
 	case <-p.done:
 		// Ended: what is left (nohup) was left on purpose, as with sshd.
 		return
-	case <-ctx.Done():
+	default:
 	}
 	sid := p.pid
 	killSession(sid, syscall.SIGHUP)

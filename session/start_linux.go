@@ -86,14 +86,17 @@ type Process struct {
 	uid, gid  int // for Signal; -1 when the server does not switch user
 	log       *slog.Logger
 
-	exited    atomic.Bool   // the first process has exited
-	killed    chan struct{} // closed once watch has killed the session
-	done      chan struct{}
-	exit      Exit
-	err       error
-	closers   []io.Closer // parent ends of pipes, closed at the end
-	closeOnce sync.Once
-	output    sync.WaitGroup
+	exited atomic.Bool   // the first process has exited
+	killed chan struct{} // closed once hangUp has killed the session
+	// stopHangUp disarms hangUp once the session has ended (the end of
+	// its context then does nothing).
+	stopHangUp func() bool
+	done       chan struct{}
+	exit       Exit
+	err        error
+	closers    []io.Closer // parent ends of pipes, closed at the end
+	closeOnce  sync.Once
+	output     sync.WaitGroup
 }
 
 // Start starts the session r describes and returns once the child runs.
@@ -320,8 +323,8 @@ func start(ctx context.Context, r Request, cfg config) (_ *Process, err error) {
 	if r.Pty != nil && r.Stdin != nil {
 		go func() { _, _ = copyToFile(p.ptmx, r.Stdin) }()
 	}
+	p.stopHangUp = context.AfterFunc(ctx, p.hangUp)
 	go p.wait(ctx, cfg.records)
-	go p.watch(ctx)
 	return p, nil
 }
 
@@ -561,6 +564,7 @@ func (p *Process) wait(ctx context.Context, records loginRecords) {
 		p.exit = exitOf(p.cmd.ProcessState)
 	}
 	close(p.done)
+	p.stopHangUp()
 }
 
 func (p *Process) closeAll() {
