@@ -1,6 +1,7 @@
 package sshmesh
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -100,12 +101,20 @@ var errConnEnded = errors.New("sshmesh: the conn ended before the client answere
 func openChannel(sc interface {
 	OpenChannel(string, []byte) (ssh.Channel, <-chan *ssh.Request, error)
 }, ended <-chan struct{}, kind string, payload []byte) (ssh.Channel, <-chan *ssh.Request, error) {
+	select {
+	case <-ended:
+		// The mux is gone: an open now could only wait (a forward's
+		// listener can still accept as the conn ends).
+		return nil, nil, errConnEnded
+	default:
+	}
 	type opened struct {
 		ch   ssh.Channel
 		reqs <-chan *ssh.Request
 		err  error
 	}
-	res := make(chan opened) // unbuffered: a result is either taken or cleaned up below
+	payload = bytes.Clone(payload) // the open may go out after this returns
+	res := make(chan opened)       // unbuffered: a result is either taken or cleaned up below
 	go func() {
 		ch, reqs, err := sc.OpenChannel(kind, payload)
 		select {

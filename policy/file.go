@@ -12,10 +12,12 @@ import (
 // File is a policy file as [ReadFile] read it for a reload: its digest,
 // and what [Document.ReparseFile] needs of its bytes.
 type File struct {
-	// Sum identifies the file's bytes: it is [Document.Sum] of the
-	// document they parse to. It is zero when ReadFile cannot tell it
-	// without parsing (the file was read whole, see ReadFile): parse it
-	// then (ReparseFile) and take the document's.
+	// Sum identifies the file's bytes as ReadFile read them: it is
+	// [Document.Sum] of the document they parse to. It is zero when
+	// ReadFile cannot tell it without parsing (the file was read whole,
+	// see ReadFile): parse it then (ReparseFile) and take the document's.
+	// ReparseFile may read the file again; the document's Sum is then
+	// that of the bytes it parsed, and this one is not changed.
 	Sum  [sha256.Size]byte
 	path string
 	// data is the whole file, when the nodes are not those of the
