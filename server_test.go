@@ -455,7 +455,7 @@ func TestRegisterOnShutdown(t *testing.T) {
 	if err := srv.Shutdown(ctx); err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
-	if !o.endedWithin(time.Second) {
+	if !o.endedWithin(endWait) {
 		t.Error("session still open after Shutdown")
 	}
 }
