@@ -217,7 +217,7 @@ func TestForwardRemotePort(t *testing.T) {
 // waitRefused waits until nothing listens on the loopback port.
 func waitRefused(t *testing.T, port int) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
 			return
@@ -406,7 +406,7 @@ func TestForwardUnixSockets(t *testing.T) {
 		t.Errorf("%s holds %v", open, entries)
 	}
 	ln.Close()
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if _, err := os.Lstat(sock); errors.Is(err, os.ErrNotExist) {
 			break
 		}
@@ -503,7 +503,7 @@ func TestForwardAgent(t *testing.T) {
 		t.Errorf("agent: %+v; want a socket under /tmp/sshmesh-agent-*, key test-key, directory 0700 of nobody", v)
 	}
 	cl.Close()
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if _, err := os.Lstat(filepath.Dir(v.Sock)); errors.Is(err, os.ErrNotExist) {
 			break
 		}

@@ -225,7 +225,7 @@ func TestMaxConnsPerPeer(t *testing.T) {
 		t.Errorf("another peer refused: %v", err)
 	}
 	a.Close()
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if _, err := ts.dialFrom(t, clientAddr, "ann", nil); err == nil {
 			break
 		} else if time.Now().After(deadline) {

@@ -223,7 +223,7 @@ func TestUnknownPeerRefusedBeforeHandshake(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	nc.SetReadDeadline(time.Now().Add(20 * time.Second)) // the server closes it at once
 	n, err := nc.Read(make([]byte, 64))
 	if n != 0 || err == nil {
 		t.Fatalf("unknown peer read %d bytes (err %v): the server spoke to it", n, err)
