@@ -217,7 +217,7 @@ func TestForwardRemotePort(t *testing.T) {
 // waitRefused waits until nothing listens on the loopback port.
 func waitRefused(t *testing.T, port int) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
 			return
@@ -406,7 +406,7 @@ func TestForwardUnixSockets(t *testing.T) {
 		t.Errorf("%s holds %v", open, entries)
 	}
 	ln.Close()
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if _, err := os.Lstat(sock); errors.Is(err, os.ErrNotExist) {
 			break
 		}
@@ -503,7 +503,7 @@ func TestForwardAgent(t *testing.T) {
 		t.Errorf("agent: %+v; want a socket under /tmp/sshmesh-agent-*, key test-key, directory 0700 of nobody", v)
 	}
 	cl.Close()
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if _, err := os.Lstat(filepath.Dir(v.Sock)); errors.Is(err, os.ErrNotExist) {
 			break
 		}
@@ -520,7 +520,7 @@ func ap(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
 func TestForwardNoLeak(t *testing.T) {
 	target := newEchoServer(t)
 	ts := startServer(t, &sshmesh.Server{Policy: forwardPolicy([]string{"127.0.0.1:*"}, []string{"127.0.0.1:*"}, false)})
-	time.Sleep(200 * time.Millisecond) // let the server's goroutines start
+	waitServing(t)
 	before := serverGoroutines()
 	for range 5 {
 		cl := ts.dial(t, forwardUser)
@@ -565,6 +565,23 @@ func TestForwardNoLeak(t *testing.T) {
 		if time.Now().After(deadline) {
 			buf := make([]byte, 1<<20)
 			t.Fatalf("%d server goroutines, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
+		}
+	}
+}
+
+// waitServing waits for Serve to have started its goroutines (the peer
+// watch is the last it starts before accepting), so that they are in a
+// count taken next. (A sleep instead lets a loaded machine's late Serve
+// count its watch as a leak.)
+func waitServing(t *testing.T) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		buf := make([]byte, 4<<20)
+		if strings.Contains(string(buf[:runtime.Stack(buf, true)]), "github.com/sshmesh/sshmesh.(*Server).watchPeers(") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Serve has not started its peer watch after 20 s")
 		}
 	}
 }

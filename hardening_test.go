@@ -113,7 +113,8 @@ t.close()
 
 // TestPreAuthFlood: 1,000 conns that open TCP and stall and 200 that stall
 // mid-handshake, all from one peer, do not stop another peer's login from
-// completing within 2 s; the flooding peer is capped.
+// completing well before the flood's conns time out; the flooding peer is
+// capped.
 func TestPreAuthFlood(t *testing.T) {
 	ts := startServer(t, &sshmesh.Server{LoginGraceTime: 20 * time.Second, Handler: sshmesh.HandlerFunc(func(*sshmesh.Session) {})})
 	var conns []net.Conn
@@ -146,8 +147,12 @@ func TestPreAuthFlood(t *testing.T) {
 	if err := sess.Run("x"); err != nil {
 		t.Fatal(err)
 	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("login during the flood took %v, want < 2 s", d)
+	// A login the flood held up would wait for the flood's conns to be cut
+	// at LoginGraceTime (20 s); an unhindered one takes milliseconds. Half
+	// the grace tells the two apart on a loaded machine too (CI runs the
+	// packages' tests side by side under the race detector on 2 cores).
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("login during the flood took %v, want < 10 s (half LoginGraceTime)", d)
 	}
 	// The flooding peer is served on at most MaxStartupsPerPeer (32) conns
 	// at a time: the server sends its SSH banner on those; the rest wait in
@@ -220,7 +225,7 @@ func TestMaxConnsPerPeer(t *testing.T) {
 		t.Errorf("another peer refused: %v", err)
 	}
 	a.Close()
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if _, err := ts.dialFrom(t, clientAddr, "ann", nil); err == nil {
 			break
 		} else if time.Now().After(deadline) {
@@ -350,7 +355,7 @@ func TestShutdownEndsLoginSessions(t *testing.T) {
 			t.Fatalf("session %d: %q %v", i, line, err)
 		}
 	}
-	for deadline := time.Now().Add(5 * time.Second); countProcs(marker) < 100 && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(30 * time.Second); countProcs(marker) < 100 && time.Now().Before(deadline); {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if n := countProcs(marker); n != 100 {

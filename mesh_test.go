@@ -119,7 +119,7 @@ func BenchmarkChannelThroughput(b *testing.B) {
 }
 
 // TestPeerRemovedEndsSessions: SetPeers without the client ends its open
-// session on the server within a second (the client itself cannot be told:
+// session on the server at once (the client itself cannot be told:
 // the mesh no longer routes to it); another peer's session goes on.
 func TestPeerRemovedEndsSessions(t *testing.T) {
 	m := sshmeshtest.NewMesh(t, 3)
@@ -154,8 +154,8 @@ func TestPeerRemovedEndsSessions(t *testing.T) {
 		if k != gone.Key.Public().String() {
 			t.Fatalf("the session of %s ended, want the removed peer's", k)
 		}
-	case <-time.After(2 * time.Second):
-		t.Fatal("session of a removed peer still open on the server after 2 s")
+	case <-time.After(endWait):
+		t.Fatalf("session of a removed peer still open on the server after %v", endWait)
 	}
 	if b.endedWithin(time.Second) {
 		t.Error("another peer's session ended")

@@ -51,6 +51,12 @@ func startBlockingOn(t *testing.T, c *ssh.Client) *openSession {
 	return os
 }
 
+// endWait bounds the wait for a session the server ends to end at the
+// client. It ends at once; the bound is for a loaded machine (CI runs the
+// packages' tests side by side on 2 cores), and a session the server never
+// ends still fails the wait.
+const endWait = 10 * time.Second
+
 func (o *openSession) endedWithin(d time.Duration) bool {
 	select {
 	case <-o.done:
@@ -75,8 +81,8 @@ func TestSetPolicyRevokes(t *testing.T) {
 	if n != 1 {
 		t.Errorf("SetPolicy closed %d conns, want 1", n)
 	}
-	if !ann.endedWithin(time.Second) {
-		t.Fatal("revoked session still open after 1 s")
+	if !ann.endedWithin(endWait) {
+		t.Fatalf("revoked session still open after %v", endWait)
 	}
 	if !strings.Contains(ann.stderr.String(), "access revoked by policy change") {
 		t.Errorf("revoked session's stderr %q lacks the message", ann.stderr.String())
@@ -93,7 +99,7 @@ func TestSetPolicyRevokes(t *testing.T) {
 	ts.srv.SetPolicy(policy.Func(func(_ context.Context, r policy.Request) (policy.Decision, error) {
 		return policy.Decision{Action: policy.Accept, LocalUser: "nobody"}, nil
 	}))
-	if !bob.endedWithin(time.Second) {
+	if !bob.endedWithin(endWait) {
 		t.Fatal("session whose local user changed still open")
 	}
 }
@@ -104,7 +110,7 @@ func TestClosePeer(t *testing.T) {
 	if n := ts.srv.ClosePeer(ts.keys[clientAddr], "peer removed from the mesh"); n != 1 {
 		t.Errorf("ClosePeer closed %d conns", n)
 	}
-	if !o.endedWithin(time.Second) || !strings.Contains(o.stderr.String(), "peer removed from the mesh") {
+	if !o.endedWithin(endWait) || !strings.Contains(o.stderr.String(), "peer removed from the mesh") {
 		t.Errorf("session of a removed peer: stderr %q", o.stderr.String())
 	}
 }
@@ -130,7 +136,7 @@ func TestSessionDurationAndExpiry(t *testing.T) {
 		t.Fatal("session ended before its duration")
 	}
 	clock.Advance(2 * time.Minute)
-	if !timed.endedWithin(time.Second) {
+	if !timed.endedWithin(endWait) {
 		t.Fatal("session still open past its rule's sessionDuration")
 	}
 	if !strings.Contains(timed.stderr.String(), "at most 1h0m0s") {
@@ -140,7 +146,7 @@ func TestSessionDurationAndExpiry(t *testing.T) {
 		t.Fatal("session of an unexpired rule ended")
 	}
 	clock.Advance(24 * time.Hour)
-	if !expiring.endedWithin(time.Second) || !strings.Contains(expiring.stderr.String(), "expired") {
+	if !expiring.endedWithin(endWait) || !strings.Contains(expiring.stderr.String(), "expired") {
 		t.Errorf("session of an expired rule: stderr %q", expiring.stderr.String())
 	}
 }

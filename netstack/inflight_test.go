@@ -199,8 +199,16 @@ func TestLedgerInboundBlocksOnALiveBacklog(t *testing.T) {
 // TestLedgerInboundIgnoresWhatTheDeviceDrops: replays of a packet the
 // device passed on, and packets of a group it never passes anything of,
 // do not count; a blocked wait ends when a group's credit runs out.
+//
+// The credit window is the test's: a minute while it builds the state (a
+// loaded machine can pause the test for more than the 10 ms creditWindow
+// between any two lines, which took group 7's credit away before its
+// packets were counted), then runOut, which must pass twice before the
+// credit is gone.
 func TestLedgerInboundIgnoresWhatTheDeviceDrops(t *testing.T) {
+	const runOut = time.Second
 	g := newLedger(8, time.Minute)
+	g.in.window = time.Minute
 	b := transportBufs(7, 20)
 	enterIn(g, b)
 	g.leave(inbound, b) // passed on: counters 1..20
@@ -208,7 +216,7 @@ func TestLedgerInboundIgnoresWhatTheDeviceDrops(t *testing.T) {
 		enterIn(g, transportFrom(7, 3, 1))
 	}
 	enterIn(g, transportFrom(9, 1, 100)) // a group with nothing passed on
-	waitReturns(t, g, inbound, time.Second)
+	waitReturns(t, g, inbound, 5*time.Second)
 	if g.in.counted != 0 {
 		t.Errorf("%d counted; want 0", g.in.counted)
 	}
@@ -218,14 +226,16 @@ func TestLedgerInboundIgnoresWhatTheDeviceDrops(t *testing.T) {
 	if g.in.counted < 8 {
 		t.Fatalf("%d counted; want the limit (8)", g.in.counted)
 	}
-	t.Logf("the wait took %v (credit window %v)", waitReturns(t, g, inbound, 5*time.Second), creditWindow)
+	g.mu.Lock()
+	g.in.window, g.in.nextRoll = runOut, time.Now().Add(runOut)
+	g.mu.Unlock()
+	t.Logf("the wait took %v (credit window %v)", waitReturns(t, g, inbound, 10*runOut), runOut)
 	if g.stalls.Load() != 1 {
 		t.Errorf("%d stalls; want 1", g.stalls.Load())
 	}
 	// Nothing piles up: groups without credit are dropped.
-	time.Sleep(3 * creditWindow)
 	g.mu.Lock()
-	g.in.roll(time.Now())
+	g.in.roll(time.Now().Add(3 * runOut))
 	groups, entries := len(g.in.groups), len(g.in.entries)
 	g.mu.Unlock()
 	if groups != 0 || entries != 0 {

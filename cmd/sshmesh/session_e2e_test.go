@@ -536,9 +536,13 @@ func (ls *loginServer) dial(t *testing.T, user string) *ssh.Client {
 
 // testWindowChange runs ssh -tt under a terminal the test owns, so that a
 // resize of that terminal sends SIGWINCH to ssh, which sends window-change.
+// The remote command waits for its terminal's size to change, then prints
+// it: the test waits for the window-change itself, not for a time after
+// which ssh has probably sent it.
 func testWindowChange(t *testing.T, ls *loginServer, target string) {
 	ssh := sshmeshtest.NeedBinary(t, "ssh", "openssh-client")
-	cmd := exec.Command(ssh, append(meshSSHOptions(ls.conf), "-tt", target, "stty size; read x; stty size")...)
+	cmd := exec.Command(ssh, append(meshSSHOptions(ls.conf), "-tt", target,
+		`stty size; while [ "$(stty size)" = "30 100" ]; do sleep 0.05; done; stty size`)...)
 	cmd.Env = append(os.Environ(), "TERM=xterm")
 	ptmx, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 30, Cols: 100})
 	if err != nil {
@@ -559,17 +563,13 @@ func testWindowChange(t *testing.T, ls *loginServer, target string) {
 	if err := pty.Setsize(ptmx, &pty.Winsize{Rows: 50, Cols: 160}); err != nil {
 		t.Fatal(err)
 	}
-	// ssh sends window-change from its main loop after SIGWINCH; the
-	// newline must not overtake it.
-	time.Sleep(500 * time.Millisecond)
-	ptmx.Write([]byte("\r"))
 	select {
 	case <-waited:
 		if waitErr != nil {
 			t.Errorf("ssh: %v", waitErr)
 		}
 	case <-time.After(20 * time.Second):
-		t.Fatalf("ssh did not end; output %q", out.String())
+		t.Fatalf("ssh did not end (the window-change never reached the session?); output %q", out.String())
 	}
 	select {
 	case <-copied:
