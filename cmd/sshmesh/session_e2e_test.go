@@ -573,7 +573,7 @@ func testWindowChange(t *testing.T, ls *loginServer, target string) {
 	}
 	select {
 	case <-copied:
-	case <-time.After(5 * time.Second):
+	case <-time.After(20 * time.Second): // it closes as ssh exits
 		t.Errorf("the terminal stayed open after ssh ended")
 	}
 	sizes := regexp.MustCompile(`(?m)^(\d+ \d+)\r?$`).FindAllStringSubmatch(out.String(), -1)
@@ -628,7 +628,7 @@ func testAbruptDisconnect(t *testing.T, ls *loginServer, u *loginUser) {
 		}
 		return time.Since(start)
 	}
-	waitGone("before", 5*time.Second)
+	waitGone("before", 20*time.Second) // the earlier subtests' sessions, ending
 
 	for _, c := range []struct {
 		name string
