@@ -349,9 +349,16 @@ func TestDeadPeerDoesNotStallLivePeer(t *testing.T) {
 // TestReplayFloodCostsNoMoreThanJunk: an attacker who saw one genuine data
 // packet re-sends it at 30,000 packets/s to the receiving node while a
 // bulk stream runs. The device drops every copy; the stream must keep at
-// least half the throughput it keeps under a flood of random datagrams of
-// the same size and rate (which costs the node the same reads). Phases of
-// each flood alternate, so a change of load on the machine hits both.
+// least a quarter of the throughput it keeps under a flood of random
+// datagrams of the same size and rate (which costs the node the same
+// reads). Phases of each flood alternate, 1 s each, so a change of load
+// on the machine hits both.
+//
+// The ratio is about 1 on a quiet machine and fell to 0.59 beside the
+// race suite and three busy loops (a replay costs the device a decryption
+// before its replay check, which a starved machine feels more than junk's
+// drop); a receive path that replays hold shut, as before the inbound
+// ledger counted only what the device passes on, measured 0.04.
 func TestReplayFloodCostsNoMoreThanJunk(t *testing.T) {
 	if raceEnabled {
 		// Under the race detector each datagram costs the node so much that
@@ -361,8 +368,9 @@ func TestReplayFloodCostsNoMoreThanJunk(t *testing.T) {
 		t.Skip("throughput under a 30,000 datagrams/s flood: without -race only")
 	}
 	const (
-		rate  = 30000 // datagrams per second
-		phase = 2 * time.Second
+		rate   = 30000 // datagrams per second
+		phase  = time.Second
+		phases = 8 // random, replay, random, ...
 	)
 	var (
 		mu       sync.Mutex
@@ -456,7 +464,7 @@ func TestReplayFloodCostsNoMoreThanJunk(t *testing.T) {
 		return received.Load() - before, sent
 	}
 	var replayed, junked int64
-	for i := range 4 {
+	for i := range phases {
 		if i%2 == 0 {
 			m, n := flood(junk)
 			junked += m
@@ -472,8 +480,8 @@ func TestReplayFloodCostsNoMoreThanJunk(t *testing.T) {
 	if junked == 0 {
 		t.Fatal("the stream moved nothing under the random flood")
 	}
-	if r := float64(replayed) / float64(junked); r < 0.5 {
-		t.Errorf("a replay flood leaves %.2f of the throughput a random flood of the same size and rate leaves; want ≥ 0.5", r)
+	if r := float64(replayed) / float64(junked); r < 0.25 {
+		t.Errorf("a replay flood leaves %.2f of the throughput a random flood of the same size and rate leaves; want ≥ 0.25", r)
 	} else {
 		t.Logf("replay/random throughput: %.2f", r)
 	}
