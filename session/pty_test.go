@@ -45,9 +45,20 @@ func TestPtyTTY(t *testing.T) {
 	if got := out.String(); got != want {
 		t.Errorf("output %q, want %q", got, want)
 	}
-	// Only 0, 1 and 2, all the terminal.
+	// Only 0, 1 and 2, all the terminal. The shell has just exec'd sleep,
+	// whose start-up (the dynamic loader, the locale) opens and closes
+	// files of its own: a cold machine showed one as fd 3 (closed before
+	// it could be read). A descriptor the session leaked stays open, so
+	// the look is repeated until the set is right, for up to 10 s.
+	onTTY := func(fds map[string]string) bool {
+		return len(fds) == 3 && fds["0"] == p.TTY() && fds["1"] == p.TTY() && fds["2"] == p.TTY()
+	}
 	fds := childFds(t, p.Pid())
-	if len(fds) != 3 || fds["0"] != p.TTY() || fds["1"] != p.TTY() || fds["2"] != p.TTY() {
+	for deadline := time.Now().Add(10 * time.Second); !onTTY(fds) && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		fds = childFds(t, p.Pid())
+	}
+	if !onTTY(fds) {
 		t.Errorf("child fds = %v, want 0, 1, 2 on %s", fds, p.TTY())
 	}
 	if err := p.Break(500); err != nil {
