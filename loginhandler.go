@@ -58,35 +58,36 @@ func serveLogin(s *Session) {
 		s.Exit(1)
 		return
 	}
-	go func() {
-		windows, signals, breaks := s.WindowChanges(), s.Signals(), s.Breaks()
-		for {
-			// A closed channel (the session ended) is set to nil, so its
-			// case stops firing.
-			select {
-			case w, ok := <-windows:
-				if !ok {
-					windows = nil
-					continue
-				}
-				proc.Resize(w.Cols, w.Rows, w.Width, w.Height)
-			case sig, ok := <-signals:
-				if !ok {
-					signals = nil
-					continue
-				}
-				proc.Signal(string(sig))
-			case d, ok := <-breaks:
-				if !ok {
-					breaks = nil
-					continue
-				}
-				proc.Break(uint32(d.Milliseconds()))
-			case <-proc.Done():
-				return
+	// The handler's own goroutine passes window changes, signals and
+	// breaks on until the process ends (not one more goroutine per session).
+	windows, signals, breaks := s.WindowChanges(), s.Signals(), s.Breaks()
+forward:
+	for {
+		// A closed channel (the session ended) is set to nil, so its
+		// case stops firing.
+		select {
+		case w, ok := <-windows:
+			if !ok {
+				windows = nil
+				continue
 			}
+			proc.Resize(w.Cols, w.Rows, w.Width, w.Height)
+		case sig, ok := <-signals:
+			if !ok {
+				signals = nil
+				continue
+			}
+			proc.Signal(string(sig))
+		case d, ok := <-breaks:
+			if !ok {
+				breaks = nil
+				continue
+			}
+			proc.Break(uint32(d.Milliseconds()))
+		case <-proc.Done():
+			break forward
 		}
-	}()
+	}
 	exit, err := proc.Wait()
 	if err != nil {
 		s.Logger().Warn("session ended with an error", "local_user", s.LocalUser(), "err", err)
