@@ -50,6 +50,26 @@ func TestLoginSessionForwardsOnHandlerGoroutine(t *testing.T) {
 	}
 }
 
+// TestIdleConnHoldsNoWatchGoroutine: an authenticated conn's watchdog
+// (keepalives, idle timeout, expiry; see TestKeepAliveClosesDeadClient and
+// TestIdleTimeout for what it does) waits between its ticks as a timer,
+// not as a goroutine per conn.
+func TestIdleConnHoldsNoWatchGoroutine(t *testing.T) {
+	ts := startServer(t, &sshmesh.Server{IdleTimeout: time.Hour,
+		Handler: sshmesh.HandlerFunc(func(s *sshmesh.Session) { <-s.Context().Done() })})
+	c := ts.dial(t, "ann")
+	sess, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sess.Start("x"); err != nil { // the handler runs: the conn is past its login
+		t.Fatal(err)
+	}
+	if n := goroutinesIn("sshmesh.(*serverConn).watch") + goroutinesIn("sshmesh.(*watchdog)"); n != 0 {
+		t.Errorf("%d goroutines of the conn's watchdog between its ticks, want 0", n)
+	}
+}
+
 // goroutinesIn counts the goroutines with fn (a function name's prefix,
 // package-qualified) on their stack.
 func goroutinesIn(fn string) int {
