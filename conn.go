@@ -158,7 +158,7 @@ func (c *serverConn) serve() {
 	}
 
 	go c.globalRequests(ctx, reqs)
-	go c.watch(ctx, sconn)
+	c.watch(ctx, sconn)
 
 	var wg sync.WaitGroup
 	for nch := range chans {
@@ -296,8 +296,11 @@ type connLink interface {
 	Close() error
 }
 
-// watch sends keepalives, enforces the idle timeout, the rule's expiry and
-// the sessions' duration limit, until ctx ends.
+// watch arms the conn's watchdog, which sends keepalives and enforces the
+// idle timeout, the rule's expiry and the sessions' duration limit at
+// every tick until ctx ends. It returns at once: each tick is a timer's
+// callback, and a keepalive a goroutine only while it waits for its
+// reply, so an idle conn holds no goroutine for it.
 func (c *serverConn) watch(ctx context.Context, sconn connLink) {
 	s := c.srv
 	interval := durationOr(s.KeepAliveInterval, 30*time.Second)
@@ -314,59 +317,100 @@ func (c *serverConn) watch(ctx context.Context, sconn connLink) {
 	if tick <= 0 {
 		return
 	}
-	t := time.NewTicker(tick)
-	defer t.Stop()
-	missed := 0
 	// lastProbe starts one interval back so the first tick probes; ticks
 	// may come a little early, so half a tick of slack keeps probes at
 	// every interval rather than every other one.
-	lastProbe := time.Now().Add(-interval)
-	probe := make(chan error, 1)
-	probing := false
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case err := <-probe:
-			probing = false
-			if err != nil {
-				return
-			}
-			missed = 0
-		case now := <-t.C:
-			if s.IdleTimeout > 0 && now.Sub(time.Unix(0, c.lastActive.Load())) > s.IdleTimeout {
-				c.setCloseReason("idle timeout")
-				c.log().Info("closing idle conn", "idle_timeout", s.IdleTimeout)
-				sconn.Close()
-				return
-			}
-			c.enforceDeadlines()
-			if interval <= 0 || now.Sub(lastProbe) < interval-tick/2 {
-				continue
-			}
-			lastProbe = now
-			// As sshd: anything heard from the client proves it alive (a
-			// keepalive reply can queue behind a bulk upload).
-			if now.Sub(time.Unix(0, c.heard.Load())) < interval {
-				missed = 0
-				continue
-			}
-			if probing {
-				if missed++; missed >= intOr(s.KeepAliveCountMax, 3) {
-					c.setCloseReason("keepalives unanswered")
-					c.log().Info("closing conn: keepalives unanswered")
-					sconn.Close()
-					return
-				}
-				continue
-			}
-			probing = true
-			go func() {
-				_, _, err := sconn.SendRequest("keepalive@openssh.com", true, nil)
-				probe <- err
-			}()
-		}
+	w := &watchdog{c: c, sconn: sconn, interval: interval, tick: tick, lastProbe: time.Now().Add(-interval)}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.t = time.AfterFunc(tick, w.fire)
+	w.stopCtx = context.AfterFunc(ctx, w.stop)
+}
+
+// watchdog is the state of a conn's watch, between its ticks.
+type watchdog struct {
+	c              *serverConn
+	sconn          connLink
+	interval, tick time.Duration
+
+	mu        sync.Mutex
+	t         *time.Timer
+	stopCtx   func() bool // undoes the context.AfterFunc that stops w
+	ended     bool        // no more ticks
+	missed    int         // keepalives unanswered in a row
+	probing   bool        // a keepalive waits for its reply
+	lastProbe time.Time
+}
+
+// stop ends the watch (its ctx is done, or the conn closed).
+func (w *watchdog) stop() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.end()
+}
+
+// end ends the watch; mu is held.
+func (w *watchdog) end() {
+	w.ended = true
+	w.t.Stop()
+	if w.stopCtx != nil {
+		w.stopCtx()
 	}
+}
+
+// fire is one tick.
+func (w *watchdog) fire() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.ended {
+		return
+	}
+	c, s, now := w.c, w.c.srv, time.Now()
+	if s.IdleTimeout > 0 && now.Sub(time.Unix(0, c.lastActive.Load())) > s.IdleTimeout {
+		c.setCloseReason("idle timeout")
+		c.log().Info("closing idle conn", "idle_timeout", s.IdleTimeout)
+		w.sconn.Close()
+		w.end()
+		return
+	}
+	c.enforceDeadlines()
+	w.t.Reset(w.tick)
+	if w.interval <= 0 || now.Sub(w.lastProbe) < w.interval-w.tick/2 {
+		return
+	}
+	w.lastProbe = now
+	// As sshd: anything heard from the client proves it alive (a
+	// keepalive reply can queue behind a bulk upload).
+	if now.Sub(time.Unix(0, c.heard.Load())) < w.interval {
+		w.missed = 0
+		return
+	}
+	if w.probing {
+		if w.missed++; w.missed >= intOr(s.KeepAliveCountMax, 3) {
+			c.setCloseReason("keepalives unanswered")
+			c.log().Info("closing conn: keepalives unanswered")
+			w.sconn.Close()
+			w.end()
+		}
+		return
+	}
+	w.probing = true
+	go func() {
+		_, _, err := w.sconn.SendRequest("keepalive@openssh.com", true, nil)
+		w.probed(err)
+	}()
+}
+
+// probed takes a keepalive's answer: err is the conn's end.
+func (w *watchdog) probed(err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.probing = false
+	if err != nil {
+		w.end()
+		return
+	}
+	w.missed = 0
 }
 
 // deadlineTick is how often rule expiry and session duration are checked.

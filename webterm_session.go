@@ -80,7 +80,7 @@ func (s *Server) serveWeb(ws *websocket.Conn, nc net.Conn, peer Peer, user strin
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go c.watch(ctx, link)
+	c.watch(ctx, link)
 
 	if w, ok := ch.latestWindow(); ok {
 		win = w

@@ -532,6 +532,7 @@ func (p *Process) wait(ctx context.Context, records loginRecords) {
 		// session and exits.
 		pamStatus, pamExited = p.pam.waitExit()
 	} else {
+		awaitExit(p.cmd.Process.Pid) // so that Wait reaps it at once
 		_ = p.cmd.Wait()
 	}
 	p.exited.Store(true)

@@ -1,0 +1,85 @@
+package sshmesh_test
+
+import (
+	"bytes"
+	"errors"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/sshmesh/sshmesh"
+	"github.com/sshmesh/sshmesh/internal/testkit"
+	"github.com/sshmesh/sshmesh/sshmeshtest"
+)
+
+// TestLoginSessionForwardsOnHandlerGoroutine: while its command runs, a
+// login session's signals reach the command from the handler's own
+// goroutine, with no second goroutine of the login handler per session.
+func TestLoginSessionForwardsOnHandlerGoroutine(t *testing.T) {
+	u := testkit.NewUser(t, testkit.UserOptions{})
+	ts := startServer(t, &sshmesh.Server{Handler: sshmesh.LoginHandler()})
+	sess, err := ts.dial(t, u.Name).NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out sshmeshtest.Buffer
+	sess.Stdout = &out
+	if err := sess.Start("echo READY; exec sleep 600"); err != nil {
+		t.Fatal(err)
+	}
+	out.WaitFor(t, "READY")
+	if n := goroutinesIn("sshmesh.serveLogin"); n != 1 {
+		t.Errorf("%d goroutines of the login handler for one session, want 1", n)
+	}
+	if err := sess.Signal(ssh.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- sess.Wait() }()
+	select {
+	case err := <-done:
+		var ee *ssh.ExitError
+		if !errors.As(err, &ee) || ee.Signal() != "TERM" {
+			t.Errorf("session ended with %v, want signal TERM", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Error("the session's command did not end within 20 s of SIGTERM")
+	}
+}
+
+// TestIdleConnHoldsNoWatchGoroutine: an authenticated conn's watchdog
+// (keepalives, idle timeout, expiry; see TestKeepAliveClosesDeadClient and
+// TestIdleTimeout for what it does) waits between its ticks as a timer,
+// not as a goroutine per conn.
+func TestIdleConnHoldsNoWatchGoroutine(t *testing.T) {
+	ts := startServer(t, &sshmesh.Server{IdleTimeout: time.Hour,
+		Handler: sshmesh.HandlerFunc(func(s *sshmesh.Session) { <-s.Context().Done() })})
+	c := ts.dial(t, "ann")
+	sess, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sess.Start("x"); err != nil { // the handler runs: the conn is past its login
+		t.Fatal(err)
+	}
+	if n := goroutinesIn("sshmesh.(*serverConn).watch") + goroutinesIn("sshmesh.(*watchdog)"); n != 0 {
+		t.Errorf("%d goroutines of the conn's watchdog between its ticks, want 0", n)
+	}
+}
+
+// goroutinesIn counts the goroutines with fn (a function name's prefix,
+// package-qualified) on their stack.
+func goroutinesIn(fn string) int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	n := 0
+	for _, g := range bytes.Split(buf, []byte("\n\n")) {
+		if strings.Contains(string(g), fn) {
+			n++
+		}
+	}
+	return n
+}
