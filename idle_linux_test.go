@@ -31,7 +31,10 @@ func TestLoginSessionForwardsOnHandlerGoroutine(t *testing.T) {
 		t.Fatal(err)
 	}
 	out.WaitFor(t, "READY")
-	if n := goroutinesIn("sshmesh.serveLogin"); n != 1 {
+	// Earlier tests' sessions may still be ending (their handlers return
+	// once their processes are gone), so the count is looked at until it
+	// is one, for up to 20 s; a second goroutine per session stays.
+	if n := goroutinesUntil("sshmesh.serveLogin", 1); n != 1 {
 		t.Errorf("%d goroutines of the login handler for one session, want 1", n)
 	}
 	if err := sess.Signal(ssh.SIGTERM); err != nil {
@@ -65,9 +68,22 @@ func TestIdleConnHoldsNoWatchGoroutine(t *testing.T) {
 	if err := sess.Start("x"); err != nil { // the handler runs: the conn is past its login
 		t.Fatal(err)
 	}
-	if n := goroutinesIn("sshmesh.(*serverConn).watch") + goroutinesIn("sshmesh.(*watchdog)"); n != 0 {
+	// A tick of another test's conn still closing can be running at the
+	// moment of a look; a goroutine per conn is there at every look.
+	if n := goroutinesUntil("sshmesh.(*serverConn).watch", 0) + goroutinesUntil("sshmesh.(*watchdog)", 0); n != 0 {
 		t.Errorf("%d goroutines of the conn's watchdog between its ticks, want 0", n)
 	}
+}
+
+// goroutinesUntil looks at the number of goroutines in fn until it is
+// want, for up to 20 s, and returns the last count.
+func goroutinesUntil(fn string, want int) int {
+	n := goroutinesIn(fn)
+	for deadline := time.Now().Add(20 * time.Second); n != want && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		n = goroutinesIn(fn)
+	}
+	return n
 }
 
 // goroutinesIn counts the goroutines with fn (a function name's prefix,
