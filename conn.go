@@ -401,12 +401,18 @@ func (w *watchdog) fire() {
 	}()
 }
 
-// probed takes a keepalive's answer: err is the conn's end.
+// probed takes a keepalive's answer. An error means the link is gone
+// (an SSH conn's request fails only then, and a web terminal's ping waits
+// for its pong until the WebSocket closes); should a link fail a
+// keepalive and stay open, it is closed all the same: a conn must not
+// outlive its watchdog, which alone enforces the idle timeout, the rule's
+// expiry and the sessions' duration.
 func (w *watchdog) probed(err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.probing = false
 	if err != nil {
+		w.sconn.Close()
 		w.end()
 		return
 	}

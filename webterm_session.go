@@ -141,10 +141,13 @@ func (webNetConn) SetDeadline(time.Time) error { return nil }
 // keepalive is a WebSocket ping.
 type webLink struct{ ch *webChannel }
 
+// SendRequest sends a ping and waits for its pong, or for the WebSocket's
+// close, as an SSH keepalive waits for its reply: the conn's watchdog
+// counts the intervals it goes unanswered (KeepAliveCountMax) and closes
+// the link. A ping with a deadline of its own would fail with the link
+// still open, and read as the link's end.
 func (l webLink) SendRequest(name string, wantReply bool, payload []byte) (bool, []byte, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := l.ch.ws.Ping(ctx); err != nil {
+	if err := l.ch.ws.Ping(context.Background()); err != nil {
 		return false, nil, err
 	}
 	return false, nil, nil // as sshmesh's keepalives: any reply proves the client alive
