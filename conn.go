@@ -53,6 +53,7 @@ type serverConn struct {
 	open     map[*Session]struct{}
 	ssh      *ssh.ServerConn // nil for a web terminal's conn
 	ended    <-chan struct{} // closed when the authenticated conn ends (its channels are done)
+	wd       *watchdog       // the conn's keepalives and deadlines, once authenticated
 	// link is the authenticated conn's transport: ssh, or a web terminal's
 	// WebSocket (webterm_session.go); nil until authenticated.
 	link        connLink
@@ -314,17 +315,43 @@ func (c *serverConn) watch(ctx context.Context, sconn connLink) {
 	if (c.expires.Load() != 0 || c.decision.SessionDuration > 0) && (tick == 0 || tick > deadlineTick) {
 		tick = deadlineTick
 	}
-	if tick <= 0 {
-		return
-	}
 	// lastProbe starts one interval back so the first tick probes; ticks
 	// may come a little early, so half a tick of slack keeps probes at
 	// every interval rather than every other one.
 	w := &watchdog{c: c, sconn: sconn, interval: interval, tick: tick, lastProbe: time.Now().Add(-interval)}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.t = time.AfterFunc(tick, w.fire)
+	c.mu.Lock()
+	c.wd = w
+	c.mu.Unlock()
+	if tick > 0 { // else nothing to do until a reload brings an expiry
+		w.t = time.AfterFunc(tick, w.fire)
+	}
 	w.stopCtx = context.AfterFunc(ctx, w.stop)
+}
+
+// checkDeadlines makes the conn's watchdog tick at least every
+// deadlineTick from now on: a reload gave the conn an expiry its login
+// did not have, and the watchdog picked its tick at login (the keepalive
+// interval, or none at all).
+func (c *serverConn) checkDeadlines() {
+	c.mu.Lock()
+	w := c.wd
+	c.mu.Unlock()
+	if w == nil {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.ended || (w.t != nil && w.tick <= deadlineTick) {
+		return
+	}
+	w.tick = deadlineTick
+	if w.t == nil {
+		w.t = time.AfterFunc(w.tick, w.fire)
+	} else {
+		w.t.Reset(w.tick)
+	}
 }
 
 // watchdog is the state of a conn's watch, between its ticks.
@@ -352,7 +379,9 @@ func (w *watchdog) stop() {
 // end ends the watch; mu is held.
 func (w *watchdog) end() {
 	w.ended = true
-	w.t.Stop()
+	if w.t != nil {
+		w.t.Stop()
+	}
 	if w.stopCtx != nil {
 		w.stopCtx()
 	}

@@ -60,6 +60,9 @@ func (s *Server) SetPolicy(p policy.Policy) int {
 			exp = d.Expires.UnixNano()
 		}
 		c.expires.Store(exp)
+		if exp != 0 {
+			c.checkDeadlines()
+		}
 	}
 	return closed
 }

@@ -150,3 +150,25 @@ func TestSessionDurationAndExpiry(t *testing.T) {
 		t.Errorf("session of an expired rule: stderr %q", expiring.stderr.String())
 	}
 }
+
+// TestReloadedExpiryEnforced: an expiry that a policy change brings to a
+// conn whose login had none ends the conn on time, whether its watchdog
+// was ticking at the keepalive interval (30 s by default) or not at all
+// (keepalives off, no idle timeout).
+func TestReloadedExpiryEnforced(t *testing.T) {
+	for _, keepAlive := range []time.Duration{0, -1} {
+		accept := func(expires time.Time) policy.Policy {
+			return policy.Func(func(_ context.Context, r policy.Request) (policy.Decision, error) {
+				return policy.Decision{Action: policy.Accept, LocalUser: r.User, Expires: expires}, nil
+			})
+		}
+		ts := startServer(t, &sshmesh.Server{Handler: blockingHandler, KeepAliveInterval: keepAlive, Policy: accept(time.Time{})})
+		s := startBlocking(t, ts, "ann")
+		if n := ts.srv.SetPolicy(accept(time.Now().Add(2 * time.Second))); n != 0 {
+			t.Fatalf("keepalive %v: SetPolicy closed %d conns at once, want 0 (the rule has not expired yet)", keepAlive, n)
+		}
+		if ended := s.endedWithin(endWait); !ended || !strings.Contains(s.stderr.String(), "expired") {
+			t.Errorf("keepalive %v: a session past the expiry a reload brought: ended %v, stderr %q", keepAlive, ended, s.stderr.String())
+		}
+	}
+}
