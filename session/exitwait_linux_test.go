@@ -8,13 +8,14 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sshmesh/sshmesh/internal/testkit"
 )
 
-// TestAwaitExitLeavesTheReapToWait: awaitExit returns once the child has
-// exited, and the child's status is still Wait's to collect.
-func TestAwaitExitLeavesTheReapToWait(t *testing.T) {
+// TestWhenExitedLeavesTheReapToWait: whenExited starts its function once
+// the child has exited, and the child's status is still Wait's to collect.
+func TestWhenExitedLeavesTheReapToWait(t *testing.T) {
 	cmd := exec.Command("/bin/sh", "-c", "read x; exit 3")
 	in, err := cmd.StdinPipe()
 	if err != nil {
@@ -23,15 +24,24 @@ func TestAwaitExitLeavesTheReapToWait(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan bool, 1)
-	go func() { done <- awaitExit(cmd.Process.Pid) }()
+	exited := make(chan struct{})
+	if !whenExited(cmd.Process.Pid, func() { close(exited) }) {
+		t.Fatal("whenExited: false (no pidfd on this kernel?)")
+	}
+	select {
+	case <-exited:
+		t.Fatal("whenExited's function ran while the child was still running")
+	default:
+	}
 	in.Close() // the child exits now
-	if !<-done {
-		t.Fatal("awaitExit: false (no pidfd on this kernel?)")
+	select {
+	case <-exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("whenExited's function did not run within 20 s of the child's exit")
 	}
 	var ee *exec.ExitError
 	if err := cmd.Wait(); !errors.As(err, &ee) || ee.ExitCode() != 3 {
-		t.Fatalf("Wait after awaitExit: %v, want exit status 3", err)
+		t.Fatalf("Wait after whenExited: %v, want exit status 3", err)
 	}
 }
 

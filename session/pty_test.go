@@ -160,25 +160,30 @@ func TestLoginShellMotdUtmp(t *testing.T) {
 }
 
 // A background job that keeps the terminal open must not hold the
-// session once the shell exited (sshd closes the pty then).
+// session once the shell exited (sshd closes the pty then), whether the
+// shell's last output was just before its exit or long before.
 func TestPtyBackgroundHolder(t *testing.T) {
 	u := testUser(t)
-	var out testkit.Buffer
-	p, err := start(t.Context(), Request{User: u.Name, Pty: &Pty{},
-		Command: `(trap '' HUP; exec sleep 1000) & echo bye`, Stdout: &out}, testConfig(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sid := p.Pid()
-	t.Cleanup(func() { killSession(sid, 9) })
-	done := make(chan Exit)
-	go func() { e, _ := p.Wait(); done <- e }()
-	select {
-	case e := <-done:
-		if e.Code != 0 || out.String() != "bye\r\n" {
-			t.Errorf("exit %+v output %q", e, out.String())
+	for _, command := range []string{
+		`(trap '' HUP; exec sleep 1000) & echo bye`,
+		`(trap '' HUP; exec sleep 1000) & echo bye; sleep 1`,
+	} {
+		var out testkit.Buffer
+		p, err := start(t.Context(), Request{User: u.Name, Pty: &Pty{}, Command: command, Stdout: &out}, testConfig(t))
+		if err != nil {
+			t.Fatal(err)
 		}
-	case <-time.After(30 * time.Second): // it returns at once; the job holds the pty for 1000 s
-		t.Fatal("Wait did not return while a background job held the pty")
+		sid := p.Pid()
+		t.Cleanup(func() { killSession(sid, 9) })
+		done := make(chan Exit)
+		go func() { e, _ := p.Wait(); done <- e }()
+		select {
+		case e := <-done:
+			if e.Code != 0 || out.String() != "bye\r\n" {
+				t.Errorf("%s: exit %+v output %q", command, e, out.String())
+			}
+		case <-time.After(30 * time.Second): // it returns at once; the job holds the pty for 1000 s
+			t.Fatalf("%s: Wait did not return while a background job held the pty", command)
+		}
 	}
 }

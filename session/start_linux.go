@@ -81,6 +81,7 @@ type Process struct {
 	pid       int         // the session's first process
 	pam       *pamSession // the PAM helper's pipes; nil without PAM
 	ptmx      *os.File    // nil without a Pty
+	ptyOut    *outputCopy // ptmx's output to the client
 	tty       string      // "/dev/pts/N" or ""
 	subsystem bool
 	uid, gid  int // for Signal; -1 when the server does not switch user
@@ -181,15 +182,20 @@ func start(ctx context.Context, r Request, cfg config) (_ *Process, err error) {
 			return nil, fmt.Errorf("session: open pty: %w", err)
 		}
 		p.ptmx, p.tty = ptmx, tty.Name()
-		p.closers = append(p.closers, ptmx)
 		childFiles = append(childFiles, tty)
+		p.output.Add(1)
+		p.ptyOut, err = startOutputCopy(ptmx, stdout, p.output.Done)
+		if err != nil {
+			ptmx.Close()
+			p.output.Done()
+			return nil, err
+		}
+		p.closers = append(p.closers, p.ptyOut)
 		setupPty(tty, r.Pty, u, cur.Uid == "0", log)
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
 		attr.Setctty, attr.Ctty = true, 0
 		msgOut = tty
 		term = r.Pty.Term
-		p.output.Add(1)
-		go p.copyPty(stdout)
 	} else {
 		inR, inW, err := os.Pipe()
 		if err != nil {
@@ -203,7 +209,6 @@ func start(ctx context.Context, r Request, cfg config) (_ *Process, err error) {
 			if err != nil {
 				return nil, err
 			}
-			p.closers = append(p.closers, pr)
 			childFiles = append(childFiles, pw)
 			if i == 0 {
 				cmd.Stdout = pw
@@ -211,17 +216,13 @@ func start(ctx context.Context, r Request, cfg config) (_ *Process, err error) {
 				cmd.Stderr, msgOut = pw, pw
 			}
 			p.output.Add(1)
-			go func() {
-				defer p.output.Done()
-				if _, err := copyFromFile(w, pr); err != nil {
-					// Output can no longer be delivered (the client
-					// closed its stdout, or the channel went away):
-					// close the pipe, so the child's next write gets
-					// EPIPE or SIGPIPE instead of blocking once the
-					// pipe is full.
-					pr.Close()
-				}
-			}()
+			c, err := startOutputCopy(pr, w, p.output.Done)
+			if err != nil {
+				pr.Close()
+				p.output.Done()
+				return nil, err
+			}
+			p.closers = append(p.closers, c)
 		}
 		if r.Stdin == nil {
 			inW.Close()
@@ -324,7 +325,10 @@ func start(ctx context.Context, r Request, cfg config) (_ *Process, err error) {
 		go func() { _, _ = copyToFile(p.ptmx, r.Stdin) }()
 	}
 	p.stopHangUp = context.AfterFunc(ctx, p.hangUp)
-	go p.wait(ctx, cfg.records)
+	records := cfg.records
+	if p.pam != nil || !whenExited(p.pid, func() { p.wait(ctx, records) }) {
+		go p.wait(ctx, records)
+	}
 	return p, nil
 }
 
@@ -511,19 +515,9 @@ func clamp16(v uint32) uint16 {
 	return uint16(v)
 }
 
-// copyPty copies the terminal's output to w until the terminal is closed
-// on the other side (EIO) or, once the shell exited, stays silent for
-// drainIdle.
-func (p *Process) copyPty(w io.Writer) {
-	defer p.output.Done()
-	_, _ = copyFromFileEach(w, p.ptmx, func() {
-		if p.exited.Load() {
-			_ = p.ptmx.SetReadDeadline(time.Now().Add(drainIdle))
-		}
-	})
-}
-
-// wait reaps the child, drains its output and ends the session.
+// wait reaps the child, drains its output and ends the session. start
+// runs it once the child has exited (whenExited), or at once to wait for
+// it (with PAM, or without a pidfd).
 func (p *Process) wait(ctx context.Context, records loginRecords) {
 	var pamStatus syscall.WaitStatus
 	pamExited := false
@@ -532,12 +526,11 @@ func (p *Process) wait(ctx context.Context, records loginRecords) {
 		// session and exits.
 		pamStatus, pamExited = p.pam.waitExit()
 	} else {
-		awaitExit(p.cmd.Process.Pid) // so that Wait reaps it at once
-		_ = p.cmd.Wait()
+		_ = p.cmd.Wait() // at once after whenExited
 	}
 	p.exited.Store(true)
-	if p.ptmx != nil {
-		_ = p.ptmx.SetReadDeadline(time.Now().Add(drainIdle))
+	if p.ptyOut != nil {
+		p.ptyOut.endWhenQuiet(drainIdle)
 	}
 	p.output.Wait()
 	if ctx.Err() != nil {
