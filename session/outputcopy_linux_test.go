@@ -38,7 +38,8 @@ func TestQuietSessionHoldsNoGoroutine(t *testing.T) {
 				t.Fatal(err)
 			}
 			out.WaitFor(t, "READY")
-			// The burst that copied READY ends once the pipe is empty again.
+			// The goroutine that copied READY ends once the output has been quiet
+			// for holdQuiet.
 			waiting := func() int {
 				return goroutinesIn("session.(*outputCopy)", "session.(*Process).wait", "session.copyFromFile",
 					"session.whenExited")

@@ -4,8 +4,11 @@ package session
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -161,13 +164,20 @@ func TestLoginShellMotdUtmp(t *testing.T) {
 
 // A background job that keeps the terminal open must not hold the
 // session once the shell exited (sshd closes the pty then), whether the
-// shell's last output was just before its exit or long before.
+// shell's last output was just before its exit or long before, and also
+// when the session's output is not on the process's watcher.
 func TestPtyBackgroundHolder(t *testing.T) {
 	u := testUser(t)
 	for _, command := range []string{
 		`(trap '' HUP; exec sleep 1000) & echo bye`,
 		`(trap '' HUP; exec sleep 1000) & echo bye; sleep 1`,
+		"no watcher",
 	} {
+		if command == "no watcher" {
+			watchRefused = errors.New("refused by the test")
+			t.Cleanup(func() { watchRefused = nil })
+			command = `(trap '' HUP; exec sleep 1000) & echo bye; sleep 1.5`
+		}
 		var out testkit.Buffer
 		p, err := start(t.Context(), Request{User: u.Name, Pty: &Pty{}, Command: command, Stdout: &out}, testConfig(t))
 		if err != nil {
@@ -185,5 +195,47 @@ func TestPtyBackgroundHolder(t *testing.T) {
 		case <-time.After(30 * time.Second): // it returns at once; the job holds the pty for 1000 s
 			t.Fatalf("%s: Wait did not return while a background job held the pty", command)
 		}
+	}
+}
+
+// A terminal session whose processes close their copies of the terminal
+// keeps it until the session ends: it is not hung up under them (the
+// shell would get SIGHUP), and its number does not go to another login
+// (whose login record this session's logout would then end).
+func TestPtyClosedStdioKeepsTheTerminal(t *testing.T) {
+	u := testUser(t)
+	cfg := testConfig(t)
+	ready := filepath.Join(u.Home, "ready")
+	a, err := start(t.Context(), Request{User: u.Name, Pty: &Pty{},
+		Command: "exec </dev/null >/dev/null 2>&1; touch " + ready + "; sleep 2"}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(ready); err == nil {
+			break
+		}
+		select {
+		case <-a.Done():
+			exit, _ := a.Wait()
+			t.Fatalf("the session ended with %+v once it closed its terminal, want it to run on", exit)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the session did not close its terminal within 20 s")
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // the copy reads the terminal's end (EIO)
+	b, err := start(t.Context(), Request{User: u.Name, Pty: &Pty{}, Command: "true"}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.TTY() == b.TTY() {
+		t.Errorf("a second login got %s while the first session still ran on it", b.TTY())
+	}
+	b.Wait()
+	exit, _ := a.Wait()
+	if exit.Code != 0 || exit.Signal != "" {
+		t.Errorf("the session ended with %+v, want code 0 (not hung up)", exit)
 	}
 }

@@ -27,7 +27,6 @@ type readyWatcher struct {
 	ep      *os.File        // the epoll instance: non-blocking, on the runtime's poller
 	rc      syscall.RawConn // ep's
 	epfd    int             // ep's descriptor (ep.Fd would make it blocking); never closed
-	err     error           // why there is no epoll instance
 	next    uint32
 	watches map[uint32]watch
 	running bool // the goroutine waits on ep
@@ -40,6 +39,10 @@ type watch struct {
 
 var watcher readyWatcher
 
+// watchRefused, when set (tests), is whenReadable's error: sessions then
+// wait as they would without a watcher.
+var watchRefused error
+
 // whenReadable runs fn once fd is readable, has hung up or is in error,
 // on the watcher's goroutine: fn must not block (it may start a goroutine,
 // or watch again). cancel disarms the watch and reports whether that
@@ -50,11 +53,13 @@ func whenReadable(fd int, fn func()) (cancel func() bool, err error) {
 	w := &watcher
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.ep == nil && w.err == nil {
-		w.err = w.open()
+	if watchRefused != nil {
+		return nil, watchRefused
 	}
-	if w.err != nil {
-		return nil, w.err
+	if w.ep == nil {
+		if err := w.open(); err != nil {
+			return nil, err // tried again at the next watch (EMFILE passes)
+		}
 	}
 	id := w.next
 	for _, taken := w.watches[id]; taken; _, taken = w.watches[id] {
@@ -84,6 +89,10 @@ func (w *readyWatcher) open() error {
 		return os.NewSyscallError("fcntl", err)
 	}
 	ep := os.NewFile(uintptr(fd), "epoll") // non-blocking: on the poller
+	if err := ep.SetReadDeadline(time.Time{}); err != nil {
+		ep.Close() // not on the poller: run could only spin
+		return err
+	}
 	rc, err := ep.SyscallConn()
 	if err != nil {
 		ep.Close()

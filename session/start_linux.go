@@ -184,7 +184,7 @@ func start(ctx context.Context, r Request, cfg config) (_ *Process, err error) {
 		p.ptmx, p.tty = ptmx, tty.Name()
 		childFiles = append(childFiles, tty)
 		p.output.Add(1)
-		p.ptyOut, err = startOutputCopy(ptmx, stdout, p.output.Done)
+		p.ptyOut, err = startOutputCopy(ptmx, false, stdout, p.output.Done)
 		if err != nil {
 			ptmx.Close()
 			p.output.Done()
@@ -216,7 +216,7 @@ func start(ctx context.Context, r Request, cfg config) (_ *Process, err error) {
 				cmd.Stderr, msgOut = pw, pw
 			}
 			p.output.Add(1)
-			c, err := startOutputCopy(pr, w, p.output.Done)
+			c, err := startOutputCopy(pr, true, w, p.output.Done)
 			if err != nil {
 				pr.Close()
 				p.output.Done()
@@ -536,16 +536,18 @@ func (p *Process) wait(ctx context.Context, records loginRecords) {
 	if ctx.Err() != nil {
 		<-p.killed // no process of the session is left when Wait returns
 	}
-	p.closeAll()
-	if p.pam != nil {
-		_ = p.cmd.Wait()
-		p.pam.close()
-	}
 	if p.tty != "" {
+		// Before the terminal is closed, as sshd does: once closed, its
+		// number may go to another login, whose record this would end.
 		rec := newUtmp(utDeadProcess, p.pid, p.tty, "", netip.Addr{}, time.Now())
 		if err := records.record(rec); err != nil {
 			p.log.Warn("session: logout record", "err", err)
 		}
+	}
+	p.closeAll()
+	if p.pam != nil {
+		_ = p.cmd.Wait()
+		p.pam.close()
 	}
 	switch {
 	case pamExited:
