@@ -16,8 +16,8 @@ import (
 // holdQuiet it arms a watch (whenReadable) and ends; the next output, or
 // the file's end, starts another. A quiet session thus holds no goroutine
 // for its output, and one in use (typing, a bulk copy) keeps the poller's
-// direct wake-up. Closing the outputCopy (the session's end, or a copy
-// that can no longer deliver) closes the file and ends the copy.
+// direct wake-up. Closing the outputCopy (the session's end, or a pipe's
+// copy that can no longer deliver) closes the file and ends the copy.
 type outputCopy struct {
 	f   *os.File // non-blocking: a pipe from os.Pipe, or a terminal's master side
 	rc  syscall.RawConn
@@ -128,6 +128,11 @@ func (c *outputCopy) watch() {
 		c.cancel, err = whenReadable(int(fd), func() {
 			c.mu.Lock()
 			c.cancel = nil
+			if c.drain > 0 {
+				// Something came within the drain: the new goroutine
+				// reads it even if it starts after the drain's end.
+				c.lastData = time.Now()
+			}
 			c.mu.Unlock()
 			go c.copy()
 		})
@@ -144,13 +149,16 @@ func (c *outputCopy) watch() {
 			_ = c.f.SetReadDeadline(c.lastData.Add(c.drain))
 		}
 		go func() {
-			_, _ = copyFromFileEach(c.w, c.f, func() {
+			_, err := copyFromFileEach(c.w, c.f, func() {
 				c.mu.Lock()
 				if c.drain > 0 {
 					_ = c.f.SetReadDeadline(time.Now().Add(c.drain))
 				}
 				c.mu.Unlock()
 			})
+			if err != nil && c.pipe {
+				c.Close() // as copy does after a failed write
+			}
 			c.finish()
 		}()
 	}

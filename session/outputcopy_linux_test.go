@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"errors"
 	"io"
 	"strings"
 	"testing"
@@ -71,6 +72,45 @@ func TestQuietSessionHoldsNoGoroutine(t *testing.T) {
 			}
 			if !strings.Contains(out.String(), "out hi") || !strings.Contains(errWant, "err hi") {
 				t.Errorf("stdout %q, stderr %q: want the output after the quiet on both", out.String(), errOut.String())
+			}
+		})
+	}
+}
+
+// TestUndeliverableOutputClosesThePipe: once the session's output can no
+// longer be delivered, the child's next write to the pipe fails (SIGPIPE)
+// instead of blocking once the pipe is full, whether the copy was on the
+// process's watcher or not.
+func TestUndeliverableOutputClosesThePipe(t *testing.T) {
+	u := testUser(t)
+	cfg := testConfig(t)
+	for _, watched := range []bool{true, false} {
+		name := "watcher"
+		if !watched {
+			name = "no watcher"
+		}
+		t.Run(name, func(t *testing.T) {
+			if !watched {
+				refuseWatches(t)
+			}
+			// Quiet for longer than holdQuiet first, so that the copy
+			// waits on the watcher (or, refused, on the poller) when
+			// the output comes.
+			p, err := start(t.Context(), Request{User: u.Name, Stdout: failingWriter{errors.New("channel gone")},
+				Command: "sleep 1.5; exec yes"}, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan Exit, 1)
+			go func() { exit, _ := p.Wait(); done <- exit }()
+			select {
+			case exit := <-done:
+				if exit.Signal != "PIPE" {
+					t.Errorf("the session ended with %+v, want signal PIPE", exit)
+				}
+			case <-time.After(20 * time.Second):
+				killSession(p.Pid(), 9)
+				t.Fatal("the command still wrote 20 s after its output could no longer be delivered")
 			}
 		})
 	}

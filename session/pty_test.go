@@ -3,6 +3,7 @@
 package session
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -174,8 +176,7 @@ func TestPtyBackgroundHolder(t *testing.T) {
 		"no watcher",
 	} {
 		if command == "no watcher" {
-			watchRefused = errors.New("refused by the test")
-			t.Cleanup(func() { watchRefused = nil })
+			refuseWatches(t)
 			command = `(trap '' HUP; exec sleep 1000) & echo bye; sleep 1.5`
 		}
 		var out testkit.Buffer
@@ -239,3 +240,57 @@ func TestPtyClosedStdioKeepsTheTerminal(t *testing.T) {
 		t.Errorf("the session ended with %+v, want code 0 (not hung up)", exit)
 	}
 }
+
+// A terminal session that is hung up (its context ended) while its client
+// has stopped reading records its logout before its terminal is closed:
+// the terminal's number may then go to another login, whose record a late
+// logout of this session would end.
+func TestHangUpRecordsLogoutFirst(t *testing.T) {
+	u := testUser(t)
+	cfg := testConfig(t)
+	stuck := &stuckWriter{called: make(chan struct{}), release: make(chan struct{})}
+	defer stuck.unblock()
+	ctx, cancel := context.WithCancel(t.Context())
+	a, err := start(ctx, Request{User: u.Name, Pty: &Pty{}, Stdout: stuck, Command: "exec yes"}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-stuck.called:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no output within 20 s")
+	}
+	lineA := strings.TrimPrefix(a.TTY(), "/dev/")
+	cancel() // the session is hung up; its output copy stays in Write
+	for deadline := time.Now().Add(20 * time.Second); strings.Contains(command(t, "who", cfg.records.utmp), lineA); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still logged in 20 s after the session was hung up", lineA)
+		}
+	}
+	b, err := start(t.Context(), Request{User: u.Name, Pty: &Pty{}, Command: "sleep 600"}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { killSession(b.Pid(), 9) })
+	stuck.unblock() // the first session's copy fails now and its wait ends
+	a.Wait()
+	lineB := strings.TrimPrefix(b.TTY(), "/dev/")
+	if who := command(t, "who", cfg.records.utmp); !strings.Contains(who, lineB) {
+		t.Errorf("who = %q after the first session ended, want the second login on %s (the first was on %s)", who, lineB, lineA)
+	}
+}
+
+// stuckWriter's Write blocks until unblock, then fails: a client that
+// stopped reading.
+type stuckWriter struct {
+	called, release chan struct{}
+	once, onceR     sync.Once
+}
+
+func (w *stuckWriter) Write([]byte) (int, error) {
+	w.once.Do(func() { close(w.called) })
+	<-w.release
+	return 0, errors.New("the client went away")
+}
+
+func (w *stuckWriter) unblock() { w.onceR.Do(func() { close(w.release) }) }

@@ -47,8 +47,8 @@ var watchRefused error
 // on the watcher's goroutine: fn must not block (it may start a goroutine,
 // or watch again). cancel disarms the watch and reports whether that
 // happened before fn was started; once it returns true, fn never runs.
-// The caller must call cancel before it closes fd unless fn has run
-// (a watch names the descriptor by number).
+// The caller must call cancel before it closes fd, unless cancel has
+// already returned false (a watch names the descriptor by number).
 func whenReadable(fd int, fn func()) (cancel func() bool, err error) {
 	w := &watcher
 	w.mu.Lock()

@@ -2,6 +2,7 @@ package session
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"runtime"
 	"strings"
@@ -151,4 +152,17 @@ func goroutinesIn(fns ...string) int {
 		}
 	}
 	return n
+}
+
+// refuseWatches makes whenReadable fail until the test ends: sessions then
+// wait as they do without a watcher.
+func refuseWatches(t *testing.T) {
+	watcher.mu.Lock()
+	watchRefused = errors.New("refused by the test")
+	watcher.mu.Unlock()
+	t.Cleanup(func() {
+		watcher.mu.Lock()
+		watchRefused = nil
+		watcher.mu.Unlock()
+	})
 }

@@ -95,7 +95,8 @@ type Process struct {
 	done       chan struct{}
 	exit       Exit
 	err        error
-	closers    []io.Closer // parent ends of pipes, closed at the end
+	closers    []io.Closer   // parent ends of pipes, closed at the end
+	records    *loginRecords // where closeAll records a terminal session's logout; nil without
 	closeOnce  sync.Once
 	output     sync.WaitGroup
 }
@@ -308,6 +309,8 @@ func start(ctx context.Context, r Request, cfg config) (_ *Process, err error) {
 
 	if p.ptmx != nil {
 		// sshd records every session with a terminal, shell or command.
+		recs := cfg.records
+		p.records = &recs // closeAll records the logout
 		rec := newUtmp(utUserProcess, pid, p.tty, u.Name, r.Remote.Addr(), time.Now())
 		if err := cfg.records.record(rec); err != nil {
 			// Expected when the server is not root: only debug then.
@@ -325,9 +328,8 @@ func start(ctx context.Context, r Request, cfg config) (_ *Process, err error) {
 		go func() { _, _ = copyToFile(p.ptmx, r.Stdin) }()
 	}
 	p.stopHangUp = context.AfterFunc(ctx, p.hangUp)
-	records := cfg.records
-	if p.pam != nil || !whenExited(p.pid, func() { p.wait(ctx, records) }) {
-		go p.wait(ctx, records)
+	if p.pam != nil || !whenExited(p.pid, func() { p.wait(ctx) }) {
+		go p.wait(ctx)
 	}
 	return p, nil
 }
@@ -518,7 +520,7 @@ func clamp16(v uint32) uint16 {
 // wait reaps the child, drains its output and ends the session. start
 // runs it once the child has exited (whenExited), or at once to wait for
 // it (with PAM, or without a pidfd).
-func (p *Process) wait(ctx context.Context, records loginRecords) {
+func (p *Process) wait(ctx context.Context) {
 	var pamStatus syscall.WaitStatus
 	pamExited := false
 	if p.pam != nil {
@@ -535,14 +537,6 @@ func (p *Process) wait(ctx context.Context, records loginRecords) {
 	p.output.Wait()
 	if ctx.Err() != nil {
 		<-p.killed // no process of the session is left when Wait returns
-	}
-	if p.tty != "" {
-		// Before the terminal is closed, as sshd does: once closed, its
-		// number may go to another login, whose record this would end.
-		rec := newUtmp(utDeadProcess, p.pid, p.tty, "", netip.Addr{}, time.Now())
-		if err := records.record(rec); err != nil {
-			p.log.Warn("session: logout record", "err", err)
-		}
 	}
 	p.closeAll()
 	if p.pam != nil {
@@ -563,8 +557,18 @@ func (p *Process) wait(ctx context.Context, records loginRecords) {
 	p.stopHangUp()
 }
 
+// closeAll closes the parent's ends of the session's pipes or terminal,
+// once; a terminal session's logout record is written first, as sshd does:
+// once closed, the terminal's number may go to another login, whose record
+// this one would end.
 func (p *Process) closeAll() {
 	p.closeOnce.Do(func() {
+		if p.records != nil {
+			rec := newUtmp(utDeadProcess, p.pid, p.tty, "", netip.Addr{}, time.Now())
+			if err := p.records.record(rec); err != nil {
+				p.log.Warn("session: logout record", "err", err)
+			}
+		}
 		for _, c := range p.closers {
 			c.Close()
 		}
