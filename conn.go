@@ -158,11 +158,26 @@ func (c *serverConn) serve() {
 		c.expires.Store(c.decision.Expires.UnixNano())
 	}
 
-	go c.globalRequests(ctx, reqs)
 	c.watch(ctx, sconn)
 
 	var wg sync.WaitGroup
-	for nch := range chans {
+	for {
+		var nch ssh.NewChannel
+		select {
+		case nch = <-chans:
+		case req, ok := <-reqs:
+			// The conn's first global request starts the goroutine that
+			// answers it and every later one, in order: most conns send
+			// none, and an idle conn then holds no goroutine for them.
+			if ok {
+				go c.globalRequests(ctx, req, reqs)
+			}
+			reqs = nil
+			continue
+		}
+		if nch == nil {
+			break // chans is closed: the conn has ended
+		}
 		switch nch.ChannelType() {
 		case "session":
 			if !c.openSession() {
@@ -277,9 +292,10 @@ func (c *serverConn) closeIfIdle() {
 // globalRequests answers conn-level requests: registered and forwarding
 // requests go to their handlers (dispatchRequest); keepalive@openssh.com and
 // anything unknown get a failure reply, which is what OpenSSH clients expect
-// (any reply proves the server is alive).
-func (c *serverConn) globalRequests(ctx context.Context, reqs <-chan *ssh.Request) {
-	for req := range reqs {
+// (any reply proves the server is alive). It answers first, then the rest
+// of reqs until the conn ends.
+func (c *serverConn) globalRequests(ctx context.Context, first *ssh.Request, reqs <-chan *ssh.Request) {
+	for req := first; req != nil; req = <-reqs {
 		if c.dispatchRequest(ctx, req) {
 			continue
 		}

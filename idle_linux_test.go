@@ -75,6 +75,35 @@ func TestIdleConnHoldsNoWatchGoroutine(t *testing.T) {
 	}
 }
 
+// TestIdleConnHoldsNoGlobalRequestGoroutine: a conn that has sent no
+// global request holds no goroutine waiting for one; its first request
+// starts one, which answers it and the next in order.
+func TestIdleConnHoldsNoGlobalRequestGoroutine(t *testing.T) {
+	ts := startServer(t, &sshmesh.Server{
+		Handler: sshmesh.HandlerFunc(func(s *sshmesh.Session) { <-s.Context().Done() })})
+	c := ts.dial(t, "ann")
+	sess, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sess.Start("x"); err != nil { // the handler runs: the conn is past its login
+		t.Fatal(err)
+	}
+	if n := goroutinesUntil("sshmesh.(*serverConn).globalRequests", 0); n != 0 {
+		t.Errorf("%d goroutines wait for the global requests of a conn that sent none, want 0", n)
+	}
+	for i := range 3 {
+		// OpenSSH's keepalive: any reply, here a failure, says the server is there.
+		ok, _, err := c.SendRequest("keepalive@openssh.com", true, nil)
+		if err != nil || ok {
+			t.Fatalf("keepalive %d: ok %v, err %v; want a failure reply", i, ok, err)
+		}
+	}
+	if n := goroutinesUntil("sshmesh.(*serverConn).globalRequests", 1); n != 1 {
+		t.Errorf("%d goroutines answer the conn's global requests after three, want 1", n)
+	}
+}
+
 // goroutinesUntil looks at the number of goroutines in fn until it is
 // want, for up to 20 s, and returns the last count.
 func goroutinesUntil(fn string, want int) int {
