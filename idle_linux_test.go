@@ -58,16 +58,7 @@ func TestLoginSessionForwardsOnHandlerGoroutine(t *testing.T) {
 // TestIdleTimeout for what it does) waits between its ticks as a timer,
 // not as a goroutine per conn.
 func TestIdleConnHoldsNoWatchGoroutine(t *testing.T) {
-	ts := startServer(t, &sshmesh.Server{IdleTimeout: time.Hour,
-		Handler: sshmesh.HandlerFunc(func(s *sshmesh.Session) { <-s.Context().Done() })})
-	c := ts.dial(t, "ann")
-	sess, err := c.NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sess.Start("x"); err != nil { // the handler runs: the conn is past its login
-		t.Fatal(err)
-	}
+	idleConn(t, &sshmesh.Server{IdleTimeout: time.Hour})
 	// A tick of another test's conn still closing can be running at the
 	// moment of a look; a goroutine per conn is there at every look.
 	if n := goroutinesUntil("sshmesh.(*serverConn).watch", 0) + goroutinesUntil("sshmesh.(*watchdog)", 0); n != 0 {
@@ -79,16 +70,7 @@ func TestIdleConnHoldsNoWatchGoroutine(t *testing.T) {
 // global request holds no goroutine waiting for one; its first request
 // starts one, which answers it and the next in order.
 func TestIdleConnHoldsNoGlobalRequestGoroutine(t *testing.T) {
-	ts := startServer(t, &sshmesh.Server{
-		Handler: sshmesh.HandlerFunc(func(s *sshmesh.Session) { <-s.Context().Done() })})
-	c := ts.dial(t, "ann")
-	sess, err := c.NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sess.Start("x"); err != nil { // the handler runs: the conn is past its login
-		t.Fatal(err)
-	}
+	c := idleConn(t, &sshmesh.Server{})
 	if n := goroutinesUntil("sshmesh.(*serverConn).globalRequests", 0); n != 0 {
 		t.Errorf("%d goroutines wait for the global requests of a conn that sent none, want 0", n)
 	}
@@ -102,6 +84,21 @@ func TestIdleConnHoldsNoGlobalRequestGoroutine(t *testing.T) {
 	if n := goroutinesUntil("sshmesh.(*serverConn).globalRequests", 1); n != 1 {
 		t.Errorf("%d goroutines answer the conn's global requests after three, want 1", n)
 	}
+}
+
+// idleConn starts srv with a handler that waits for its session's end,
+// and returns a client conn past its login with one such session open.
+func idleConn(t *testing.T, srv *sshmesh.Server) *ssh.Client {
+	srv.Handler = sshmesh.HandlerFunc(func(s *sshmesh.Session) { <-s.Context().Done() })
+	c := startServer(t, srv).dial(t, "ann")
+	sess, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sess.Start("x"); err != nil { // the handler runs: the conn is past its login
+		t.Fatal(err)
+	}
+	return c
 }
 
 // goroutinesUntil looks at the number of goroutines in fn until it is

@@ -14,11 +14,7 @@ import (
 // readable, and once only; a hang-up counts as readable.
 func TestWhenReadable(t *testing.T) {
 	r, w := pipe(t)
-	fired := make(chan struct{}, 2)
-	cancel, err := whenReadable(int(r.Fd()), func() { fired <- struct{}{} })
-	if err != nil {
-		t.Fatal(err)
-	}
+	fired, cancel := watchFired(t, r)
 	select {
 	case <-fired:
 		t.Fatal("the watch fired on an empty pipe")
@@ -36,10 +32,7 @@ func TestWhenReadable(t *testing.T) {
 		t.Fatal(err)
 	}
 	r2, w2 := pipe(t)
-	fired2 := make(chan struct{}, 1)
-	if _, err := whenReadable(int(r2.Fd()), func() { fired2 <- struct{}{} }); err != nil {
-		t.Fatal(err)
-	}
+	fired2, _ := watchFired(t, r2)
 	w2.Close() // hang-up
 	waitFired(t, fired2, "after the write end closed")
 	select {
@@ -53,11 +46,7 @@ func TestWhenReadable(t *testing.T) {
 // goroutine ends when nothing is watched.
 func TestWhenReadableCancel(t *testing.T) {
 	r, w := pipe(t)
-	fired := make(chan struct{}, 1)
-	cancel, err := whenReadable(int(r.Fd()), func() { fired <- struct{}{} })
-	if err != nil {
-		t.Fatal(err)
-	}
+	fired, cancel := watchFired(t, r)
 	if !cancel() {
 		t.Fatal("cancel of an armed watch: false, want true")
 	}
@@ -73,10 +62,7 @@ func TestWhenReadableCancel(t *testing.T) {
 	if _, err := w2.Write([]byte("x")); err != nil {
 		t.Fatal(err)
 	}
-	fired2 := make(chan struct{}, 1)
-	if _, err := whenReadable(int(r2.Fd()), func() { fired2 <- struct{}{} }); err != nil {
-		t.Fatal(err)
-	}
+	fired2, _ := watchFired(t, r2)
 	waitFired(t, fired2, "on a pipe holding data")
 	select {
 	case <-fired:
@@ -86,10 +72,7 @@ func TestWhenReadableCancel(t *testing.T) {
 	// The goroutine waits while a watch is armed; cancelling the last
 	// one ends it.
 	r3, _ := pipe(t)
-	cancel3, err := whenReadable(int(r3.Fd()), func() {})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, cancel3 := watchFired(t, r3)
 	if watcherGoroutines() == 0 {
 		t.Error("no watcher goroutine while a watch is armed")
 	}
@@ -97,6 +80,17 @@ func TestWhenReadableCancel(t *testing.T) {
 	if n := watcherGoroutinesUntilNone(); n != 0 {
 		t.Errorf("%d watcher goroutines with nothing watched, want 0", n)
 	}
+}
+
+// watchFired arms a watch on r; each time it fires, the channel gets a value.
+func watchFired(t *testing.T, r *os.File) (fired <-chan struct{}, cancel func() bool) {
+	t.Helper()
+	ch := make(chan struct{}, 2)
+	cancel, err := whenReadable(int(r.Fd()), func() { ch <- struct{}{} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ch, cancel
 }
 
 func pipe(t *testing.T) (r, w *os.File) {
