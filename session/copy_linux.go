@@ -60,14 +60,9 @@ func putBulkBuffer(b *[]byte) {
 
 // copyFromFile copies f to w until f ends (EOF, or an error such as EIO
 // on a terminal whose slave side is gone) or a write to w fails; f's read
-// deadline applies. See readPooled for the buffers.
-func copyFromFile(w io.Writer, f *os.File) (int64, error) {
-	return copyFromFileEach(w, f, nil)
-}
-
-// copyFromFileEach is copyFromFile calling before (when not nil) ahead of
-// every read.
-func copyFromFileEach(w io.Writer, f *os.File, before func()) (int64, error) {
+// deadline applies, and before (when not nil) is called ahead of every
+// read. See readPooled for the buffers.
+func copyFromFile(w io.Writer, f *os.File, before func()) (int64, error) {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return 0, err

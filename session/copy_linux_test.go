@@ -59,7 +59,7 @@ func TestCopyFromFileHoldsNoBufferWhileWaiting(t *testing.T) {
 	defer pr.Close()
 	w := &notifyWriter{wrote: make(chan struct{}, 1)}
 	done := make(chan error, 1)
-	go func() { _, err := copyFromFile(w, pr); done <- err }()
+	go func() { _, err := copyFromFile(w, pr, nil); done <- err }()
 
 	waitBuffersBack(t, "before any data")
 	want := make([]byte, 3*copyBufferSize+100) // more than a buffer: several reads
@@ -95,7 +95,7 @@ func TestCopyFromFileEndsAtItsDeadline(t *testing.T) {
 	defer pr.Close()
 	defer pw.Close()
 	_ = pr.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-	_, err = copyFromFile(io.Discard, pr)
+	_, err = copyFromFile(io.Discard, pr, nil)
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("copy past the read deadline: %v, want os.ErrDeadlineExceeded", err)
 	}
@@ -113,7 +113,7 @@ func TestCopyFromFileStopsOnAFailedWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	gone := errors.New("client gone")
-	_, err = copyFromFile(failingWriter{gone}, pr)
+	_, err = copyFromFile(failingWriter{gone}, pr, nil)
 	if !errors.Is(err, gone) {
 		t.Fatalf("copy to a failing writer: %v, want %v", err, gone)
 	}

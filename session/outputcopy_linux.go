@@ -149,7 +149,7 @@ func (c *outputCopy) watch() {
 			_ = c.f.SetReadDeadline(c.lastData.Add(c.drain))
 		}
 		go func() {
-			_, err := copyFromFileEach(c.w, c.f, func() {
+			_, err := copyFromFile(c.w, c.f, func() {
 				c.mu.Lock()
 				if c.drain > 0 {
 					_ = c.f.SetReadDeadline(time.Now().Add(c.drain))

@@ -14,7 +14,7 @@ import (
 // one wake-up of the command per that much rather than per 32 KiB packet,
 // into a pipe grown to bulkPipeSize. Measured on a tailnet (BenchmarkTailnetBulk,
 // bench/RESULTS.md): the server's CPU per GiB uploaded down by about a
-// fifth. The command's output is copied as before (copyFromFile): the same
+// fifth. The command's output is copied as before (outputCopy): the same
 // growth there showed no clear gain in CPU per GiB downloaded.
 const (
 	bulkCopyBuffer = 256 << 10
